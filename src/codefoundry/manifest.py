@@ -1,0 +1,162 @@
+"""`manifest.json`: what produced an artifact directory, and from which inputs.
+
+Every artifact (dataset/, tokenizer/, tokens/, model/, adapters/NAME/, eval/) carries one:
+
+    {"kind": "dataset", "command": [...], "config": {...}, "seed": 0,
+     "versions": {"codefoundry": ..., "python": ..., "torch": ..., "transformers": ...},
+     "created": "2026-11-25T22:40:00+00:00",
+     "inputs": {"dataset": {"path": "/abs/dataset", "kind": "dataset",
+                            "manifest_sha256": "…"}},
+     "extra": {...}}
+
+An input's `manifest_sha256` is the sha256 of its manifest file's bytes, so a model's
+manifest pins the exact dataset manifest it was trained on, and `lineage` follows the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from codefoundry.atomic import atomic_write_json
+from codefoundry.errors import ArtifactError
+
+MANIFEST_NAME = "manifest.json"
+VERSIONED_PACKAGES = ("codefoundry", "torch", "transformers", "tokenizers", "datasets", "pyarrow", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages an artifact's bytes depend on (without importing them)."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass
+class InputRef:
+    """One input artifact: where it was and the hash of its manifest at the time."""
+
+    path: str
+    kind: str
+    manifest_sha256: str
+
+
+@dataclass
+class Manifest:
+    kind: str
+    command: list[str]
+    config: dict[str, Any]
+    seed: int | None = None
+    versions: dict[str, str] = field(default_factory=package_versions)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    inputs: dict[str, InputRef] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        fields = dict(data)
+        fields["inputs"] = {k: InputRef(**v) for k, v in (fields.get("inputs") or {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+def manifest_sha256(artifact_dir: str | Path) -> str:
+    """sha256 of an artifact's manifest bytes (the lineage hash)."""
+    path = Path(artifact_dir) / MANIFEST_NAME
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise ArtifactError(f"{artifact_dir} has no {MANIFEST_NAME}: is it a codefoundry artifact?") from None
+
+
+def input_ref(artifact_dir: str | Path) -> InputRef:
+    """Reference an input artifact by its absolute path, kind and manifest hash."""
+    manifest = read_manifest(artifact_dir)
+    return InputRef(str(Path(artifact_dir).resolve()), manifest.kind, manifest_sha256(artifact_dir))
+
+
+def write_manifest(
+    artifact_dir: str | Path,
+    kind: str,
+    config: BaseModel | Mapping[str, Any],
+    *,
+    seed: int | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    command: list[str] | None = None,
+) -> Manifest:
+    """Write `artifact_dir/manifest.json` atomically and return it.
+
+    `inputs` maps a role ("dataset", "tokenizer", …) to an input artifact directory; each
+    must already have a manifest, whose hash is recorded.
+    """
+    cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    manifest = Manifest(
+        kind=kind,
+        command=list(command if command is not None else sys.argv),
+        config=cfg,
+        seed=seed,
+        inputs={role: input_ref(path) for role, path in (inputs or {}).items()},
+        extra=dict(extra or {}),
+    )
+    atomic_write_json(Path(artifact_dir) / MANIFEST_NAME, manifest.to_json())
+    return manifest
+
+
+def read_manifest(artifact_dir: str | Path, kind: str | None = None) -> Manifest:
+    """Read an artifact's manifest; with `kind`, insist the artifact is of that kind."""
+    path = Path(artifact_dir) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{artifact_dir} has no {MANIFEST_NAME}: is it a codefoundry artifact?") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} cannot be read: {e}") from None
+    manifest = Manifest.from_json(data)
+    if kind is not None and manifest.kind != kind:
+        raise ArtifactError(f"{artifact_dir} is a {manifest.kind} artifact, expected a {kind}")
+    return manifest
+
+
+def verify_inputs(artifact_dir: str | Path) -> dict[str, bool]:
+    """For each recorded input: does its manifest still hash to what was recorded?"""
+    result = {}
+    for role, ref in read_manifest(artifact_dir).inputs.items():
+        try:
+            result[role] = manifest_sha256(ref.path) == ref.manifest_sha256
+        except ArtifactError:
+            result[role] = False
+    return result
+
+
+def lineage(artifact_dir: str | Path) -> Iterator[tuple[str, Path, Manifest]]:
+    """Walk the input chain depth-first: (role path like "model/dataset", dir, manifest)."""
+    stack: list[tuple[str, Path]] = [("", Path(artifact_dir))]
+    seen: set[Path] = set()
+    while stack:
+        role, path = stack.pop()
+        resolved = path.resolve()
+        if resolved in seen or not (path / MANIFEST_NAME).exists():
+            continue
+        seen.add(resolved)
+        manifest = read_manifest(path)
+        yield role or manifest.kind, path, manifest
+        for sub_role, ref in reversed(list(manifest.inputs.items())):
+            stack.append((f"{role or manifest.kind}/{sub_role}", Path(ref.path)))
