@@ -5,5 +5,5 @@ from __future__ import annotations
 from codefoundry.cli.not_built import ANY_ARGS, not_built_command
 
 COMMAND = {"context_settings": ANY_ARGS,
-           "help": "[not built yet] Evaluate a model or endpoint (HumanEval, MBPP, MultiPL-E, infilling)."}
+           "help": "(not built yet) Evaluate a model or endpoint (HumanEval, MBPP, MultiPL-E, infilling)."}
 command = not_built_command("eval", 8, "Evaluation harness")
