@@ -1,0 +1,1 @@
+"""Data curation: sources → language, license, quality filters → the dataset/ artifact."""

@@ -1,0 +1,281 @@
+"""The local executor: runs a pipeline over work units in worker processes, resumably.
+
+Layout of a run in progress (under the output dir; removed when the run completes):
+
+    .work/plan.json                      units (in order) + the run key (config + sources)
+    .work/phase0/<unit>/kept.parquet     rows that survived phase 0's steps
+    .work/phase0/<unit>/removed.parquet  rows removed in phase 0 (with `reason`)
+    .work/phase0/<unit>/steps.json       the phase's per-step stats for this unit
+    .work/phase0/<unit>.done             completion marker, written last
+    .work/global/<step>/map/<unit>/…     a global step's map output; reduce/ its reduce output
+    .work/global/<step>/reduce/<p>.done  reduce completion marker per partition
+
+Phases: the step list is cut at each `GlobalStep`. Phase 0 reads the unit and runs the
+local steps before the first global step, whose `map` sees the survivors; a reduce then
+runs per partition; phase 1 feeds the staged rows through the global step's filter and
+the next local steps, and so on. The last phase's kept rows become the dataset.
+
+Resumption is by markers: a unit (or partition) with a `.done` file is skipped; one without
+is redone from scratch (its outputs are overwritten). Finalizing (shards, stats, card)
+reads only `.work`, so it is redone whole if interrupted. Determinism: units are processed
+independently and gathered in plan order, so worker count and timing never change the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from codefoundry.atomic import atomic_open, atomic_write_json, atomic_write_text, clean_temp_files
+from codefoundry.console import progress_bar
+from codefoundry.data.pipeline.schema import FILES_SCHEMA, REASON, REMOVED_SCHEMA, conform
+from codefoundry.data.pipeline.stats import count_files, merge_all
+from codefoundry.data.pipeline.step import GlobalStep, Step, StepStats, UnitContext, run_steps
+
+log = logging.getLogger(__name__)
+WORK = ".work"
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": ["lang", "ext", "license_type", "repo_name",
+                                                                             REASON]}
+
+
+class WorkUnit(Protocol):
+    """One independent slice of the input (a repository, a chunk of a table). Must pickle."""
+
+    def describe(self) -> str:
+        """A stable one-line description, recorded in the plan (e.g. "git acme/tools @ /src/tools")."""
+        ...
+
+    def read(self) -> Iterator[pa.Table]:
+        """Batches in REMOVED_SCHEMA: rows with a null `reason` go on; others are removed as given."""
+        ...
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    steps: list[Step]             # local steps of this phase, in order
+    entry: GlobalStep | None      # global step whose filter opens this phase (None for phase 0)
+    exit: GlobalStep | None       # global step whose map closes this phase (None for the last)
+
+
+def phases(steps: Sequence[Step]) -> list[Phase]:
+    """Cut the step list at each global step."""
+    out: list[Phase] = []
+    entry: GlobalStep | None = None
+    local: list[Step] = []
+    for step in steps:
+        if isinstance(step, GlobalStep):
+            out.append(Phase(len(out), local, entry, step))
+            entry, local = step, []
+        else:
+            local.append(step)
+    out.append(Phase(len(out), local, entry, None))
+    return out
+
+
+def _write_parquet(path: Path, tables: Iterator[pa.Table], schema: pa.Schema) -> int:
+    rows = 0
+    with atomic_open(path, "wb") as f, pq.ParquetWriter(f, schema, **PARQUET_OPTIONS) as writer:
+        for table in tables:
+            if table.num_rows:
+                writer.write_table(conform(table, schema))
+                rows += table.num_rows
+    return rows
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """Everything a worker needs to run one phase of one unit (pickled to the worker)."""
+
+    work: Path
+    phase: Phase
+    unit_index: int
+    unit: WorkUnit
+    batch_rows: int
+
+    @property
+    def uid(self) -> str:
+        return f"{self.unit_index:06d}"
+
+    def scratch(self, step: GlobalStep) -> Path:
+        return self.work / "global" / step.name
+
+    def batches(self) -> Iterator[pa.Table]:
+        """The rows that enter this phase: read from the source (phase 0) or from the staged survivors."""
+        if self.phase.index == 0:
+            yield from self.unit.read()
+            return
+        staged = pq.ParquetFile(self.work / f"phase{self.phase.index - 1}" / self.uid / "kept.parquet")
+        for batch in staged.iter_batches(batch_size=self.batch_rows):
+            yield pa.Table.from_batches([batch])
+
+    def run(self) -> str:
+        out = self.work / f"phase{self.phase.index}" / self.uid
+        removed: list[pa.Table] = []
+        steps = self.phase.steps
+        entry, exit_ = self.phase.entry, self.phase.exit
+        if entry is not None:
+            entry.load(self.scratch(entry))
+        if exit_ is not None:
+            shutil.rmtree(UnitContext(self.uid, self.unit_index, self.scratch(exit_)).map_dir, ignore_errors=True)
+        offsets = {"in": 0, "out": 0}
+
+        def survivors() -> Iterator[pa.Table]:
+            for batch in self.batches():
+                if self.phase.index == 0 and batch.num_rows:
+                    bad = pc.is_valid(batch.column(REASON))
+                    if pc.any(bad).as_py():
+                        removed.append(batch.filter(bad))
+                    batch = batch.filter(pc.invert(bad)).drop_columns([REASON])
+                if entry is not None:
+                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(entry), offsets["in"])
+                    offsets["in"] += batch.num_rows
+                    batch, dropped = entry.process_unit(batch, ctx)
+                    if dropped.num_rows:
+                        removed.append(dropped)
+                batch, dropped_list = run_steps(batch, steps)
+                removed.extend(dropped_list)
+                if exit_ is not None and batch.num_rows:
+                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(exit_), offsets["out"])
+                    offsets["out"] += batch.num_rows
+                    exit_.map(batch, ctx)
+                yield batch
+
+        _write_parquet(out / "kept.parquet", survivors(), FILES_SCHEMA)
+        _write_parquet(out / "removed.parquet", iter(removed), REMOVED_SCHEMA)
+        step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps}
+        atomic_write_json(out / "steps.json", step_stats)
+        atomic_write_text(out.with_suffix(".done"), "")
+        return self.uid
+
+
+def _run_task(task: UnitTask) -> str:
+    return task.run()
+
+
+def _run_reduce(step: GlobalStep, partition: int, scratch: Path) -> int:
+    step.reduce(partition, scratch)
+    atomic_write_text(scratch / "reduce" / f"{partition}.done", "")
+    return partition
+
+
+class LocalExecutor:
+    """Runs units in `workers` processes (1 = in this process) with a progress bar."""
+
+    def __init__(self, workers: int | None = None, batch_rows: int = 2048) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.batch_rows = batch_rows
+
+    def _pool_map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], description: str) -> None:
+        if not calls:
+            return
+        with progress_bar() as progress:
+            task = progress.add_task(description, total=len(calls))
+            if self.workers == 1 or len(calls) == 1:
+                for args in calls:
+                    fn(*args)
+                    progress.advance(task)
+                return
+            # Workers fork before the progress bar's refresh thread draws anything.
+            with ProcessPoolExecutor(min(self.workers, len(calls)), mp_context=get_context("fork")) as pool:
+                futures: set[Future[Any]] = {pool.submit(fn, *args) for args in calls}
+                while futures:
+                    done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        fut.result()  # re-raise a worker's exception here
+                        progress.advance(task)
+
+    def run(self, work: Path, units: Sequence[WorkUnit], steps: Sequence[Step]) -> list[Phase]:
+        """Run every phase of every unit under `work` (skipping what is already done)."""
+        clean_temp_files(work)
+        plan = phases(steps)
+        for phase in plan:
+            if phase.entry is not None:
+                scratch = work / "global" / phase.entry.name
+                todo = [(phase.entry, p, scratch) for p in range(phase.entry.num_partitions)
+                        if not (scratch / "reduce" / f"{p}.done").exists()]
+                self._pool_map(_run_reduce, todo, f"{phase.entry.name}: reduce")
+            tasks = [UnitTask(work, phase, i, unit, self.batch_rows) for i, unit in enumerate(units)]
+            todo_tasks = [(t,) for t in tasks if not (work / f"phase{phase.index}" / f"{t.uid}.done").exists()]
+            label = "read + " + ", ".join(s.name for s in phase.steps) if phase.index == 0 else \
+                ", ".join(s.name for s in ([phase.entry] if phase.entry else []) + phase.steps)
+            self._pool_map(_run_task, todo_tasks, f"phase {phase.index} ({label})")
+        return plan
+
+
+def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[Path, list[Path], dict[str, Any]]]:
+    """Per unit in plan order: (final kept file, removed files of every phase, merged step stats)."""
+    last = plan[-1].index
+    for i in range(n_units):
+        uid = f"{i:06d}"
+        removed = [work / f"phase{p.index}" / uid / "removed.parquet" for p in plan]
+        steps: dict[str, Any] = {}
+        for p in plan:
+            for name, data in json.loads((work / f"phase{p.index}" / uid / "steps.json").read_text()).items():
+                stats = StepStats.from_json(data)
+                if name in steps:
+                    stats.merge(StepStats.from_json(steps[name]))
+                steps[name] = stats.to_json()
+        yield work / f"phase{last}" / uid / "kept.parquet", removed, steps
+
+
+def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_bytes: int,
+                 transform: Callable[[pa.Table], pa.Table] | None = None, prefix: str = "train") -> list[Path]:
+    """Concatenate `files` in order into `prefix-0000i-of-0000n.parquet` shards of ≤ `max_bytes` file bytes each.
+
+    Shard boundaries depend only on the rows' `size`s, so the same rows give the same shards.
+    """
+    sizes = [pq.read_table(f, columns=["size"]).column("size").to_pylist() for f in files]
+    boundaries: list[int] = []  # global row index where each shard after the first starts
+    acc, row = 0, 0
+    for per_file in sizes:
+        for size in per_file:
+            if acc and acc + (size or 0) > max_bytes:
+                boundaries.append(row)
+                acc = 0
+            acc += size or 0
+            row += 1
+    n_shards = len(boundaries) + 1
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    paths = [out_dir / f"{prefix}-{k:05d}-of-{n_shards:05d}.parquet" for k in range(n_shards)]
+
+    def shard_tables(k: int) -> Iterator[pa.Table]:
+        start = boundaries[k - 1] if k else 0
+        stop = boundaries[k] if k < len(boundaries) else row
+        offset = 0
+        for f, per_file in zip(files, sizes, strict=True):
+            n = len(per_file)
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            if lo < hi:
+                table = pq.read_table(f).slice(lo, hi - lo)
+                yield transform(table) if transform else table
+            offset += n
+
+    for k, path in enumerate(paths):
+        _write_parquet(path, shard_tables(k), schema)
+    return paths
+
+
+def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], subset: str) -> dict[str, Any]:
+    """Merged stats.json tree over every unit's kept and removed rows."""
+    trees = []
+    columns = ["size", "lang", "licenses", "license_type"]
+    for kept, removed_files, steps in outputs:
+        kept_t = pq.read_table(kept, columns=columns)
+        removed_t = pa.concat_tables([pq.read_table(f, columns=[*columns, REASON]) for f in removed_files])
+        trees.append(count_files(kept_t, removed_t, steps, subset))
+    return merge_all(trees)
