@@ -1,0 +1,83 @@
+"""`card.md`: a dataset card like The Stack's, rendered from stats.json and the config.
+
+The YAML front matter names each subset as a `datasets` config, so both
+`datasets.load_dataset(DIR, "files")` and the Hub viewer find the shards. Tables (languages,
+licenses, removals, steps) come from stats.json, so a later step's removals show up here
+without touching this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from codefoundry.data.config import CurateConfig
+
+TOP_ROWS = 30
+
+
+def front_matter(subsets: Sequence[str]) -> str:
+    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}/*.parquet"}]}
+               for name in subsets]
+    meta = {"configs": configs, "license": "other", "language": ["code"], "task_categories": ["text-generation"],
+            "tags": ["code", "codefoundry"]}
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.2f}"
+
+
+def _table(title: str, header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _group_rows(group: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
+    items = sorted(group.items(), key=lambda kv: (-kv[1].get("kept_bytes", 0), -kv[1].get("files", 0), kv[0]))
+    return [[name, f"{c.get('kept_files', 0):,}", _mb(c.get("kept_bytes", 0)), f"{c.get('removed_files', 0):,}"]
+            for name, c in items[:TOP_ROWS]]
+
+
+def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequence[str]) -> str:
+    """The dataset card text (deterministic: no dates, no timings)."""
+    subsets = sorted(stats["subsets"])
+    parts = [front_matter(subsets), "# Dataset card\n",
+             "Source code curated with `codefoundry data curate`, following The Stack / StarCoderData: files "
+             "from repositories, a language per file, a license per repository, and BigCode's quality "
+             "filters. Every removed file is kept in `removed/` with its `reason`.\n",
+             "## Load it\n", "```python", "import datasets",
+             'ds = datasets.load_dataset("path/to/this/dir", "files", split="train")', "```",
+             "DuckDB: `SELECT lang, count(*) FROM 'data/files/*.parquet' GROUP BY lang`.\n",
+             "## Sources\n", *[f"- `{s}`" for s in sources], "",
+             "## Policies\n",
+             f"- License policy: **{config.license_policy}** (license types kept; The Stack v2 decides the type: "
+             "permissive if every detected license is on the permissive list, no_license if none was found).",
+             f"- Permissive list: {', '.join(config.permissive_licenses)}.",
+             f"- Languages: {', '.join(config.languages) if config.languages else 'all known languages'}.",
+             f"- Vendored files dropped: {config.drop_vendored}; generated files dropped: {config.drop_generated}.",
+             f"- Max file size: {config.limits.max_file_bytes:,} bytes.",
+             "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
+                                               for name in type(config.filters).model_fields) + ".", ""]
+    for name in subsets:
+        s = stats["subsets"][name]
+        t = s["totals"]
+        parts += [f"## Subset `{name}`\n",
+                  f"{t['kept_files']:,} files kept ({_mb(t['kept_bytes'])} MB) of {t['files']:,} seen "
+                  f"({_mb(t['bytes'])} MB); {t['removed_files']:,} removed.\n",
+                  _table("Languages", ["language", "files", "MB", "removed files"], _group_rows(s["languages"])),
+                  _table("Licenses", ["license", "files", "MB", "removed files"], _group_rows(s["licenses"])),
+                  _table("License types", ["type", "files", "MB", "removed files"], _group_rows(s["license_types"])),
+                  _table("Removals", ["reason", "files", "MB"],
+                         [[r, f"{c['files']:,}", _mb(c["bytes"])] for r, c in
+                          sorted(s["removed"].items(), key=lambda kv: (-kv[1]["files"], kv[0]))]),
+                  _table("Steps", ["step", "rows in", "kept", "removed"],
+                         [[n, f"{c['rows_in']:,}", f"{c['kept']:,}", f"{sum(c['removed'].values()):,}"]
+                          for n, c in s.get("steps", {}).items()])]
+    parts += ["## Columns\n",
+              "hexsha (git blob id), size, ext, lang, repo_name, path, licenses (SPDX), license_type, stars, forks, "
+              "content, avg_line_length, max_line_length, alphanum_fraction — as in The Stack.\n"]
+    return "\n".join(parts)

@@ -1,0 +1,82 @@
+"""Identify licenses in a text by matching it against reference license texts.
+
+Texts are normalized (lower case, words only, copyright/author lines dropped, British
+spellings and bullets unified), then cut into word bigrams. A reference matches when at
+least `threshold` of its bigrams occur in the document, so reflowed text, changed names,
+copyright lines and small edits still match. A document may hold several licenses: the
+best-explaining reference is taken first and its bigrams removed from the document, then
+the next, so BSD-2-Clause is not reported inside BSD-3-Clause, nor GPL-3.0 inside AGPL-3.0.
+(The idea follows go-license-detector, which The Stack v1 used: normalize, then compare.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+_COPYRIGHT_LINE = re.compile(r"^\W*(copyright\b|\(c\)|©|all rights reserved|author|written by).*$",
+                             re.IGNORECASE | re.MULTILINE)
+_WORD = re.compile(r"[a-z0-9]+")
+_BULLET = re.compile(r"^\s*(\(?[0-9a-z]{1,2}[.)]|[-*•])\s+", re.MULTILINE)
+_SPELLING = {"licence": "license", "licences": "licenses", "licenced": "licensed", "favour": "favor",
+             "organisation": "organization", "nonexclusive": "non exclusive", "sublicense": "sub license",
+             "noninfringement": "non infringement", "http": "", "https": "", "www": ""}
+DEFAULT_THRESHOLD = 0.75
+"""Share of a reference's bigrams a document must contain (tuned on the venv's distributions:
+bench/license_agreement.py)."""
+
+
+def normalize(text: str) -> list[str]:
+    """The words of a license text, without copyright lines, bullets and punctuation."""
+    text = _COPYRIGHT_LINE.sub(" ", text.replace("\r", ""))
+    text = _BULLET.sub(" ", text).lower()
+    words: list[str] = []
+    for w in _WORD.findall(text):
+        words.extend(_SPELLING.get(w, w).split())
+    return words
+
+
+def bigrams(words: list[str]) -> frozenset[str]:
+    return frozenset(f"{a} {b}" for a, b in itertools.pairwise(words))
+
+
+@dataclass(frozen=True)
+class Reference:
+    spdx: str      # SPDX id this text identifies
+    name: str      # file name in texts/ (e.g. "Apache-2.0.notice.txt")
+    grams: frozenset[str]
+
+
+@cache
+def references() -> tuple[Reference, ...]:
+    """Every reference text shipped in `license/texts/`, sorted by file name."""
+    folder = resources.files("codefoundry.data.license").joinpath("texts")
+    refs = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".txt"):
+            spdx = entry.name.removesuffix(".txt").removesuffix(".notice")
+            refs.append(Reference(spdx, entry.name, bigrams(normalize(entry.read_text(encoding="utf-8")))))
+    return tuple(refs)
+
+
+def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+    """SPDX ids of the licenses whose reference text `text` contains, best match first."""
+    doc = set(bigrams(normalize(text)))
+    found: list[str] = []
+    while doc:
+        best, best_score, best_hits = None, 0.0, frozenset()
+        for ref in references():
+            hits = ref.grams & doc
+            coverage = len(hits) / len(ref.grams)
+            score = len(hits) * coverage  # explains much of the document, and is itself mostly present
+            if coverage >= threshold and score > best_score:
+                best, best_score, best_hits = ref, score, hits
+        if best is None:
+            break
+        if best.spdx not in found:
+            found.append(best.spdx)
+        doc -= best_hits
+    return found

@@ -1,0 +1,93 @@
+"""SPDX ids from what people write: expressions, loose names, PyPI classifiers."""
+
+from __future__ import annotations
+
+import re
+
+from codefoundry.data.license.match import references
+
+ALIASES = {  # loose names seen in metadata (lower-cased, punctuation collapsed) → SPDX id
+    "mit": "MIT", "mit license": "MIT", "the mit license": "MIT", "expat": "MIT", "mit x11": "MIT",
+    "apache": "Apache-2.0", "apache 2": "Apache-2.0", "apache 2 0": "Apache-2.0", "apache2": "Apache-2.0",
+    "apache license 2 0": "Apache-2.0", "apache license version 2 0": "Apache-2.0", "asl 2 0": "Apache-2.0",
+    "apache software license": "Apache-2.0", "apache license": "Apache-2.0",
+    "apache software license 2 0": "Apache-2.0",
+    "bsd": "BSD-3-Clause", "bsd license": "BSD-3-Clause", "new bsd": "BSD-3-Clause", "new bsd license": "BSD-3-Clause",
+    "modified bsd": "BSD-3-Clause", "bsd 3 clause": "BSD-3-Clause", "3 clause bsd": "BSD-3-Clause",
+    "bsd 3": "BSD-3-Clause", "revised bsd": "BSD-3-Clause", "simplified bsd": "BSD-2-Clause",
+    "bsd 2 clause": "BSD-2-Clause", "2 clause bsd": "BSD-2-Clause", "freebsd": "BSD-2-Clause",
+    "isc": "ISC", "isc license": "ISC", "iscl": "ISC", "psf": "PSF-2.0", "psfl": "PSF-2.0",
+    "python software foundation license": "PSF-2.0", "psf license": "PSF-2.0", "python": "PSF-2.0",
+    "mpl 2 0": "MPL-2.0", "mpl2": "MPL-2.0", "mozilla public license 2 0": "MPL-2.0",
+    "gpl": "GPL-3.0", "gplv2": "GPL-2.0", "gplv3": "GPL-3.0", "gpl v2": "GPL-2.0", "gpl v3": "GPL-3.0",
+    "gpl 2": "GPL-2.0", "gpl 3": "GPL-3.0", "gnu gpl": "GPL-3.0", "lgpl": "LGPL-3.0", "lgplv2": "LGPL-2.1",
+    "lgplv3": "LGPL-3.0", "lgpl v3": "LGPL-3.0", "lgpl v2 1": "LGPL-2.1", "lgpl 2 1": "LGPL-2.1",
+    "agpl": "AGPL-3.0", "agplv3": "AGPL-3.0", "unlicense": "Unlicense", "the unlicense": "Unlicense",
+    "public domain": "Unlicense", "cc0": "CC0-1.0", "zlib": "Zlib", "zlib libpng": "Zlib", "epl 2 0": "EPL-2.0",
+    "boost": "BSL-1.0", "hpnd": "HPND", "python 2 0": "Python-2.0", "0bsd": "0BSD",
+}
+
+CLASSIFIERS = {  # "License :: OSI Approved :: …" tail → SPDX id (None: too vague to name one)
+    "MIT License": "MIT", "MIT No Attribution License (MIT-0)": "MIT-0", "Apache Software License": "Apache-2.0",
+    "BSD License": "BSD-*", "ISC License (ISCL)": "ISC", "Python Software Foundation License": "PSF-2.0",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0", "GNU General Public License v2 (GPLv2)": "GPL-2.0",
+    "GNU General Public License v2 or later (GPLv2+)": "GPL-2.0", "GNU General Public License v3 (GPLv3)": "GPL-3.0",
+    "GNU General Public License v3 or later (GPLv3+)": "GPL-3.0",
+    "GNU Lesser General Public License v2 (LGPLv2)": "LGPL-2.1",
+    "GNU Lesser General Public License v2 or later (LGPLv2+)": "LGPL-2.1",
+    "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0",
+    "GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0",
+    "GNU Library or Lesser General Public License (LGPL)": "LGPL-*", "GNU General Public License (GPL)": "GPL-*",
+    "GNU Affero General Public License v3": "AGPL-3.0", "GNU Affero General Public License v3 or later (AGPLv3+)":
+    "AGPL-3.0", "Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0", "The Unlicense (Unlicense)": "Unlicense",
+    "zlib/libpng License": "Zlib", "Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
+    "Universal Permissive License (UPL)": "UPL-1.0", "Historical Permission Notice and Disclaimer (HPND)": "HPND",
+    "University of Illinois/NCSA Open Source License": "NCSA", "Zero-Clause BSD (0BSD)": "0BSD",
+    "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0",
+}
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_OPERATORS = {"AND", "OR", "WITH", "and", "or", "with"}
+_SUFFIXES = ("-only", "-or-later", "+")
+
+
+def canonical(spdx_id: str) -> str:
+    """Base SPDX id: "GPL-3.0-or-later" → "GPL-3.0", "LGPL-2.1+" → "LGPL-2.1"; known ids keep their case."""
+    for suffix in _SUFFIXES:
+        if spdx_id.endswith(suffix):
+            spdx_id = spdx_id[: -len(suffix)]
+    known = {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0", "hpnd": "HPND"}
+    return known.get(spdx_id.lower(), spdx_id)
+
+
+def parse_expression(expression: str) -> list[str]:
+    """License ids in an SPDX expression ("MIT OR Apache-2.0" → [MIT, Apache-2.0]); exceptions dropped."""
+    ids, after_with = [], False
+    for tok in _TOKEN.findall(expression):
+        if tok in "()":
+            continue
+        if tok in _OPERATORS:
+            after_with = tok.upper() == "WITH"
+            continue
+        if not after_with:
+            ids.append(canonical(tok))
+        after_with = False
+    return ids
+
+
+def from_name(value: str) -> list[str]:
+    """SPDX ids for a metadata license value: an SPDX expression or a loose name; [] if unknown."""
+    value = value.strip()
+    key = " ".join(re.findall(r"[a-z0-9]+", value.lower()))
+    if key in ALIASES:
+        return [ALIASES[key]]
+    ids = parse_expression(value)
+    known = {ref.spdx for ref in references()} | {"Python-2.0", "HPND"}
+    if ids and all(i in known for i in ids):
+        return ids
+    return []
+
+
+def from_classifier(classifier: str) -> str | None:
+    """SPDX id (or family wildcard like "BSD-*") for a "License :: OSI Approved :: …" classifier."""
+    tail = classifier.split("::")[-1].strip()
+    return CLASSIFIERS.get(tail)

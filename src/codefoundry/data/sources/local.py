@@ -1,0 +1,94 @@
+"""A plain directory as one repository; and the file-type checks every on-disk source shares."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.unit import ReadOptions
+
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox", ".ruff_cache"})
+
+
+def file_kind_reason(mode: int) -> str | None:
+    """None for a regular file, else the reason slug for a FIFO, socket, device or other."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "read:fifo"
+    if stat.S_ISSOCK(mode):
+        return "read:socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "read:device"
+    return "read:not_regular"
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """At most `limit + 1` bytes of a regular file (never opens FIFOs or devices), or Skip."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise Skip("read:symlink_loop" if e.errno == errno.ELOOP else
+                   "read:broken_symlink" if e.errno == errno.ENOENT else "read:unreadable") from None
+    reason = file_kind_reason(st.st_mode)
+    if reason:
+        raise Skip(reason)
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
+    except OSError:
+        raise Skip("read:unreadable") from None
+
+
+def walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """(path relative to root with "/", absolute path) of every non-directory entry, symlinked dirs not followed."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            full = base / name
+            yield full.relative_to(root).as_posix(), full
+        for name in dirnames:  # a symlink to a directory is listed as a dir but not walked: record it
+            if (base / name).is_symlink():
+                yield (base / name).relative_to(root).as_posix(), base / name
+
+
+def _raise(reason: str) -> bytes:
+    raise Skip(reason)
+
+
+def disk_entry(rel: str, full: Path) -> Entry:
+    if full.is_symlink() and full.is_dir():  # never followed; a link to an ancestor is a loop
+        target = full.resolve()
+        loop = full.parent.resolve().is_relative_to(target)
+        return Entry(rel, None, lambda limit, r="read:symlink_loop" if loop else "read:symlink_dir": _raise(r))
+    size = None
+    try:
+        st = os.stat(full)
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        size = None
+    return Entry(rel, size, lambda limit, p=full: read_file(p, limit))
+
+
+@dataclass(frozen=True)
+class DirectoryRepo:
+    """Every file under a directory (not a git repository), named after the folder."""
+
+    root: Path
+    options: ReadOptions
+    repo_name: str = ""
+
+    def describe(self) -> str:
+        return f"dir {self.repo_name or self.root.name} @ {self.root}"
+
+    def read(self) -> Iterator[pa.Table]:
+        entries = [disk_entry(rel, full) for rel, full in walk(self.root)]
+        yield from repo_batches(RepoInfo(self.repo_name or self.root.name), entries, **self.options.kwargs())

@@ -1,0 +1,107 @@
+"""The embedded default corpus: installed Python distributions and the standard library.
+
+`site-packages`: every distribution installed in this interpreter's environment is one
+repository (`pypi/<name>`): its files from the RECORD manifest, its license from its core
+metadata (License-Expression, License, classifiers) and its license files (`.dist-info/
+licenses/`, `License-File:` entries, LICENSE* in the .dist-info). The metadata files
+themselves are evidence, not rows. `stdlib`: the standard library as `python/cpython`,
+licensed by its LICENSE.txt.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+
+from codefoundry.data.license import LicenseEvidence, from_core_metadata, from_license_text, is_license_file
+from codefoundry.data.sources.local import SKIP_DIRS, disk_entry, walk
+from codefoundry.data.sources.repo import Entry, RepoInfo, repo_batches
+from codefoundry.data.sources.unit import ReadOptions
+
+EMBEDDED = ("site-packages", "stdlib")
+
+
+def site_packages_dirs() -> list[Path]:
+    paths = sysconfig.get_paths()
+    return sorted({Path(paths["purelib"]).resolve(), Path(paths["platlib"]).resolve()})
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+def distribution_license_files(dist: metadata.Distribution) -> dict[str, str]:
+    """Path (in the .dist-info) → text of the license files a distribution ships."""
+    out = {}
+    for f in dist.files or []:
+        parts = f.parts
+        if not parts or not parts[0].endswith(".dist-info"):
+            continue
+        inner = "/".join(parts[1:])
+        if inner.startswith("licenses/") or is_license_file(inner) or (len(parts) == 2 and "LICEN" in inner.upper()):
+            try:
+                out[f.as_posix()] = Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+    return out
+
+
+def license_files_evidence(dist: metadata.Distribution, threshold: float) -> dict[str, list[str]]:
+    """What each of a distribution's license files is, by text matching only."""
+    return {path: from_license_text(text, threshold) for path, text in distribution_license_files(dist).items()}
+
+
+@dataclass(frozen=True)
+class DistributionRepo:
+    """One installed distribution, found by its .dist-info folder."""
+
+    dist_info: Path
+    options: ReadOptions
+
+    def describe(self) -> str:
+        return f"dist {self.dist_info}"
+
+    def read(self) -> Iterator[pa.Table]:
+        dist = metadata.Distribution.at(self.dist_info)
+        name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
+        site = self.dist_info.parent
+        evidence = LicenseEvidence()
+        evidence.files = license_files_evidence(dist, self.options.license_threshold)
+        evidence.metadata["METADATA"] = from_core_metadata(dist.read_text("METADATA") or "")
+        entries: list[Entry] = []
+        seen = set()
+        for f in dist.files or []:
+            rel = f.as_posix()
+            if f.parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS & set(f.parts) or rel in seen:
+                continue
+            seen.add(rel)
+            entries.append(disk_entry(rel, site / f))
+        yield from repo_batches(RepoInfo(f"pypi/{name}"), entries, evidence=evidence, **self.options.kwargs())
+
+
+@dataclass(frozen=True)
+class StdlibRepo:
+    """The standard library (without site-packages) as one repository."""
+
+    root: Path
+    options: ReadOptions
+
+    def describe(self) -> str:
+        return f"stdlib {self.root}"
+
+    def read(self) -> Iterator[pa.Table]:
+        entries = [disk_entry(rel, full) for rel, full in walk(self.root) if not rel.startswith("site-packages/")]
+        yield from repo_batches(RepoInfo("python/cpython"), entries, **self.options.kwargs())
+
+
+def distributions(site_dirs: list[Path] | None = None) -> list[Path]:
+    """Every .dist-info folder in the environment's site-packages, sorted by name."""
+    found = set()
+    for site in site_dirs or site_packages_dirs():
+        found.update(p for p in site.glob("*.dist-info") if (p / "METADATA").is_file())
+    return sorted(found, key=lambda p: p.name.lower())

@@ -1,0 +1,113 @@
+"""Turning one repository's files into records: read safely, decode, gather license evidence.
+
+Every source that yields repositories (directories, git, archives, installed distributions)
+lists its files as `Entry`s and hands them to `repo_batches`, which owns the bad-input rules:
+
+    not a regular file     read:fifo | read:socket | read:device | read:symlink_loop | read:not_regular
+    over max_file_bytes    read:too_big     (never read)
+    cannot be read         read:unreadable
+    NUL byte in 8000 bytes read:binary      (git's heuristic)
+    not UTF-8              read:invalid_utf8
+
+Removed rows keep path, size and repository columns, with a null `content`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from codefoundry.data.annotate import git_blob_sha1
+from codefoundry.data.config import SourceLimits
+from codefoundry.data.license import LicenseEvidence, is_license_file, is_metadata_file, license_type
+from codefoundry.data.pipeline import REMOVED_SCHEMA
+
+BINARY_SNIFF = 8000  # git's buffer_is_binary() looks at the first 8000 bytes
+
+
+class Skip(Exception):
+    """Raised by an entry's reader: the file cannot be used; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a repository: its path in the repo, its size if known, and how to get its bytes.
+
+    `read(limit)` returns at most `limit + 1` bytes (so a lying size is still caught) or raises Skip.
+    """
+
+    path: str
+    size: int | None
+    read: Callable[[int], bytes]
+    hexsha: str | None = None
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    repo_name: str
+    stars: int | None = None
+    forks: int | None = None
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 text of a file's bytes, or Skip("read:binary" | "read:invalid_utf8")."""
+    if b"\0" in data[:BINARY_SNIFF]:
+        raise Skip("read:binary")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Skip("read:invalid_utf8") from None
+
+
+def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],
+                 license_threshold: float, evidence: LicenseEvidence | None = None,
+                 batch_rows: int = 2048) -> Iterator[pa.Table]:
+    """Rows (REMOVED_SCHEMA, `reason` null for usable files) for a repository, in path order.
+
+    License evidence comes from every license/metadata file of the repository (even beyond
+    `max_files_per_repo`) and from `SPDX-License-Identifier` lines in the files read; pass
+    `evidence` to start from what the source already knows (a distribution's METADATA).
+    """
+    evidence = evidence or LicenseEvidence()
+    entries = sorted(entries, key=lambda e: e.path)
+    chosen = entries[: limits.max_files_per_repo] if limits.max_files_per_repo else entries
+    chosen_paths = {e.path for e in chosen}
+    for e in entries:
+        if e.path not in chosen_paths and (is_license_file(e.path) or is_metadata_file(e.path)):
+            try:
+                evidence.add_file(e.path, decode(e.read(limits.max_file_bytes))[: limits.max_file_bytes],
+                                  license_threshold)
+            except Skip:
+                continue
+    rows: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
+    for e in chosen:
+        content, reason, size, sha = None, None, e.size, e.hexsha
+        try:
+            if e.size is not None and e.size > limits.max_file_bytes:
+                raise Skip("read:too_big")
+            data = e.read(limits.max_file_bytes)
+            if len(data) > limits.max_file_bytes:
+                raise Skip("read:too_big")
+            size, sha = len(data), sha or git_blob_sha1(data)
+            content = decode(data)
+            evidence.add_file(e.path, content, license_threshold)
+        except Skip as skip:
+            reason = skip.reason
+        for name, value in (("path", e.path), ("size", size), ("hexsha", sha), ("content", content),
+                            ("reason", reason)):
+            rows[name].append(value)
+    licenses = evidence.licenses()
+    n = len(chosen)
+    rows |= {"repo_name": [info.repo_name] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
+             "licenses": [licenses] * n, "license_type": [license_type(licenses, permissive)] * n}
+    for name in ("ext", "lang", "avg_line_length", "max_line_length", "alphanum_fraction"):
+        rows[name] = [None] * n
+    table = pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
+    for start in range(0, n, batch_rows):
+        yield table.slice(start, batch_rows)

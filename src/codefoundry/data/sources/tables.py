@@ -1,0 +1,154 @@
+"""Rows that are already files: JSONL, Parquet, and Hugging Face `save_to_disk` directories.
+
+Each row needs `content` and `path`; `repo_name`, `licenses`, `stars`, `forks`, `lang` and
+`hexsha` are used when present (The Stack's `max_stars_repo_*` names are accepted too).
+A row's `license_type` is decided from its `licenses` (none → no_license). Rows are cut
+into work units of `table_rows_per_unit`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from codefoundry.data.license import license_type
+from codefoundry.data.license.spdx import canonical
+from codefoundry.data.pipeline import REMOVED_SCHEMA, from_records
+from codefoundry.data.sources.unit import ReadOptions
+from codefoundry.errors import UserError
+
+ALIASES = {"max_stars_repo_path": "path", "max_stars_repo_name": "repo_name", "max_stars_repo_licenses": "licenses",
+           "max_stars_count": "stars", "max_forks_count": "forks", "language": "lang"}
+REQUIRED = ("content", "path")
+
+
+def is_jsonl(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson"))
+
+
+def is_parquet(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".parquet"
+
+
+def is_hf_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def _row(raw: dict[str, Any], opts: ReadOptions) -> dict[str, Any]:
+    row = {ALIASES.get(k, k): v for k, v in raw.items()}
+    lic = row.get("licenses")
+    licenses = sorted({canonical(x) for x in ([lic] if isinstance(lic, str) else lic or []) if x})
+    out = {k: row.get(k) for k in ("hexsha", "repo_name", "path", "lang", "stars", "forks")}
+    for k in ("stars", "forks"):
+        out[k] = out[k] if isinstance(out[k], int) else None
+    content = row.get("content")
+    if not isinstance(content, str) or not isinstance(row.get("path"), str):
+        out["reason"] = "read:missing_content"
+        content = None
+    elif len(content.encode("utf-8", "surrogatepass")) > opts.limits.max_file_bytes:
+        out["reason"] = "read:too_big"
+        content = None
+    return out | {"content": content, "licenses": licenses,
+                  "license_type": license_type(licenses, opts.permissive), "repo_name": out["repo_name"] or ""}
+
+
+def _check_columns(names: list[str], where: Path) -> None:
+    have = {ALIASES.get(n, n) for n in names}
+    missing = [c for c in REQUIRED if c not in have]
+    if missing:
+        raise UserError(f"{where} has no {' or '.join(missing)} column (columns: {', '.join(names)})",
+                        "table sources need at least `content` and `path`")
+
+
+@dataclass(frozen=True)
+class TableChunk:
+    """Rows [start, stop) of one table file (JSONL line numbers, or Parquet/Arrow row numbers)."""
+
+    path: Path
+    kind: str  # "jsonl" | "parquet" | "arrow"
+    start: int
+    stop: int
+    options: ReadOptions
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.path} rows {self.start}-{self.stop}"
+
+    def _raw_rows(self) -> Iterator[dict[str, Any] | str]:
+        if self.kind == "jsonl":
+            opener = gzip.open if self.path.name.endswith(".gz") else open
+            with opener(self.path, "rt", encoding="utf-8", errors="replace") as f:
+                for i, line in enumerate(f):
+                    if i >= self.stop:
+                        break
+                    if i >= self.start and line.strip():
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError:
+                            yield f"line {i + 1}"
+                            continue
+                        yield obj if isinstance(obj, dict) else f"line {i + 1}"
+            return
+        table = pq.read_table(self.path) if self.kind == "parquet" else _read_arrow(self.path)
+        yield from table.slice(self.start, self.stop - self.start).to_pylist()
+
+    def read(self) -> Iterator[pa.Table]:
+        rows: list[dict[str, Any]] = []
+        for raw in self._raw_rows():
+            if isinstance(raw, str):
+                rows.append({"path": raw, "repo_name": self.path.name, "reason": "read:bad_json", "licenses": []})
+            else:
+                rows.append(_row(raw, self.options))
+            if len(rows) >= self.options.batch_rows:
+                yield from_records(rows, REMOVED_SCHEMA)
+                rows = []
+        if rows:
+            yield from_records(rows, REMOVED_SCHEMA)
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            return pa.ipc.open_file(source).read_all()
+
+
+def table_units(path: Path, options: ReadOptions) -> list[TableChunk]:
+    """Work units for a JSONL file, a Parquet file or a `save_to_disk` directory."""
+    per_unit = options.limits.table_rows_per_unit
+    if is_jsonl(path):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+            n = 1 + sum(1 for _ in f) if first else 0
+        if first.strip():
+            try:
+                _check_columns(list(json.loads(first)), path)
+            except (json.JSONDecodeError, TypeError):
+                raise UserError(f"{path}: first line is not a JSON object") from None
+        spans, kind, files = [(path, n)], "jsonl", None
+    elif is_parquet(path):
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowInvalid, OSError) as e:
+            raise UserError(f"{path} is not a readable Parquet file: {e}") from None
+        _check_columns(meta.schema.names, path)
+        spans, kind, files = [(path, meta.num_rows)], "parquet", None
+    else:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        files = [path / f["filename"] for f in state.get("_data_files", [])]
+        spans = []
+        for f in files:
+            table = _read_arrow(f)
+            _check_columns(table.column_names, f)
+            spans.append((f, table.num_rows))
+        kind = "arrow"
+    return [TableChunk(f, kind, start, min(start + per_unit, n), options)
+            for f, n in spans for start in range(0, n, per_unit)]
