@@ -1,0 +1,129 @@
+"""Processes under torchrun: process group, DDP, and FSDP2 behind a gradient-parity check.
+
+    torchrun --standalone --nproc_per_node 2 -m codefoundry train --tokens tokens/ --tokenizer tok/ --out model/
+
+torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; we pick nccl on GPUs and gloo on CPU (PyTorch's
+recommended CPU backend). FSDP2 on gloo is only used when `fsdp_gradient_parity()` passes:
+pytorch#162338 ("Incorrect AVG reduction for GLOO", open) sums FSDP2 gradients instead of
+averaging them, silently (reference/model.md §5).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from codefoundry.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def backend(self) -> str | None:
+        return dist.get_backend() if dist.is_initialized() else None
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        """Mean of a float over processes (SUM then divide: gloo's AVG is not trusted, see above)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return float(t.item()) / self.world
+
+    def broadcast(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+
+def setup() -> Dist:
+    """Join the torchrun process group if there is one; otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local_rank, device)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def fsdp_gradient_parity(d: Dist, atol: float = 1e-6) -> tuple[bool, float]:
+    """Do FSDP2's gradients equal plain full-batch gradients here? (max abs difference)
+
+    Every process builds the same small MLP; each feeds its own slice of one batch through
+    `fully_shard`-ed copies, while the reference computes the mean loss over the whole batch
+    unsharded. Averaging bugs in the backend's reduce-scatter show up as a factor of `world`.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(1234)
+    ref = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8)).to(d.device)
+    sharded = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8)).to(d.device)
+    sharded.load_state_dict(ref.state_dict())
+    x = torch.randn(4 * d.world, 16, generator=torch.Generator().manual_seed(99)).to(d.device)
+    ref(x).pow(2).mean().backward()
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    for layer in (sharded[0], sharded[2]):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    sharded(x[4 * d.rank:4 * (d.rank + 1)]).pow(2).mean().backward()
+    worst = 0.0
+    for (_, p_ref), (_, p) in zip(ref.named_parameters(), sharded.named_parameters(), strict=True):
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        worst = max(worst, float((grad - p_ref.grad).abs().max()))
+    worst = max(worst, 0.0)
+    if d.world > 1:
+        t = torch.tensor([worst], device=d.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        worst = float(t.item())
+    return worst <= atol, worst
+
+
+def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module]) -> nn.Module:
+    """FSDP2: each block, then the root (tied wte/lm_head live at the root). Refuses on a failing gloo."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if d.world == 1:
+        raise UserError("--distributed fsdp needs several processes: run under torchrun --nproc_per_node N")
+    if d.backend == "gloo":
+        ok, diff = fsdp_gradient_parity(d)
+        if not ok:
+            raise UserError(f"FSDP2 on gloo failed the gradient-parity check (max difference {diff:.3g}): this "
+                            "PyTorch's gloo reduce-scatter does not average (pytorch#162338)",
+                            hint="use --distributed ddp on CPU, or FSDP2 on GPUs (nccl)")
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if d.device.type == "cuda" else MixedPrecisionPolicy())
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
