@@ -62,21 +62,42 @@ def references() -> tuple[Reference, ...]:
     return tuple(refs)
 
 
+def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
+    """(distinct reference bigrams, first, last doc position) of the densest stretch of `doc` no longer
+    than 1.5× the reference: a match must be one place in the document, not words collected from all over."""
+    width = int(len(ref.grams) * 1.5) + 10
+    positions = [i for i, g in enumerate(doc) if g is not None and g in ref.grams]
+    counts: dict[str, int] = {}
+    best, span, lo = 0, (0, -1), 0
+    for hi, i in enumerate(positions):
+        g = doc[i]
+        counts[g] = counts.get(g, 0) + 1
+        while i - positions[lo] > width:
+            old = doc[positions[lo]]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+            lo += 1
+        if len(counts) > best:
+            best, span = len(counts), (positions[lo], positions[hi])
+    return best, span[0], span[1]
+
+
 def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
-    """SPDX ids of the licenses whose reference text `text` contains, best match first."""
-    doc = set(bigrams(normalize(text)))
-    found: list[str] = []
-    while doc:
-        best, best_score, best_hits = None, 0.0, frozenset()
+    """SPDX ids of the licenses whose reference text `text` contains, in order of appearance."""
+    words = normalize(text)
+    doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
+    found: dict[str, int] = {}  # id → position of its first match
+    while True:
+        best, best_score, best_span = None, 0.0, (0, -1)
         for ref in references():
-            hits = ref.grams & doc
-            coverage = len(hits) / len(ref.grams)
-            score = len(hits) * coverage  # explains much of the document, and is itself mostly present
+            hits, first, last = _best_window(doc, ref)
+            coverage = hits / len(ref.grams)
+            score = hits * coverage  # explains much of the document, and is itself mostly present
             if coverage >= threshold and score > best_score:
-                best, best_score, best_hits = ref, score, hits
+                best, best_score, best_span = ref, score, (first, last)
         if best is None:
-            break
-        if best.spdx not in found:
-            found.append(best.spdx)
-        doc -= best_hits
-    return found
+            return sorted(found, key=lambda spdx: found[spdx])
+        found[best.spdx] = min(found.get(best.spdx, best_span[0]), best_span[0])
+        for i in range(best_span[0], best_span[1] + 1):  # that stretch is explained; look for more licenses
+            doc[i] = None
