@@ -119,7 +119,8 @@ def main() -> int:
             shown = ", ".join(sorted(detected)) or ("no license files" if not nfiles else "nothing matched")
             print(f"- {name}: {source} {', '.join(sorted(truth))} → {shown}")
     else:
-        for name, source, truth, detected, nfiles, good, primary, good_primary in sorted(rows, key=lambda r: r[0].lower()):
+        for name, source, truth, detected, nfiles, good, primary, good_primary in sorted(
+                rows, key=lambda r: r[0].lower()):
             print(f"{'ok ' if good else 'BAD'} {'ok ' if good_primary else 'BAD'} {name:28s} {source:18s} "
                   f"{sorted(truth)} -> {sorted(detected)} primary {primary} ({nfiles} files)")
     return 0
