@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from codefoundry.errors import ArtifactError, UserError
-from codefoundry.manifest import read_manifest, write_manifest
+from codefoundry.manifest import read_manifest
 from codefoundry.train.card import write_model_card
 from codefoundry.train.config import PackConfig, TrainConfig
 from codefoundry.train.distributed import setup, teardown
@@ -87,15 +87,15 @@ def _write_model(out, model, model_config, config, tokenizer, tokens, dataset, r
     tokens_manifest = read_manifest(tokens)
     dataset_dir = Path(dataset) if dataset is not None else (
         Path(tokens_manifest.inputs["dataset"].path) if "dataset" in tokens_manifest.inputs else None)
-    inputs = {"tokenizer": tokenizer, "tokens": tokens}
+    inputs = {"tokens": tokens}
     if dataset_dir is not None and (dataset_dir / "manifest.json").exists():
         inputs["dataset"] = dataset_dir
-    save_pretrained(model, out, tokenizer_dir=tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     results = {"steps": result.steps, "tokens": result.tokens, "parameters": n_params,
                "loss": round(result.losses[-1], 4) if result.losses else None,
                "val_loss": None if result.val_loss is None else round(result.val_loss, 4)}
-    write_manifest(out, "model", config, seed=config.seed, inputs=inputs, extra={"training": results})
+    save_pretrained(model, out, tokenizer_dir=tokenizer, inputs=inputs, config=config, seed=config.seed,
+                    extra={"training": results})
     hf = model_config.to_hf_dict() if hasattr(model_config, "to_hf_dict") else model_config.to_dict()
     write_model_card(out, config.model_dump(mode="json"), hf, results)
     log.info("model written to %s (%d steps, %s tokens)", out, result.steps, f"{result.tokens:,}")
