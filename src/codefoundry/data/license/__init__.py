@@ -34,6 +34,9 @@ PERMISSIVE = (  # default permissive list (Blue Oak Council's permissive ratings
 PERMISSIVE_TYPES = ("permissive", "no_license", "non_permissive")
 _LICENSE_NAME = re.compile(r"^(|.*[-_. ])(li[cs]en[cs]e[sd]?|copying|notice|unlicense|copyright)([-_. ].*|)$",
                            re.IGNORECASE)
+_CODE_EXTENSIONS = frozenset({"py", "js", "ts", "go", "rs", "c", "h", "cc", "cpp", "java", "rb", "php", "sh", "json",
+                              "yaml", "yml", "toml", "cfg", "ini", "xml", "pl", "swift", "kt", "cs", "scala", "lua",
+                              "r", "jl", "ipynb"})
 METADATA_FILES = ("pyproject.toml", "setup.cfg", "package.json", "Cargo.toml", "METADATA", "PKG-INFO")
 _SPDX_HEADER = re.compile(r"SPDX-License-Identifier:\s*([^\n*]+?)\s*(?:\*/|-->|$)", re.MULTILINE)
 
@@ -43,8 +46,10 @@ def is_license_file(path: str) -> bool:
     parts = path.split("/")
     if len(parts) == 2 and parts[0] in ("LICENSES", "licenses", "LICENSE", "license"):
         return True
-    return len(parts) == 1 and bool(_LICENSE_NAME.match(parts[0].rsplit(".", 1)[0] if "." in parts[0][1:]
-                                                        else parts[0]))
+    name = parts[0]
+    if len(parts) != 1 or name.rsplit(".", 1)[-1].lower() in _CODE_EXTENSIONS:
+        return False
+    return bool(_LICENSE_NAME.match(name.rsplit(".", 1)[0] if "." in name[1:] else name))
 
 
 def is_metadata_file(path: str) -> bool:
@@ -68,7 +73,7 @@ def from_metadata(name: str, text: str) -> list[str]:
             return _classifiers(project.get("classifiers", []))
         if name == "Cargo.toml":
             lic = tomllib.loads(text).get("package", {}).get("license")
-            return parse_expression(lic) if isinstance(lic, str) else []
+            return parse_expression(lic.replace("/", " OR ")) if isinstance(lic, str) else []  # "/": old Cargo OR
         if name == "package.json":
             lic = json.loads(text).get("license")
             return from_name(lic) if isinstance(lic, str) else []

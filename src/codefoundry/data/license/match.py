@@ -79,8 +79,15 @@ def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
                 del counts[old]
             lo += 1
         if len(counts) > best:
-            best, span = len(counts), (positions[lo], positions[hi])
-    return best, span[0], span[1]
+            best, span = len(counts), (lo, hi)
+    lo, hi = span
+    window: dict[str, int] = {}
+    for i in positions[lo: hi + 1]:
+        window[doc[i]] = window.get(doc[i], 0) + 1
+    while lo < hi and window[doc[positions[lo]]] > 1:  # trim leading words that recur later in the match
+        window[doc[positions[lo]]] -= 1
+        lo += 1
+    return (best, positions[lo], positions[hi]) if best else (0, 0, -1)
 
 
 def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codefoundry.data.pipeline.schema import COLUMNS, REMOVED_SCHEMA, with_reason
+from codefoundry.data.pipeline.schema import COLUMNS, REMOVED_SCHEMA, conform, with_reason
 
 
 class StepResult(NamedTuple):
@@ -119,11 +119,11 @@ class Filter(Step):
     # -- use on your own `datasets.Dataset`: ds.filter(step.keep_mask, batched=True) ----------------
     def keep_mask(self, batch: dict[str, list[Any]]) -> list[bool]:
         """For `Dataset.filter(step.keep_mask, batched=True)`: True for rows this filter keeps."""
-        return [r is None for r in self.reasons(pa.Table.from_pydict(batch))]
+        return [r is None for r in self.reasons(from_batch(batch))]
 
     def annotate(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """For `Dataset.map(step.annotate, batched=True)`: adds a `reason` column (None = kept)."""
-        return {"reason": list(self.reasons(pa.Table.from_pydict(batch)))}
+        return {"reason": list(self.reasons(from_batch(batch)))}
 
 
 class Mapper(Step):
@@ -137,8 +137,8 @@ class Mapper(Step):
         return StepResult(self.transform(batch), REMOVED_SCHEMA.empty_table())
 
     def map_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        """For `Dataset.map(step.map_batch, batched=True)`: the rewritten columns."""
-        return self.transform(pa.Table.from_pydict(batch)).to_pydict()
+        """For `Dataset.map(step.map_batch, batched=True)`: the record columns, rewritten (others untouched)."""
+        return self.transform(from_batch(batch)).to_pydict()
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,14 @@ class GlobalStep(Step):
         if result.removed.num_rows:
             self.stats.removed.update(result.removed.column("reason").to_pylist())
         return result
+
+
+def from_batch(batch: dict[str, list[Any]]) -> pa.Table:
+    """A `datasets` batch (dict of columns) as a record table: known columns kept, missing ones null."""
+    n = len(next(iter(batch.values()))) if batch else 0
+    known = {k: v for k, v in batch.items() if k in COLUMNS}
+    table = pa.Table.from_pydict(known) if known else pa.table({"_": pa.nulls(n)})
+    return conform(table)
 
 
 def split(batch: pa.Table, reasons: Sequence[str | None] | pa.Array) -> StepResult:
