@@ -55,10 +55,16 @@ def _tokenizer_train(ctx: DemoContext) -> Path:
     return train_tokenizer(dataset, ctx.out / "tokenizer", config)
 
 
+def _train(ctx: DemoContext) -> Path:
+    from codefoundry.train.demo import run_demo_stage
+
+    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+
+
 STAGES: list[DemoStage] = [
     DemoStage("data curate", 3),
     DemoStage("tokenizer train", 5, _tokenizer_train),
-    DemoStage("train", 6),
+    DemoStage("train", 6, _train),
     DemoStage("eval", 8),
     DemoStage("serve", 7),
 ]
