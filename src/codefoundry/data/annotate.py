@@ -12,6 +12,7 @@ export gives lang). The statistics are computed over whole Arrow columns at once
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -26,43 +27,66 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ASCII_ALNUM = np.zeros(256, dtype=bool)
+_ASCII_ALNUM[[ord(c) for c in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = True
+
+
+def _buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets [n+1] as int64, UTF-8 bytes) of a string array, zero-copy."""
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], width)[text.offset: text.offset + len(text) + 1].astype(np.int64)
+    data = np.frombuffer(text.buffers()[2], np.uint8) if text.buffers()[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
 def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """(avg_line_length, max_line_length, alphanum_fraction) for each text; nulls stay null."""
+    """(avg_line_length, max_line_length, alphanum_fraction) for each text; nulls stay null.
+
+    Works on the Arrow buffers: newline positions and an ASCII letter/digit table over the
+    UTF-8 bytes (bytes = characters for ASCII rows); rows with non-ASCII text are measured
+    in Python so lengths count characters, as `str` does.
+    """
     content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
     n = len(content)
     valid = pc.is_valid(content).to_numpy(zero_copy_only=False)
     text = pc.fill_null(content, "")
+    offsets, data = _buffers(text)
+    ascii_rows = pc.string_is_ascii(text).to_numpy(zero_copy_only=False)
     chars = pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
-    newlines = pc.count_substring(text, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
-    ends_nl = pc.ends_with(text, "\n").to_numpy(zero_copy_only=False)
-    n_lines = np.maximum(newlines + (~ends_nl).astype(np.int64), 1)
-    avg = (chars - newlines) / n_lines
-    lines = pc.split_pattern(text, "\n")
-    lengths = pc.utf8_length(pc.list_flatten(lines)).to_numpy(zero_copy_only=False)
-    offsets = lines.offsets.to_numpy()
-    longest = np.maximum.reduceat(lengths, offsets[:-1]) if n and len(lengths) else np.zeros(n, np.int64)
-    alnum = _alnum_counts(text)
-    frac = np.divide(alnum, chars, out=np.zeros(n), where=chars > 0)
+    avg, longest, frac = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
+    # Lines as byte segments: a line starts at each row start and after each newline.
+    newlines = np.flatnonzero(data[offsets[0]: offsets[-1]] == 10) + offsets[0]
+    starts = np.union1d(offsets[:-1], newlines + 1)
+    starts = starts[starts < offsets[-1]]
+    if len(starts):
+        row_of = np.searchsorted(offsets, starts, side="right") - 1
+        ends = np.minimum(np.append(starts[1:], offsets[-1]), offsets[row_of + 1])
+        lengths = ends - starts - (data[ends - 1] == 10)           # without the newline itself
+        first = np.flatnonzero(np.diff(row_of, prepend=-1))       # first segment of each non-empty row
+        rows = row_of[first]
+        n_lines = np.diff(np.append(first, len(starts)))
+        longest[rows] = np.maximum.reduceat(lengths, first)
+        n_newlines = np.diff(np.searchsorted(newlines, offsets))
+        avg[rows] = (chars[rows] - n_newlines[rows]) / n_lines
+    alnum_flags = _ASCII_ALNUM[data]
+    bounds = offsets.tolist()
+    for i in range(n):
+        start, stop = bounds[i], bounds[i + 1]
+        if start == stop:
+            continue
+        alnum = int(np.count_nonzero(alnum_flags[start:stop]))
+        if not ascii_rows[i]:  # bytes are not characters here: measure the str
+            s = text[i].as_py()
+            lines = s.split("\n")
+            if s.endswith("\n"):
+                lines.pop()
+            longest[i] = max(map(len, lines), default=0)
+            alnum += sum(c.isalnum() for c in _NON_ASCII.findall(s))
+        frac[i] = alnum / chars[i]
     mask = ~valid
     return (pa.array(avg, pa.float64(), mask=mask), pa.array(longest, pa.int64(), mask=mask),
             pa.array(frac, pa.float64(), mask=mask))
-
-
-_ASCII_ALNUM = np.zeros(256, dtype=np.int64)
-_ASCII_ALNUM[[ord(c) for c in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = 1
-
-
-def _alnum_counts(text: pa.Array) -> np.ndarray:
-    """Letters and digits per string: a byte table over the UTF-8 buffer, str.isalnum for non-ASCII rows."""
-    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    offsets = np.frombuffer(text.buffers()[1], width)[text.offset: text.offset + len(text) + 1]
-    data = np.frombuffer(text.buffers()[2], np.uint8) if text.buffers()[2] is not None else np.zeros(0, np.uint8)
-    cum = np.concatenate([[0], np.cumsum(_ASCII_ALNUM[data])])
-    counts = cum[offsets[1:]] - cum[offsets[:-1]]
-    non_ascii = np.flatnonzero(~pc.string_is_ascii(text).to_numpy(zero_copy_only=False))
-    for i in non_ascii:
-        counts[i] = sum(map(str.isalnum, text[int(i)].as_py()))
-    return counts
 
 
 class Annotate(Mapper):

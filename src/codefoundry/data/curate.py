@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from codefoundry.atomic import atomic_write_json, atomic_write_text
 from codefoundry.console import console
 from codefoundry.data.annotate import Annotate
@@ -109,11 +107,6 @@ def _prepare(out: Path, key: str, overwrite: bool) -> bool:
     return False
 
 
-def _drop_content(table: pa.Table) -> pa.Table:
-    i = table.schema.get_field_index("content")
-    return table.set_column(i, "content", pa.nulls(table.num_rows, pa.string()))
-
-
 def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None,
            overwrite: bool = False) -> Path:
     """Curate `sources` into the dataset artifact `out`; resumes an interrupted run of the same settings."""
@@ -129,11 +122,11 @@ def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig 
     atomic_write_json(work / "plan.json", {"run_key": key, "sources": names, "units": [u.describe() for u in units]})
     start = time.perf_counter()
     steps = build_steps(config)
-    plan = LocalExecutor(config.workers, config.batch_rows).run(work, units, steps)
+    plan = LocalExecutor(config.workers, config.batch_rows, config.removed_content).run(work, units, steps)
     outputs = list(unit_outputs(work, plan, len(units)))
     write_shards([o[0] for o in outputs], out / "data" / SUBSET, FILES_SCHEMA, config.shard_max_bytes)
     write_shards([f for o in outputs for f in o[1]], out / "removed" / SUBSET, REMOVED_SCHEMA,
-                 config.shard_max_bytes, None if config.removed_content else _drop_content)
+                 config.shard_max_bytes)
     stats = gather_stats(outputs, SUBSET)
     atomic_write_json(out / "stats.json", stats)
     atomic_write_text(out / "card.md", render_card(stats, config, names))

@@ -34,6 +34,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -104,6 +105,7 @@ class UnitTask:
     unit_index: int
     unit: WorkUnit
     batch_rows: int
+    removed_content: bool = True
 
     @property
     def uid(self) -> str:
@@ -154,6 +156,9 @@ class UnitTask:
                 yield batch
 
         _write_parquet(out / "kept.parquet", survivors(), FILES_SCHEMA)
+        if not self.removed_content:
+            removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
+                       for t in removed]
         _write_parquet(out / "removed.parquet", iter(removed), REMOVED_SCHEMA)
         step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps}
         atomic_write_json(out / "steps.json", step_stats)
@@ -174,9 +179,10 @@ def _run_reduce(step: GlobalStep, partition: int, scratch: Path) -> int:
 class LocalExecutor:
     """Runs units in `workers` processes (1 = in this process) with a progress bar."""
 
-    def __init__(self, workers: int | None = None, batch_rows: int = 2048) -> None:
+    def __init__(self, workers: int | None = None, batch_rows: int = 2048, removed_content: bool = True) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.batch_rows = batch_rows
+        self.removed_content = removed_content
 
     def _pool_map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], description: str) -> None:
         if not calls:
@@ -207,7 +213,8 @@ class LocalExecutor:
                 todo = [(phase.entry, p, scratch) for p in range(phase.entry.num_partitions)
                         if not (scratch / "reduce" / f"{p}.done").exists()]
                 self._pool_map(_run_reduce, todo, f"{phase.entry.name}: reduce")
-            tasks = [UnitTask(work, phase, i, unit, self.batch_rows) for i, unit in enumerate(units)]
+            tasks = [UnitTask(work, phase, i, unit, self.batch_rows, self.removed_content)
+                     for i, unit in enumerate(units)]
             todo_tasks = [(t,) for t in tasks if not (work / f"phase{phase.index}" / f"{t.uid}.done").exists()]
             label = "read + " + ", ".join(s.name for s in phase.steps) if phase.index == 0 else \
                 ", ".join(s.name for s in ([phase.entry] if phase.entry else []) + phase.steps)
@@ -252,6 +259,7 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     paths = [out_dir / f"{prefix}-{k:05d}-of-{n_shards:05d}.parquet" for k in range(n_shards)]
+    cache: dict[str, Any] = {}  # the last unit file read: a file spanning shards is read once
 
     def shard_tables(k: int) -> Iterator[pa.Table]:
         start = boundaries[k - 1] if k else 0
@@ -261,12 +269,21 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
             n = len(per_file)
             lo, hi = max(start - offset, 0), min(stop - offset, n)
             if lo < hi:
-                table = pq.read_table(f).slice(lo, hi - lo)
+                if cache.get("path") != f:
+                    cache.update(path=f, table=pq.read_table(f))
+                table = cache["table"].slice(lo, hi - lo)
                 yield transform(table) if transform else table
             offset += n
 
+    starts = np.cumsum([0, *[len(x) for x in sizes]])
     for k, path in enumerate(paths):
-        _write_parquet(path, shard_tables(k), schema)
+        start = boundaries[k - 1] if k else 0
+        stop = boundaries[k] if k < len(boundaries) else row
+        whole = [i for i in range(len(files)) if starts[i] == start and starts[i + 1] == stop and stop > start]
+        if whole and transform is None:  # the shard is exactly one unit's file: link it instead of rewriting
+            os.link(files[whole[0]], path)
+        else:
+            _write_parquet(path, shard_tables(k), schema)
     return paths
 
 

@@ -9,6 +9,7 @@ into work units of `table_rows_per_unit`.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from codefoundry.data.license import license_type
 from codefoundry.data.license.spdx import canonical
-from codefoundry.data.pipeline import REMOVED_SCHEMA, from_records
+from codefoundry.data.pipeline import REMOVED_SCHEMA, conform, from_records
 from codefoundry.data.sources.unit import ReadOptions
 from codefoundry.errors import UserError
 
@@ -76,6 +79,8 @@ class TableChunk:
     start: int
     stop: int
     options: ReadOptions
+    byte_start: int | None = None  # JSONL: where line `start` begins (None: read by lines)
+    byte_stop: int | None = None
 
     def describe(self) -> str:
         return f"{self.kind} {self.path} rows {self.start}-{self.stop}"
@@ -98,7 +103,29 @@ class TableChunk:
         table = pq.read_table(self.path) if self.kind == "parquet" else _read_arrow(self.path)
         yield from table.slice(self.start, self.stop - self.start).to_pylist()
 
+    def _arrow(self) -> pa.Table | None:
+        """The chunk as one Arrow table, or None when only the row-by-row path can read it."""
+        if self.kind == "parquet":
+            return pq.read_table(self.path).slice(self.start, self.stop - self.start)
+        if self.kind == "arrow":
+            return _read_arrow(self.path).slice(self.start, self.stop - self.start)
+        if self.byte_start is None:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(self.byte_start)
+            data = f.read(self.byte_stop - self.byte_start)
+        try:
+            return pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None  # a malformed line or mixed types: fall back to json.loads per line
+
     def read(self) -> Iterator[pa.Table]:
+        table = self._arrow()
+        if table is not None:
+            rows = _rows_from_table(table, self.options)
+            for start in range(0, rows.num_rows, self.options.batch_rows):
+                yield rows.slice(start, self.options.batch_rows)
+            return
         rows: list[dict[str, Any]] = []
         for raw in self._raw_rows():
             if isinstance(raw, str):
@@ -110,6 +137,37 @@ class TableChunk:
                 rows = []
         if rows:
             yield from_records(rows, REMOVED_SCHEMA)
+
+
+def _rows_from_table(table: pa.Table, opts: ReadOptions) -> pa.Table:
+    """Rows of a whole table at once (the fast path of `_row`): REMOVED_SCHEMA, reasons set."""
+    table = table.rename_columns([ALIASES.get(n, n) if ALIASES.get(n, n) not in table.column_names else n
+                                  for n in table.column_names])
+    n = table.num_rows
+    cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name in ("hexsha", "repo_name", "path", "lang", "content"):
+        if name in table.column_names and pa.types.is_string(table.column(name).type):
+            cols[name] = table.column(name)
+    for name in ("stars", "forks"):
+        if name in table.column_names and pa.types.is_integer(table.column(name).type):
+            cols[name] = table.column(name)
+    content = cols.get("content", pa.nulls(n, pa.string()))
+    missing = pc.or_(pc.is_null(content), pc.is_null(cols.get("path", pa.nulls(n, pa.string()))))
+    too_big = pc.greater(pc.fill_null(pc.binary_length(content), 0), opts.limits.max_file_bytes)
+    reason = pc.if_else(missing, "read:missing_content", pc.if_else(too_big, "read:too_big", pa.scalar(None,
+                                                                                                        pa.string())))
+    cols["content"] = pc.if_else(pc.is_null(reason), content, pa.scalar(None, pa.string()))
+    cols["repo_name"] = pc.fill_null(cols.get("repo_name", pa.nulls(n, pa.string())), "")
+    if "licenses" in table.column_names:
+        raw = table.column("licenses").to_pylist()
+        licenses = [sorted({canonical(x) for x in ([v] if isinstance(v, str) else v or []) if x}) for v in raw]
+    else:
+        licenses = [[] for _ in range(n)]
+    cols["licenses"] = pa.array(licenses, pa.list_(pa.string()))
+    types = {tuple(x): license_type(x, opts.permissive) for x in {tuple(x) for x in licenses}}
+    cols["license_type"] = pa.array([types[tuple(x)] for x in licenses], pa.string())
+    cols["reason"] = reason
+    return conform(pa.table(cols), REMOVED_SCHEMA)
 
 
 def _read_arrow(path: Path) -> pa.Table:
@@ -124,23 +182,35 @@ def table_units(path: Path, options: ReadOptions) -> list[TableChunk]:
     """Work units for a JSONL file, a Parquet file or a `save_to_disk` directory."""
     per_unit = options.limits.table_rows_per_unit
     if is_jsonl(path):
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        gz = path.name.endswith(".gz")
+        offsets = [0]  # byte offset of each unit's first line (plain files only)
+        n = 0
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             first = f.readline()
-            n = 1 + sum(1 for _ in f) if first else 0
+            pos = len(first)
+            n = 1 if first else 0
+            for line in f:
+                if n % per_unit == 0:
+                    offsets.append(pos)
+                pos += len(line)
+                n += 1
+            offsets.append(pos)
         if first.strip():
             try:
                 _check_columns(list(json.loads(first)), path)
-            except (json.JSONDecodeError, TypeError):
+            except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
                 raise UserError(f"{path}: first line is not a JSON object") from None
-        spans, kind, files = [(path, n)], "jsonl", None
-    elif is_parquet(path):
+        if gz:
+            return [TableChunk(path, "jsonl", s, min(s + per_unit, n), options) for s in range(0, n, per_unit)]
+        return [TableChunk(path, "jsonl", s, min(s + per_unit, n), options, offsets[k], offsets[k + 1])
+                for k, s in enumerate(range(0, n, per_unit))]
+    if is_parquet(path):
         try:
             meta = pq.ParquetFile(path).metadata
         except (pa.ArrowInvalid, OSError) as e:
             raise UserError(f"{path} is not a readable Parquet file: {e}") from None
         _check_columns(meta.schema.names, path)
-        spans, kind, files = [(path, meta.num_rows)], "parquet", None
+        spans, kind = [(path, meta.num_rows)], "parquet"
     else:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         files = [path / f["filename"] for f in state.get("_data_files", [])]
