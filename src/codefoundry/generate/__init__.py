@@ -1,0 +1,39 @@
+"""codefoundry.generate: the one generation path (paged KV cache, sampler, stop rules, detokenizer).
+
+    from codefoundry.generate import generate, SamplingParams
+    [c] = generate(model, tokenizer, ["def fib(n):"], SamplingParams(max_new_tokens=64, stop=["\\ndef "]))
+    c.text, c.finish_reason, c.logprobs
+
+The layers are vLLM v1's, with plain data between them, so the server's scheduler drives the
+same pieces step by step: `KVCacheManager` (block ids, None when full) → `ModelRunner`
+(`ScheduledSequence`s → logits via `model.forward_paged`) → `Sampler` (`SampleRow`s →
+tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per sequence.
+"""
+
+from codefoundry.generate.detokenizer import IncrementalDetokenizer
+from codefoundry.generate.engine import Completion, GeneratedToken, generate
+from codefoundry.generate.kv_cache import KVCacheManager
+from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
+from codefoundry.generate.runner import ModelRunner, ScheduledSequence, StepLogits
+from codefoundry.generate.sampler import Sampler, SampleResult, SampleRow, uniform
+from codefoundry.generate.stop import Stop, StopChecker
+
+__all__ = [
+    "Completion",
+    "FinishReason",
+    "GeneratedToken",
+    "IncrementalDetokenizer",
+    "KVCacheManager",
+    "ModelRunner",
+    "SampleResult",
+    "SampleRow",
+    "Sampler",
+    "SamplingParams",
+    "ScheduledSequence",
+    "StepLogits",
+    "Stop",
+    "StopChecker",
+    "ValidationError",
+    "generate",
+    "uniform",
+]

@@ -1,0 +1,89 @@
+"""Per-request generation parameters with TGI's names, defaults and validation rules.
+
+The rules follow TGI's router (`router/src/validation.rs`): `temperature`, `top_k` and
+`repetition_penalty` must be > 0, `top_p` and `typical_p` strictly inside (0, 1),
+`frequency_penalty` in [-2, 2], `max_new_tokens` > 0. Sampling happens when `do_sample` is
+set or any warper is active (temperature != 1, top_k, top_p < 1, typical_p < 1), as in TGI's
+`NextTokenChooser`; otherwise decoding is greedy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from codefoundry.errors import UserError
+
+U64_MAX = 2**64 - 1
+
+
+class FinishReason(StrEnum):
+    """Why a sequence stopped, with TGI's names."""
+
+    LENGTH = "length"
+    EOS_TOKEN = "eos_token"
+    STOP_SEQUENCE = "stop_sequence"
+
+
+class ValidationError(UserError):
+    """A generation parameter is out of range; the message names the field, the limit and the value."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What to generate for one prompt. `None` means "not set" (TGI's nulls)."""
+
+    do_sample: bool = False
+    temperature: float | None = None          # > 0; 1.0 = unchanged
+    top_k: int | None = None                  # > 0; None = all tokens
+    top_p: float | None = None                # in (0, 1)
+    typical_p: float | None = None            # in (0, 1)
+    repetition_penalty: float | None = None   # > 0; 1.0 = none (CTRL paper, as HF/TGI)
+    frequency_penalty: float | None = None    # in [-2, 2]; TGI: score -= penalty * count / tokens so far
+    seed: int | None = None                   # u64; chosen at random when sampling and None
+    max_new_tokens: int = 20                  # TGI python client's default
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    ignore_eos: bool = False                  # keep going past EOS (benchmarks, parity tests)
+    top_n_tokens: int = 0                     # alternatives per generated token (TGI caps at 5 in the server)
+    details: bool = False                     # per-token details wanted (the engine always records logprobs)
+    decoder_input_details: bool = False       # logprobs of the prompt tokens too
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValidationError` (field, limit, given value) for any out-of-range field."""
+        def bad(name: str, rule: str, value: object) -> ValidationError:
+            return ValidationError(f"`{name}` must be {rule}. Given: {value!r}")
+
+        if self.temperature is not None and not self.temperature > 0:
+            raise bad("temperature", "strictly positive", self.temperature)
+        if self.top_k is not None and not self.top_k > 0:
+            raise bad("top_k", "strictly positive", self.top_k)
+        for name in ("top_p", "typical_p"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise bad(name, "> 0.0 and < 1.0", value)
+        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
+            raise bad("repetition_penalty", "strictly positive", self.repetition_penalty)
+        if self.frequency_penalty is not None and not -2.0 <= self.frequency_penalty <= 2.0:
+            raise bad("frequency_penalty", ">= -2.0 and <= 2.0", self.frequency_penalty)
+        if not self.max_new_tokens > 0:
+            raise bad("max_new_tokens", "strictly positive", self.max_new_tokens)
+        if self.seed is not None and not 0 <= self.seed <= U64_MAX:
+            raise bad("seed", f"an unsigned 64-bit integer (0 to {U64_MAX})", self.seed)
+        if self.top_n_tokens < 0:
+            raise bad("top_n_tokens", ">= 0", self.top_n_tokens)
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise bad("stop", "a list of non-empty strings", list(self.stop))
+
+    @property
+    def sampling(self) -> bool:
+        """True when the next token is drawn at random (TGI: do_sample or any warper active)."""
+        return (self.do_sample or (self.temperature is not None and self.temperature != 1.0)
+                or self.top_k is not None or self.top_p is not None or self.typical_p is not None)

@@ -1,0 +1,96 @@
+"""The model runner: scheduled sequences in, logits out (vLLM's GPUModelRunner, minus the GPU tricks).
+
+The scheduler says, per sequence, how many of its tokens to compute this step; the runner
+flattens them into the model's paged signature (`codefoundry.model.paged`) and calls
+`model.forward_paged`. A sequence whose prompt is longer than the step's token budget is
+simply scheduled in several chunks (chunked prefill): its `num_computed` grows until it
+reaches `len(token_ids)`, and only then are its logits used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from codefoundry.model import PagedAttention, allocate_kv_cache
+
+
+@dataclass
+class ScheduledSequence:
+    """One sequence's share of a step."""
+
+    token_ids: Sequence[int]    # every known token (prompt + generated)
+    num_computed: int           # tokens whose K/V are already in the cache
+    num_new: int                # tokens to compute now: token_ids[num_computed : num_computed + num_new]
+    block_table: list[int]      # its cache blocks, holding at least num_computed + num_new slots
+    all_logits: bool = False    # logits for every new token (prompt logprobs), not only the last
+
+
+@dataclass
+class StepLogits:
+    last: torch.Tensor                                   # [S, V] logits after each sequence's last new token
+    all: list[torch.Tensor | None] = field(default_factory=list)   # [S] [num_new, V] where all_logits, else None
+
+
+class ModelRunner:
+    """Owns the KV cache tensors of one model; `execute(seqs)` runs one step."""
+
+    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int,
+                 kv_dtype: torch.dtype | None = None) -> None:
+        self.model = model
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.block_size, self.num_blocks = block_size, num_blocks
+        self.kv_caches = allocate_kv_cache(model.config, num_blocks, block_size,
+                                           dtype=kv_dtype or self.dtype, device=self.device)
+
+    def prepare(self, seqs: Sequence[ScheduledSequence]) -> tuple[torch.Tensor, torch.Tensor, PagedAttention]:
+        """The flat `input_ids[N]`, `positions[N]` and `PagedAttention` for `seqs`."""
+        bs = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        logits_indices: list[int] = []
+        for s in seqs:
+            start, end = s.num_computed, s.num_computed + s.num_new
+            if s.num_new < 1 or end > len(s.token_ids):
+                raise ValueError(f"cannot compute tokens {start}..{end - 1} of a {len(s.token_ids)}-token sequence")
+            if len(s.block_table) * bs < end:
+                raise ValueError(f"{len(s.block_table)} blocks of {bs} cannot hold {end} tokens")
+            first = len(ids)
+            ids.extend(s.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(s.block_table[p // bs] * bs + p % bs for p in range(start, end))
+            logits_indices.extend(range(first, first + s.num_new) if s.all_logits else (first + s.num_new - 1,))
+        width = max(len(s.block_table) for s in seqs)
+        tables = torch.zeros(len(seqs), width, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            tables[row, :len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.long)
+        dev = self.device
+        attn = PagedAttention(
+            query_lens=[s.num_new for s in seqs],
+            context_lens=[s.num_computed + s.num_new for s in seqs],
+            block_tables=tables.to(dev),
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            logits_indices=torch.tensor(logits_indices, dtype=torch.long, device=dev),
+            block_size=bs,
+        )
+        return (torch.tensor(ids, dtype=torch.long, device=dev),
+                torch.tensor(positions, dtype=torch.long, device=dev), attn)
+
+    @torch.inference_mode()
+    def execute(self, seqs: Sequence[ScheduledSequence]) -> StepLogits:
+        """Run one step over `seqs` (in this order); the cache is updated in place."""
+        if not seqs:
+            raise ValueError("execute() needs at least one scheduled sequence")
+        input_ids, positions, attn = self.prepare(seqs)
+        logits = self.model.forward_paged(input_ids, positions, attn, self.kv_caches)   # (L, V)
+        last_rows, all_logits, row = [], [], 0
+        for s in seqs:
+            n = s.num_new if s.all_logits else 1
+            all_logits.append(logits[row:row + n] if s.all_logits else None)
+            row += n
+            last_rows.append(row - 1)
+        return StepLogits(last=logits[last_rows], all=all_logits)
