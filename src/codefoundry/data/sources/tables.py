@@ -141,8 +141,15 @@ class TableChunk:
 
 def _rows_from_table(table: pa.Table, opts: ReadOptions) -> pa.Table:
     """Rows of a whole table at once (the fast path of `_row`): REMOVED_SCHEMA, reasons set."""
-    table = table.rename_columns([ALIASES.get(n, n) if ALIASES.get(n, n) not in table.column_names else n
-                                  for n in table.column_names])
+    source = {name: table.column(name) for name in table.column_names}
+    for alias, target in ALIASES.items():  # The Stack's names fill in where ours are missing
+        if alias in source:
+            other = source.pop(alias)
+            try:
+                source[target] = pc.coalesce(source[target], other) if target in source else other
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+                source.setdefault(target, other)
+    table = pa.table(source)
     n = table.num_rows
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name in ("hexsha", "repo_name", "path", "lang", "content"):
