@@ -4,7 +4,8 @@
       data/files/train-0000i-of-0000n.parquet     kept rows (FILES_SCHEMA), ≤ shard_max_bytes each
       removed/files/train-0000i-of-0000n.parquet  removed rows + `reason` (content only with removed_content)
       stats.json                                  counts (schema: pipeline/stats.py)
-      card.md                                     dataset card; `configs:` lets datasets.load_dataset(DIR, "files") work
+      card.md, README.md                          dataset card (same text); its `configs:` front matter lets
+                                                  datasets.load_dataset(DIR, "files") work (datasets reads README.md)
       manifest.json                               command, config, versions, sources
 
 The step list (`build_steps`) is where later issues add theirs (dedup, decontamination,
@@ -129,7 +130,9 @@ def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig 
                  config.shard_max_bytes)
     stats = gather_stats(outputs, SUBSET)
     atomic_write_json(out / "stats.json", stats)
-    atomic_write_text(out / "card.md", render_card(stats, config, names))
+    card = render_card(stats, config, names)
+    atomic_write_text(out / "card.md", card)
+    atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
     write_manifest(out, "dataset", config, extra=_manifest_extra(key, names, units, steps,
                                                                  time.perf_counter() - start))
     shutil.rmtree(work)
