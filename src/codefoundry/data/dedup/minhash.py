@@ -24,14 +24,11 @@ import numpy as np
 
 U64 = np.uint64
 _M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)  # splitmix64 finalizer
-_BASE = U64(0x100000001B3)        # FNV-64 prime: odd, so invertible mod 2^64
-_SEP = 0                          # byte between documents (never alphanumeric)
 CHUNK_BYTES = 1 << 22             # bytes per vectorized pass (bounds the temporary arrays)
 CHUNK_ROWS = 2048                 # shingles per permutation block (rows × num_perm uint64 temporaries)
 
-_ALNUM = np.zeros(256, dtype=bool)
-for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_":
-    _ALNUM[_c] = True
+_ALNUM_TABLE = bytes(1 if chr(i) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_" else 0
+                     for i in range(256))  # bigcode-dataset NON_ALPHA = [^A-Za-z_0-9]
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -44,42 +41,40 @@ def mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> U64(31))
 
 
-@cache
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B^t, B^-t) for t < n, mod 2^64."""
-    inv = U64(pow(int(_BASE), -1, 1 << 64))
-    with np.errstate(over="ignore"):
-        up = np.empty(n, dtype=U64)
-        down = np.empty(n, dtype=U64)
-        up[0] = down[0] = 1
-        if n > 1:
-            up[1:] = np.cumprod(np.full(n - 1, _BASE, dtype=U64), dtype=U64)
-            down[1:] = np.cumprod(np.full(n - 1, inv, dtype=U64), dtype=U64)
-    return up, down
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=U64)  # low k bytes
+_ROUND = U64(0x9E3779B97F4A7C15)
 
 
-def _pow_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    size = 1 << max(16, int(n - 1).bit_length())  # cache a few power-of-two sizes only
-    up, down = _powers(size)
-    return up[:n], down[:n]
+def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes and start offsets of the `[A-Za-z_0-9]+` tokens of a byte string.
 
-
-def token_hashes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes and start offsets of the `[A-Za-z_0-9]+` tokens of a byte buffer (uint8)."""
-    word = _ALNUM[buf]
-    edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+    A token's hash folds its bytes 8 at a time (unaligned little-endian loads) and its length,
+    then mixes: exact for tokens of any length, one vectorized round per 8 bytes of the
+    longest token still pending.
+    """
+    word = np.frombuffer(raw.translate(_ALNUM_TABLE), dtype=np.bool_)
+    starts = np.flatnonzero(word[1:] > word[:-1]) + 1
+    ends = np.flatnonzero(word[:-1] > word[1:]) + 1
+    if word[0]:
+        starts = np.concatenate([[0], starts])
+    if word[-1]:
+        ends = np.concatenate([ends, [len(word)]])
     if not len(starts):
         return np.empty(0, U64), starts
-    up, down = _pow_tables(len(buf) + 1)
+    padded = raw + bytes(8)
+    words = np.ndarray((len(raw) + 1,), dtype="<u8", buffer=padded, strides=(1,))  # 8 bytes at every offset
+    lengths = ends - starts
     with np.errstate(over="ignore"):
-        prefix = np.zeros(len(buf) + 1, dtype=U64)
-        np.cumsum(buf.astype(U64) * down[: len(buf)], dtype=U64, out=prefix[1:])
-        # Σ c_t B^-t over the span, times B^start: Σ c_t B^-(t-start), independent of where the token is
-        raw = (prefix[ends] - prefix[starts]) * up[starts]
-        raw ^= (ends - starts).astype(U64) * U64(0x9E3779B97F4A7C15)
-    return mix64(raw), starts
+        h = lengths.astype(U64) * _ROUND
+        h = (h ^ (words[starts] & _MASKS[np.minimum(lengths, 8)])) * _M1
+        todo = np.flatnonzero(lengths > 8)
+        offset = 8
+        while len(todo):
+            rem = lengths[todo] - offset
+            h[todo] = (h[todo] ^ (words[starts[todo] + offset] & _MASKS[np.minimum(rem, 8)])) * _M1
+            todo = todo[rem > 8]
+            offset += 8
+    return mix64(h), starts
 
 
 @dataclass(frozen=True)
@@ -114,10 +109,10 @@ def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.nda
             parts.append(data)
             size += len(data) + 1
             i += 1
-        buf = np.frombuffer(b"\0".join(parts) + b"\0", dtype=np.uint8)
+        raw = b"\0".join(parts) + b"\0"
         lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
         doc_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        th, starts = token_hashes(buf)
+        th, starts = token_hashes(raw)
         if len(th) < ngram:
             continue
         tok_doc = np.searchsorted(doc_start, starts, side="right") - 1
@@ -134,14 +129,33 @@ def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.nda
     return np.concatenate(out_h), np.concatenate(out_d)
 
 
-def signatures(texts: Sequence[str], ngram: int, perms: Permutations) -> tuple[np.ndarray, np.ndarray]:
+def signatures(texts: Sequence[str], ngram: int, num_perm: int, seed: int = 42,
+               method: str = "one_permutation") -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures: (sig [n_docs, num_perm] uint32, has_shingles [n_docs] bool).
 
-    Rows of documents without any shingle are all 0xFFFFFFFF and flagged False.
+    Rows of documents without any shingle are all 0xFFFFFFFF and flagged False. Both methods
+    give `num_perm` values per document whose collision probability is the Jaccard similarity.
     """
-    n, p = len(texts), len(perms.a)
-    sig = np.full((n, p), np.iinfo(U64).max, dtype=U64)
-    hashes, docs = shingle_hashes(texts, ngram)
+    return signatures_of(*shingle_hashes(texts, ngram), len(texts), num_perm, seed, method)
+
+
+def signatures_of(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int, seed: int = 42,
+                  method: str = "one_permutation") -> tuple[np.ndarray, np.ndarray]:
+    """`signatures` from shingle hashes already computed (`shingle_hashes`)."""
+    if method == "permutations":
+        sig = permutation_minhash(hashes, docs, n_docs, Permutations.make(num_perm, seed))
+    elif method == "one_permutation":
+        sig = one_permutation_minhash(hashes, docs, n_docs, num_perm, seed)
+    else:
+        raise ValueError(f"minhash method must be 'one_permutation' or 'permutations', given {method!r}")
+    has = np.zeros(n_docs, dtype=bool)
+    has[docs] = True
+    return sig, has
+
+
+def permutation_minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, perms: Permutations) -> np.ndarray:
+    """Classic MinHash: the minimum of each of `num_perm` permutations (O(shingles × num_perm))."""
+    sig = np.full((n_docs, len(perms.a)), np.iinfo(U64).max, dtype=U64)
     a, b = perms.a[None, :], perms.b[None, :]
     with np.errstate(over="ignore"):
         for lo in range(0, len(hashes), CHUNK_ROWS):
@@ -153,18 +167,66 @@ def signatures(texts: Sequence[str], ngram: int, perms: Permutations) -> tuple[n
             ids = d[seg]
             np.minimum(sig[ids], mins, out=mins)  # a document may continue from the previous block
             sig[ids] = mins
-    has = np.zeros(n, dtype=bool)
-    has[docs] = True
-    return (sig >> U64(32)).astype(np.uint32), has
+    return (sig >> U64(32)).astype(np.uint32)
+
+
+def one_permutation_minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int,
+                            seed: int = 42) -> np.ndarray:
+    """One-permutation MinHash with optimal densification (Li et al. 2012; Shrivastava, ICML 2017).
+
+    One hash per shingle (O(shingles)): its high bits choose one of `num_perm` bins, its low
+    32 bits compete for that bin's minimum. An empty bin j borrows the value of the first
+    non-empty bin along a probe sequence that depends only on (j, attempt, seed), so two
+    documents borrow alike and each bin still collides with probability = Jaccard.
+    """
+    full = np.uint32(0xFFFFFFFF)
+    sig = np.full(n_docs * num_perm, full, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        keyed = mix64(hashes ^ (U64(seed) * _ROUND))
+    bins = ((keyed >> U64(32)) * U64(num_perm)) >> U64(32)
+    np.minimum.at(sig, docs * num_perm + bins.astype(np.int64), (keyed & U64(0xFFFFFFFF)).astype(np.uint32))
+    sig = sig.reshape(n_docs, num_perm)
+    present = np.zeros(n_docs, dtype=bool)
+    present[docs] = True
+    filled = np.zeros((n_docs, num_perm), dtype=bool)
+    np.put(filled.reshape(-1), docs * num_perm + bins.astype(np.int64), True)
+    d_idx, j_idx = np.nonzero(~filled & present[:, None])
+    source = sig.copy()
+    attempt = 0
+    while len(d_idx):
+        attempt += 1
+        with np.errstate(over="ignore"):
+            probe = mix64(j_idx.astype(U64) * _ROUND + U64(attempt) * _M2 + U64(seed))
+        cand = ((probe >> U64(32)) * U64(num_perm) >> U64(32)).astype(np.int64)
+        if attempt > 8 * num_perm:  # pathological: fall back to the next non-empty bin circularly
+            cand = (j_idx + attempt - 8 * num_perm) % num_perm
+        ok = filled[d_idx, cand]
+        sig[d_idx[ok], j_idx[ok]] = source[d_idx[ok], cand[ok]]
+        d_idx, j_idx = d_idx[~ok], j_idx[~ok]
+    return sig
 
 
 def shingle_sets(texts: Sequence[str], ngram: int) -> list[np.ndarray]:
     """Each text's set of shingle hashes (sorted unique uint64), for exact Jaccard."""
-    hashes, docs = shingle_hashes(texts, ngram)
-    order = np.lexsort((hashes, docs))
-    hashes, docs = hashes[order], docs[order]
-    bounds = np.searchsorted(docs, np.arange(len(texts) + 1))
-    return [np.unique(hashes[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+    hashes, offsets = unique_per_doc(*shingle_hashes(texts, ngram), len(texts))
+    return [hashes[offsets[i]:offsets[i + 1]] for i in range(len(texts))]
+
+
+def unique_per_doc(hashes: np.ndarray, docs: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique hashes of each document, concatenated, and offsets [n_docs + 1] into them.
+
+    `docs` must be non-decreasing (as `shingle_hashes` returns them).
+    """
+    bounds = np.searchsorted(docs, np.arange(n_docs + 1))
+    out = np.empty_like(hashes)
+    for i in range(n_docs):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            out[lo:hi] = np.sort(hashes[lo:hi])
+    fresh = np.ones(len(out), dtype=bool)
+    fresh[1:] = (out[1:] != out[:-1]) | (docs[1:] != docs[:-1])
+    kept_before = np.concatenate([[0], np.cumsum(fresh)])
+    return out[fresh], kept_before[bounds]
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,16 +244,15 @@ def optimal_param(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_we
 
     As datasketch / bigcode-dataset `optimal_param` (integrals by the trapezoid rule): 0.7/256 → (25, 10).
     """
-    def area(lo: float, hi: float, fn: bool, b: int, r: int) -> float:
-        xs = np.linspace(lo, hi, 1001)
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    b, r = pairs[:, :1], pairs[:, 1:]
+
+    def area(lo: float, hi: float, fn: bool) -> np.ndarray:
+        xs = np.linspace(lo, hi, 1001)[None, :]
         p = 1 - (1 - xs ** r) ** b
         ys = 1 - p if fn else p
-        return float(np.sum((ys[1:] + ys[:-1]) * 0.5 * np.diff(xs)))
+        return np.sum((ys[:, 1:] + ys[:, :-1]) * 0.5 * np.diff(xs), axis=1)
 
-    best, best_err = (1, num_perm), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = fp_weight * area(0.0, threshold, False, b, r) + fn_weight * area(threshold, 1.0, True, b, r)
-            if err < best_err:
-                best, best_err = (b, r), err
-    return best
+    err = fp_weight * area(0.0, threshold, False) + fn_weight * area(threshold, 1.0, True)
+    best = int(np.argmin(err))
+    return int(pairs[best, 0]), int(pairs[best, 1])

@@ -1,0 +1,69 @@
+"""Exact dedup: one copy per content hash (the git blob sha1), the best by The Stack v2's ranking."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from codefoundry.data.dedup.config import ExactDedupConfig
+from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
+from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group
+from codefoundry.data.pipeline import GlobalStep, UnitContext
+
+KEYED = np.dtype([("k1", "<u8"), ("k2", "<u8"), *RANK_DTYPE.descr])
+REASON = "exact_dedup"
+
+
+def content_keys(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint64 halves of a 128-bit content key per row: the hexsha's first 32 hex digits."""
+    shas = batch.column("hexsha").to_pylist()
+    contents = batch.column("content").to_pylist()
+    hexes = [s if s else hashlib.sha1((c or "").encode("utf-8", "surrogatepass")).hexdigest()
+             for s, c in zip(shas, contents, strict=True)]
+    k1 = np.array([int(h[:16], 16) for h in hexes], dtype=np.uint64)
+    k2 = np.array([int(h[16:32], 16) for h in hexes], dtype=np.uint64)
+    return k1, k2
+
+
+class ExactDedup(GlobalStep):
+    """Keep one row per distinct content; the others leave with reason `exact_dedup`."""
+
+    name = "exact_dedup"
+
+    def __init__(self, config: ExactDedupConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ExactDedupConfig()
+        self.num_partitions = self.config.num_partitions
+        self._remove: np.ndarray | None = None
+
+    def map(self, batch: pa.Table, ctx: UnitContext) -> None:
+        from codefoundry.data.dedup.ranking import rank_records
+
+        ranks = rank_records(batch, ctx.row_ids(batch.num_rows).to_numpy())
+        k1, k2 = content_keys(batch)
+        records = np.zeros(batch.num_rows, dtype=KEYED)
+        records["k1"], records["k2"] = k1, k2
+        for name in RANK_DTYPE.names:
+            records[name] = ranks[name]
+        write_partitions(ctx.map_dir, ctx.first_row, k1, records, self.num_partitions)
+
+    def reduce(self, partition: int, scratch: Path) -> None:
+        records = read_partition(scratch, partition, KEYED)
+        remove = np.empty(0, np.int64)
+        if len(records):
+            _, group = np.unique(records[["k1", "k2"]], return_inverse=True)
+            keep = best_per_group(group.reshape(-1), records[list(RANK_DTYPE.names)])
+            remove = np.sort(records["id"][~keep])
+        save(scratch / "reduce" / f"remove-{partition:04d}.npy", remove)
+
+    def load(self, scratch: Path) -> None:
+        self._remove = np.sort(read_all(scratch / "reduce", "remove-*.npy", np.dtype("<i8")))
+
+    def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
+        ids = ctx.row_ids(batch.num_rows).to_numpy()
+        gone = np.isin(ids, self._remove if self._remove is not None else np.empty(0, np.int64))
+        return [REASON if g else None for g in gone]

@@ -1,0 +1,251 @@
+"""Near dedup: MinHash LSH over 5-token shingles, clusters by connected components, keep the best per cluster.
+
+Phases (a `GlobalStep`; any executor runs them, the partitions are its unit of distribution):
+
+    map, per unit      signatures of the batch → one key per (band, bucket) → p<k>-*.npy by key % P,
+                       plus the rows' rank records (nodes-*.npy) [and shingle sets if verify]
+    reduce, per part   sort keys; rows sharing a key are candidate pairs (edges to the bucket's first
+                       row), optionally verified by true Jaccard; components inside the partition are
+                       written as (row, local root) pairs: edges-<p>.npy
+    load (once)        components across partitions from those pairs, the best-ranked row of each
+                       component stays, the rest → remove.npy (computed by the first worker, under a lock)
+    filter, per unit   rows in remove.npy leave with reason `near_dedup`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from filelock import FileLock
+
+from codefoundry.data.dedup.components import components
+from codefoundry.data.dedup.config import NearDedupConfig
+from codefoundry.data.dedup.minhash import (
+    _M1,
+    _M2,
+    _ROUND,
+    U64,
+    jaccard,
+    mix64,
+    shingle_hashes,
+    signatures_of,
+    unique_per_doc,
+)
+from codefoundry.data.dedup.minhash import optimal_param as _optimal_param
+from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
+from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
+from codefoundry.data.pipeline import GlobalStep, UnitContext
+
+BUCKET = np.dtype([("key", "<u8"), ("id", "<i8")])
+PAIR = np.dtype([("node", "<i8"), ("root", "<i8")])
+SET_INDEX = np.dtype([("id", "<i8"), ("lo", "<i8"), ("hi", "<i8"), ("threshold", "<f8")])
+SET_ROW = np.dtype([*SET_INDEX.descr, ("file", "<i8")])
+REASON = "near_dedup"
+
+
+@dataclass(frozen=True)
+class LshParams:
+    """Resolved parameters of one parameter group (the global ones, or a language's overrides)."""
+
+    ngram_size: int
+    num_perm: int
+    threshold: float
+    bands: int
+    rows: int
+
+    @classmethod
+    def resolve(cls, ngram_size: int, num_perm: int, threshold: float, bands: int | None,
+                rows: int | None, fp_weight: float = 0.5) -> LshParams:
+        if bands is None or rows is None:
+            b, r = _optimal_param(threshold, num_perm, fp_weight, 1 - fp_weight)
+            bands, rows = bands or b, rows or r
+        if bands * rows > num_perm:
+            raise ValueError(f"bands × rows must be ≤ num_perm: {bands} × {rows} > {num_perm}")
+        return cls(ngram_size, num_perm, threshold, bands, rows)
+
+
+def band_keys(sig: np.ndarray, params: LshParams, group: int) -> np.ndarray:
+    """One uint64 bucket key per (document, band): [n_docs, bands], distinct across bands and groups."""
+    n = sig.shape[0]
+    cols = sig[:, : params.bands * params.rows].reshape(n, params.bands, params.rows).astype(U64)
+    with np.errstate(over="ignore"):
+        h = np.full((n, params.bands), U64(group) * _M2, dtype=U64) + np.arange(params.bands, dtype=U64) * _ROUND
+        for k in range(params.rows):
+            h = (h ^ cols[:, :, k]) * _M1
+    return mix64(h)
+
+
+class NearDedup(GlobalStep):
+    """MinHash LSH near-deduplication; removed rows get reason `near_dedup`."""
+
+    name = "near_dedup"
+
+    def __init__(self, config: NearDedupConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NearDedupConfig()
+        self.num_partitions = self.config.num_partitions
+        c = self.config
+        fp = c.false_positive_weight or (0.05 if c.verify else 0.5)
+        self.default = LshParams.resolve(c.ngram_size, c.num_perm, c.threshold, c.bands, c.rows, fp)
+        self.overrides = {lang: LshParams.resolve(o.ngram_size or c.ngram_size, o.num_perm or c.num_perm,
+                                                  o.threshold or c.threshold, o.bands, o.rows,
+                                                  o.false_positive_weight or fp)
+                          for lang, o in sorted(c.languages.items())}
+        self._remove: np.ndarray | None = None
+
+    # -- map -------------------------------------------------------------------------------------
+    def groups(self, langs: list[str | None]) -> list[tuple[int, LshParams, np.ndarray]]:
+        """(group id, params, row indices) for the rows of each parameter group present in `langs`."""
+        names = list(self.overrides)
+        index = np.array([names.index(x) + 1 if x in self.overrides else 0 for x in langs], dtype=np.int64)
+        out = []
+        for g in np.unique(index):
+            params = self.default if g == 0 else self.overrides[names[g - 1]]
+            out.append((int(g), params, np.flatnonzero(index == g)))
+        return out
+
+    def map(self, batch: pa.Table, ctx: UnitContext) -> None:
+        ids = ctx.row_ids(batch.num_rows).to_numpy()
+        texts = [t or "" for t in batch.column("content").to_pylist()]
+        keys_out, recs_out, nodes = [], [], []
+        for group, params, rows in self.groups(batch.column("lang").to_pylist()):
+            chunk = [texts[i] for i in rows]
+            hashes, docs = shingle_hashes(chunk, params.ngram_size)
+            sig, has = signatures_of(hashes, docs, len(chunk), params.num_perm, self.config.seed, self.config.method)
+            has &= self._long_enough(chunk, has)
+            rows, sig = rows[has], sig[has]
+            if not len(rows):
+                continue
+            keys = band_keys(sig, params, group)
+            keys_out.append(keys.reshape(-1))
+            recs = np.zeros(keys.size, dtype=BUCKET)
+            recs["key"] = keys.reshape(-1)
+            recs["id"] = np.repeat(ids[rows], params.bands)
+            recs_out.append(recs)
+            nodes.append(rows)
+            if self.config.verify:
+                uniq, offsets = unique_per_doc(hashes, docs, len(chunk))
+                self._save_sets(uniq, offsets, has, ids[rows], params, group, ctx)
+        if not recs_out:
+            return
+        keys, recs = np.concatenate(keys_out), np.concatenate(recs_out)
+        write_partitions(ctx.map_dir, ctx.first_row, keys, recs, self.num_partitions)
+        rows = np.sort(np.concatenate(nodes))
+        save(ctx.map_dir / f"nodes-{ctx.first_row:010d}.npy", rank_records(batch.take(rows), ids[rows]))
+
+    def _long_enough(self, texts: list[str], has: np.ndarray) -> np.ndarray:
+        if self.config.min_tokens <= self.default.ngram_size:
+            return has
+        from codefoundry.data.dedup.minhash import token_hashes
+        counts = [len(token_hashes(t.encode("utf-8", "surrogatepass") + b"\0")[0]) if h else 0
+                  for t, h in zip(texts, has, strict=True)]
+        return np.array(counts, dtype=np.int64) >= self.config.min_tokens
+
+    def _save_sets(self, hashes: np.ndarray, offsets: np.ndarray, has: np.ndarray, ids: np.ndarray,
+                   params: LshParams, group: int, ctx: UnitContext) -> None:
+        index = np.zeros(len(ids), dtype=SET_INDEX)
+        index["id"], index["lo"], index["hi"] = ids, offsets[:-1][has], offsets[1:][has]
+        index["threshold"] = params.threshold
+        stem = f"sets-{ctx.first_row:010d}-{group:03d}"
+        save(ctx.map_dir / f"{stem}.hashes.npy", hashes)
+        save(ctx.map_dir / f"{stem}.index.npy", index)
+
+    # -- reduce ------------------------------------------------------------------------------------
+    def reduce(self, partition: int, scratch: Path) -> None:
+        recs = read_partition(scratch, partition, BUCKET)
+        pairs = np.empty(0, PAIR)
+        if len(recs):
+            recs = recs[np.lexsort((recs["id"], recs["key"]))]
+            first = np.ones(len(recs), dtype=bool)
+            first[1:] = recs["key"][1:] != recs["key"][:-1]
+            head = np.maximum.accumulate(np.where(first, np.arange(len(recs)), 0))
+            u, v = recs["id"][head[~first]], recs["id"][~first]
+            keep = u != v
+            u, v = u[keep], v[keep]
+            if len(u):
+                edges = np.unique(np.stack([u, v], axis=1), axis=0)
+                u, v = edges[:, 0], edges[:, 1]
+                if self.config.verify:
+                    ok = SetStore(scratch).verify(u, v)
+                    u, v = u[ok], v[ok]
+                nodes, roots = components(u, v)
+                pairs = np.zeros(len(nodes), dtype=PAIR)
+                pairs["node"], pairs["root"] = nodes, roots
+        save(scratch / "reduce" / f"edges-{partition:04d}.npy", pairs)
+
+    # -- load + filter -------------------------------------------------------------------------------
+    def load(self, scratch: Path) -> None:
+        result = scratch / "reduce" / "remove.npy"
+        with FileLock(str(scratch / "reduce" / "remove.lock")):
+            if not result.exists():
+                save(result, removal_set(scratch))
+        self._remove = np.load(result)
+
+    def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
+        ids = ctx.row_ids(batch.num_rows).to_numpy()
+        gone = np.isin(ids, self._remove if self._remove is not None else np.empty(0, np.int64))
+        return [REASON if g else None for g in gone]
+
+
+def clusters(scratch: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(row ids, component label) of every row in a near-duplicate cluster, merged across partitions."""
+    pairs = read_all(scratch / "reduce", "edges-*.npy", PAIR)
+    return components(pairs["node"], pairs["root"])
+
+
+def removal_set(scratch: Path) -> np.ndarray:
+    """Sorted ids of every clustered row except the best-ranked one of its cluster."""
+    nodes, labels = clusters(scratch)
+    if not len(nodes):
+        return np.empty(0, np.int64)
+    ranks = read_all(scratch / "map", "*/nodes-*.npy", RANK_DTYPE)
+    ranks = ranks[np.isin(ranks["id"], nodes)]
+    ranks = ranks[np.argsort(ranks["id"])]
+    label_of = labels[np.searchsorted(nodes, ranks["id"])]
+    keep = best_per_group(label_of, ranks)
+    return np.sort(ranks["id"][~keep])
+
+
+class SetStore:
+    """Shingle sets saved by the map phase, loaded one unit at a time to verify candidate pairs."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self._units: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+
+    def _unit(self, unit: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        if unit not in self._units:
+            indexes, hashes = [], []
+            for k, f in enumerate(sorted((self.scratch / "map" / f"{unit:06d}").glob("sets-*.index.npy"))):
+                index = np.load(f)
+                indexes.append(_with_file(index, k))
+                hashes.append(np.load(f.with_name(f.name.replace(".index.npy", ".hashes.npy")), mmap_mode="r"))
+            index = np.concatenate(indexes) if indexes else np.empty(0, SET_ROW)
+            self._units[unit] = (index[np.argsort(index["id"])], hashes)
+        return self._units[unit]
+
+    def get(self, row: int) -> tuple[np.ndarray, float]:
+        index, hashes = self._unit(row >> 32)  # UnitContext.row_ids: (unit_index << 32) | offset
+        rec = index[np.searchsorted(index["id"], row)]
+        return np.asarray(hashes[rec["file"]][rec["lo"]:rec["hi"]]), float(rec["threshold"])
+
+    def verify(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """True where the pair's exact Jaccard reaches its group's threshold."""
+        ok = np.zeros(len(u), dtype=bool)
+        for i, (a, b) in enumerate(zip(u.tolist(), v.tolist(), strict=True)):
+            sa, t = self.get(a)
+            sb, _ = self.get(b)
+            ok[i] = jaccard(sa, sb) >= t
+        return ok
+
+
+def _with_file(index: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros(len(index), dtype=SET_ROW)
+    for name in SET_INDEX.names:
+        out[name] = index[name]
+    out["file"] = k
+    return out
