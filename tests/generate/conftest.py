@@ -20,7 +20,8 @@ def peaky_model_dir(build_once: Callable[[str, Callable[[Path], None]], Path], t
 
     def build(out: Path) -> None:
         torch.manual_seed(0)
-        config = preset("tiny", vocab_size=len(load_tokenizer(tiny_tokenizer_dir))).replace(initializer_range=PEAKY_INIT)
+        vocab = len(load_tokenizer(tiny_tokenizer_dir))
+        config = preset("tiny", vocab_size=vocab).replace(initializer_range=PEAKY_INIT)
         save_pretrained(GPTBigCodeForCausalLM(config), out, tokenizer_dir=tiny_tokenizer_dir, seed=0)
 
     return build_once("generate_peaky_model", build)
