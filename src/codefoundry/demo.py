@@ -44,6 +44,13 @@ class DemoStage:
     run: Callable[[DemoContext], Path] | None = None
 
 
+def _data_curate(ctx: DemoContext) -> Path:
+    """A bounded slice of site-packages + stdlib (limits in codefoundry.data.demo), about a minute on 2 cores."""
+    from codefoundry.data.demo import run_demo_stage
+
+    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+
+
 def _tokenizer_train(ctx: DemoContext) -> Path:
     """An 8K-vocab tokenizer on up to 20 MB of the curated dataset (about a minute on 2 cores)."""
     from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
@@ -62,7 +69,7 @@ def _train(ctx: DemoContext) -> Path:
 
 
 STAGES: list[DemoStage] = [
-    DemoStage("data curate", 3),
+    DemoStage("data curate", 3, _data_curate),
     DemoStage("tokenizer train", 5, _tokenizer_train),
     DemoStage("train", 6, _train),
     DemoStage("eval", 8),

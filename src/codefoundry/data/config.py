@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field
 
 from codefoundry.config import StageConfig
+from codefoundry.data.decontam import DecontamConfig
+from codefoundry.data.dedup.config import DedupConfig
 from codefoundry.data.license import PERMISSIVE
 
 
@@ -111,6 +113,8 @@ class CurateConfig(StageConfig):
     drop_generated: bool = True    # The Stack v2: go-enry is_generated
     filters: FiltersConfig = FiltersConfig()
     limits: SourceLimits = SourceLimits()
+    dedup: DedupConfig = DedupConfig()                       # issue 4: exact + near dedup
+    decontamination: DecontamConfig = DecontamConfig()       # issue 4: benchmark decontamination
     workers: int | None = Field(None, ge=1)
     """Worker processes (None: number of cores)."""
     batch_rows: int = Field(2048, ge=1)
