@@ -62,12 +62,14 @@ class ModelRunner:
             first = len(ids)
             ids.extend(s.token_ids[start:end])
             positions.extend(range(start, end))
-            slots.extend(s.block_table[p // bs] * bs + p % bs for p in range(start, end))
+            if s.num_new == 1:
+                slots.append(s.block_table[start // bs] * bs + start % bs)
+            else:
+                slots.extend(s.block_table[p // bs] * bs + p % bs for p in range(start, end))
             logits_indices.extend(range(first, first + s.num_new) if s.all_logits else (first + s.num_new - 1,))
         width = max(len(s.block_table) for s in seqs)
-        tables = torch.zeros(len(seqs), width, dtype=torch.long)
-        for row, s in enumerate(seqs):
-            tables[row, :len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.long)
+        tables = torch.tensor([list(s.block_table) + [0] * (width - len(s.block_table)) for s in seqs],
+                              dtype=torch.long)                                   # (S, width), unused entries 0
         dev = self.device
         attn = PagedAttention(
             query_lens=[s.num_new for s in seqs],
