@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codefoundry.model.config import GPTBigCodeConfig
+from codefoundry.model.loss import linear_cross_entropy
 from codefoundry.model.paged import PagedAttention, paged_attention, write_kv
 
 ACT_FNS = {
@@ -164,11 +165,12 @@ class GPTBigCodeForCausalLM(nn.Module):
         x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))          # (B, T, V)
+        x = self.transformer.ln_f(x)
         if labels is None:
-            return logits
-        loss = F.cross_entropy(logits.view(B * T, -1).float(), labels.reshape(B * T), ignore_index=-100)
-        return logits, loss
+            return self.lm_head(x)                               # (B, T, V)
+        # the head fused with the loss (model/loss.py): same math as F.cross_entropy(lm_head(x), labels)
+        loss, logits = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, labels.reshape(B * T))
+        return logits.view(B, T, -1), loss
 
     def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: PagedAttention,
                       kv_caches: list[torch.Tensor]) -> torch.Tensor:

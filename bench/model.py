@@ -1,0 +1,134 @@
+"""Model benchmarks: training throughput vs transformers, and the 8K-context memory of the `long` preset.
+
+    .venv/bin/python bench/model.py speed               # small preset, ours vs GPTBigCodeForCausalLM
+    .venv/bin/python bench/model.py speed --vocab 49152 --threads 2
+    .venv/bin/python bench/model.py long                # peak RSS of forward+backward on 8,192 tokens
+
+`speed`: forward + backward (loss from labels) tokens/s on CPU for codefoundry's
+GPTBigCodeForCausalLM and transformers' at the same config and weights (ours saved, theirs
+loaded from that checkpoint), float32, dropout off in both, both through torch SDPA
+(attn_implementation="sdpa"; ours always uses it). Steps alternate between the two models and
+the median of each is reported, so machine noise hits both alike.
+
+`long`: each measurement runs in a fresh subprocess and reports its peak RSS above the RSS
+after building the model, for SDPA (flash kernel) and for comparison the math backend, which
+materializes the [heads, 8192, 8192] score matrix of every layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def _step_time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def speed(args: argparse.Namespace) -> dict:
+    import transformers
+
+    from codefoundry.model import GPTBigCodeForCausalLM, preset, save_pretrained
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = preset(args.preset, vocab_size=args.vocab)
+    ours = GPTBigCodeForCausalLM(config).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(ours, tmp)
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, attn_implementation="sdpa").train()
+    assert theirs.config.attn_pdrop == theirs.config.resid_pdrop == theirs.config.embd_pdrop == 0.0
+    ids = torch.randint(0, config.vocab_size, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(0))
+
+    labels = ids[:, 1:].clone()
+    labels[:, -1] = -100                       # transformers pads its shifted labels with -100: same targets
+
+    def step_ours() -> None:
+        ours.zero_grad(set_to_none=True)
+        _, loss = ours(ids[:, :-1], labels=labels)
+        loss.backward()
+
+    def step_theirs() -> None:
+        theirs.zero_grad(set_to_none=True)
+        theirs(ids[:, :-1], labels=ids[:, :-1]).loss.backward()   # transformers shifts the labels itself
+
+    with torch.no_grad():                                         # same model, same loss
+        _, loss = ours(ids[:, :-1], labels=labels)
+        loss_theirs = theirs(ids[:, :-1], labels=ids[:, :-1]).loss
+    same = abs(loss.item() - loss_theirs.item())
+    for fn in (step_ours, step_theirs):                           # warm-up
+        fn()
+    times: dict[str, list[float]] = {"codefoundry": [], "transformers": []}
+    for _ in range(args.reps):
+        times["codefoundry"].append(_step_time(step_ours))
+        times["transformers"].append(_step_time(step_theirs))
+    tokens = args.batch * args.seq
+    tps = {name: tokens / statistics.median(t) for name, t in times.items()}
+    return {"preset": args.preset, "vocab": config.vocab_size, "batch": args.batch, "seq": args.seq,
+            "threads": args.threads, "reps": args.reps, "tokens_per_s": {k: round(v) for k, v in tps.items()},
+            "ratio": round(tps["codefoundry"] / tps["transformers"], 3), "loss_abs_diff": same}
+
+
+def _long_child(backend: str, vocab: int) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from codefoundry.model import GPTBigCodeForCausalLM, preset
+
+    torch.manual_seed(0)
+    model = GPTBigCodeForCausalLM(preset("long", vocab)).train()
+    ids = torch.randint(0, model.config.vocab_size, (1, 8193))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    kernels = [SDPBackend.MATH] if backend == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    with sdpa_kernel(kernels):
+        _, loss = model(ids[:, :-1], labels=ids[:, 1:])
+        loss.backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"backend": backend, "peak_mb_above_model": round((peak - base) / 1024),
+                      "seconds": round(time.perf_counter() - start, 1), "loss": round(loss.item(), 4),
+                      "n_positions": model.config.n_positions, "n_embd": model.config.n_embd,
+                      "n_layer": model.config.n_layer, "n_head": model.config.n_head}))
+
+
+def long(args: argparse.Namespace) -> list[dict]:
+    results = []
+    for backend in ["sdpa"] + (["math"] if args.with_math else []):
+        out = subprocess.run([sys.executable, __file__, "_long_child", backend, str(args.vocab)],
+                             capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_long_child":
+        _long_child(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--vocab", type=int, default=8192, help="tokenizer vocabulary (the demo's: 8192)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("long")
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--with-math", action="store_true", help="also measure the math backend (several GB)")
+    args = parser.parse_args()
+    result = speed(args) if args.what == "speed" else long(args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
