@@ -1,0 +1,38 @@
+"""codefoundry.eval: HumanEval, MBPP, MultiPL-E and FIM infilling on a local model or any endpoint.
+
+    from codefoundry.eval import EvalConfig, run_eval
+    run_eval(Path("eval/"), EvalConfig(tasks=["humaneval"], endpoint="http://127.0.0.1:8080"))
+
+Pieces: `tasks` (problems, prompts, stop sequences, test programs; user JSONL tasks),
+`generation` (local model through codefoundry.generate, or TGI/OpenAI endpoints), `sandbox`
+(one real subprocess per program, unprivileged uid, namespaces, rlimits), `execute`
+(parallel, each distinct program once), `metrics` (unbiased pass@k), `contamination`
+(lineage check), `harness` (the run, resumable, and its artifact).
+"""
+
+from codefoundry.eval.execute import Executor, Verdict
+from codefoundry.eval.harness import EvalConfig, run_eval, score
+from codefoundry.eval.languages import LANGUAGES, Language
+from codefoundry.eval.metrics import mean_pass_at_k, pass_at_k
+from codefoundry.eval.sandbox import Limits, RunResult, Sandbox
+from codefoundry.eval.tasks import TASK_NAMES, Problem, Task, cut_at_stop, load_task
+
+__all__ = [
+    "LANGUAGES",
+    "TASK_NAMES",
+    "EvalConfig",
+    "Executor",
+    "Language",
+    "Limits",
+    "Problem",
+    "RunResult",
+    "Sandbox",
+    "Task",
+    "Verdict",
+    "cut_at_stop",
+    "load_task",
+    "mean_pass_at_k",
+    "pass_at_k",
+    "run_eval",
+    "score",
+]

