@@ -81,3 +81,19 @@ def test_eos_ends_the_sequence(peaky_model_dir: Path) -> None:
     assert c.generated_tokens == first + 1
     again = generate(model, tokenizer, ["import os\n"], SamplingParams(max_new_tokens=12, ignore_eos=True))[0]
     assert again.token_ids == free.token_ids and again.finish_reason is FinishReason.LENGTH
+
+
+def test_a_real_eos_is_reported_but_not_in_the_text(tiny_model_dir: Path) -> None:
+    """Bias the final LayerNorm towards <|endoftext|>'s (tied) embedding so the model emits it at once."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    eos = tokenizer.eos_token_id
+    assert eos == 0 and eos in tokenizer.all_special_ids
+    prompt = tokenizer.encode("x = ")
+    [plain] = generate(model, tokenizer, [prompt], SamplingParams(max_new_tokens=2, ignore_eos=True))
+    with torch.no_grad():
+        model.transformer.ln_f.bias.copy_(model.transformer.wte.weight[eos] * 1000)
+    forced = generate(model, tokenizer, [prompt], SamplingParams(max_new_tokens=5, details=True))[0]
+    assert forced.finish_reason is FinishReason.EOS_TOKEN and forced.token_ids == [eos]
+    assert forced.text == "" and forced.tokens[0].special and forced.tokens[0].text == "<|endoftext|>"
+    assert plain.token_ids[0] != eos

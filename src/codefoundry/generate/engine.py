@@ -39,7 +39,7 @@ class GeneratedToken:
     """One generated token as TGI's `details.tokens` shows it."""
 
     id: int
-    text: str                          # decode([id]) on its own, special tokens included
+    text: str                          # the text this token completed (TGI: incremental, special tokens kept)
     logprob: float
     special: bool
     top_tokens: list[tuple[int, float]] = field(default_factory=list)   # (id, logprob) alternatives, best first
@@ -78,7 +78,7 @@ class _Sequence:
         self.prompt_ids = prompt_ids
         self.token_ids = list(prompt_ids)
         self.num_computed = 0
-        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids, skip_special_tokens=False)
         self.stopper = StopChecker(params.max_new_tokens, params.stop, eos_ids, params.ignore_eos)
         self.tokens: list[GeneratedToken] = []
         self.text = ""
@@ -204,7 +204,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
             for j, r in enumerate(ready):
                 seq = scheduled[r][0]
                 completion = _append_token(seq, result.token_ids[j], result.logprobs[j], result.top_tokens[j],
-                                           tokenizer, special_ids)
+                                           special_ids)
                 if completion is not None:
                     kv.free(seq.index)
                     running.remove(seq)
@@ -226,11 +226,13 @@ def _record_prefill_logprobs(seq: _Sequence, logits: torch.Tensor, n: int) -> No
 
 
 def _append_token(seq: _Sequence, token_id: int, logprob: float, top: list[tuple[int, float]],
-                  tokenizer: Any, special_ids: set[int]) -> Completion | None:
+                  special_ids: set[int]) -> Completion | None:
     """Add a sampled token to `seq`; return its Completion when it has finished."""
     seq.token_ids.append(token_id)
-    seq.tokens.append(GeneratedToken(token_id, tokenizer.decode([token_id]), logprob, token_id in special_ids, top))
-    delta = seq.detok.add(token_id)
+    special = token_id in special_ids
+    piece = seq.detok.add(token_id)
+    seq.tokens.append(GeneratedToken(token_id, piece, logprob, special, top))
+    delta = "" if special else piece              # generated_text skips special tokens, details keep them
     stop = seq.stopper.check(token_id, delta)
     if stop is None:
         seq.text += delta
