@@ -1,0 +1,13 @@
+"""PII redaction as BigCode's regex path did it, plus passwords; no NER model (StarPII cannot run offline).
+
+Public API:
+    RedactPII(config)       the curation step (a Mapper): content rewritten, counts per kind in stats
+    redact(text, config)    (redacted text, Counter per kind)
+    find_pii(text)          the spans found: Span(start, end, kind, value)
+    PiiConfig
+"""
+
+from codefoundry.data.pii.detect import Span, find_pii
+from codefoundry.data.pii.redact import TOKENS, PiiConfig, RedactPII, redact
+
+__all__ = ["TOKENS", "PiiConfig", "RedactPII", "Span", "find_pii", "redact"]
