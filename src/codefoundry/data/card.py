@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from codefoundry.data.config import CurateConfig
+from codefoundry.data.later_steps import later_policies
 
 TOP_ROWS = 30
 
@@ -61,7 +62,8 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
              f"- Vendored files dropped: {config.drop_vendored}; generated files dropped: {config.drop_generated}.",
              f"- Max file size: {config.limits.max_file_bytes:,} bytes.",
              "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
-                                               for name in type(config.filters).model_fields) + ".", ""]
+                                               for name in type(config.filters).model_fields) + ".",
+             *later_policies(config), ""]
     for name in subsets:
         s = stats["subsets"][name]
         t = s["totals"]

@@ -19,6 +19,7 @@ from codefoundry.config import StageConfig
 from codefoundry.data.decontam import DecontamConfig
 from codefoundry.data.dedup.config import DedupConfig
 from codefoundry.data.license import PERMISSIVE
+from codefoundry.data.pii.redact import PiiConfig
 
 
 class BasicFilterConfig(StageConfig):
@@ -115,6 +116,7 @@ class CurateConfig(StageConfig):
     limits: SourceLimits = SourceLimits()
     dedup: DedupConfig = DedupConfig()                       # issue 4: exact + near dedup
     decontamination: DecontamConfig = DecontamConfig()       # issue 4: benchmark decontamination
+    pii: PiiConfig = PiiConfig()                             # issue 4: PII redaction (no NER model)
     workers: int | None = Field(None, ge=1)
     """Worker processes (None: number of cores)."""
     batch_rows: int = Field(2048, ge=1)

@@ -28,7 +28,7 @@ from codefoundry.data.license.spdx import canonical, from_classifier, from_name,
 PERMISSIVE = (  # default permissive list (Blue Oak Council's permissive ratings, plus public-domain dedications)
     "0BSD", "AFL-3.0", "Apache-2.0", "Artistic-2.0", "BlueOak-1.0.0", "BSD-2-Clause", "BSD-2-Clause-Patent",
     "BSD-3-Clause", "BSD-3-Clause-Clear", "BSD-4-Clause", "BSL-1.0", "CC-BY-4.0", "CC0-1.0", "ECL-2.0", "HPND",
-    "ISC", "MIT", "MIT-0", "MS-PL", "MulanPSL-2.0", "NCSA", "PostgreSQL", "PSF-2.0", "Python-2.0", "UPL-1.0",
+    "ISC", "MIT", "MIT-0", "MIT-CMU", "MS-PL", "MulanPSL-2.0", "NCSA", "PostgreSQL", "PSF-2.0", "Python-2.0", "UPL-1.0",
     "Unlicense", "WTFPL", "Zlib",
 )
 PERMISSIVE_TYPES = ("permissive", "no_license", "non_permissive")

@@ -90,8 +90,21 @@ def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
     return (best, positions[lo], positions[hi]) if best else (0, 0, -1)
 
 
+_SEPARATOR = re.compile(r"^\s*[-=_*~#]{3,}\s*$", re.MULTILINE)
+
+
 def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
-    """SPDX ids of the licenses whose reference text `text` contains, in order of appearance."""
+    """SPDX ids of the licenses whose reference text `text` contains, in order of appearance.
+
+    Sections cut by separator lines ("-----", "=====") are matched apart, as bundled-license files
+    put one license per section."""
+    found: list[str] = []
+    for section in _SEPARATOR.split(text):
+        found += [spdx for spdx in _identify_section(section, threshold) if spdx not in found]
+    return found
+
+
+def _identify_section(text: str, threshold: float) -> list[str]:
     words = normalize(text)
     doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
     found: dict[str, int] = {}  # id → position of its first match

@@ -55,7 +55,7 @@ def canonical(spdx_id: str) -> str:
     for suffix in _SUFFIXES:
         if spdx_id.endswith(suffix):
             spdx_id = spdx_id[: -len(suffix)]
-    known = {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0", "hpnd": "HPND"}
+    known = {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0"}
     return known.get(spdx_id.lower(), spdx_id)
 
 
@@ -81,7 +81,7 @@ def from_name(value: str) -> list[str]:
     if key in ALIASES:
         return [ALIASES[key]]
     ids = parse_expression(value)
-    known = {ref.spdx for ref in references()} | {"Python-2.0", "HPND"}
+    known = {ref.spdx for ref in references()} | {"Python-2.0"}
     if ids and all(i in known for i in ids):
         return ids
     return []
