@@ -16,6 +16,7 @@ Every detector returns `Span(start, end, kind, value)` over the text; `find_pii`
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -27,15 +28,14 @@ from codefoundry.data.pii.gibberish import detector
 
 EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
                    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})(?![\w-])")
+LOCAL_TAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
 PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example", "test", "localhost", "invalid",
                        "domain.com", "email.com", "yourdomain.com", "company.com", "foo.com", "bar.com", "xxx.com")
 PLACEHOLDER_USERS = {"git", "noreply", "no-reply", "user", "username", "name", "your", "youremail", "email", "foo",
                      "someone", "xxx", "test", "john.doe", "jane.doe"}
 
-IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
-                  r"(?![\w.])")  # bigcode-dataset emails_ip_addresses_detection.py
-IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})(?::[0-9A-Fa-f]{1,4}){0,6}(?![\w:])|"
-                  r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){1,7}:(?:[0-9A-Fa-f]{1,4}:?){0,6}(?![\w:])")
+IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")  # candidates; ipaddress decides
+IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2,37}(?<![^:]:)(?![\w:])")
 POPULAR_DNS = {"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "76.76.19.19", "76.223.122.150", "9.9.9.9",
                "149.112.112.112", "208.67.222.222", "208.67.220.220", "8.26.56.26", "8.20.247.20", "94.140.14.14",
                "94.140.15.15"}  # bigcode-dataset pii/utils/emails_ip_addresses_detection.py
@@ -54,7 +54,7 @@ PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "secret", "changeme", "ch
                          "xxxxxxxx", "none", "null", "empty", "example", "your_password", "yourpassword", "mypassword",
                          "test", "testing", "dummy", "placeholder", "redacted", "hidden", "todo", "fixme", "admin",
                          "root", "password123", "12345678", "123456", "<password>", "***", "******", "********"}
-CANDIDATE = re.compile(r"[A-Za-z0-9+/=_\-.]{16,}|pass|pwd|secret|token|key|auth", re.I)
+KEY_CANDIDATE = re.compile(r"[A-Za-z0-9+/=_\-.]{16,}")  # lines with such a token (and a digit) are scanned
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,18 @@ class Span:
 
 
 def emails(text: str) -> Iterator[Span]:
-    for m in EMAIL.finditer(text):
-        user, domain = m.group(1).lower(), m.group(2).lower()
-        if user in PLACEHOLDER_USERS or any(domain == d or domain.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
-            continue
-        yield Span(m.start(), m.end(), "email", m.group(0))
+    at = text.find("@")
+    while at >= 0:  # anchored on "@": the pattern is tried only where it can match
+        m = None
+        left = LOCAL_TAIL.search(text, max(0, at - 64), at)
+        if left is not None:
+            m = EMAIL.match(text, left.start())
+        if m is not None and m.start(2) == at + 1:
+            user, domain = m.group(1).lower(), m.group(2).lower()
+            if user not in PLACEHOLDER_USERS and not any(domain == d or domain.endswith("." + d)
+                                                         for d in PLACEHOLDER_DOMAINS):
+                yield Span(m.start(), m.end(), "email", m.group(0))
+        at = text.find("@", at + 1)
 
 
 def _ip_ok(text: str, start: int, end: int, value: str) -> bool:
@@ -131,14 +138,18 @@ def secrets(text: str) -> Iterator[Span]:
     keys, keyword, gib = _plugins()
     lines = text.split("\n")
     hash_heavy = sum(1 for line in lines if "sha" in line.lower() or "hash" in line.lower()) > 0.02 * len(lines)
-    offset = 0
-    for n, line in enumerate(lines, 1):
-        start_of_line = offset
-        offset += len(line) + 1
-        if len(line) > 2000 or not CANDIDATE.search(line):
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    candidates = {bisect.bisect_right(starts, m.start()) for m in KEY_CANDIDATE.finditer(text)
+                  if any(c.isdigit() for c in m.group(0))}
+    passwords = {bisect.bisect_right(starts, m.start()) for m in PASSWORD_WORDS.finditer(text)}
+    for n in sorted(candidates | passwords):
+        line, start_of_line = lines[n - 1], starts[n - 1]
+        if len(line) > 2000:
             continue
         found: dict[str, str] = {}
-        for plugin in keys:
+        for plugin in keys if n in candidates else ():
             for s in plugin.analyze_line(filename="f", line=line, line_number=n):
                 value = _whole_token(line, s.secret_value or "")
                 high_entropy = type(plugin).__name__.endswith("HighEntropyString")
@@ -148,7 +159,7 @@ def secrets(text: str) -> Iterator[Span]:
                     continue  # vendor patterns (AKIA…, ghp_…) are specific already; the model knows letters only
                 if len(value) > 8 and not _filtered(value, line):
                     found.setdefault(value, "key")
-        if PASSWORD_WORDS.search(line):
+        if n in passwords:
             for s in keyword.analyze_line(filename="f.py", line=line, line_number=n):
                 value = s.secret_value or ""
                 if (len(value) >= 4 and value.lower().strip("'\"") not in PLACEHOLDER_PASSWORDS

@@ -15,6 +15,7 @@ import math
 import random
 import re
 import string
+from collections import Counter
 from functools import cache
 from importlib import resources
 
@@ -39,9 +40,8 @@ class Gibberish:
     def __init__(self, corpus: str) -> None:
         n = len(ALPHABET)
         counts = [[10.0] * n for _ in range(n)]  # additive smoothing, as Gibberish-Detector
-        norm = _normalize(corpus)
-        for a, b in itertools.pairwise(norm):
-            counts[_INDEX[a]][_INDEX[b]] += 1
+        for (a, b), c in Counter(itertools.pairwise(_normalize(corpus))).items():
+            counts[_INDEX[a]][_INDEX[b]] += c
         self.logp = [[math.log(c / sum(row)) for c in row] for row in counts]
         good = sorted(self.score(line) for line in corpus.splitlines() if len(_normalize(line)) >= 20)
         rng = random.Random(0)
