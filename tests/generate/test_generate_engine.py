@@ -106,3 +106,17 @@ def test_bad_requests_are_refused_with_the_reason(model_and_tokenizer) -> None:
         generate(model, tokenizer, [[5, 6, 7, 8]], SamplingParams(max_new_tokens=20), num_blocks=1)
     with pytest.raises(ValidationError, match="2 SamplingParams for 1 prompts"):
         generate(model, tokenizer, ["x"], [SamplingParams(), SamplingParams()])
+
+
+def test_a_model_in_training_mode_generates_without_dropout_and_stays_in_training(model_and_tokenizer) -> None:
+    from codefoundry.model import GPTBigCodeForCausalLM
+
+    model, tokenizer = model_and_tokenizer
+    dropped = GPTBigCodeForCausalLM(model.config.replace(resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)).double()
+    dropped.load_state_dict(model.state_dict())
+    dropped.train()
+    params = SamplingParams(max_new_tokens=12, ignore_eos=True)
+    assert generate(dropped, tokenizer, PROMPTS[:2], params)[1].token_ids == \
+        generate(model, tokenizer, PROMPTS[:2], params)[1].token_ids
+    assert dropped.training and all(m.training for m in dropped.modules())
+    assert generate(model, tokenizer, [], params) == []

@@ -115,6 +115,8 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
     if max_batch_tokens < 1 or max_batch_size < 1:
         raise ValidationError(f"max_batch_tokens and max_batch_size must be >= 1, "
                               f"got {max_batch_tokens} and {max_batch_size}")
+    if not prompts:
+        return []
     config = model.config
     eos_ids = {i for i in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)) if i is not None}
     special_ids = set(tokenizer.all_special_ids)
@@ -139,8 +141,19 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
         raise ValidationError(f"a sequence needs {max(full)} KV blocks of {block_size} tokens "
                               f"but the pool has num_blocks={num_blocks}")
 
-    kv = KVCacheManager(num_blocks, block_size)
-    runner = ModelRunner(model, num_blocks, block_size)
+    was_training = model.training
+    model.eval()                  # no dropout while generating, e.g. for samples in the middle of training
+    try:
+        done = _run(seqs, ModelRunner(model, num_blocks, block_size), KVCacheManager(num_blocks, block_size),
+                    max_batch_tokens, max_batch_size, vocab, special_ids, progress)
+    finally:
+        model.train(was_training)
+    return [done[i] for i in range(len(seqs))]
+
+
+def _run(seqs: list[_Sequence], runner: ModelRunner, kv: KVCacheManager, max_batch_tokens: int,
+         max_batch_size: int, vocab: int, special_ids: set[int], progress: bool) -> dict[int, Completion]:
+    """Step until every sequence has finished; completions by sequence index."""
     sampler = Sampler()
     waiting: deque[_Sequence] = deque(seqs)
     running: list[_Sequence] = []
@@ -210,7 +223,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
                     running.remove(seq)
                     done[seq.index] = completion
                     bar.advance(task)
-    return [done[i] for i in range(len(seqs))]
+    return done
 
 
 def _record_prefill_logprobs(seq: _Sequence, logits: torch.Tensor, n: int) -> None:
