@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from codefoundry.cli.common import ConfigOpt, ModelOpt, OutOpt, SeedOpt, WorkersOpt, examples, stage_config
+from codefoundry.cli.common import ConfigOpt, ModelOpt, OutOpt, SeedOpt, WorkersOpt, examples
+from codefoundry.config import load_config
 
 COMMAND = {
     "help": "Evaluate a model or endpoint (HumanEval, MBPP, MultiPL-E, infilling) with sandboxed execution.",
@@ -59,8 +60,9 @@ def command(
     from codefoundry.eval import EvalConfig, run_eval
 
     tasks = [t.strip() for t in task.split(",") if t.strip()] or None
-    cfg = stage_config(EvalConfig, config, tasks=tasks, model=model, endpoint=endpoint, api=api, api_key=api_key,
-                       n_samples=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                       limit=limit, strip_prompt=False if no_strip_prompt else None, timeout=timeout, seed=seed,
-                       workers=workers)
+    flags = {"tasks": tasks, "model": model, "endpoint": endpoint, "api": api, "api_key": api_key,
+             "n_samples": n_samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+             "limit": limit, "strip_prompt": False if no_strip_prompt else None, "timeout": timeout, "seed": seed,
+             "workers": workers}
+    cfg = load_config(EvalConfig, config, flags)  # a flag named `model` rules out stage_config's keywords
     run_eval(Path(out), cfg)

@@ -10,6 +10,7 @@ capped at what the endpoint accepts; the harness always cuts at the first stop i
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import httpx
 from codefoundry.errors import UserError
 
 RETRY_STATUS = (429, 503)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the progress bar
 OPENAI_MAX_STOP = 4  # OpenAI's completions API accepts at most 4 stop sequences
 
 

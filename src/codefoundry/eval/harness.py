@@ -196,7 +196,7 @@ def score(task: Task, rows: list[dict[str, Any]], ks: list[int]) -> dict[str, An
 
 def _markdown(results: dict[str, Any], source: str) -> str:
     keys = sorted({k for m in results.values() for k in m if k.startswith("pass@") or k == "exact_match"},
-                  key=lambda k: (k != "exact_match", int(k.split("@")[1]) if "@" in k else 0))
+                  key=lambda k: (k == "exact_match", int(k.split("@")[1]) if "@" in k else 0))
     lines = [f"# Evaluation of {source}", "", "| task | problems | n | " + " | ".join(keys) + " |",
              "|---|---|---|" + "---|" * len(keys)]
     for task, m in results.items():
@@ -217,8 +217,8 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise UserError(f"a task is named twice in --task: {', '.join(names)}")
-    _check_resume(out, config)
     generator = make_generator(config)
+    _check_resume(out, config)
     done = _done_rows(out / SAMPLES)
     sandbox = Sandbox(slots=config.workers or os.cpu_count() or 1)
     console.print(describe_isolation(sandbox), highlight=False)

@@ -40,7 +40,7 @@ class Language:
             return result.status
         if self.built is not None and self.built not in result.work_files:
             return "compile_error"
-        if self.name == "go" and "[build failed]" in result.stdout + result.stderr:
+        if self.name == "go" and ("[build failed]" in result.stdout or "[setup failed]" in result.stdout):
             return "compile_error"
         return "failed"
 
