@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from codefoundry.generate import (
+    Engine,
     FinishReason,
     KVCacheManager,
     ModelRunner,
@@ -33,7 +34,15 @@ def test_small_pool_preempts_and_refills_without_changing_outputs(model_and_toke
     params = SamplingParams(max_new_tokens=30, ignore_eos=True)
     ample = generate(model, tokenizer, PROMPTS, params)
     # 4-token blocks, room for about two sequences at a time: sequences wait, get preempted and recomputed
-    tight = generate(model, tokenizer, PROMPTS, params, block_size=4, num_blocks=24, max_batch_tokens=20)
+    engine = Engine(model, tokenizer, num_blocks=24, block_size=4, max_batch_tokens=20)
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(i, prompt, params)
+    done = {}
+    while engine.has_unfinished():
+        assert engine.kv.num_used_blocks <= 24
+        done.update({e.request_id: e.completion for e in engine.step() if e.completion})
+    tight = [done[i] for i in range(len(PROMPTS))]
+    assert engine.num_preemptions > 0 and engine.kv.num_free_blocks == 24
     narrow = generate(model, tokenizer, PROMPTS, params, max_batch_size=2)
     for a, t, n in zip(ample, tight, narrow, strict=True):
         assert t.token_ids == a.token_ids == n.token_ids
@@ -120,3 +129,32 @@ def test_a_model_in_training_mode_generates_without_dropout_and_stays_in_trainin
         generate(model, tokenizer, PROMPTS[:2], params)[1].token_ids
     assert dropped.training and all(m.training for m in dropped.modules())
     assert generate(model, tokenizer, [], params) == []
+
+
+def test_engine_streams_tokens_and_abort_frees_blocks(model_and_tokenizer) -> None:
+    model, tokenizer = model_and_tokenizer
+    params = SamplingParams(max_new_tokens=16, ignore_eos=True, stop=["@@never@@"])
+    expected = generate(model, tokenizer, PROMPTS[:3], params)
+    engine = Engine(model, tokenizer, num_blocks=64, block_size=4)
+    for rid, prompt in zip(("a", "b", "c"), PROMPTS[:3], strict=True):
+        assert engine.add_request(rid, prompt, params) is None           # greedy: no seed
+    with pytest.raises(ValueError, match="already queued"):
+        engine.add_request("b", PROMPTS[0], params)
+    streamed: dict[str, str] = {"a": "", "b": "", "c": ""}
+    finished = {}
+    for _ in range(5):
+        for e in engine.step():
+            streamed[e.request_id] += e.text
+    used = engine.kv.num_used_blocks
+    assert engine.abort("b") and not engine.abort("b") and not engine.abort("zzz")
+    assert engine.kv.num_used_blocks < used and "b" not in engine.kv
+    while engine.has_unfinished():
+        for e in engine.step():
+            assert e.request_id != "b"
+            streamed[e.request_id] += e.text
+            if e.completion:
+                finished[e.request_id] = e.completion
+    assert engine.kv.num_free_blocks == 64
+    assert finished["a"].token_ids == expected[0].token_ids and finished["c"].token_ids == expected[2].token_ids
+    assert streamed["a"] == finished["a"].text == expected[0].text and streamed["c"] == expected[2].text
+    assert expected[1].text.startswith(streamed["b"]) and len(streamed["b"]) < len(expected[1].text)

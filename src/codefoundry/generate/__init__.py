@@ -4,14 +4,15 @@
     [c] = generate(model, tokenizer, ["def fib(n):"], SamplingParams(max_new_tokens=64, stop=["\\ndef "]))
     c.text, c.finish_reason, c.logprobs
 
-The layers are vLLM v1's, with plain data between them, so the server's scheduler drives the
-same pieces step by step: `KVCacheManager` (block ids, None when full) → `ModelRunner`
-(`ScheduledSequence`s → logits via `model.forward_paged`) → `Sampler` (`SampleRow`s →
-tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per sequence.
+`Engine` is the step-wise form (add_request / abort / step → StepOutput per token) that a
+server loop drives; `generate()` adds every prompt and steps until all are done. The layers
+are vLLM v1's, with plain data between them: `KVCacheManager` (block ids, None when full)
+→ `ModelRunner` (`ScheduledSequence`s → logits via `model.forward_paged`) → `Sampler`
+(`SampleRow`s → tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per sequence.
 """
 
 from codefoundry.generate.detokenizer import IncrementalDetokenizer
-from codefoundry.generate.engine import Completion, GeneratedToken, generate
+from codefoundry.generate.engine import Completion, Engine, GeneratedToken, StepOutput, generate
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence, StepLogits
@@ -20,6 +21,7 @@ from codefoundry.generate.stop import Stop, StopChecker
 
 __all__ = [
     "Completion",
+    "Engine",
     "FinishReason",
     "GeneratedToken",
     "IncrementalDetokenizer",
@@ -31,6 +33,7 @@ __all__ = [
     "SamplingParams",
     "ScheduledSequence",
     "StepLogits",
+    "StepOutput",
     "Stop",
     "StopChecker",
     "ValidationError",
