@@ -25,3 +25,20 @@ def peaky_model_dir(build_once: Callable[[str, Callable[[Path], None]], Path], t
         save_pretrained(GPTBigCodeForCausalLM(config), out, tokenizer_dir=tiny_tokenizer_dir, seed=0)
 
     return build_once("generate_peaky_model", build)
+
+
+@pytest.fixture(scope="session")
+def peaky_mha_model_dir(build_once: Callable[[str, Callable[[Path], None]], Path], tiny_tokenizer_dir: Path) -> Path:
+    """As peaky_model_dir, with multi-head attention (kv_heads = n_head) instead of multi-query."""
+    import torch
+
+    from codefoundry.model import GPTBigCodeForCausalLM, preset, save_pretrained
+    from codefoundry.tokenizer import load_tokenizer
+
+    def build(out: Path) -> None:
+        torch.manual_seed(1)
+        vocab = len(load_tokenizer(tiny_tokenizer_dir))
+        config = preset("tiny", vocab_size=vocab).replace(initializer_range=PEAKY_INIT, multi_query=False)
+        save_pretrained(GPTBigCodeForCausalLM(config), out, tokenizer_dir=tiny_tokenizer_dir, seed=1)
+
+    return build_once("generate_peaky_mha_model", build)

@@ -24,12 +24,13 @@ PROMPTS = [
 ]
 
 
-def hf_greedy(model_dir: Path, prompt_ids: list[int], dtype: torch.dtype) -> tuple[list[int], list[float]]:
+def hf_greedy(model_dir: Path, prompt_ids: list[int], dtype: torch.dtype,
+              new_tokens: int = NEW_TOKENS) -> tuple[list[int], list[float]]:
     """transformers' greedy tokens and, per step, the gap between its top-1 and top-2 logits."""
     hf = _hf_model(model_dir, dtype)
     with torch.no_grad():
         out = hf.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-                          max_new_tokens=NEW_TOKENS, min_new_tokens=0, do_sample=False, eos_token_id=None,
+                          max_new_tokens=new_tokens, min_new_tokens=0, do_sample=False, eos_token_id=None,
                           pad_token_id=0, output_scores=True, return_dict_in_generate=True)
     tokens = out.sequences[0, len(prompt_ids):].tolist()
     gaps = [float(s[0].topk(2).values[0] - s[0].topk(2).values[1]) for s in out.scores]
@@ -92,3 +93,15 @@ def test_long_prompt_in_chunks_gives_the_same_tokens(peaky_model_dir: Path) -> N
     assert chunked[0].token_ids == whole.token_ids
     for prompt, c in zip(PROMPTS[5:7], chunked[1:], strict=True):
         assert c.token_ids == generate(model, tokenizer, [prompt], params)[0].token_ids
+
+
+def test_multi_head_attention_model_matches_transformers_in_a_batch(peaky_mha_model_dir: Path) -> None:
+    """kv_heads = n_head through the same paged path (float64, exact tokens)."""
+    tokenizer = load_tokenizer(peaky_mha_model_dir)
+    model = load_model(peaky_mha_model_dir, dtype=torch.float64)
+    assert model.config.num_kv_heads == model.config.n_head > 1
+    prompt_ids = [tokenizer.encode(p) for p in PROMPTS[:4]]
+    ours = generate(model, tokenizer, prompt_ids, SamplingParams(max_new_tokens=32, ignore_eos=True))
+    for ids, c in zip(prompt_ids, ours, strict=True):
+        theirs, _ = hf_greedy(peaky_mha_model_dir, ids, torch.float64, new_tokens=32)
+        assert c.token_ids == theirs and len(set(theirs)) > 3
