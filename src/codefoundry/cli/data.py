@@ -40,6 +40,9 @@ def curate(
         "--removed-content/--no-removed-content", help="Keep file text in removed/ rows (default: no).",
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+    opt_out: Annotated[Path | None, typer.Option(
+        "--opt-out", help="File of repositories to leave out: owner, owner/repo or globs, one per line.",
+        show_default=False)] = None,
 ) -> None:
     """Curate SOURCE... into a dataset: language, license, quality filters, removed/ with reasons.
 
@@ -50,5 +53,95 @@ def curate(
 
     langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
     cfg = stage_config(CurateConfig, config, workers=workers, languages=langs, license_policy=license_policy,
-                       removed_content=removed_content, **{"limits.max_file_bytes": max_file_bytes})
+                       removed_content=removed_content, **{"limits.max_file_bytes": max_file_bytes,
+                                                          "opt_out.file": opt_out})
     run_curate(sources, Path(out), cfg, overwrite=overwrite)
+
+
+# -- issue 4: opt-out and inspection ("Am I in the dataset?") -------------------------------------------------
+DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `codefoundry data curate`.",
+                                            show_default=False)]
+
+
+@app.command("opt-out", epilog=examples(
+    "codefoundry data opt-out dataset/ --list opt-out.txt --out dataset-v2/",
+))
+def opt_out_cmd(
+    dataset: DatasetArg,
+    list_file: Annotated[Path, typer.Option("--list", help="Opt-out list: owner, owner/repo or globs, one per line.",
+                                            show_default=False)],
+    out: OutOpt,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+) -> None:
+    """Apply an opt-out list to DATASET, writing a new dataset (the list's sha256 goes into its manifest)."""
+    from codefoundry.data.optout import opt_out_dataset
+
+    opt_out_dataset(dataset, list_file, out, overwrite=overwrite)
+
+
+@app.command("lookup", epilog=examples(
+    "codefoundry data lookup dataset/ --user octocat",
+    "codefoundry data lookup dataset/ --repo octocat/hello-world",
+))
+def lookup_cmd(
+    dataset: DatasetArg,
+    user: Annotated[str | None, typer.Option("--user", help="A GitHub user or organisation.",
+                                             show_default=False)] = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="One repository, OWNER/NAME.", show_default=False)] = None,
+) -> None:
+    """List a user's or repository's files in DATASET: kept, or why each was removed."""
+    from codefoundry.console import console
+    from codefoundry.data.search import lookup
+
+    rows = lookup(dataset, user=user, repo=repo)
+    if not rows:
+        console.print(f"no files of {user or repo} in {dataset}", highlight=False)
+        return
+    width = max(len(f"{r.repo}/{r.path}") for r in rows)
+    for r in rows:
+        typer.echo(f"{r.repo}/{r.path:<{width - len(r.repo) - 1}}  {r.language or '?':<12} {r.status}")
+    kept = sum(r.status == "kept" for r in rows)
+    console.print(f"{len(rows)} files: {kept} kept, {len(rows) - kept} removed", highlight=False)
+
+
+@app.command("search", epilog=examples(
+    'codefoundry data search dataset/ "def dedent"',
+    'codefoundry data search dataset/ "shlex OR textwrap" --limit 5',
+))
+def search_cmd(
+    dataset: DatasetArg,
+    query: Annotated[str, typer.Argument(help="Words, \"a phrase\" or an FTS5 query.", show_default=False)],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most results to show.")] = 10,
+) -> None:
+    """Full-text search over DATASET's kept files: repository, path, language, license and a snippet."""
+    from codefoundry.data.search import search
+
+    for hit in search(dataset, query, limit):
+        typer.echo(f"{hit.repo}/{hit.path}  [{hit.language or '?'}; {hit.license or 'no license'}]")
+        typer.echo("    " + " ".join(hit.snippet.split()))
+
+
+@app.command("contains", epilog=examples(
+    "codefoundry data contains dataset/ --file snippet.py",
+))
+def contains_cmd(
+    dataset: DatasetArg,
+    file: Annotated[Path, typer.Option("--file", help="The snippet to test (a text file; - for stdin).",
+                                       show_default=False)],
+) -> None:
+    """Which spans of a snippet occur in DATASET (50-character n-grams in a Bloom filter, Data Portraits style)."""
+    import sys
+
+    from codefoundry.data.contains import contains
+    from codefoundry.errors import UserError
+
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {file}: {e}") from e
+    m = contains(dataset, text)
+    typer.echo(f"{m.coverage:.0%} of the snippet ({len(m.normalized)} normalised characters) is in the dataset; "
+               f"{m.hits} of {m.windows} windows found, longest chain {m.longest_chain} n-grams")
+    for start, end in m.spans:
+        typer.echo(f"  [{start}:{end}] {m.normalized[start:end][:120]}")
+

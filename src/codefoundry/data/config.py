@@ -19,6 +19,7 @@ from codefoundry.config import StageConfig
 from codefoundry.data.decontam import DecontamConfig
 from codefoundry.data.dedup.config import DedupConfig
 from codefoundry.data.license import PERMISSIVE
+from codefoundry.data.optout import OptOutConfig
 from codefoundry.data.pii.redact import PiiConfig
 
 
@@ -117,6 +118,8 @@ class CurateConfig(StageConfig):
     dedup: DedupConfig = DedupConfig()                       # issue 4: exact + near dedup
     decontamination: DecontamConfig = DecontamConfig()       # issue 4: benchmark decontamination
     pii: PiiConfig = PiiConfig()                             # issue 4: PII redaction (no NER model)
+    opt_out: OptOutConfig = OptOutConfig()                   # issue 4: repositories left out (`--opt-out`)
+    inspection_indexes: bool = True                          # issue 4: index/ for `data search` + `data contains`
     workers: int | None = Field(None, ge=1)
     """Worker processes (None: number of cores)."""
     batch_rows: int = Field(2048, ge=1)

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 def curation_steps(config: CurateConfig) -> list[Step]:
     from codefoundry.data.decontam import Decontaminate
     from codefoundry.data.dedup import ExactDedup, NearDedup
+    from codefoundry.data.optout import OptOut, OptOutList
     from codefoundry.data.pii import RedactPII
 
     steps: list[Step] = []
+    entries = OptOutList.from_config(config.opt_out)
+    if len(entries):
+        steps.append(OptOut(entries))
     if config.dedup.exact.enabled:
         steps.append(ExactDedup(config.dedup.exact))
     if config.dedup.near.enabled:
@@ -37,8 +41,13 @@ def later_policies(config: CurateConfig) -> list[str]:
     """Card lines (markdown bullets) describing these steps' settings."""
     from codefoundry.data.decontam import benchmark_names
     from codefoundry.data.dedup.near import NearDedup
+    from codefoundry.data.optout import OptOutList
 
     lines = []
+    entries = OptOutList.from_config(config.opt_out)
+    if len(entries):
+        lines.append(f"- Opt-out: {len(entries)} entries (list sha256 {entries.sha256[:16]}…); their repositories' "
+                     "files are removed with reason `opt_out`.")
     d = config.dedup
     lines.append(f"- Exact dedup: {'on' if d.exact.enabled else 'off'} (git blob sha1; the best copy stays: permissive "
                  "> no_license > non_permissive, then stars, forks, first seen).")

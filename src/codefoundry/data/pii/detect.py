@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,11 +127,17 @@ def _filtered(value: str, line: str) -> bool:
         is_templated_secret,
     )
 
-    if is_potential_uuid(value) or is_templated_secret(value) or is_sequential_string(value):
+    if is_potential_uuid(value) or is_templated_secret(value) or is_sequential_string(value) or _runs(value):
         return True
     if is_likely_id_string(value, line):
         return True
     return len(value) in (32, 40, 64) and bool(HASH_WORDS.search(line))  # bigcode: is_hash
+
+
+def _runs(value: str) -> bool:
+    """Alphabets and counting sequences (`ABC…XYZ0123…`) that detect-secrets' sequence list misses."""
+    steps = sum(1 for a, b in itertools.pairwise(value) if ord(b) - ord(a) == 1)
+    return steps >= 0.6 * (len(value) - 1)
 
 
 def secrets(text: str) -> Iterator[Span]:

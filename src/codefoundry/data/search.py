@@ -1,0 +1,113 @@
+"""Full-text search over a dataset's kept files: SQLite FTS5 (standard library, works offline).
+
+The index is built at curate time into `DATASET/index/search.sqlite`: one row per kept file
+(repo, path, language, license, content). `search(dataset, "query")` returns the best
+matches (bm25) with a snippet. Queries use FTS5 syntax (`"exact phrase"`, `a OR b`,
+`lang:Python`-style column filters as `lang : Python`); text that is not valid FTS5 syntax is
+searched as a phrase, as StarCoder Search did with `match_phrase` for quoted queries.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from codefoundry.errors import ArtifactError, UserError
+
+INDEX = Path("index") / "search.sqlite"
+COLUMNS = ["repo_name", "path", "lang", "licenses", "content"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    repo: str
+    path: str
+    language: str
+    license: str
+    snippet: str
+
+
+def build_search_index(dataset: str | Path, batch_rows: int = 2048) -> Path:
+    """(Re)build `dataset/index/search.sqlite` from `data/files/*.parquet`."""
+    dataset = Path(dataset)
+    target = dataset / INDEX
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("CREATE VIRTUAL TABLE files USING fts5(repo, path, lang, license, content, "
+                    "tokenize='unicode61')")
+        for shard in sorted((dataset / "data" / "files").glob("*.parquet")):
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS):
+                d = batch.to_pydict()
+                con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", zip(
+                    d["repo_name"], d["path"], [x or "" for x in d["lang"]],
+                    [" ".join(x or []) for x in d["licenses"]], [x or "" for x in d["content"]], strict=True))
+        con.execute("INSERT INTO files(files) VALUES ('optimize')")
+        con.commit()
+    finally:
+        con.close()
+    tmp.replace(target)
+    return target
+
+
+def search(dataset: str | Path, query: str, limit: int = 10) -> list[Hit]:
+    """The kept files best matching `query` (bm25 order), with a snippet around the match."""
+    path = Path(dataset) / INDEX
+    if not path.exists():
+        raise ArtifactError(f"{dataset} has no search index ({INDEX})",
+                            "rebuild the dataset with this version of `codefoundry data curate`")
+    if not query.strip():
+        raise UserError("the search query is empty")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    sql = ("SELECT repo, path, lang, license, snippet(files, 4, '[', ']', ' … ', 16) FROM files "
+           "WHERE files MATCH ? ORDER BY bm25(files) LIMIT ?")
+    try:
+        try:
+            rows = con.execute(sql, (query, limit)).fetchall()
+        except sqlite3.OperationalError:  # not FTS5 syntax: search the text as one phrase
+            rows = con.execute(sql, ('"' + query.replace('"', '""') + '"', limit)).fetchall()
+    finally:
+        con.close()
+    return [Hit(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    repo: str
+    path: str
+    language: str
+    status: str   # "kept" or the removal reason
+
+
+def lookup(dataset: str | Path, user: str | None = None, repo: str | None = None) -> list[FileStatus]:
+    """Every file of a user's (or one repository's) repositories in the dataset: kept, or why it was removed."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if (user is None) == (repo is None):
+        raise UserError("give exactly one of --user NAME or --repo OWNER/NAME")
+    dataset = Path(dataset)
+    if not (dataset / "data" / "files").is_dir():
+        raise ArtifactError(f"{dataset} is not a dataset/ artifact (no data/files/)")
+    names = pc.utf8_lower(ds.field("repo_name"))
+    cond = (names == repo.lower()) if repo else pc.starts_with(names, (user or "").lower() + "/")
+    out: list[FileStatus] = []
+    for sub, status_col in (("data", None), ("removed", "reason")):
+        folder = dataset / sub / "files"
+        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        if not files:
+            continue
+        cols = ["repo_name", "path", "lang"] + ([status_col] if status_col else [])
+        table = ds.dataset(files, format="parquet").to_table(columns=cols, filter=cond)
+        d = table.to_pydict()
+        for i in range(table.num_rows):
+            out.append(FileStatus(d["repo_name"][i], d["path"][i], d["lang"][i] or "",
+                                  d[status_col][i] if status_col else "kept"))
+    return sorted(out, key=lambda f: (f.repo, f.path, f.status))
