@@ -70,7 +70,7 @@ def test_temperature_sharpens_and_flattens() -> None:
     assert cold > plain > hot
 
 
-def test_repetition_penalty_matches_hf_and_frequency_penalty_matches_tgi() -> None:
+def test_repetition_penalty_matches_hf_and_frequency_and_presence_penalties_match_tgi() -> None:
     scores, history = logits(), [3, 3, 3, 7, 11]
     expected = RepetitionPenaltyLogitsProcessor(1.8)(torch.tensor([history]), scores.clone())[0].log_softmax(-1)
     ours = full_logprobs(scores, SamplingParams(repetition_penalty=1.8), history)
@@ -83,6 +83,9 @@ def test_repetition_penalty_matches_hf_and_frequency_penalty_matches_tgi() -> No
     assert torch.allclose(full_logprobs(scores, SamplingParams(frequency_penalty=1.5), history), expected, atol=1e-12)
     boosted = full_logprobs(scores, SamplingParams(frequency_penalty=-1.0), history)
     assert boosted[3] > torch.log_softmax(scores[0], -1)[3]
+
+    expected = (scores[0] - 0.7 * (counts > 0).double()).log_softmax(-1)     # presence: once per seen token
+    assert torch.allclose(full_logprobs(scores, SamplingParams(presence_penalty=0.7), history), expected, atol=1e-12)
 
 
 def test_greedy_is_argmax_and_top_k_1_is_greedy() -> None:
@@ -119,7 +122,7 @@ def test_a_row_does_not_depend_on_its_batch_neighbours() -> None:
                   SampleRow(SamplingParams(), [], step),
                   SampleRow(mine, history, step, seed=9),
                   SampleRow(SamplingParams(typical_p=0.5, frequency_penalty=2.0), [2, 2], step, seed=step),
-                  SampleRow(SamplingParams(repetition_penalty=3.0), [0, 1, 2, 3], step),
+                  SampleRow(SamplingParams(repetition_penalty=3.0, presence_penalty=1.0), [0, 1, 2, 3], step),
                   SampleRow(SamplingParams(do_sample=True), [], step, seed=2)]
         batch = sampler.sample(scores, others)
         assert batch.token_ids[2] == alone.token_ids[0]
@@ -145,6 +148,7 @@ def test_float32_logits_and_chosen_logprob() -> None:
     ("typical_p", 0.0, "`typical_p` must be > 0.0 and < 1.0. Given: 0.0"),
     ("repetition_penalty", -1.0, "`repetition_penalty` must be strictly positive. Given: -1.0"),
     ("frequency_penalty", 2.5, "`frequency_penalty` must be >= -2.0 and <= 2.0. Given: 2.5"),
+    ("presence_penalty", -3, "`presence_penalty` must be >= -2.0 and <= 2.0. Given: -3"),
     ("max_new_tokens", 0, "`max_new_tokens` must be strictly positive. Given: 0"),
     ("seed", -1, "`seed` must be an unsigned 64-bit integer"),
     ("stop", [""], "`stop` must be a list of non-empty strings"),

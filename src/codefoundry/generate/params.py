@@ -2,7 +2,7 @@
 
 The rules follow TGI's router (`router/src/validation.rs`): `temperature`, `top_k` and
 `repetition_penalty` must be > 0, `top_p` and `typical_p` strictly inside (0, 1),
-`frequency_penalty` in [-2, 2], `max_new_tokens` > 0. Sampling happens when `do_sample` is
+`frequency_penalty` and `presence_penalty` in [-2, 2], `max_new_tokens` > 0. Sampling happens when `do_sample` is
 set or any warper is active (temperature != 1, top_k, top_p < 1, typical_p < 1), as in TGI's
 `NextTokenChooser`; otherwise decoding is greedy.
 """
@@ -40,6 +40,7 @@ class SamplingParams:
     typical_p: float | None = None            # in (0, 1)
     repetition_penalty: float | None = None   # > 0; 1.0 = none (CTRL paper, as HF/TGI)
     frequency_penalty: float | None = None    # in [-2, 2]; TGI: score -= penalty * count / tokens so far
+    presence_penalty: float | None = None     # in [-2, 2]; TGI/OpenAI: score -= penalty if the token occurred
     seed: int | None = None                   # u64; chosen at random when sampling and None
     max_new_tokens: int = 20                  # TGI python client's default
     stop: tuple[str, ...] = field(default_factory=tuple)
@@ -70,8 +71,10 @@ class SamplingParams:
                 raise bad(name, "> 0.0 and < 1.0", value)
         if self.repetition_penalty is not None and not self.repetition_penalty > 0:
             raise bad("repetition_penalty", "strictly positive", self.repetition_penalty)
-        if self.frequency_penalty is not None and not -2.0 <= self.frequency_penalty <= 2.0:
-            raise bad("frequency_penalty", ">= -2.0 and <= 2.0", self.frequency_penalty)
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if value is not None and not -2.0 <= value <= 2.0:
+                raise bad(name, ">= -2.0 and <= 2.0", value)
         if not self.max_new_tokens > 0:
             raise bad("max_new_tokens", "strictly positive", self.max_new_tokens)
         if self.seed is not None and not 0 <= self.seed <= U64_MAX:

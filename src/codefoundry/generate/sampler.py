@@ -1,7 +1,7 @@
 """The one sampler: a batch of logits with per-row parameters → next tokens and their logprobs.
 
 Logit processing follows TGI's `HeterogeneousNextTokenChooser` order: repetition penalty,
-frequency penalty, then the warpers temperature, top-k, top-p, typical-p (HF's definitions),
+frequency and presence penalties, then the warpers temperature, top-k, top-p, typical-p (HF's definitions),
 then greedy argmax or a random draw. Each step is one vectorized op over the rows that use it.
 
 Randomness is counter-based: row r draws one uniform `u = hash(seed_r, step_r)` (splitmix64)
@@ -99,13 +99,14 @@ class Sampler:
 
     @staticmethod
     def _penalize(scores: torch.Tensor, rows: Sequence[SampleRow]) -> None:
-        """Repetition (HF/CTRL) and frequency (TGI: penalty × count / len) penalties, in place."""
+        """Repetition (HF/CTRL), frequency (TGI: penalty × count / len) and presence penalties, in place."""
         rep = [i for i, r in enumerate(rows) if r.params.repetition_penalty not in (None, 1.0)]
         freq = [i for i, r in enumerate(rows) if r.params.frequency_penalty not in (None, 0.0)]
-        if not rep and not freq:
+        pres = [i for i, r in enumerate(rows) if r.params.presence_penalty not in (None, 0.0)]
+        if not rep and not freq and not pres:
             return
         V, device = scores.shape[1], scores.device
-        which = sorted(set(rep) | set(freq))
+        which = sorted(set(rep) | set(freq) | set(pres))
         counts = torch.zeros(len(which), V, dtype=scores.dtype, device=device)
         for j, i in enumerate(which):
             ids = torch.as_tensor(list(rows[i].token_ids), dtype=torch.long, device=device)
@@ -127,6 +128,11 @@ class Sampler:
             lengths = torch.tensor([max(1, len(rows[i].token_ids)) for i in freq],
                                    dtype=scores.dtype, device=device).unsqueeze(-1)
             scores[f_idx] -= penalty * counts[[pos[i] for i in freq]] / lengths
+        if pres:
+            p_idx = torch.tensor(pres, device=device)
+            penalty = torch.tensor([rows[i].params.presence_penalty for i in pres],
+                                   dtype=scores.dtype, device=device).unsqueeze(-1)
+            scores[p_idx] -= penalty * (counts[[pos[i] for i in pres]] > 0).to(scores.dtype)
 
     @staticmethod
     def _warp(scores: torch.Tensor, params: Sequence[SamplingParams]) -> None:
