@@ -111,13 +111,16 @@ def main() -> int:
         print(f"- detection from license files alone agrees with metadata: **{ok}/{n} = {ok / max(n, 1):.1%}**")
         print(f"- of these, {with_files} ship license files; agreement among them: "
               f"**{ok_with_files}/{with_files} = {ok_with_files / max(with_files, 1):.1%}**")
+        print(f"- **primary license** (the first license in the main LICENSE/COPYING file) is the declared one: "
+              f"**{primary_ok}/{n} = {primary_ok / max(n, 1):.1%}**")
         print(f"- permissive-or-not agreement (the decision curation makes): "
               f"{sum(_permissive(r[2]) == _permissive(r[3]) for r in rows)}/{n}")
         print(f"- time: {seconds:.1f} s for all distributions\n")
-        print("Disagreements (distribution: metadata → detected from files):\n")
-        for name, source, truth, detected, nfiles, *_ in sorted(bad, key=lambda r: r[0].lower()):
+        print("Disagreements of the full sets (distribution: metadata → detected from files; primary):\n")
+        for name, source, truth, detected, nfiles, _, primary, good_primary in sorted(bad, key=lambda r: r[0].lower()):
             shown = ", ".join(sorted(detected)) or ("no license files" if not nfiles else "nothing matched")
-            print(f"- {name}: {source} {', '.join(sorted(truth))} → {shown}")
+            verdict = f"primary {primary} {'agrees' if good_primary else 'DISAGREES'}" if primary else "no primary"
+            print(f"- {name}: {source} {', '.join(sorted(truth))} → {shown}; {verdict}")
     else:
         for name, source, truth, detected, nfiles, good, primary, good_primary in sorted(
                 rows, key=lambda r: r[0].lower()):

@@ -87,8 +87,10 @@ def test_killed_run_resumes_to_identical_output(tiny_repos: Path, tmp_path: Path
     sources = [str(tiny_repos), "stdlib"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*sources, "--out", str(killed), "--config", str(config)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "first-run.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(_cli(*sources, "--out", str(killed), "--config", str(config)), env=env,
+                                stdout=sink, stderr=sink)
     marker = killed / ".work" / "phase0" / "000002.done"
     deadline = time.monotonic() + 60
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -96,7 +98,7 @@ def test_killed_run_resumes_to_identical_output(tiny_repos: Path, tmp_path: Path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "manifest.json").exists(), "the run finished before it could be killed"
-    assert marker.exists()
+    assert marker.exists(), log.read_text()
     done = subprocess.run(_cli(*sources, "--out", str(killed), "--config", str(config)), env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -57,7 +57,8 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
     avg, longest, frac = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
     # Lines as byte segments: a line starts at each row start and after each newline.
     newlines = np.flatnonzero(data[offsets[0]: offsets[-1]] == 10) + offsets[0]
-    starts = np.union1d(offsets[:-1], newlines + 1)
+    starts = np.sort(np.concatenate((offsets[:-1], newlines + 1)), kind="stable")
+    starts = starts[np.concatenate(([True], starts[1:] != starts[:-1]))] if len(starts) else starts
     starts = starts[starts < offsets[-1]]
     if len(starts):
         row_of = np.searchsorted(offsets, starts, side="right") - 1
@@ -69,21 +70,16 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
         longest[rows] = np.maximum.reduceat(lengths, first)
         n_newlines = np.diff(np.searchsorted(newlines, offsets))
         avg[rows] = (chars[rows] - n_newlines[rows]) / n_lines
-    alnum_flags = _ASCII_ALNUM[data]
-    bounds = offsets.tolist()
-    for i in range(n):
-        start, stop = bounds[i], bounds[i + 1]
-        if start == stop:
-            continue
-        alnum = int(np.count_nonzero(alnum_flags[start:stop]))
-        if not ascii_rows[i]:  # bytes are not characters here: measure the str
-            s = text[i].as_py()
-            lines = s.split("\n")
-            if s.endswith("\n"):
-                lines.pop()
-            longest[i] = max(map(len, lines), default=0)
-            alnum += sum(c.isalnum() for c in _NON_ASCII.findall(s))
-        frac[i] = alnum / chars[i]
+    counted = np.concatenate(([0], np.cumsum(_ASCII_ALNUM[data[offsets[0]: offsets[-1]]], dtype=np.int64)))
+    alnum = (counted[offsets[1:] - offsets[0]] - counted[offsets[:-1] - offsets[0]]).astype(np.int64)
+    for i in np.flatnonzero(~ascii_rows & (chars > 0)):  # bytes are not characters here: measure the str
+        s = text[int(i)].as_py()
+        lines = s.split("\n")
+        if s.endswith("\n"):
+            lines.pop()
+        longest[i] = max(map(len, lines), default=0)
+        alnum[i] += sum(c.isalnum() for c in _NON_ASCII.findall(s))
+    np.divide(alnum, chars, out=frac, where=chars > 0)
     mask = ~valid
     return (pa.array(avg, pa.float64(), mask=mask), pa.array(longest, pa.int64(), mask=mask),
             pa.array(frac, pa.float64(), mask=mask))

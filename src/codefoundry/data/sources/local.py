@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox", ".ruff_cache"})
@@ -42,7 +42,10 @@ def read_file(path: Path, limit: int) -> bytes:
         raise Skip(reason)
     try:
         with open(path, "rb") as f:
-            return f.read(limit + 1)
+            head = f.read(BINARY_SNIFF)
+            if b"\0" in head:  # a binary file: no need to read the rest
+                raise Skip("read:binary")
+            return head + f.read(limit + 1 - len(head)) if len(head) <= limit else head[: limit + 1]
     except OSError:
         raise Skip("read:unreadable") from None
 
