@@ -10,7 +10,9 @@ Each step decodes a short window twice:
     emit new_text[len(prefix_text):] — unless it ends in U+FFFD (an incomplete character):
     then emit nothing and wait for the next token.
 
-Special tokens are skipped in the emitted text (the server returns them only in details).
+`skip_special_tokens=True` (the default) leaves special tokens out of the emitted text. The
+engine keeps them (False), as TGI's `decode_token` does, so each token's details show its
+text, and leaves special tokens' pieces out of the generated text itself.
 """
 
 from __future__ import annotations
