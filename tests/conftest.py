@@ -53,10 +53,11 @@ STDLIB = Path(os.__file__).parent
 
 
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A directory common to every xdist worker of this run (per-worker base temp's parent)."""
     base = tmp_path_factory.getbasetemp()
-    root = base if worker_id == "master" else base.parent
+    under_xdist = hasattr(request.config, "workerinput")  # works with `-p no:xdist` too
+    root = base.parent if under_xdist else base
     path = root / "shared"
     path.mkdir(exist_ok=True)
     return path
