@@ -83,7 +83,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_killed_run_resumes_to_identical_output(tiny_repos: Path, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("limits:\n  max_files_per_repo: 250\nworkers: 1\n")
+    config.write_text("limits:\n  max_files_per_repo: 150\nworkers: 1\n")
     sources = [str(tiny_repos), "stdlib"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
