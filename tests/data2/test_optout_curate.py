@@ -122,3 +122,19 @@ def test_opt_out_list_syntax() -> None:
 
     with pytest.raises(UserError, match="line 1"):
         OptOutList.parse("a/b/c\n")
+
+
+def test_standalone_step_verbs(curated: Path, tmp_path: Path) -> None:
+    heap_line = stdlib_files("heapq.py")["heapq.py"].splitlines()[40:50]
+    bench = tmp_path / "private-eval.jsonl"
+    bench.write_text(json.dumps({"id": "p1", "text": "\n".join(heap_line)}) + "\n")
+    out = tmp_path / "clean"
+    assert run(["data", "decontaminate", str(curated), "--out", str(out), "--benchmark-jsonl", str(bench)]) == 0
+    removed = {r["path"]: r["reason"] for r in _table(out, "removed")}
+    assert removed["heapq.py"] == "decontam:private-eval:p1"
+    assert removed["bench_leak.py"].startswith("decontam:humaneval")  # the old removals are kept
+    assert read_manifest(out).config["decontamination"]["extra_jsonl"] == [str(bench)]
+    again = tmp_path / "dedup"
+    assert run(["data", "dedup", str(curated), "--out", str(again)]) == 0  # already deduplicated: nothing more
+    assert len(_table(again)) == len(_table(curated))
+    assert run(["data", "dedup", str(curated), "--out", str(again)]) == 1  # not empty: one error line

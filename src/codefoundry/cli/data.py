@@ -71,12 +71,13 @@ def opt_out_cmd(
     list_file: Annotated[Path, typer.Option("--list", help="Opt-out list: owner, owner/repo or globs, one per line.",
                                             show_default=False)],
     out: OutOpt,
+    workers: WorkersOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
 ) -> None:
     """Apply an opt-out list to DATASET, writing a new dataset (the list's sha256 goes into its manifest)."""
     from codefoundry.data.optout import opt_out_dataset
 
-    opt_out_dataset(dataset, list_file, out, overwrite=overwrite)
+    opt_out_dataset(dataset, list_file, out, overwrite=overwrite, workers=workers)
 
 
 @app.command("lookup", epilog=examples(
@@ -145,3 +146,53 @@ def contains_cmd(
     for start, end in m.spans:
         typer.echo(f"  [{start}:{end}] {m.normalized[start:end][:120]}")
 
+
+
+@app.command("dedup", epilog=examples(
+    "codefoundry data dedup dataset/ --out dataset-dedup/",
+    "codefoundry data dedup dataset/ --out dataset-dedup/ --config dedup.yaml -j 2",
+))
+def dedup_cmd(dataset: DatasetArg, out: OutOpt, config: ConfigOpt = None, workers: WorkersOpt = None,
+              overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+              ) -> None:
+    """Exact + near (MinHash LSH) dedup of an existing DATASET into a new one. --config: the `dedup:` section."""
+    from codefoundry.data.dedup import DedupConfig, ExactDedup, NearDedup
+    from codefoundry.data.restep import apply_steps
+
+    cfg = stage_config(DedupConfig, config)
+    steps = ([ExactDedup(cfg.exact)] if cfg.exact.enabled else []) + ([NearDedup(cfg.near)] if cfg.near.enabled
+                                                                        else [])
+    apply_steps(dataset, out, steps, {"dedup": cfg}, workers=workers, overwrite=overwrite)
+
+
+@app.command("decontaminate", epilog=examples(
+    "codefoundry data decontaminate dataset/ --out clean/",
+    "codefoundry data decontaminate dataset/ --out clean/ --benchmark-jsonl my-eval.jsonl",
+))
+def decontaminate_cmd(
+    dataset: DatasetArg, out: OutOpt, config: ConfigOpt = None, workers: WorkersOpt = None,
+    benchmark_jsonl: Annotated[list[Path] | None, typer.Option(
+        "--benchmark-jsonl", help="More benchmark strings (JSONL: a string or {\"text\", \"id\"} per line).",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+) -> None:
+    """Remove files of DATASET containing benchmark material. --config: the `decontamination:` section."""
+    from codefoundry.data.decontam import DecontamConfig, Decontaminate
+    from codefoundry.data.restep import apply_steps
+
+    cfg = stage_config(DecontamConfig, config, extra_jsonl=benchmark_jsonl or None)
+    apply_steps(dataset, out, [Decontaminate(cfg)], {"decontamination": cfg}, workers=workers, overwrite=overwrite)
+
+
+@app.command("redact-pii", epilog=examples(
+    "codefoundry data redact-pii dataset/ --out redacted/",
+))
+def redact_pii_cmd(dataset: DatasetArg, out: OutOpt, config: ConfigOpt = None, workers: WorkersOpt = None,
+                   overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
+                   ) -> None:
+    """Redact emails, IPs, keys and passwords in DATASET (no NER model). --config: the `pii:` section."""
+    from codefoundry.data.pii import PiiConfig, RedactPII
+    from codefoundry.data.restep import apply_steps
+
+    cfg = stage_config(PiiConfig, config)
+    apply_steps(dataset, out, [RedactPII(cfg)], {"pii": cfg}, workers=workers, overwrite=overwrite)

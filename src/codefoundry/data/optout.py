@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from codefoundry.config import StageConfig
@@ -117,60 +113,13 @@ class OptOut(Filter):
         return out
 
 
-def opt_out_dataset(dataset: str | Path, list_file: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def opt_out_dataset(dataset: str | Path, list_file: str | Path, out: str | Path, overwrite: bool = False,
+                    workers: int | None = None) -> Path:
     """A copy of `dataset` without the listed repositories; the list's sha256 goes into the manifest."""
-    from codefoundry.atomic import atomic_write_json, atomic_write_text
-    from codefoundry.data.card import render_card
-    from codefoundry.data.config import CurateConfig
-    from codefoundry.data.contains import build_indexes
-    from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, count_files, merge_all
-    from codefoundry.data.pipeline.executor import write_shards
-    from codefoundry.manifest import read_manifest, write_manifest
+    from codefoundry.data.restep import apply_steps
 
-    dataset, out = Path(dataset), Path(out)
-    manifest = read_manifest(dataset, kind="dataset")
-    entries = OptOutList.from_config(OptOutConfig(file=Path(list_file)))
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} is not empty", "choose a new --out, or pass --overwrite")
-        shutil.rmtree(out)
-    work = out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
-    step = OptOut(entries)
-    kept_files, removed_files = [], []
-    trees: list[dict[str, Any]] = []
-    removed_n = 0
-    for i, shard in enumerate(sorted((dataset / "data" / "files").glob("*.parquet"))):
-        kept, removed = step(pq.read_table(shard))
-        removed_n += removed.num_rows
-        kept_path, removed_path = work / f"kept-{i:05d}.parquet", work / f"removed-{i:05d}.parquet"
-        pq.write_table(kept, kept_path)
-        pq.write_table(removed.set_column(removed.schema.get_field_index("content"), "content",
-                                          pa.nulls(removed.num_rows, pa.string())), removed_path)
-        kept_files.append(kept_path)
-        removed_files.append(removed_path)
-        trees.append(count_files(kept, removed, {step.name: step.take_stats().to_json()}))
-    old_removed = sorted((dataset / "removed" / "files").glob("*.parquet"))
-    for f in old_removed:
-        t = pq.read_table(f)
-        trees.append(count_files(FILES_SCHEMA.empty_table(), t))
-    config = CurateConfig.model_validate(manifest.config)
-    config = config.model_copy(update={"opt_out": OptOutConfig(file=Path(list_file))})
-    write_shards(kept_files, out / "data" / "files", FILES_SCHEMA, config.shard_max_bytes)
-    write_shards(old_removed + removed_files, out / "removed" / "files", REMOVED_SCHEMA, config.shard_max_bytes)
-    stats = merge_all(trees)
-    previous = json.loads((dataset / "stats.json").read_text(encoding="utf-8"))
-    steps = previous["subsets"]["files"].get("steps", {})
-    stats["subsets"]["files"]["steps"] = {**steps, **stats["subsets"]["files"].get("steps", {})}
-    atomic_write_json(out / "stats.json", stats)
-    sources = list(manifest.extra.get("sources", []))
-    atomic_write_text(out / "card.md", render_card(stats, config, sources))
-    build_indexes(out)
-    write_manifest(out, "dataset", config, inputs={"dataset": dataset},
-                   extra={**manifest.extra, "opt_out_sha256": entries.sha256, "opt_out_entries": len(entries)})
-    shutil.rmtree(work)
-    from codefoundry.console import console
-
-    console.print(f"{out}: removed {removed_n:,} files of opted-out repositories "
-                  f"(list sha256 {entries.sha256[:12]}…)", highlight=False)
-    return out
+    config = OptOutConfig(file=Path(list_file))
+    entries = OptOutList.from_config(config)
+    return apply_steps(dataset, out, [OptOut(entries)], {"opt_out": config},
+                       extra={"opt_out_sha256": entries.sha256, "opt_out_entries": len(entries)},
+                       workers=workers, overwrite=overwrite)
