@@ -1,0 +1,37 @@
+"""`ServeConfig`: the launcher options of `codefoundry serve`, with TGI's names and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from codefoundry.config import StageConfig
+
+
+class ServeConfig(StageConfig):
+    """Settings of one server; a `None` limit is derived from the model and the KV budget at warmup."""
+
+    model: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)            # 0 = any free port
+    api_key: str | None = None                        # Bearer key on generation routes (TGI --api-key)
+    max_concurrent_requests: int = Field(128, ge=1)   # TGI default; beyond it: 429 overloaded
+    max_input_tokens: int | None = Field(None, ge=1)  # TGI default: max_total_tokens - 1
+    max_total_tokens: int | None = Field(None, ge=2)  # TGI default: min(KV budget, n_positions)
+    max_batch_prefill_tokens: int = Field(4096, ge=1)  # tokens computed per engine step (TGI's code falls back to 4096)
+    max_batch_total_tokens: int | None = Field(None, ge=1)  # KV pool in tokens; None = sized from memory at warmup
+    max_stop_sequences: int = Field(4, ge=0)          # TGI default
+    max_top_n_tokens: int = Field(5, ge=0)            # TGI default
+    max_client_batch_size: int = Field(4, ge=1)       # TGI default: prompts per /v1/completions request
+    payload_limit: int = Field(2_000_000, ge=1)       # bytes; TGI default
+    cors_allow_origin: list[str] = Field(default_factory=list)  # empty = any origin (TGI)
+    otlp_endpoint: str | None = None                  # OTLP/HTTP traces endpoint; tracing export off when None
+    grace_period_s: float = Field(30.0, ge=0)         # SIGTERM: time in-flight requests get to finish
+    block_size: int = Field(16, ge=1)                 # vLLM's default block size
+    memory_fraction: float = Field(0.9, gt=0, le=1)   # TGI_WIGGLE_ROOM: share of free memory the KV pool may take
+    cpu_kv_cache_bytes: int = Field(1 << 30, ge=1)    # cap on the KV pool when serving on CPU
+    device: str | None = None                         # None = cuda when available, else cpu
+    dtype: str | None = None                          # float32 / bfloat16 / float16; None = bf16 on cuda, fp32 on cpu
+    model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
+    log_prompts: bool = False                         # never log prompt text unless asked

@@ -1,0 +1,188 @@
+"""The engine loop: one background thread steps the generation core's `Engine`; requests talk to it via queues.
+
+HTTP handlers (asyncio) `submit()` a `ValidRequest` and read `StepOutput`s from an asyncio
+queue; the thread applies adds and aborts between steps (the engine is not thread-safe),
+runs `Engine.step()` (schedule → ModelRunner → Sampler → StopChecker/detokenizer), and hands
+each output to its request's event loop with `call_soon_threadsafe`. A failing step fails
+every in-flight request with a `generation` error and frees their blocks; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from codefoundry.generate import Engine, SamplingParams, StepOutput, ValidationError
+from codefoundry.serve.errors import ServeError
+from codefoundry.serve.metrics import Metrics
+from codefoundry.serve.tracing import RequestTimes
+from codefoundry.serve.validation import ValidRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    times: RequestTimes
+    done: bool = False
+
+
+@dataclass
+class RequestHandle:
+    """The caller's side of one request: iterate it for `StepOutput`s until one carries a completion."""
+
+    request_id: int
+    engine_loop: EngineLoop
+    stream: _Stream
+    finished: bool = field(default=False)
+
+    async def __aiter__(self) -> AsyncIterator[StepOutput]:
+        try:
+            while True:
+                item = await self.stream.queue.get()
+                if isinstance(item, ServeError):
+                    self.finished = True
+                    raise item
+                yield item
+                if item.completion is not None:
+                    self.finished = True
+                    return
+        finally:
+            if not self.finished:          # the client went away (cancelled): free its blocks
+                self.engine_loop.abort(self.request_id)
+
+
+class EngineLoop:
+    """Owns the `Engine` and the thread that steps it."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine, self.metrics = engine, metrics
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._inbox: list[tuple[str, int, object]] = []
+        self._streams: dict[int, _Stream] = {}
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="codefoundry-engine", daemon=True)
+        self.steps = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._update_gauges()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def submit(self, valid: ValidRequest, times: RequestTimes) -> RequestHandle:
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), times)
+        rid = next(self._ids)
+        with self._cond:
+            self._inbox.append(("add", rid, (valid, stream)))
+            self._cond.notify()
+        return RequestHandle(rid, self, stream)
+
+    def abort(self, request_id: int) -> None:
+        with self._cond:
+            self._inbox.append(("abort", request_id, None))
+            self._cond.notify()
+
+    # ---- engine thread ----
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._inbox and not self.engine.has_unfinished() and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                commands, self._inbox = self._inbox, []
+            for kind, rid, payload in commands:
+                self._add(rid, *payload) if kind == "add" else self._abort(rid)
+            if self.engine.has_unfinished():
+                self._step()
+            self._update_gauges()
+
+    def _add(self, rid: int, valid: ValidRequest, stream: _Stream) -> None:
+        self._streams[rid] = stream
+        try:
+            self.engine.add_request(rid, valid.input_ids, valid.params)
+        except ValidationError as e:
+            self._deliver(rid, ServeError("validation", str(e)))
+
+    def _abort(self, rid: int) -> None:
+        if self._streams.pop(rid, None) is not None and self.engine.abort(rid):
+            self.metrics.requests_aborted.inc()
+
+    def _step(self) -> None:
+        start = time.time_ns()
+        new = [s.id for s in self.engine.waiting]
+        try:
+            outputs = self.engine.step()
+        except Exception as e:  # a failed step fails its requests, never the server
+            log.exception("engine step failed")
+            self.metrics.batch_inference_failure.labels(method="decode").inc()
+            for rid in list(self._streams):
+                self.engine.abort(rid)
+                self._deliver(rid, ServeError("generation", f"{type(e).__name__}: {e}"))
+            return
+        seconds = (time.time_ns() - start) / 1e9
+        started = [rid for rid in new if rid in self._streams and self._streams[rid].times.scheduled == 0
+                   and (rid in self.engine.kv or any(o.request_id == rid for o in outputs))]
+        method = "prefill" if started else "decode"
+        self.metrics.batch_inference_count.labels(method=method).inc()
+        self.metrics.batch_inference_success.labels(method=method).inc()
+        self.metrics.batch_forward_duration.labels(method=method).observe(seconds)
+        self.metrics.batch_next_size.observe(len(self.engine.running) + len(started))
+        for rid in started:
+            self._streams[rid].times.scheduled = start
+        now = time.time_ns()
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue
+            if stream.times.first_token == 0:
+                stream.times.first_token = now
+            if out.completion is not None:
+                stream.times.done = now
+            self._deliver(out.request_id, out)
+        self.steps += 1
+
+    def _deliver(self, rid: int, item: StepOutput | ServeError) -> None:
+        stream = self._streams.get(rid)
+        if stream is None:
+            return
+        if isinstance(item, ServeError) or item.completion is not None:
+            del self._streams[rid]
+        try:
+            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
+        except RuntimeError:               # the request's event loop is closed: nobody is listening
+            self.engine.abort(rid)
+
+    def _update_gauges(self) -> None:
+        m, e = self.metrics, self.engine
+        m.queue_size.set(len(e.waiting))
+        m.batch_current_size.set(len(e.running))
+        m.kv_blocks_total.set(e.kv.num_blocks)
+        m.kv_blocks_used.set(e.kv.num_used_blocks)
+        m.batch_current_max_tokens.set(e.kv.num_used_blocks * e.kv.block_size)
+        m.preemptions.set(e.num_preemptions)
+
+
+def warmup(engine: Engine, num_tokens: int) -> float:
+    """Run one maximal prefill of `num_tokens` tokens (TGI's warmup); returns its seconds."""
+    vocab = len(engine.tokenizer)
+    ids = [(i * 7919) % vocab for i in range(num_tokens)]
+    start = time.perf_counter()
+    engine.add_request("warmup", ids, SamplingParams(max_new_tokens=1, ignore_eos=True))
+    while engine.has_unfinished():
+        engine.step()
+    return time.perf_counter() - start

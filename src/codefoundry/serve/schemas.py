@@ -1,0 +1,178 @@
+"""Request and response bodies of the TGI and OpenAI routes (pydantic; they also make the OpenAPI schema).
+
+Types only: every range rule lives in `validation.py`, so its errors carry TGI's messages.
+Unknown fields are ignored and every parameter accepts null, as in TGI (`router/src/lib.rs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GenerateParameters(_Lenient):
+    """TGI's `GenerateParameters`: every field optional and nullable."""
+
+    best_of: int | None = Field(None, description="Sample this many sequences, return the best (> 0, <= max_best_of).")
+    temperature: float | None = Field(None, description="Logits divided by it (> 0).", examples=[0.5])
+    repetition_penalty: float | None = Field(None, description="> 0; 1.0 means no penalty.", examples=[1.03])
+    frequency_penalty: float | None = Field(None, description="In [-2, 2].", examples=[0.1])
+    top_k: int | None = Field(None, description="Keep the k best tokens (> 0).", examples=[10])
+    top_p: float | None = Field(None, description="Nucleus sampling, strictly inside (0, 1).", examples=[0.95])
+    typical_p: float | None = Field(None, description="Typical sampling, strictly inside (0, 1).", examples=[0.95])
+    do_sample: bool | None = Field(None, description="Sample instead of greedy (default false).")
+    max_new_tokens: int | None = Field(None, description="> 0; null = max_total_tokens - input tokens.",
+                                       examples=[20])
+    return_full_text: bool | None = Field(None, description="Prepend the prompt to generated_text.")
+    stop: list[str] | None = Field(None, description="Stop strings (at most max_stop_sequences); kept in the text.")
+    truncate: int | None = Field(None, description="Keep the last N input tokens (0 < N <= max_input_tokens).")
+    watermark: bool | None = Field(None, description="Not supported; true is rejected.")
+    details: bool | None = Field(None, description="Return per-token details.")
+    decoder_input_details: bool | None = Field(None, description="Return prompt token logprobs (not when streaming).")
+    seed: int | None = Field(None, description="u64 sampling seed; random when null.")
+    top_n_tokens: int | None = Field(None, description="Alternatives per token (<= max_top_n_tokens).")
+    grammar: Any | None = Field(None, description="Not supported; a grammar is rejected with 422.")
+    adapter_id: str | None = Field(None, description="Not supported; an adapter id is rejected with 422.")
+
+
+class GenerateRequest(_Lenient):
+    inputs: str = Field(..., examples=["<fim_prefix>def f(x):\n    <fim_suffix>\n    return y<fim_middle>"])
+    parameters: GenerateParameters | None = None
+
+
+class CompatGenerateRequest(GenerateRequest):
+    stream: bool = False
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+    logprob: float | None
+    special: bool
+
+
+class PrefillToken(BaseModel):
+    id: int
+    text: str
+    logprob: float | None
+
+
+class Details(BaseModel):
+    finish_reason: Literal["length", "eos_token", "stop_sequence"]
+    generated_tokens: int
+    seed: int | None
+    prefill: list[PrefillToken]
+    tokens: list[Token]
+    top_tokens: list[list[Token]] | None = None
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    details: Details | None = None
+
+
+class StreamDetails(BaseModel):
+    finish_reason: Literal["length", "eos_token", "stop_sequence"]
+    generated_tokens: int
+    seed: int | None
+    input_length: int
+
+
+class StreamResponse(BaseModel):
+    index: int
+    token: Token
+    top_tokens: list[Token] | None = None
+    generated_text: str | None = None
+    details: StreamDetails | None = None
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    start: int                         # byte offsets in the input
+    stop: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+class Info(BaseModel):
+    model_id: str
+    model_sha: str | None
+    model_pipeline_tag: str | None
+    model_dtype: str
+    model_device_type: str
+    max_concurrent_requests: int
+    max_best_of: int
+    max_stop_sequences: int
+    max_input_tokens: int
+    max_input_length: int
+    max_total_tokens: int
+    max_batch_total_tokens: int
+    max_batch_prefill_tokens: int
+    max_waiting_tokens: int
+    waiting_served_ratio: float
+    validation_workers: int
+    max_client_batch_size: int
+    router: str
+    version: str
+    sha: str | None
+    docker_label: str | None
+
+
+# ---- OpenAI ----
+
+class StreamOptions(_Lenient):
+    include_usage: bool | None = None
+
+
+class CompletionRequest(_Lenient):
+    model: str | None = None
+    prompt: str | list[str]
+    suffix: str | None = Field(None, description="Rejected with 422, as TGI.")
+    max_tokens: int | None = None
+    temperature: float | None = Field(None, description="0 means greedy.")
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, description="Only 1 is supported.")
+    echo: bool | None = None
+
+
+class ChatMessage(_Lenient):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(_Lenient):
+    model: str | None = None
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, description="Only 1 is supported.")
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
