@@ -117,3 +117,16 @@ def test_schedule_and_flops() -> None:
     # nanoGPT's estimate for GPT-2 124M at T=1024: 6N + 12·L·D·T
     assert flops_per_token(124_000_000, 12, 768, 1024) == pytest.approx(6 * 124e6 + 12 * 12 * 768 * 1024)
     assert math.isclose(flops_per_token(0, 1, 1, 1), 12.0)
+
+
+def test_activation_checkpointing_and_time_budget(tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
+    cfg = dict(TINY, max_steps=3, decay_steps=3)
+    plain = train(tmp_path / "plain", train_tokenizer_dir, tokens=tokens, config=TrainConfig(**cfg))
+    recomputed = train(tmp_path / "ac", train_tokenizer_dir, tokens=tokens,
+                       config=TrainConfig(**cfg, activation_checkpointing=True))
+    assert _losses(recomputed) == pytest.approx(_losses(plain), rel=1e-6)
+    timed = train(tmp_path / "timed", train_tokenizer_dir, tokens=tokens,
+                  config=TrainConfig(**{**TINY, "warmup_steps": None}, max_time=1.5))
+    records = [json.loads(line) for line in (timed / "metrics.jsonl").read_text().splitlines()]
+    assert records and records[-1]["elapsed_s"] >= 1.5 and records[-1]["val_loss"] is not None
+    assert load_checkpoint(timed)["decay_steps"] >= len(records)  # the horizon estimated from the first step
