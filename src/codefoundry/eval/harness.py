@@ -70,7 +70,7 @@ class EvalConfig(StageConfig):
     timeout: float | None = Field(None, gt=0)
     """Wall seconds per program (default: per language, 10 s for Python)."""
     workers: int | None = Field(None, ge=1)
-    """Programs executed in parallel (default: number of cores)."""
+    """Programs executed in parallel (default: twice the number of cores)."""
     chunk: int = Field(32, ge=1)
     """Problems generated per batch (and per resume checkpoint)."""
     device: str = "cpu"
@@ -220,7 +220,8 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     generator = make_generator(config)
     _check_resume(out, config)
     done = _done_rows(out / SAMPLES)
-    sandbox = Sandbox(slots=config.workers or os.cpu_count() or 1)
+    # two slots per core: a sandboxed program spends part of its life in exec and namespace setup
+    sandbox = Sandbox(slots=config.workers or 2 * (os.cpu_count() or 1))
     console.print(describe_isolation(sandbox), highlight=False)
     executor = Executor(sandbox, config.timeout)
     results: dict[str, Any] = {}

@@ -52,6 +52,7 @@ _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWPID, _CLONE_NEWNET = (
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+_TOOLS = ("prlimit", "nsenter", "unshare", "setpriv")  # util-linux
 _WRITABLE_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -170,9 +171,13 @@ class Sandbox:
         self.base.chmod(0o711)
         self._counter = 0
         self._ro_mounts = _writable_mounts([str(self.base)])
+        self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in _TOOLS}
+        self._holder: subprocess.Popen[bytes] | None = None
         self.namespaces = self.root if namespaces is None else (namespaces and self.root)
-        if self.namespaces and not self._probe():
-            self.namespaces = False
+        if self.namespaces:
+            self.namespaces = all(self._tools.values()) and self._start_holder() and self._probe()
+            if not self.namespaces:
+                self._stop_holder()
 
     # -- public ---------------------------------------------------------------------------
     def isolation(self) -> dict[str, object]:
@@ -202,6 +207,7 @@ class Sandbox:
             self._free.put(slot)
 
     def close(self) -> None:
+        self._stop_holder()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
@@ -211,6 +217,56 @@ class Sandbox:
         self.close()
 
     # -- internals ------------------------------------------------------------------------
+    def _start_holder(self) -> bool:
+        """A process that keeps this sandbox's network, IPC and mount namespaces alive: in them the
+        whole filesystem is read-only except `self.base` (each program's work dir lives there)."""
+        script = ('b=$1; shift; mount --bind "$b" "$b" || exit 1; '
+                  'for m in "$@"; do mount -o remount,bind,ro "$m" || exit 1; done; echo ready; exec sleep 2147483647')
+        try:
+            self._holder = subprocess.Popen(
+                [self._tools["unshare"] or "unshare", "--mount", "--net", "--ipc", "--propagation", "private", "--",
+                 "/bin/sh", "-c", script, "sh", str(self.base), *self._ro_mounts],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                preexec_fn=lambda: _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), start_new_session=True)
+        except OSError:
+            return False
+        assert self._holder.stdout is not None
+        ready = select.select([self._holder.stdout], [], [], 10)[0] and self._holder.stdout.readline() == b"ready\n"
+        return bool(ready)
+
+    def _stop_holder(self) -> None:
+        if self._holder is not None:
+            self._holder.kill()
+            self._holder.wait()
+            self._holder = None
+
+    def _wrap(self, argv: list[str], work: Path, uid: int, gid: int, limits: Limits) -> list[str]:
+        """argv inside the sandbox: rlimits, the holder's namespaces, a fresh pid namespace whose init
+        is a shell waiting for the program, and the slot's uid without privileges."""
+        mb = 1024 * 1024
+        lims = [f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_size_mb * mb}", f"--nofile={limits.open_files}",
+                "--core=0"]
+        if self.root:  # root ignores RLIMIT_NPROC, and a non-root user shares it with its own processes
+            lims.append(f"--nproc={limits.processes}")
+        if limits.address_space_mb is not None:
+            lims.append(f"--as={limits.address_space_mb * mb}")
+        if limits.data_mb is not None:
+            lims.append(f"--data={limits.data_mb * mb}")
+        if not self._tools["prlimit"]:
+            return argv  # the preexec fallback sets the limits
+        out = [self._tools["prlimit"] or "prlimit", *lims, "--"]
+        if self.namespaces and self._holder is not None:
+            ns = f"/proc/{self._holder.pid}/ns"
+            out += [self._tools["nsenter"] or "nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--ipc={ns}/ipc",
+                    f"--wdns={work}", "--", self._tools["unshare"] or "unshare", "--pid", "--fork", "--kill-child",
+                    "--mount-proc", "--"]
+        if self.root:
+            out += [self._tools["setpriv"] or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                    "--no-new-privs", "--"]
+        if self.namespaces:  # pid 1 ignores signals it has no handler for: keep the program off pid 1
+            out += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
+        return out + argv
+
     def _probe(self) -> bool:
         try:
             result = self._run(0, {}, ["/bin/sh", "-c", "exit 0"], Limits(wall_seconds=10), {})
@@ -243,13 +299,13 @@ class Sandbox:
                     "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **env}
         full_env = {k: v.replace("{work}", str(work)) for k, v in full_env.items()}
         out_path, err_path = run_dir / "stdout", run_dir / "stderr"
-        setup = _ChildSetup(str(work), uid, gid, limits, self.namespaces and self.root, self._ro_mounts,
-                            self.root)
+        wrapped = self._wrap(argv, work, uid, gid, limits)
+        setup = None if self._tools["prlimit"] else _ChildSetup(str(work), uid, gid, limits, False, [], self.root)
         start = time.perf_counter()
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
-                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work,
+                    proc = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work,
                                             env=full_env, start_new_session=True, preexec_fn=setup,
                                             close_fds=True)
                 except (OSError, subprocess.SubprocessError) as e:
