@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from codefoundry.cli import run
@@ -81,17 +82,19 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "codefoundry", "data", "curate", *args]
 
 
-def test_killed_run_resumes_to_identical_output(tiny_repos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_when", [".work/phase0/000002.done", "data/files"],
+                         ids=["mid-units", "mid-finalize"])
+def test_killed_run_resumes_to_identical_output(tiny_repos: Path, tmp_path: Path, kill_when: str) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("limits:\n  max_files_per_repo: 150\nworkers: 1\n")
-    sources = [str(tiny_repos), "stdlib"]
+    config.write_text("workers: 1\n")
+    sources = [str(tiny_repos)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     log = tmp_path / "first-run.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(_cli(*sources, "--out", str(killed), "--config", str(config)), env=env,
                                 stdout=sink, stderr=sink)
-    marker = killed / ".work" / "phase0" / "000002.done"
+    marker = killed / kill_when
     deadline = time.monotonic() + 60
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
