@@ -8,8 +8,8 @@ from codefoundry.data.config import CurateConfig, SourceLimits
 from codefoundry.data.curate import curate
 
 DEMO_SOURCES = ("site-packages", "stdlib")
-DEMO_LIMITS = SourceLimits(max_files_per_repo=150, max_file_bytes=200_000)
-"""At most 150 files (by path order) of each installed distribution and of the stdlib, each ≤ 200 KB:
+DEMO_LIMITS = SourceLimits(max_files_per_repo=100, max_file_bytes=200_000)
+"""At most 100 files (by path order) of each installed distribution and of the stdlib, each ≤ 200 KB:
 real code of every kind the environment holds, curated in about a minute on 2 cores."""
 
 
