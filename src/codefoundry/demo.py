@@ -68,11 +68,17 @@ def _train(ctx: DemoContext) -> Path:
     return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
 
 
+def _eval(ctx: DemoContext) -> Path:
+    from codefoundry.eval.demo import run_demo_stage
+
+    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+
+
 STAGES: list[DemoStage] = [
     DemoStage("data curate", 3, _data_curate),
     DemoStage("tokenizer train", 5, _tokenizer_train),
     DemoStage("train", 6, _train),
-    DemoStage("eval", 8),
+    DemoStage("eval", 8, _eval),
     DemoStage("serve", 7),
 ]
 

@@ -153,3 +153,12 @@ def test_hostile_programs_are_failures_through_the_executor(sandbox: Sandbox) ->
         assert ex.run("python", "print('ok')\n").passed
     finally:
         ex.close()
+
+
+def test_without_namespaces_the_sandbox_says_so() -> None:
+    with Sandbox(slots=1, namespaces=False) as sb:
+        iso = sb.isolation()
+        assert iso["network_namespace"] is False and "without network/pid/mount namespaces" in iso["note"]
+        r = sb.run({"main.py": "import os\nprint(os.getuid())\nwhile True:\n    pass\n"}, ["python3", "main.py"],
+                   Limits(wall_seconds=10, cpu_seconds=1))
+        assert r.status == "failed" and int(r.stdout) >= 57000  # still its own uid, still CPU-limited

