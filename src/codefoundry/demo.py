@@ -74,12 +74,18 @@ def _eval(ctx: DemoContext) -> Path:
     return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
 
 
+def _serve(ctx: DemoContext) -> Path:
+    from codefoundry.serve.demo import run_demo_stage
+
+    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+
+
 STAGES: list[DemoStage] = [
     DemoStage("data curate", 3, _data_curate),
     DemoStage("tokenizer train", 5, _tokenizer_train),
     DemoStage("train", 6, _train),
     DemoStage("eval", 8, _eval),
-    DemoStage("serve", 7),
+    DemoStage("serve", 7, _serve),
 ]
 
 
