@@ -34,7 +34,7 @@ def test_isolation_reported(sandbox: Sandbox) -> None:
     assert iso["unprivileged_uid"] and iso["network_namespace"] and iso["pid_namespace"], iso
     r = run_py(sandbox, "import os; print(os.getuid(), os.getgid(), os.getgroups(), os.getpid(), os.environ['HOME'])")
     uid, gid, groups, pid, home = r.stdout.split(" ", 4)
-    assert int(uid) >= 57000 and int(gid) >= 57000 and groups == "[]" and int(pid) == 2, r.stdout
+    assert int(uid) in sandbox.uids and int(gid) == int(uid) and groups == "[]" and int(pid) == 2, r.stdout
     assert "codefoundry-sandbox" in home
 
 
@@ -44,16 +44,16 @@ def test_fork_bomb_is_bounded_and_killed(sandbox: Sandbox) -> None:
                wall_seconds=3, processes=32)
     assert r.status in ("timeout", "failed") and not r.passed
     assert time.perf_counter() - start < 10
-    assert _sandbox_processes_gone()
+    assert _sandbox_processes_gone(sandbox.uids)
 
 
-def _sandbox_processes_gone(deadline: float = 5.0) -> bool:
+def _sandbox_processes_gone(uids: list[int], deadline: float = 5.0) -> bool:
     """No process of the sandbox's uids is left on the host (the kernel reaps a killed namespace quickly)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        uids = [int(line.split()[1]) for p in Path("/proc").iterdir() if p.name.isdigit()
-                for line in _status_lines(p) if line.startswith("Uid:")]
-        if not [u for u in uids if 57000 <= u < 57002]:
+        running = [int(line.split()[1]) for p in Path("/proc").iterdir() if p.name.isdigit()
+                   for line in _status_lines(p) if line.startswith("Uid:")]
+        if not [u for u in running if u in uids]:
             return True
         time.sleep(0.1)
     return False
@@ -138,7 +138,7 @@ def test_a_daemonized_child_dies_with_the_program(sandbox: Sandbox, tmp_path: Pa
             "print('parent done')\n")
     r = run_py(sandbox, code)
     assert r.passed and "parent done" in r.stdout
-    assert _sandbox_processes_gone()
+    assert _sandbox_processes_gone(sandbox.uids)
 
 
 def test_hostile_programs_are_failures_through_the_executor(sandbox: Sandbox) -> None:
@@ -159,6 +159,6 @@ def test_without_namespaces_the_sandbox_says_so() -> None:
     with Sandbox(slots=1, namespaces=False) as sb:
         iso = sb.isolation()
         assert iso["network_namespace"] is False and "without network/pid/mount namespaces" in iso["note"]
-        r = sb.run({"main.py": "import os\nprint(os.getuid())\nwhile True:\n    pass\n"}, ["python3", "main.py"],
-                   Limits(wall_seconds=10, cpu_seconds=1))
-        assert r.status == "failed" and int(r.stdout) >= 57000  # still its own uid, still CPU-limited
+        code = "import os\nprint(os.getuid(), flush=True)\nwhile True:\n    pass\n"
+        r = sb.run({"main.py": code}, ["python3", "main.py"], Limits(wall_seconds=10, cpu_seconds=1))
+        assert r.status == "failed" and int(r.stdout) in sb.uids  # still its own uid, still CPU-limited

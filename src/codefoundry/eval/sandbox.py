@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import queue
 import resource
@@ -46,6 +47,8 @@ from pathlib import Path
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 57000  # first uid of the per-slot sandbox uids; outside Debian's system and dynamic ranges
+UID_RANGE = 1024  # uids UID_BASE .. UID_BASE+1023 are shared out between the sandboxes running on this host
+UID_LOCKS = Path("/run/lock/codefoundry-sandbox-uids")  # one lock file per uid in use
 
 _PR_SET_PDEATHSIG = 1
 _TOOLS = ("prlimit", "nsenter", "unshare", "setpriv")  # util-linux
@@ -139,7 +142,9 @@ class Sandbox:
         for slot in range(self.slots):
             self._free.put(slot)
         self.root = os.geteuid() == 0
+        self._uid_locks = []
         self.uid_base = uid_base
+        self.uids = self._claim_uids() if self.root else [os.getuid()] * self.slots
         self.base = Path(tempfile.mkdtemp(prefix="codefoundry-sandbox-", dir=base_dir))
         self.base.chmod(0o711)
         self._counter = 0
@@ -157,7 +162,7 @@ class Sandbox:
         """What this sandbox enforces (recorded in results.json)."""
         return {
             "unprivileged_uid": self.root,
-            "uids": f"{self.uid_base}-{self.uid_base + self.slots - 1}" if self.root else str(os.getuid()),
+            "uids": ", ".join(map(str, self.uids)),
             "network_namespace": self.namespaces,
             "pid_namespace": self.namespaces,
             "read_only_filesystem": self.namespaces,
@@ -165,6 +170,8 @@ class Sandbox:
             "process_group_kill": True,
             "private_dir_and_decoy_home": True,  # HOME is the work dir
             "note": "" if self.namespaces else (
+                "unprivileged uids and rlimits, but without network/pid/mount namespaces (unavailable here): "
+                "programs can open network connections and see host processes" if self.root else
                 "not root: programs run as the harness's own user without network/pid/mount namespaces; "
                 "they can read what this user can read and open network connections"),
         }
@@ -182,6 +189,31 @@ class Sandbox:
     def close(self) -> None:
         self._stop_holder()
         shutil.rmtree(self.base, ignore_errors=True)
+        for fd in self._uid_locks:
+            os.close(fd)
+        self._uid_locks = []
+
+    def _claim_uids(self) -> list[int]:
+        """Uids no other sandbox on this host is using (a flock per uid, held until close), so two
+        evaluations never share RLIMIT_NPROC or each other's files."""
+        self._uid_locks: list[int] = []
+        lock_dir = UID_LOCKS if UID_LOCKS.parent.is_dir() else Path(tempfile.gettempdir()) / UID_LOCKS.name
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        uids = []
+        for uid in range(self.uid_base, self.uid_base + UID_RANGE):
+            if len(uids) == self.slots:
+                break
+            fd = os.open(lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._uid_locks.append(fd)
+            uids.append(uid)
+        if len(uids) < self.slots:
+            raise RuntimeError(f"no free sandbox uid in {self.uid_base}-{self.uid_base + UID_RANGE - 1}")
+        return uids
 
     def __enter__(self) -> Sandbox:
         return self
@@ -255,7 +287,7 @@ class Sandbox:
         work = self.base / f"work-{slot}-{self._counter}"
         work.mkdir()
         home = work
-        uid = self.uid_base + slot if self.root else os.getuid()
+        uid = self.uids[slot]
         gid = uid if self.root else os.getgid()
         for name, content in files.items():
             path = work / name
