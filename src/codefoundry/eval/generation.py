@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ class EndpointGenerator:
             if r.status_code in RETRY_STATUS and attempt < self.max_retries:
                 self._sleep(attempt, r.headers.get("retry-after"))
                 continue
+            fit = _fit_max_new_tokens(r) if r.status_code == 422 else None
+            if fit is not None and self.api == "tgi" and body["parameters"]["max_new_tokens"] > fit:
+                body["parameters"]["max_new_tokens"] = fit  # a long prompt: use what the server has room for
+                continue
             if r.status_code != 200:
                 raise UserError(f"endpoint {self.url}{path} answered HTTP {r.status_code}: {r.text[:300]}")
             data = r.json()
@@ -141,6 +146,12 @@ class EndpointGenerator:
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint") as pool:
             return list(pool.map(lambda r: self._one(r, sampling), requests))
+
+
+def _fit_max_new_tokens(r: httpx.Response) -> int | None:
+    """From TGI's 422 "`inputs` tokens + `max_new_tokens` must be <= T. Given: n `inputs` tokens …": T - n."""
+    m = re.search(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens", r.text)
+    return int(m.group(1)) - int(m.group(2)) if m and int(m.group(1)) > int(m.group(2)) else None
 
 
 class LocalGenerator:
