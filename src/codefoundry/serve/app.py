@@ -360,7 +360,8 @@ def create_app(state: ServerState) -> FastAPI:
                     yield R.SSE_DONE
             except ServeError as e:
                 yield R.sse_json(e.body())
-        return StreamingResponse(events(), media_type="text/event-stream", headers=STREAM_HEADERS)
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={**STREAM_HEADERS, "x-compute-type": state.compute_type})
 
     @app.post("/v1/completions", dependencies=protected, responses=ERROR_RESPONSES, summary="OpenAI completions")
     async def completions(request: Request, body: CompletionRequest) -> Response:
