@@ -162,3 +162,24 @@ def test_without_namespaces_the_sandbox_says_so() -> None:
         code = "import os\nprint(os.getuid(), flush=True)\nwhile True:\n    pass\n"
         r = sb.run({"main.py": code}, ["python3", "main.py"], Limits(wall_seconds=10, cpu_seconds=1))
         assert r.status == "failed" and int(r.stdout) in sb.uids  # still its own uid, still CPU-limited
+
+
+def test_a_killed_harness_leaves_no_program_behind(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "uids.txt"
+    harness = subprocess.Popen([sys.executable, "-c", f"""
+from codefoundry.eval import Limits, Sandbox
+sb = Sandbox(slots=1)
+open({str(marker)!r}, "w").write(str(sb.uids[0]))
+sb.run({{"main.py": "import time\\ntime.sleep(600)\\n"}}, ["python3", "main.py"], Limits(wall_seconds=3))
+"""])
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    harness.send_signal(signal.SIGKILL)  # no cleanup code runs
+    harness.wait()
+    assert _sandbox_processes_gone([int(marker.read_text())], deadline=15)

@@ -149,11 +149,11 @@ class Sandbox:
         self.base.chmod(0o711)
         self._counter = 0
         self._ro_mounts = _writable_mounts([str(self.base)])
-        self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in _TOOLS}
+        self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in (*_TOOLS, "timeout")}
         self._holder: subprocess.Popen[bytes] | None = None
         self.namespaces = self.root if namespaces is None else (namespaces and self.root)
         if self.namespaces:
-            self.namespaces = all(self._tools.values()) and self._start_holder() and self._probe()
+            self.namespaces = all(self._tools[t] for t in _TOOLS) and self._start_holder() and self._probe()
             if not self.namespaces:
                 self._stop_holder()
 
@@ -259,7 +259,10 @@ class Sandbox:
             lims.append(f"--data={limits.data_mb * mb}")
         if not self._tools["prlimit"]:
             return argv  # the preexec fallback sets the limits
-        out = [self._tools["prlimit"] or "prlimit", *lims, "--"]
+        # coreutils timeout: the wall clock still holds if this harness dies before the program
+        out = [self._tools["timeout"] or "timeout", "-s", "KILL", f"{limits.wall_seconds + 5:.0f}"] \
+            if self._tools["timeout"] else []
+        out += [self._tools["prlimit"] or "prlimit", *lims, "--"]
         if self.namespaces and self._holder is not None:
             ns = f"/proc/{self._holder.pid}/ns"
             out += [self._tools["nsenter"] or "nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--ipc={ns}/ipc",
