@@ -76,6 +76,40 @@ def test_serve_request_spans(small_server):
     assert root.attributes["generated_tokens"] == 4
 
 
+def test_serve_otlp_export(tiny_model_dir: Path):
+    """--otlp-endpoint: spans arrive as OTLP/HTTP protobuf POSTs at /v1/traces of a real local receiver."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from codefoundry.serve import ServeConfig, start_in_thread
+
+    posts: list[tuple[str, str, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    running = start_in_thread(ServeConfig(model=tiny_model_dir, port=0, max_batch_total_tokens=1024,
+                                          max_batch_prefill_tokens=64,
+                                          otlp_endpoint=f"http://127.0.0.1:{receiver.server_address[1]}"))
+    try:
+        r = httpx.post(running.url + "/generate", json={"inputs": "def f():", "parameters": {"max_new_tokens": 2}},
+                       timeout=30)
+        assert r.status_code == 200
+    finally:
+        running.stop()
+        receiver.shutdown()
+    assert posts and posts[0][0] == "/v1/traces" and posts[0][1] == "application/x-protobuf"
+    assert b"prefill" in b"".join(p[2] for p in posts) and b"decode" in b"".join(p[2] for p in posts)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -202,6 +202,8 @@ class RunningServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.state.engine_loop.stop()
+        if self.state.tracer_provider is not None:
+            self.state.tracer_provider.shutdown()         # flushes spans to the OTLP endpoint
 
 
 def start_in_thread(cfg: ServeConfig, span_processor: Any = None) -> RunningServer:
