@@ -8,7 +8,8 @@
 GPTBigCodeForCausalLM and transformers' at the same config and weights (ours saved, theirs
 loaded from that checkpoint), float32, dropout off in both, both through torch SDPA
 (attn_implementation="sdpa"; ours always uses it). Steps alternate between the two models and
-the median of each is reported, so machine noise hits both alike.
+the median CPU time (process_time: with one thread, the time other processes take the core
+is not counted) of each is reported; steps alternate so what noise is left hits both alike.
 
 `long`: each measurement runs in a fresh subprocess and reports its peak RSS above the RSS
 after building the model, for SDPA (flash kernel) and for comparison the math backend, which
@@ -30,9 +31,10 @@ import torch
 
 
 def _step_time(fn) -> float:
-    start = time.perf_counter()
+    """CPU seconds of one step: on a shared machine, steal time inflates wall time, not CPU time."""
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def speed(args: argparse.Namespace) -> dict:
