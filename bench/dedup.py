@@ -34,7 +34,8 @@ from codefoundry.data.dedup.quality import build_quality_set, score
 from codefoundry.data.pipeline import conform
 
 BENCH = Path(__file__).resolve().parent
-VENVS = {"datasketch": ["datasketch==2.0.0"], "datatrove": ["datatrove==0.10.0"]}
+# datatrove 0.10's dedup imports tokenizers, and hashes str with xxhash (which xxhash 4 refuses)
+VENVS = {"datasketch": ["datasketch==2.0.0"], "datatrove": ["datatrove==0.10.0", "tokenizers", "xxhash<4"]}
 UNIT = 500  # documents per work unit
 
 DATASKETCH = r'''
@@ -92,9 +93,12 @@ print(json.dumps({"seconds": seconds, "cluster": cluster}))
 def ensure_venv(name: str) -> Path:
     venv = BENCH / f".venv-{name}"
     python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    stamp = venv / ".installed"
+    if not stamp.exists() or stamp.read_text() != repr(VENVS[name]):
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *VENVS[name]], check=True)
+        stamp.write_text(repr(VENVS[name]))
     return python
 
 

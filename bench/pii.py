@@ -44,7 +44,8 @@ def ensure_venv() -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "datatrove==0.10.0"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "datatrove==0.10.0", "tokenizers", "xxhash<4"],
+                       check=True)
     return python
 
 
