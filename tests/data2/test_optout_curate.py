@@ -134,6 +134,9 @@ def test_standalone_step_verbs(curated: Path, tmp_path: Path) -> None:
     assert removed["heapq.py"] == "decontam:private-eval:p1"
     assert removed["bench_leak.py"].startswith("decontam:humaneval")  # the old removals are kept
     assert read_manifest(out).config["decontamination"]["extra_jsonl"] == [str(bench)]
+    # recorded for `codefoundry eval`'s contamination check
+    assert set(read_manifest(curated).extra["decontaminated_against"]) >= {"humaneval", "mbpp"}
+    assert bench.stem in read_manifest(out).extra["decontaminated_against"]
     again = tmp_path / "dedup"
     assert run(["data", "dedup", str(curated), "--out", str(again)]) == 0  # already deduplicated: nothing more
     assert len(_table(again)) == len(_table(curated))

@@ -37,7 +37,7 @@ from codefoundry.data.filters import (
     SizeFilter,
     XmlFilter,
 )
-from codefoundry.data.later_steps import curation_steps
+from codefoundry.data.later_steps import curation_steps, decontaminated_against
 from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, LocalExecutor, Step, WorkUnit
 from codefoundry.data.pipeline.executor import WORK, gather_stats, unit_outputs, write_shards
 from codefoundry.data.selection import LanguageFilter, LicenseFilter, VendorFilter
@@ -138,8 +138,8 @@ def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig 
     card = render_card(stats, config, names)
     atomic_write_text(out / "card.md", card)
     atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
-    write_manifest(out, "dataset", config, extra=_manifest_extra(key, names, units, steps,
-                                                                 time.perf_counter() - start))
+    extra = _manifest_extra(key, names, units, steps, time.perf_counter() - start)
+    write_manifest(out, "dataset", config, extra={**extra, "decontaminated_against": decontaminated_against(config)})
     shutil.rmtree(work)
     totals = stats["subsets"][SUBSET]["totals"]
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "

@@ -37,6 +37,13 @@ def curation_steps(config: CurateConfig) -> list[Step]:
     return steps
 
 
+def decontaminated_against(config: CurateConfig) -> list[str]:
+    """Benchmarks this config decontaminates against; recorded in the manifest, read by `codefoundry eval`."""
+    from codefoundry.data.decontam import benchmark_names
+
+    return benchmark_names(config.decontamination) if config.decontamination.enabled else []
+
+
 def later_policies(config: CurateConfig) -> list[str]:
     """Card lines (markdown bullets) describing these steps' settings."""
     from codefoundry.data.decontam import benchmark_names

@@ -53,6 +53,7 @@ def apply_steps(dataset: str | Path, out: str | Path, steps: Sequence[Step], con
     from codefoundry.data.card import render_card
     from codefoundry.data.config import CurateConfig
     from codefoundry.data.contains import build_indexes
+    from codefoundry.data.later_steps import decontaminated_against
 
     dataset, out = Path(dataset), Path(out)
     manifest = read_manifest(dataset, kind="dataset")
@@ -83,9 +84,12 @@ def apply_steps(dataset: str | Path, out: str | Path, steps: Sequence[Step], con
     if config.inspection_indexes:
         build_indexes(out)
     removed = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
+    benchmarks = set(manifest.extra.get("decontaminated_against") or [])
+    if any(s.name == "decontaminate" for s in steps):
+        benchmarks |= set(decontaminated_against(config))
     write_manifest(out, "dataset", config, inputs={"dataset": dataset},
                    extra={**manifest.extra, "steps": [*manifest.extra.get("steps", []), *(s.name for s in steps)],
-                          **(extra or {})})
+                          "decontaminated_against": sorted(benchmarks), **(extra or {})})
     shutil.rmtree(work)
     totals = stats["subsets"][SUBSET]["totals"]
     console.print(f"{out}: {', '.join(s.name for s in steps)} removed {removed:,} files; "
