@@ -69,6 +69,7 @@ class EndpointGenerator:
         self.info = self._info()
         self.model_name = model_name or self.info.get("model_id") or "tgi"
         self.max_stop = int(self.info.get("max_stop_sequences") or OPENAI_MAX_STOP)
+        self.max_input = self.info.get("max_input_tokens") or self.info.get("max_input_length")  # TGI < 2.1
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.url, "api": self.api, "info": self.info}
@@ -97,6 +98,8 @@ class EndpointGenerator:
         if self.api == "tgi":
             params: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "stop": stop,
                                       "do_sample": not greedy, "return_full_text": False, "details": False}
+            if self.max_input:  # a prompt longer than the server takes keeps its end, as LocalGenerator's
+                params["truncate"] = self.max_input
             if not greedy:  # TGI rejects temperature 0 and top_p 1.0
                 params["temperature"] = sampling.temperature
                 params["seed"] = req.seed
@@ -177,9 +180,10 @@ class LocalGenerator:
         params, prompts = [], []
         for req in requests:
             ids = list(self.tokenizer.encode(req.prompt))
-            room = max(1, min(sampling.max_new_tokens, limit - 1))
-            if len(ids) + room > limit:  # keep the prompt's end, as BEH truncates to max_length
-                ids = ids[-(limit - room):]
+            if len(ids) >= limit:  # keep the prompt's end (what EndpointGenerator asks TGI with `truncate`)
+                ids = ids[-(limit - 1):]
+            # the whole prompt, and what room it leaves, as a TGI endpoint answers (max_total_tokens)
+            room = min(sampling.max_new_tokens, limit - len(ids))
             prompts.append(ids)
             params.append(SamplingParams(
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,

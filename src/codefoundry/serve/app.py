@@ -309,7 +309,9 @@ def create_app(state: ServerState) -> FastAPI:
         greedy = temperature == 0
         return GenerateParameters(
             do_sample=not greedy, temperature=None if greedy else temperature,
-            top_p=None if top_p is not None and top_p >= 1.0 else top_p, frequency_penalty=frequency_penalty,
+            # temperature 0 is greedy whatever top_p says (OpenAI, vLLM); a kept top_p would make TGI's chooser sample
+            top_p=None if greedy or (top_p is not None and top_p >= 1.0) else top_p,
+            frequency_penalty=frequency_penalty,
             repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_tokens,
             stop=[stop] if isinstance(stop, str) else stop, details=True)
 
