@@ -93,3 +93,32 @@ def test_bad_paged_attention_is_rejected() -> None:
     with pytest.raises(ValueError, match="needs 2 blocks"):
         PagedAttention([5], [5], torch.zeros(1, 1, dtype=torch.long), torch.zeros(5, dtype=torch.long),
                        torch.tensor([4]), BLOCK)
+
+
+@pytest.mark.parametrize("multi_query", [True, False], ids=["mqa", "mha"])
+def test_pure_decode_steps_equal_training_forward(multi_query: bool) -> None:
+    """Steps where every sequence decodes one token (the folded-heads path), with equal and unequal contexts."""
+    torch.manual_seed(1)
+    rng = random.Random(1)
+    config = preset("tiny", vocab_size=300).replace(multi_query=multi_query)
+    model = GPTBigCodeForCausalLM(config).double().eval()
+    prompts, decode_steps = [13, 2, 7, 13], 6
+    lengths = [n + decode_steps + 1 for n in prompts]
+    max_blocks = max(-(-n // BLOCK) for n in lengths)
+    free = list(range(1, 64))
+    rng.shuffle(free)
+    seqs = [Sequence([rng.randrange(300) for _ in range(n)], [free.pop() for _ in range(-(-n // BLOCK))])
+            for n in lengths]
+    caches = allocate_kv_cache(config, num_blocks=64, block_size=BLOCK, dtype=torch.float64)
+    def check(step_seqs: list[Sequence]) -> None:
+        logits = _step(model, caches, step_seqs, [1] * len(step_seqs), max_blocks)
+        for seq, row in zip(step_seqs, logits, strict=True):
+            expected = model(torch.tensor([seq.ids[:seq.done]]))[0, -1]
+            assert (row - expected).abs().max().item() <= 1e-9
+
+    with torch.no_grad():
+        _step(model, caches, seqs, prompts, max_blocks)                       # whole prompts, no past
+        for _ in range(decode_steps):
+            check(seqs)                                                        # contexts differ: padded keys
+        assert seqs[0].done == seqs[3].done
+        check([seqs[0], seqs[3]])                                              # equal contexts: no mask

@@ -29,6 +29,7 @@ and positions are passed in, so a RoPE model (Llama) uses the same `PagedAttenti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,11 @@ class PagedAttention:
     def num_tokens(self) -> int:
         return sum(self.query_lens)
 
+    @cached_property
+    def plan(self) -> StepPlan:
+        """The step's cache indices and masks, built once and reused by every layer."""
+        return plan_step(self)
+
 
 def allocate_kv_cache(config: GPTBigCodeConfig, num_blocks: int, block_size: int,
                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[torch.Tensor]:
@@ -82,46 +88,139 @@ def kv_cache_bytes_per_block(config: GPTBigCodeConfig, block_size: int, dtype: t
     return config.n_layer * 2 * block_size * config.num_kv_heads * config.head_dim * itemsize
 
 
+# How attention runs over the cache. The cache of one layer is read as a flat table of rows,
+# `kv_cache.view(num_blocks * 2 * block_size, kv_heads, head_dim)`: the K of slot
+# `b * block_size + o` is row `b * 2 * block_size + o` and its V is `block_size` rows further.
+# Every index a step needs is computed once, in `StepPlan` (the first layer builds it, the
+# others reuse it), so a layer costs one `index_copy_` per K and V, one `index_select` of the
+# context rows, and one SDPA call per group:
+#   - decoding sequences (query_len 1) attend to their whole context: no causal mask, only a
+#     key-padding bias when their contexts differ in length. The H query heads are folded
+#     into the query-length dimension (`[S, kv_heads, H / kv_heads, hd]` against
+#     `[S, kv_heads, ctx, hd]`), so MQA is one matmul over the shared K/V per sequence.
+#   - every other sequence (a prefill chunk) runs alone: `is_causal=True` when it has no past
+#     (its new tokens are its whole context), otherwise a bottom-right causal mask.
+
+
+@dataclass
+class DecodeGroup:
+    """The sequences of a step that decode one token each."""
+
+    tokens: torch.Tensor | None    # [D] their tokens among the N (None: all N tokens, in order)
+    rows: torch.Tensor             # [2, D * max_ctx] cache rows of their contexts' K (0) and V (1), padded
+    max_ctx: int
+    key_padding: torch.Tensor | None   # [D, 1, 1, max_ctx] bool, True = a real key (None: no padding)
+
+
+@dataclass
+class PrefillSequence:
+    """A sequence of a step with more than one new token (a prefill chunk)."""
+
+    start: int                     # its new tokens are start:end of the N
+    end: int
+    rows: torch.Tensor             # [2, ctx] cache rows of its context's K (0) and V (1)
+    causal_mask: torch.Tensor | None   # [q, ctx] bool when it has a past, else None (is_causal)
+
+
+@dataclass
+class StepPlan:
+    """Every cache index one step needs, shared by all layers."""
+
+    write_rows: torch.Tensor       # [2, N] cache rows where the new tokens' K (0) and V (1) go
+    decode: DecodeGroup | None
+    prefills: list[PrefillSequence]
+
+
+def plan_step(attn: PagedAttention) -> StepPlan:
+    """The indices and masks of `attn`'s step (see the comment above `DecodeGroup`)."""
+    bs, device = attn.block_size, attn.block_tables.device
+    slots = attn.slot_mapping
+    k_rows = slots // bs * (2 * bs) + slots % bs
+    write_rows = torch.stack((k_rows, k_rows + bs))
+
+    def context_rows(tables: torch.Tensor, width: int) -> torch.Tensor:   # [S', width] K rows
+        cols = torch.arange(width, device=device)
+        return tables[:, cols // bs] * (2 * bs) + cols % bs
+
+    decoding = [s for s, q in enumerate(attn.query_lens) if q == 1]
+    starts = [0]
+    for q in attn.query_lens:
+        starts.append(starts[-1] + q)
+    decode = None
+    if decoding:
+        ctx_lens = [attn.context_lens[s] for s in decoding]
+        max_ctx = max(ctx_lens)
+        every = len(decoding) == len(attn.query_lens)
+        tables = attn.block_tables if every else attn.block_tables[torch.tensor(decoding, device=device)]
+        rows = context_rows(tables, max_ctx).reshape(-1)
+        padding = None
+        if min(ctx_lens) != max_ctx:
+            lens = torch.tensor(ctx_lens, device=device)
+            padding = (torch.arange(max_ctx, device=device) < lens[:, None]).view(len(decoding), 1, 1, max_ctx)
+        decode = DecodeGroup(
+            tokens=None if every else torch.tensor([starts[s] for s in decoding], device=device),
+            rows=torch.stack((rows, rows + bs)), max_ctx=max_ctx, key_padding=padding)
+    prefills = []
+    in_decode = set(decoding)
+    for s, (q, ctx) in enumerate(zip(attn.query_lens, attn.context_lens, strict=True)):
+        if s in in_decode:
+            continue
+        if q == ctx:                                  # no past: the rows it just wrote
+            rows, mask = k_rows[starts[s]:starts[s + 1]], None
+        else:
+            rows = context_rows(attn.block_tables[s:s + 1], ctx)[0]
+            # new token i sits at cache index ctx - q + i and sees indices <= that
+            mask = (torch.arange(ctx, device=device)[None, :]
+                    <= torch.arange(ctx - q, ctx, device=device)[:, None])
+        prefills.append(PrefillSequence(starts[s], starts[s + 1], torch.stack((rows, rows + bs)), mask))
+    return StepPlan(write_rows, decode, prefills)
+
+
 def write_kv(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn: PagedAttention) -> None:
     """Store the new tokens' `key`/`value` ([N, kv_heads, head_dim]) at their slots."""
-    blocks = attn.slot_mapping // attn.block_size
-    offsets = attn.slot_mapping % attn.block_size
-    kv_cache[blocks, 0, offsets] = key.to(kv_cache.dtype)
-    kv_cache[blocks, 1, offsets] = value.to(kv_cache.dtype)
+    flat = kv_cache.view(-1, *kv_cache.shape[-2:])
+    rows = attn.plan.write_rows
+    flat.index_copy_(0, rows[0], key.to(kv_cache.dtype))
+    flat.index_copy_(0, rows[1], value.to(kv_cache.dtype))
+
+
+def _gather(kv_cache: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cache rows `rows` ([2, R]) as [2, R, kv_heads, hd] of `dtype`."""
+    flat = kv_cache.view(-1, *kv_cache.shape[-2:])
+    return flat.index_select(0, rows.reshape(-1)).view(2, rows.shape[1], *kv_cache.shape[-2:]).to(dtype)
 
 
 def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAttention,
                     scale: float | None = None) -> torch.Tensor:
     """Causal attention of the N new `query` tokens ([N, H, hd]) over their sequences' cached K/V.
 
-    All sequences go through one SDPA call: queries are padded to the longest `query_len`,
-    keys to the longest context, and a boolean mask keeps each query to its own sequence's
-    causal past. Returns [N, H, hd].
+    The new tokens' K/V must already be in the cache (`write_kv`). Returns [N, H, hd].
     """
-    S, H, hd = len(attn.query_lens), query.shape[1], query.shape[2]
-    device = query.device
-    q_lens = torch.tensor(attn.query_lens, device=device)
-    ctx_lens = torch.tensor(attn.context_lens, device=device)
-    max_q, max_ctx = max(attn.query_lens), max(attn.context_lens)
+    plan = attn.plan
+    H = query.shape[1]
+    decode = plan.decode
+    if decode is not None and decode.tokens is None:        # a pure decode step: one call, no scatter
+        return _decode_attention(query, kv_cache, decode, scale)
+    out = torch.empty_like(query)
+    if decode is not None:
+        out.index_copy_(0, decode.tokens, _decode_attention(query.index_select(0, decode.tokens), kv_cache,
+                                                            decode, scale))
+    for p in plan.prefills:
+        k, v = _gather(kv_cache, p.rows, query.dtype)                             # (ctx, kv, hd) each
+        y = F.scaled_dot_product_attention(
+            query[p.start:p.end].transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=p.causal_mask,
+            is_causal=p.causal_mask is None, scale=scale, enable_gqa=k.shape[1] != H)   # (H, q, hd)
+        out[p.start:p.end] = y.transpose(0, 1)
+    return out
 
-    # token n belongs to sequence seq[n] at index pos[n] among that sequence's new tokens
-    seq = torch.repeat_interleave(torch.arange(S, device=device), q_lens)
-    starts = torch.cumsum(q_lens, 0) - q_lens
-    pos = torch.arange(query.shape[0], device=device) - starts[seq]
 
-    q = query.new_zeros(S, max_q, H, hd)
-    q[seq, pos] = query                                                  # (S, max_q, H, hd)
-
-    n_blocks = -(-max_ctx // attn.block_size)
-    tables = attn.block_tables[:, :n_blocks]
-    kv = kv_cache[tables]                                    # (S, n_blocks, 2, block_size, kv_heads, hd)
-    kv = kv.transpose(1, 2).reshape(S, 2, n_blocks * attn.block_size, -1, hd)[:, :, :max_ctx]
-    k, v = kv[:, 0].to(query.dtype), kv[:, 1].to(query.dtype)           # (S, max_ctx, kv_heads, hd)
-
-    # query i of sequence s is at cache index ctx - q_len + i and sees keys 0..that index
-    q_index = (ctx_lens - q_lens)[:, None] + torch.arange(max_q, device=device)[None, :]  # (S, max_q)
-    mask = torch.arange(max_ctx, device=device)[None, None, :] <= q_index[:, :, None]     # (S, max_q, max_ctx)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None],
-        scale=scale, enable_gqa=k.shape[2] != H)                         # (S, H, max_q, hd)
-    return out.transpose(1, 2)[seq, pos]                                 # (N, H, hd)
+def _decode_attention(query: torch.Tensor, kv_cache: torch.Tensor, group: DecodeGroup,
+                      scale: float | None) -> torch.Tensor:
+    """One query token per sequence ([D, H, hd]) over its context: heads folded into the query length."""
+    D, H, hd = query.shape
+    kv = _gather(kv_cache, group.rows, query.dtype).view(2, D, group.max_ctx, -1, hd)
+    kv_heads = kv.shape[3]
+    q = query.view(D, kv_heads, H // kv_heads, hd)                               # (D, kv, g, hd)
+    y = F.scaled_dot_product_attention(q, kv[0].transpose(1, 2), kv[1].transpose(1, 2),
+                                       attn_mask=group.key_padding, scale=scale)   # (D, kv, g, hd)
+    return y.reshape(D, H, hd)
