@@ -39,7 +39,11 @@ from codefoundry.model.config import GPTBigCodeConfig
 
 @dataclass
 class PagedAttention:
-    """Where one step's tokens come from and go to in the paged cache (see the module docstring)."""
+    """Where one step's tokens come from and go to in the paged cache (see the module docstring).
+
+    Build one per step and do not change it afterwards: the first layer derives `plan` from
+    it and every later layer reuses that.
+    """
 
     query_lens: list[int]          # [S] new tokens per sequence this step (sum = N)
     context_lens: list[int]        # [S] tokens in the cache per sequence AFTER this step (past + new)
