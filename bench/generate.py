@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/generate.py                       # small preset, CPU, 1 thread
     .venv/bin/python bench/generate.py --threads 2 --new-tokens 64
+    .venv/bin/python bench/generate.py --repeats 3           # best of 3 alternating runs per side (noisy machine)
 
 Both engines run greedy decoding with EOS ignored on the same saved model (codefoundry's
 `small` preset, random init with seed 0, float32) and the same prompts: real standard-library
 code cut to 24-96 tokens. Two shapes: one request at a time, and 32 requests at once
 (transformers: one left-padded batch; codefoundry: continuous batching over the paged cache).
-The tokenizer is a byte-level BPE trained here on the standard library (the model's
-vocabulary comes from it). Prints tok/s for each and the ratio codefoundry / transformers.
+With --repeats N each request group runs N times per side, alternating, and each side's best
+time counts. The tokenizer is a byte-level BPE trained here on the standard library (the
+model's vocabulary comes from it). Prints tok/s for each and the ratio codefoundry / transformers.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main() -> int:
     ap.add_argument("--single", type=int, default=4, help="requests run one at a time")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each shape per side (best is kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = train_tokenizer(4096)
@@ -99,8 +102,12 @@ def main() -> int:
         t_ours = t_hf = 0.0
         same = total = 0
         for group in groups:
-            t1, a = time_ours(ours, tokenizer, group, args.new_tokens)
-            t2, b = time_hf(hf, group, args.new_tokens)
+            t1 = t2 = float("inf")
+            for _ in range(args.repeats):                 # alternate the two sides, keep each one's best
+                t, a = time_ours(ours, tokenizer, group, args.new_tokens)
+                t1 = min(t1, t)
+                t, b = time_hf(hf, group, args.new_tokens)
+                t2 = min(t2, t)
             t_ours, t_hf = t_ours + t1, t_hf + t2
             same += sum(x == y for x, y in zip(a, b, strict=True))
             total += len(group)
