@@ -229,7 +229,8 @@ class Engine:
         if not ready:
             return []
         seqs = [scheduled[r][0] for r in ready]
-        result = self.sampler.sample(out.last[ready, :self.vocab],
+        last = out.last if len(ready) == len(scheduled) else out.last[ready]
+        result = self.sampler.sample(last[:, :self.vocab],
                                      [SampleRow(s.params, s.token_ids, s.num_generated, s.seed) for s in seqs])
         outputs = []
         for j, seq in enumerate(seqs):

@@ -95,4 +95,5 @@ class ModelRunner:
             all_logits.append(logits[row:row + n] if s.all_logits else None)
             row += n
             last_rows.append(row - 1)
-        return StepLogits(last=logits[last_rows], all=all_logits)
+        last = logits if row == len(seqs) else logits[last_rows]   # one row per sequence: already the last
+        return StepLogits(last=last, all=all_logits)
