@@ -33,6 +33,8 @@ class TrainConfig(StageConfig):
 
     preset: Preset = "small"
     """Model size (codefoundry.model presets); `long` trains at 8,192 tokens."""
+    model_overrides: dict[str, int | float | str] = Field(default_factory=dict)
+    """GPTBigCodeConfig fields that replace the preset's (e.g. `{n_layer: 4, n_embd: 128}`)."""
     seq_len: int | None = Field(None, ge=8)
     """Tokens per sequence (None: the preset's n_positions)."""
     micro_batch_size: int = Field(4, ge=1)

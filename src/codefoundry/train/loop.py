@@ -15,6 +15,7 @@ optimizer, RNG, cosine horizon), so a resumed run repeats the uninterrupted one'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -95,6 +96,12 @@ def build_model(config: TrainConfig, vocab_size: int) -> tuple[nn.Module, Any, i
     from codefoundry.model import GPTBigCodeForCausalLM, preset
 
     model_config = preset(config.preset, vocab_size=vocab_size)
+    if config.model_overrides:
+        unknown = sorted(set(config.model_overrides) - {f.name for f in dataclasses.fields(model_config)})
+        if unknown or "vocab_size" in config.model_overrides:
+            raise UserError(f"model_overrides: {', '.join(unknown) or 'vocab_size'} cannot be set",
+                            hint="use GPTBigCodeConfig field names; the vocabulary comes from the tokenizer")
+        model_config = model_config.replace(**config.model_overrides)
     if config.dropout is not None:
         model_config.attn_pdrop = model_config.resid_pdrop = model_config.embd_pdrop = config.dropout
     seq_len = config.seq_len or model_config.n_positions
