@@ -28,7 +28,7 @@ and positions are passed in, so a RoPE model (Llama) uses the same `PagedAttenti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -114,6 +114,16 @@ class DecodeGroup:
     rows: torch.Tensor             # [2, D * max_ctx] cache rows of their contexts' K (0) and V (1), padded
     max_ctx: int
     key_padding: torch.Tensor | None   # [D, 1, 1, max_ctx] bool, True = a real key (None: no padding)
+    _biases: dict[torch.dtype, torch.Tensor] = field(default_factory=dict)
+
+    def key_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """`key_padding` as an additive 0 / -inf mask of `dtype` (SDPA's CPU kernel is faster with one)."""
+        if self.key_padding is None:
+            return None
+        if dtype not in self._biases:
+            bias = torch.zeros(self.key_padding.shape, dtype=dtype, device=self.key_padding.device)
+            self._biases[dtype] = bias.masked_fill_(~self.key_padding, float("-inf"))
+        return self._biases[dtype]
 
 
 @dataclass
@@ -226,5 +236,5 @@ def _decode_attention(query: torch.Tensor, kv_cache: torch.Tensor, group: Decode
     kv_heads = kv.shape[3]
     q = query.view(D, kv_heads, H // kv_heads, hd)                               # (D, kv, g, hd)
     y = F.scaled_dot_product_attention(q, kv[0].transpose(1, 2), kv[1].transpose(1, 2),
-                                       attn_mask=group.key_padding, scale=scale)   # (D, kv, g, hd)
+                                       attn_mask=group.key_bias(q.dtype), scale=scale)   # (D, kv, g, hd)
     return y.reshape(D, H, hd)
