@@ -18,6 +18,7 @@ and, for the same steps, without; each then fills the masked line of 100 held-ou
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -53,8 +54,9 @@ def ours(tokens: Path, tok: Path, out: Path, args: argparse.Namespace) -> float:
     cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, micro_batch_size=args.micro_batch, max_steps=args.steps,
                       eval_interval=10**6, checkpoint_interval=10**6, warmup_steps=2)
     train(out, tok, tokens=tokens, config=cfg)
-    rates = [json.loads(line)["tokens_per_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(rates[2:])
+    # step-to-step wall time (data, forward/backward, optimizer, logging): what the Trainer side measures
+    ends = [json.loads(line)["elapsed_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(args.micro_batch * args.seq_len / (b - a) for a, b in itertools.pairwise(ends[1:]))
 
 
 def hf_trainer(tokens: Path, tok_dir: Path, out: Path, args: argparse.Namespace) -> float:
@@ -82,11 +84,10 @@ def hf_trainer(tokens: Path, tok_dir: Path, out: Path, args: argparse.Namespace)
     times: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
+        # Trainer fetches a step's batches (our FIM Batcher) *before* on_step_begin, so step-to-step
+        # wall time between on_step_end calls is what brackets the same work as our loop's step.
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t0)
+            times.append(time.perf_counter())
 
     targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.micro_batch, max_steps=args.steps,
                               learning_rate=3e-4, weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0,
@@ -94,8 +95,7 @@ def hf_trainer(tokens: Path, tok_dir: Path, out: Path, args: argparse.Namespace)
                               report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
                               disable_tqdm=True, bf16=torch.cuda.is_available())
     Trainer(model=model, args=targs, train_dataset=Samples(), callbacks=[Clock()]).train()
-    # on_step_begin/end bracket the data fetch too, as our loop's step time does
-    return statistics.median(args.micro_batch * args.seq_len / t for t in times[2:])
+    return statistics.median(args.micro_batch * args.seq_len / (b - a) for a, b in itertools.pairwise(times[1:]))
 
 
 def fim(args: argparse.Namespace) -> None:
