@@ -81,15 +81,3 @@ def test_verbose_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[s
     cfg.write_text("colour: blue\n")
     assert run(["demo", "--config", str(cfg), "--verbose"]) == 1
     assert "Traceback" in capsys.readouterr().err
-
-
-def test_not_built_stage_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    from codefoundry.demo import STAGES
-
-    unbuilt = [s for s in STAGES if s.run is None]
-    if not unbuilt:
-        pytest.skip("every stage is built")
-    stage = unbuilt[0]
-    assert run([*stage.name.split(), "--some-flag", "x"]) == 1
-    err = capsys.readouterr().err
-    assert "not built yet" in err and f"#{stage.issue}" in err

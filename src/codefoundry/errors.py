@@ -19,7 +19,3 @@ class ConfigError(UserError):
 
 class ArtifactError(UserError):
     """An input artifact directory is missing, incomplete or of the wrong kind."""
-
-
-class NotBuiltError(UserError):
-    """A stage or feature that codefoundry does not have yet; says so plainly."""
