@@ -23,7 +23,7 @@ resumed or distributed run sees exactly the same samples. The draws per fragment
 reference's, in its order: `binomial(1, fim_rate)`, `randint(0, len+1, size=2)`,
 `binomial(1, spm_rate)`. Differences, on purpose: the EOD of an empty fragment (two EODs in a
 row) is kept (Megatron drops it), and decoding a fragment that starts or ends inside a
-multi-byte character can alter those bytes, as in the reference (its TODO says so).
+multi-byte character can alter those bytes, as in the reference (whose comments warn about it).
 """
 
 from __future__ import annotations
