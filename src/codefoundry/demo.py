@@ -58,8 +58,11 @@ def _tokenizer_train(ctx: DemoContext) -> Path:
     dataset = ctx.out / "dataset"
     if not (dataset / "manifest.json").exists():
         raise UserError(f"no curated dataset at {dataset}", "the 'data curate' stage writes it")
+    out = ctx.out / "tokenizer"
+    if (out / "manifest.json").exists():
+        return out  # trained by an earlier demo run; the model's lineage points at this one
     config = TokenizerTrainConfig(vocab_size=8192, byte_budget=20_000_000, seed=ctx.config.seed)
-    return train_tokenizer(dataset, ctx.out / "tokenizer", config)
+    return train_tokenizer(dataset, out, config)
 
 
 def _train(ctx: DemoContext) -> Path:
