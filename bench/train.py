@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train.py throughput           # small preset, seq 256, batch 8, 12 steps, CPU
     .venv/bin/python bench/train.py throughput --steps 30 --seq-len 512
+    .venv/bin/python bench/train.py throughput --vocab 49152   # StarCoder's vocabulary (15 MB of stdlib)
     .venv/bin/python bench/train.py fim                  # FIM exact match, trained with vs without FIM
 
 Both train a GPTBigCode model of the `small` preset's shape (codefoundry's own module vs
@@ -32,21 +33,28 @@ import pyarrow.parquet as pq
 import torch
 
 from codefoundry.manifest import write_manifest
+from codefoundry.tokenizer import load_tokenizer
 from codefoundry.train import PackConfig, TrainConfig, pack, train
 
 STDLIB = Path(os.__file__).parent
 
 
-def make_inputs(root: Path) -> tuple[Path, Path]:
+def _first_mb(files: list[Path], mb: int) -> list[Path]:
+    sizes = itertools.accumulate(f.stat().st_size for f in files)
+    return [f for f, total in zip(files, sizes, strict=True) if total <= mb * 1_000_000]
+
+
+def make_inputs(root: Path, vocab: int) -> tuple[Path, Path]:
     from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    files = sorted(STDLIB.glob("*.py"))[:120]
+    # 120 top-level modules (3 MB) fill an 8K vocabulary; a 49K one needs more of the stdlib
+    files = sorted(STDLIB.glob("*.py"))[:120] if vocab <= 8192 else _first_mb(sorted(STDLIB.rglob("*.py")), 15)
     rows = [{"content": f.read_text(encoding="utf-8", errors="replace"), "lang": "Python", "path": f.name,
              "repo_name": f"stdlib/{f.stem}", "stars": 0, "size": f.stat().st_size, "ext": "py"} for f in files]
     (root / "ds" / "data" / "files").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), root / "ds" / "data" / "files" / "part-00000.parquet")
     write_manifest(root / "ds", "dataset", {"source": "stdlib"}, seed=0)
-    tok = train_tokenizer(root / "ds", root / "tok", TokenizerTrainConfig(vocab_size=8192, byte_budget=5_000_000))
+    tok = train_tokenizer(root / "ds", root / "tok", TokenizerTrainConfig(vocab_size=vocab, byte_budget=40_000_000))
     return root / "ds", tok
 
 
@@ -63,7 +71,6 @@ def hf_trainer(tokens: Path, tok_dir: Path, out: Path, args: argparse.Namespace)
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
     from codefoundry.model import preset
-    from codefoundry.tokenizer import load_tokenizer
     from codefoundry.train.samples import Batcher, PackedSamples
 
     tok = load_tokenizer(tok_dir)
@@ -115,6 +122,7 @@ def main() -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary trained for the run (StarCoder's: 49152)")
     p.add_argument("--steps", type=int, default=None, help="default: 12 (throughput), 1000 (fim)")
     args = p.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
@@ -124,12 +132,14 @@ def main() -> None:
     args.steps = args.steps or 12
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        dataset, tok = make_inputs(root)
+        dataset, tok = make_inputs(root, args.vocab)
         tokens = pack(dataset, tok, root / "tokens", PackConfig(workers=1))
         a = ours(tokens, tok, root / "ours", args)
         b = hf_trainer(tokens, tok, root / "hf", args)
+        vocab = len(load_tokenizer(tok))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{args.preset} preset, seq {args.seq_len}, batch {args.micro_batch}, {args.steps} steps on {device}")
+    print(f"{args.preset} preset, vocab {vocab:,}, seq {args.seq_len}, "
+          f"batch {args.micro_batch}, {args.steps} steps on {device}")
     print(f"codefoundry train: {a:,.0f} tokens/s")
     print(f"transformers Trainer: {b:,.0f} tokens/s")
     print(f"ratio: {a / b:.2f}x")

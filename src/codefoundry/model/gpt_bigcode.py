@@ -15,8 +15,8 @@ attention interleaved per head, `[q_0 k_0 v_0 | q_1 k_1 v_1 | …]` ("not the sa
 Two forward paths share every weight:
 
 - training: `model(input_ids[B, T]) -> logits[B, T, V]` (causal SDPA, positions 0..T-1, no
-  cache); `model(input_ids, labels=labels) -> (logits, loss)`, labels already shifted,
-  -100 ignored.
+  cache); `model(input_ids, labels=labels) -> loss`, labels already shifted, -100 ignored,
+  through the head fused with the loss (`model/loss.py`: no [B, T, V] logits are made).
 - generation: `model.forward_paged(input_ids[N], positions[N], attn, kv_caches)
   -> logits[len(attn.logits_indices), V]` over the paged KV cache. The flat batch,
   `PagedAttention` (block tables, slot mapping) and the cache layout
@@ -156,8 +156,8 @@ class GPTBigCodeForCausalLM(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V]; with `labels` [B, T], the mean cross-entropy instead."""
         B, T = input_ids.shape
         if input_ids.shape[1] > self.config.n_positions:
             raise ValueError(f"sequence of {T} tokens is longer than n_positions={self.config.n_positions}")
@@ -168,9 +168,8 @@ class GPTBigCodeForCausalLM(nn.Module):
         x = self.transformer.ln_f(x)
         if labels is None:
             return self.lm_head(x)                               # (B, T, V)
-        # the head fused with the loss (model/loss.py): same math as F.cross_entropy(lm_head(x), labels)
-        loss, logits = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, labels.reshape(B * T))
-        return logits.view(B, T, -1), loss
+        # same math as F.cross_entropy(lm_head(x), labels), without the logits (model/loss.py)
+        return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, labels.reshape(B * T))
 
     def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: PagedAttention,
                       kv_caches: list[torch.Tensor]) -> torch.Tensor:

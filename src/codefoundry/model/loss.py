@@ -1,11 +1,17 @@
-"""The LM head fused with cross-entropy: logits, loss and their gradients without [N, V] temporaries.
+"""The LM head fused with cross-entropy: the loss and its gradients without [N, V] logits.
 
-`F.cross_entropy(x @ Wᵀ, labels)` keeps the log-softmax output and, on the way back, allocates
-three more [N, V] tensors (the one-hot NLL gradient, the log-softmax gradient, the logits
-gradient); at a vocabulary of 8K-49K these dominate the head's memory traffic. Here the
-forward keeps only the logits and one log-sum-exp per row; the backward rebuilds
-softmax - onehot in a [chunk, V] buffer, chunk by chunk, and feeds it straight into the two
-matmuls. Same arithmetic (exp, subtract, two matmuls), fewer passes over memory.
+`F.cross_entropy(x @ Wᵀ, labels)` writes the [N, V] logits, keeps the log-softmax output and, on
+the way back, allocates three more [N, V] tensors (the NLL gradient, the log-softmax gradient,
+the logits gradient); at a vocabulary of 8K-49K these dominate the head's memory and memory
+traffic. Here (the approach of Liger-Kernel's fused linear cross-entropy) the logits exist one
+[chunk, V] block at a time, in a buffer that stays in cache: the block's loss terms and its
+gradient softmax - onehot are computed right after its matmul and fed at once into the two
+gradient matmuls, so the forward already holds dx and dW and the backward only scales them by
+the incoming gradient. Same arithmetic as the unfused head (three matmuls, one exp per logit),
+no [N, V] tensor at all. Without grad mode it computes the loss alone.
+
+Under autocast the matmuls run in the autocast dtype, the softmax and dW's accumulation in
+float32.
 """
 
 from __future__ import annotations
@@ -13,56 +19,85 @@ from __future__ import annotations
 import torch
 
 IGNORE_INDEX = -100
-CHUNK_ROWS = 256    # rows of the [chunk, V] gradient buffer: 8 MB at V = 8192 in float32, cache-sized
+
+
+def default_chunk_rows(device: torch.device) -> int:
+    """Rows per [chunk, V] block: cache-sized on CPU (8 MB at V = 8192), large enough to fill a GPU."""
+    return 256 if device.type == "cpu" else 4096
+
+
+def _matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(x.dtype, weight.dtype)
+
+
+def _chunked(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int, grads: bool
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(mean loss, dL/dx, dL/dW) with the logits one [chunk, V] block at a time; no grads unless `grads`."""
+    dtype = _matmul_dtype(x, weight)
+    with torch.autocast(x.device.type, enabled=False):
+        return _blocks(x, weight, labels, chunk_rows, grads, dtype)
+
+
+def _blocks(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int, grads: bool,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    acc = torch.promote_types(dtype, torch.float32)              # softmax and dW in float32 at least
+    xs, w = x.to(dtype), weight.to(dtype)
+    valid = labels != IGNORE_INDEX
+    count = valid.sum()
+    inv = 1.0 / count.to(acc)                                    # 1/0 = inf: no labels gives nan, as F.cross_entropy
+    grad_x = torch.empty_like(xs) if grads else None
+    grad_w = torch.zeros_like(weight, dtype=acc) if grads else None
+    total = torch.zeros((), dtype=acc, device=x.device)
+    rows = torch.arange(min(chunk_rows, x.shape[0]), device=x.device)
+    block = xs.new_empty(len(rows), w.shape[0])
+    for start in range(0, x.shape[0], chunk_rows):
+        end = min(start + chunk_rows, x.shape[0])
+        n, lab, ok = end - start, labels[start:end].clamp(min=0), valid[start:end]
+        z = torch.mm(xs[start:end], w.t(), out=block[:n]).to(acc)            # logits (chunk, V)
+        top = z.amax(dim=1, keepdim=True)
+        target = z.gather(1, lab[:, None])
+        z = z.sub_(top).exp_()                                                # e = exp(z - max), in place
+        total_e = z.sum(dim=1, keepdim=True)
+        total += torch.where(ok[:, None], top + total_e.log() - target, 0.0).sum()
+        if not grads:
+            continue
+        scale = torch.where(ok, inv, 0.0)[:, None]
+        z.mul_(scale / total_e)                                               # softmax / count
+        z[rows[:n], lab] -= scale[:, 0]                                       # - onehot / count
+        g = z.to(dtype)
+        torch.mm(g, w, out=grad_x[start:end])
+        if g.dtype == acc:
+            grad_w.addmm_(g.t(), xs[start:end])
+        else:
+            grad_w += (g.t() @ xs[start:end]).to(acc)
+    return total * inv, grad_x, grad_w
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """loss = mean over labels != -100 of cross_entropy(x @ weightᵀ, labels); also returns the logits."""
+    """loss = mean over labels != -100 of cross_entropy(x @ weightᵀ, labels); gradients made in the forward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = x @ weight.t()                                  # (N, V); autocast may make it bf16
-        acc = torch.promote_types(logits.dtype, torch.float32)     # log-sum-exp in float32 at least
-        lse = torch.cat([torch.logsumexp(c.to(acc), dim=-1) for c in logits.split(chunk_rows)])  # (N,)
-        valid = labels != IGNORE_INDEX
-        target = logits.gather(1, labels.clamp(min=0)[:, None])[:, 0].to(lse.dtype)
-        count = valid.sum()
-        loss = torch.where(valid, lse - target, 0.0).sum() / count
-        ctx.save_for_backward(x, weight, labels, logits, lse, count)
-        ctx.chunk_rows = chunk_rows
-        ctx.mark_non_differentiable(logits)
-        ctx.set_materialize_grads(False)                         # no [N, V] zeros for the logits' "gradient"
-        return loss, logits
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+        loss, grad_x, grad_w = _chunked(x, weight, labels, chunk_rows, grads=True)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.dtypes = x.dtype, weight.dtype
+        return loss
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, _grad_logits: torch.Tensor | None
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        x, weight, labels, logits, lse, count = ctx.saved_tensors
-        dtype = logits.dtype                                     # matmuls in the forward's dtype (autocast)
-        w, xs = weight.to(dtype), x.to(dtype)
-        grad_x = torch.empty_like(xs) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        scale = (grad_loss / count).to(lse.dtype)
-        buffer = logits.new_empty(min(ctx.chunk_rows, logits.shape[0]), logits.shape[1], dtype=lse.dtype)
-        for start in range(0, logits.shape[0], ctx.chunk_rows):
-            end = min(start + ctx.chunk_rows, logits.shape[0])
-            rows = torch.arange(end - start, device=logits.device)
-            lab = labels[start:end]
-            g = buffer[: end - start]                                                 # reused: (chunk, V)
-            torch.sub(logits[start:end], lse[start:end, None], out=g).exp_()          # softmax
-            g[rows, lab.clamp(min=0)] -= 1.0                                          # - onehot
-            g.mul_(torch.where(lab != IGNORE_INDEX, scale, 0.0)[:, None])
-            g = g.to(dtype)
-            if grad_x is not None:
-                torch.mm(g, w, out=grad_x[start:end])
-            if grad_w is not None:
-                grad_w.addmm_(g.t(), xs[start:end])
-        return (None if grad_x is None else grad_x.to(x.dtype),
-                None if grad_w is None else grad_w.to(weight.dtype), None, None)
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        grad_x, grad_w = ctx.saved_tensors
+        x_dtype, w_dtype = ctx.dtypes
+        return ((grad_x * grad_loss).to(x_dtype) if ctx.needs_input_grad[0] else None,
+                (grad_w * grad_loss).to(w_dtype) if ctx.needs_input_grad[1] else None, None, None)
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                         chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, logits) for hidden states `x` [N, C], head `weight` [V, C], `labels` [N] (-100 ignored)."""
-    return LinearCrossEntropy.apply(x, weight, labels, chunk_rows)
+                         chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of the logits `x @ weightᵀ` (x [N, C], weight [V, C]) against `labels` [N], -100 ignored."""
+    chunk_rows = chunk_rows or default_chunk_rows(x.device)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return LinearCrossEntropy.apply(x, weight, labels, chunk_rows)
+    return _chunked(x, weight, labels, chunk_rows, grads=False)[0]

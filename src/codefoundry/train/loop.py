@@ -228,7 +228,7 @@ def train_loop(
                 first = (b * d.world + d.rank) * B
                 x, y = val_batcher.batch(range(first, first + B))
                 with autocast:
-                    _, loss = model(x.to(d.device), labels=y.to(d.device))
+                    loss = model(x.to(d.device), labels=y.to(d.device))
                 total += float(loss)
         model.train()
         return d.mean(total / config.eval_batches)
@@ -265,7 +265,7 @@ def train_loop(
                     if isinstance(model, DDP):
                         model.require_backward_grad_sync = micro == plan.accum - 1
                     with autocast:
-                        _, loss = model(x.to(d.device, non_blocking=True), labels=y.to(d.device, non_blocking=True))
+                        loss = model(x.to(d.device, non_blocking=True), labels=y.to(d.device, non_blocking=True))
                     (loss / plan.accum).backward()
                     loss_sum += float(loss.detach())
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(
