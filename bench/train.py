@@ -4,6 +4,7 @@
     .venv/bin/python bench/train.py throughput --steps 30 --seq-len 512
     .venv/bin/python bench/train.py throughput --vocab 49152   # StarCoder's vocabulary (15 MB of stdlib)
     .venv/bin/python bench/train.py fim                  # FIM exact match, trained with vs without FIM
+    .venv/bin/python bench/train.py mfu [--compile]      # GPU: MFU of the 125m preset, seq 2048 x 16, bf16
 
 Both train a GPTBigCode model of the `small` preset's shape (codefoundry's own module vs
 transformers' GPTBigCodeForCausalLM under `Trainer`) on the same FIM-permuted samples of the
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 import torch
 
 from codefoundry.manifest import write_manifest
+from codefoundry.model import preset
 from codefoundry.tokenizer import load_tokenizer
 from codefoundry.train import PackConfig, TrainConfig, pack, train
 
@@ -70,7 +72,6 @@ def ours(tokens: Path, tok: Path, out: Path, args: argparse.Namespace) -> float:
 def hf_trainer(tokens: Path, tok_dir: Path, out: Path, args: argparse.Namespace) -> float:
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from codefoundry.model import preset
     from codefoundry.train.samples import Batcher, PackedSamples
 
     tok = load_tokenizer(tok_dir)
@@ -116,20 +117,54 @@ def fim(args: argparse.Namespace) -> None:
           f"trained with FIM {em['fim']:.2f}, without FIM {em['no_fim']:.2f} ({time.perf_counter() - start:.0f} s)")
 
 
+def mfu(args: argparse.Namespace) -> None:
+    """Our loop's MFU on a GPU: bf16 autocast, fused AdamW, SDPA, optionally torch.compile."""
+    if not torch.cuda.is_available() and args.peak_flops is None:
+        sys.exit("bench/train.py mfu needs a CUDA GPU (or --peak-flops FLOPS to try the script on this CPU)")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dataset, tok = make_inputs(root, args.vocab)
+        tokens = pack(dataset, tok, root / "tokens", PackConfig(workers=os.cpu_count() or 1))
+        cfg = TrainConfig(preset=args.preset, seq_len=args.seq_len, micro_batch_size=args.micro_batch,
+                          max_steps=args.steps, eval_interval=10**6, checkpoint_interval=10**6, warmup_steps=2,
+                          compile=args.compile, peak_flops=args.peak_flops)
+        train(root / "out", tok, tokens=tokens, config=cfg)
+        n_params = preset(args.preset, len(load_tokenizer(tok))).num_parameters()
+        records = [json.loads(line) for line in (root / "out" / "metrics.jsonl").read_text().splitlines()]
+    steady = records[len(records) // 3:]                          # past warm-up and compilation
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{args.preset} preset ({n_params / 1e6:.0f}M parameters), seq {args.seq_len} x {args.micro_batch}, "
+          f"{args.steps} steps on {device}, compile={args.compile}")
+    print(f"tokens/s: {statistics.median(r['tokens_per_s'] for r in steady):,.0f}")
+    print(f"MFU: {statistics.median(r['mfu'] for r in steady):.1%} (median of steps {steady[0]['step']}-{args.steps})")
+
+
+DEFAULTS = {  # what: (preset, seq_len, micro_batch, vocab, steps)
+    "throughput": ("small", 256, 8, 8192, 12),
+    "fim": ("small", 256, 8, 8192, 1000),
+    "mfu": ("125m", 2048, 16, 49152, 40),
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["throughput", "fim"], nargs="?", default="throughput")
-    p.add_argument("--preset", default="small")
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary trained for the run (StarCoder's: 49152)")
-    p.add_argument("--steps", type=int, default=None, help="default: 12 (throughput), 1000 (fim)")
+    p.add_argument("what", choices=list(DEFAULTS), nargs="?", default="throughput")
+    p.add_argument("--preset", help="default: small (throughput), 125m (mfu)")
+    p.add_argument("--seq-len", type=int, help="default: 256 (throughput), 2048 (mfu)")
+    p.add_argument("--micro-batch", type=int, help="default: 8 (throughput), 16 (mfu)")
+    p.add_argument("--vocab", type=int, help="BPE vocabulary trained for the run; default: 8192, 49152 (mfu)")
+    p.add_argument("--steps", type=int, help="default: 12 (throughput), 1000 (fim), 40 (mfu)")
+    p.add_argument("--compile", action="store_true", help="mfu: torch.compile the model")
+    p.add_argument("--peak-flops", type=float, help="mfu: the device's peak FLOP/s (default: known GPUs' bf16 peak)")
     args = p.parse_args()
+    for name, default in zip(("preset", "seq_len", "micro_batch", "vocab", "steps"), DEFAULTS[args.what], strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
     if args.what == "fim":
-        args.steps = args.steps or 1000
         return fim(args)
-    args.steps = args.steps or 12
+    if args.what == "mfu":
+        return mfu(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dataset, tok = make_inputs(root, args.vocab)

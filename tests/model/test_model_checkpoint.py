@@ -42,6 +42,8 @@ def test_presets_match_released_shapes() -> None:
     with torch.device("meta"):
         santa = GPTBigCodeForCausalLM(preset("santacoder-1b", vocab_size=49280))
         star = GPTBigCodeForCausalLM(preset("starcoder-15b", vocab_size=49152))
+        base = GPTBigCodeForCausalLM(preset("125m", vocab_size=49152))
+    assert 110e6 < base.num_parameters() < 112e6 and base.transformer.h[0].attn.c_attn.weight.shape == (896, 768)
     assert santa.transformer.h[0].attn.c_attn.weight.shape == (2304, 2048)
     assert star.transformer.h[0].attn.c_attn.weight.shape == (6400, 6144)
     assert 1.05e9 < santa.num_parameters() < 1.2e9

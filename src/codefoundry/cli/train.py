@@ -58,7 +58,7 @@ def train(
     tokens: Annotated[Path | None, typer.Option("--tokens", help="Input tokens/ artifact (from `train pack`).")] = None,
     tokenizer: TokenizerOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output model/ artifact directory.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Model size: tiny, small, long, santacoder-1b, "
+    preset: Annotated[str | None, typer.Option("--preset", help="Model size: tiny, small, long, 125m, santacoder-1b, "
                                                                  "starcoder-15b (default: small).")] = None,
     config: ConfigOpt = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Optimizer steps.")] = None,

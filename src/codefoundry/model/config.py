@@ -116,6 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(n_positions=1024, n_embd=256, n_layer=6, n_head=8, **NO_DROPOUT),
     # StarCoder's 8K context on a narrow model: long-context tests and memory measurements
     "long": dict(n_positions=8192, n_embd=128, n_layer=2, n_head=4, **NO_DROPOUT),
+    # GPT-2 small's shape (124M) with MQA: 111M at a 49K vocabulary; the GPU MFU measurement (bench/train.py mfu)
+    "125m": dict(n_positions=2048, n_embd=768, n_layer=12, n_head=12),
     # bigcode/gpt_bigcode-santacoder config.json (its 49157-token vocab was padded to 49280)
     "santacoder-1b": dict(n_positions=2048, n_embd=2048, n_layer=24, n_head=16, n_inner=8192),
     # bigcode/starcoderbase config.json: erf GELU, 8K context

@@ -25,7 +25,7 @@ class PackConfig(StageConfig):
     seed: int = 0
 
 
-Preset = Literal["tiny", "small", "long", "santacoder-1b", "starcoder-15b"]
+Preset = Literal["tiny", "small", "long", "125m", "santacoder-1b", "starcoder-15b"]
 
 
 class TrainConfig(StageConfig):
