@@ -22,8 +22,9 @@ IGNORE_INDEX = -100
 
 
 def default_chunk_rows(device: torch.device) -> int:
-    """Rows per [chunk, V] block: cache-sized on CPU (8 MB at V = 8192), large enough to fill a GPU."""
-    return 256 if device.type == "cpu" else 4096
+    """Rows per [chunk, V] block: cache-sized on CPU (8 MB at V = 8192); on a GPU enough to fill it
+    (1,024 × 49,152 logits: 100 MB in bf16 plus their float32 softmax)."""
+    return 256 if device.type == "cpu" else 1024
 
 
 def _matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
