@@ -58,7 +58,7 @@ def test_loss_matches_transformers(tmp_path: Path) -> None:
     ids = _ids(256, (2, 20))
     labels = ids.clone()
     labels[0, :5] = -100
-    loss = ours(ids[:, :-1], labels=labels[:, 1:])       # ours takes aligned labels; transformers shifts
+    loss = ours(ids[:, :-1], labels=labels[:, 1:])          # ours takes aligned labels; transformers shifts
     out = theirs(ids, labels=labels)
     exact = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 256), labels[:, 1:].reshape(-1))
     assert abs(loss.item() - exact.item()) <= 1e-9

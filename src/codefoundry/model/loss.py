@@ -38,12 +38,6 @@ def _chunked(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(mean loss, dL/dx, dL/dW) with the logits one [chunk, V] block at a time; no grads unless `grads`."""
     dtype = _matmul_dtype(x, weight)
-    with torch.autocast(x.device.type, enabled=False):
-        return _blocks(x, weight, labels, chunk_rows, grads, dtype)
-
-
-def _blocks(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int, grads: bool,
-            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     acc = torch.promote_types(dtype, torch.float32)              # softmax and dW in float32 at least
     xs, w = x.to(dtype), weight.to(dtype)
     valid = labels != IGNORE_INDEX
@@ -54,26 +48,27 @@ def _blocks(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_r
     total = torch.zeros((), dtype=acc, device=x.device)
     rows = torch.arange(min(chunk_rows, x.shape[0]), device=x.device)
     block = xs.new_empty(len(rows), w.shape[0])
-    for start in range(0, x.shape[0], chunk_rows):
-        end = min(start + chunk_rows, x.shape[0])
-        n, lab, ok = end - start, labels[start:end].clamp(min=0), valid[start:end]
-        z = torch.mm(xs[start:end], w.t(), out=block[:n]).to(acc)            # logits (chunk, V)
-        top = z.amax(dim=1, keepdim=True)
-        target = z.gather(1, lab[:, None])
-        z = z.sub_(top).exp_()                                                # e = exp(z - max), in place
-        total_e = z.sum(dim=1, keepdim=True)
-        total += torch.where(ok[:, None], top + total_e.log() - target, 0.0).sum()
-        if not grads:
-            continue
-        scale = torch.where(ok, inv, 0.0)[:, None]
-        z.mul_(scale / total_e)                                               # softmax / count
-        z[rows[:n], lab] -= scale[:, 0]                                       # - onehot / count
-        g = z.to(dtype)
-        torch.mm(g, w, out=grad_x[start:end])
-        if g.dtype == acc:
-            grad_w.addmm_(g.t(), xs[start:end])
-        else:
-            grad_w += (g.t() @ xs[start:end]).to(acc)
+    with torch.autocast(x.device.type, enabled=False):           # dtypes are chosen above, explicitly
+        for start in range(0, x.shape[0], chunk_rows):
+            end = min(start + chunk_rows, x.shape[0])
+            n, lab, ok = end - start, labels[start:end].clamp(min=0), valid[start:end]
+            z = torch.mm(xs[start:end], w.t(), out=block[:n]).to(acc)            # logits (chunk, V)
+            top = z.amax(dim=1, keepdim=True)
+            target = z.gather(1, lab[:, None])
+            z = z.sub_(top).exp_()                                                # e = exp(z - max), in place
+            total_e = z.sum(dim=1, keepdim=True)
+            total += torch.where(ok[:, None], top + total_e.log() - target, 0.0).sum()
+            if not grads:
+                continue
+            scale = torch.where(ok, inv, 0.0)[:, None]
+            z.mul_(scale / total_e)                                               # softmax / count
+            z[rows[:n], lab] -= scale[:, 0]                                       # - onehot / count
+            g = z.to(dtype)
+            torch.mm(g, w, out=grad_x[start:end])
+            if g.dtype == acc:
+                grad_w.addmm_(g.t(), xs[start:end])
+            else:
+                grad_w += (g.t() @ xs[start:end]).to(acc)
     return total * inv, grad_x, grad_w
 
 
