@@ -27,6 +27,19 @@ def test_fused_loss_and_grads_match_cross_entropy(chunk_rows: int) -> None:
         assert abs(linear_cross_entropy(x, w, labels, chunk_rows=chunk_rows).item() - ref.item()) <= 1e-12
 
 
+@pytest.mark.parametrize("trainable", ["x", "w"])
+def test_only_the_needed_gradient_is_made(trainable: str) -> None:
+    """A frozen head (LoRA) or frozen inputs: the other gradient is exact and the frozen one is never formed."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 8, dtype=torch.float64, generator=g, requires_grad=trainable == "x")
+    w = torch.randn(30, 8, dtype=torch.float64, generator=g, requires_grad=trainable == "w")
+    labels = torch.randint(0, 30, (40,), generator=g)
+    leaf = x if trainable == "x" else w
+    (grad,) = torch.autograd.grad(linear_cross_entropy(x, w, labels, chunk_rows=16), leaf)
+    (ref,) = torch.autograd.grad(F.cross_entropy(x @ w.t(), labels), leaf)
+    assert (grad - ref).abs().max() <= 1e-12
+
+
 def test_fused_loss_edge_cases() -> None:
     """Large logits stay finite (max-shifted exp); no labels at all gives nan, as F.cross_entropy does."""
     x = torch.tensor([[300.0, 0.0], [0.0, -300.0]], dtype=torch.float64, requires_grad=True)

@@ -17,6 +17,7 @@ float32.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100
 
@@ -34,17 +35,18 @@ def _matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, weight.dtype)
 
 
-def _chunked(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int, grads: bool
+def _chunked(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int,
+             grad_x_needed: bool = False, grad_w_needed: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(mean loss, dL/dx, dL/dW) with the logits one [chunk, V] block at a time; no grads unless `grads`."""
+    """(mean loss, dL/dx, dL/dW) with the logits one [chunk, V] block at a time; each gradient only if needed."""
     dtype = _matmul_dtype(x, weight)
     acc = torch.promote_types(dtype, torch.float32)              # softmax and dW in float32 at least
     xs, w = x.to(dtype), weight.to(dtype)
     valid = labels != IGNORE_INDEX
     count = valid.sum()
     inv = 1.0 / count.to(acc)                                    # 1/0 = inf: no labels gives nan, as F.cross_entropy
-    grad_x = torch.empty_like(xs) if grads else None
-    grad_w = torch.zeros_like(weight, dtype=acc) if grads else None
+    grad_x = torch.empty_like(xs) if grad_x_needed else None
+    grad_w = torch.zeros_like(weight, dtype=acc) if grad_w_needed else None    # e.g. None for a frozen head (LoRA)
     total = torch.zeros((), dtype=acc, device=x.device)
     rows = torch.arange(min(chunk_rows, x.shape[0]), device=x.device)
     block = xs.new_empty(len(rows), w.shape[0])
@@ -58,17 +60,18 @@ def _chunked(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_
             z = z.sub_(top).exp_()                                                # e = exp(z - max), in place
             total_e = z.sum(dim=1, keepdim=True)
             total += torch.where(ok[:, None], top + total_e.log() - target, 0.0).sum()
-            if not grads:
+            if grad_x is None and grad_w is None:
                 continue
             scale = torch.where(ok, inv, 0.0)[:, None]
             z.mul_(scale / total_e)                                               # softmax / count
             z[rows[:n], lab] -= scale[:, 0]                                       # - onehot / count
             g = z.to(dtype)
-            torch.mm(g, w, out=grad_x[start:end])
-            if g.dtype == acc:
+            if grad_x is not None:
+                torch.mm(g, w, out=grad_x[start:end])
+            if grad_w is not None and g.dtype == acc:
                 grad_w.addmm_(g.t(), xs[start:end])
-            else:
-                grad_w += (g.t() @ xs[start:end]).to(acc)
+            elif grad_w is not None:                                          # bf16 product, float32 sum
+                grad_w.add_(g.t() @ xs[start:end])
     return total * inv, grad_x, grad_w
 
 
@@ -77,17 +80,18 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_rows: int) -> torch.Tensor:
-        loss, grad_x, grad_w = _chunked(x, weight, labels, chunk_rows, grads=True)
+        loss, grad_x, grad_w = _chunked(x, weight, labels, chunk_rows, *ctx.needs_input_grad[:2])
         ctx.save_for_backward(grad_x, grad_w)
         ctx.dtypes = x.dtype, weight.dtype
         return loss
 
     @staticmethod
+    @once_differentiable                     # the gradients were made in the forward: no second order
     def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         grad_x, grad_w = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
-        return ((grad_x * grad_loss).to(x_dtype) if ctx.needs_input_grad[0] else None,
-                (grad_w * grad_loss).to(w_dtype) if ctx.needs_input_grad[1] else None, None, None)
+        return (None if grad_x is None else (grad_x * grad_loss).to(x_dtype),
+                None if grad_w is None else (grad_w * grad_loss).to(w_dtype), None, None)
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -96,4 +100,4 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     chunk_rows = chunk_rows or default_chunk_rows(x.device)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return LinearCrossEntropy.apply(x, weight, labels, chunk_rows)
-    return _chunked(x, weight, labels, chunk_rows, grads=False)[0]
+    return _chunked(x, weight, labels, chunk_rows)[0]
