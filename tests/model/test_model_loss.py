@@ -29,7 +29,7 @@ def test_fused_loss_and_grads_match_cross_entropy(chunk_rows: int) -> None:
 
 @pytest.mark.parametrize("trainable", ["x", "w"])
 def test_only_the_needed_gradient_is_made(trainable: str) -> None:
-    """A frozen head (LoRA) or frozen inputs: the other gradient is exact and the frozen one is never formed."""
+    """A frozen head (LoRA) or frozen inputs: the gradient that is asked for is exact on its own."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(40, 8, dtype=torch.float64, generator=g, requires_grad=trainable == "x")
     w = torch.randn(30, 8, dtype=torch.float64, generator=g, requires_grad=trainable == "w")
