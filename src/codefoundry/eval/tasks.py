@@ -9,7 +9,7 @@ sandbox. Prompts, stops and programs follow bigcode-evaluation-harness (BEH):
 - humaneval-infilling-*: prompt `<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>` (BEH
   starcoder_fim); program prefix + middle + suffix + test + check; also FIM exact match.
 - mbpp: prompt = the text and the first assert inside a triple-quoted string; program prompt + completion +
-  test_setup_code + the asserts.
+  the asserts (as BEH: without test_setup_code, unless asked).
 - multiple-LANG: MultiPL-E's reworded prompt (stripped, as BEH); program prompt + completion + tests.
 - a .jsonl file: its `prompt`; program prompt + completion + `tests`.
 
@@ -99,12 +99,15 @@ def infilling_task(kind: str) -> Task:
     return Task(f"humaneval-infilling-{kind}", "python", problems, "humaneval-infilling")
 
 
-def mbpp_task() -> Task:
+def mbpp_task(test_setup_code: bool = False) -> Task:
+    """MBPP's 500 test problems. BEH runs `completion + "\\n" + asserts`, without `test_setup_code`; the
+    only test problem that has one, mbpp/367, then fails for every answer (its asserts use trees the
+    setup builds). `test_setup_code=True` runs it (after the solution, whose class it uses)."""
     problems = []
     for r in benchmarks.mbpp():
         prompt = f'"""\n{r["text"]}\n{r["test_list"][0]}\n"""\n'
-        # the solution goes before test_setup_code: tasks 367 and 927 define classes the setup uses
-        tail = "\n" + r.get("test_setup_code", "") + "\n" + "\n".join(r["test_list"]) + "\n"
+        setup = r.get("test_setup_code", "") if test_setup_code else ""
+        tail = "\n" + setup + "\n" + "\n".join(r["test_list"]) + "\n"
         problems.append(Problem(f"mbpp/{r['task_id']}", prompt, MBPP_STOPS,
                                 lambda c, prompt=prompt, tail=tail: prompt + c + tail, reference=r["code"]))
     return Task("mbpp", "python", problems, "mbpp")
@@ -158,7 +161,7 @@ TASK_NAMES = ("humaneval", *(f"humaneval-infilling-{k}" for k in benchmarks.INFI
               *(f"multiple-{lang}" for lang in benchmarks.MULTIPLE_LANGUAGES))
 
 
-def load_task(name: str, strip_prompt: bool = True) -> Task:
+def load_task(name: str, strip_prompt: bool = True, mbpp_test_setup_code: bool = False) -> Task:
     """A task by name (see TASK_NAMES) or by the path of a user .jsonl file."""
     if name == "humaneval":
         return humaneval_task(strip_prompt)
@@ -166,7 +169,7 @@ def load_task(name: str, strip_prompt: bool = True) -> Task:
             benchmarks.INFILLING_KINDS:
         return infilling_task(name.removeprefix("humaneval-infilling-"))
     if name == "mbpp":
-        return mbpp_task()
+        return mbpp_task(mbpp_test_setup_code)
     if name.startswith("multiple-") and name.removeprefix("multiple-") in benchmarks.MULTIPLE_LANGUAGES:
         return multiple_task(name.removeprefix("multiple-"), strip_prompt)
     if name.endswith(".jsonl"):
