@@ -244,8 +244,19 @@ class EndpointGenerator:
         time.sleep(min(delay, 60.0))
 
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
+        failed = threading.Event()
+
+        def one(req: Request) -> str:
+            if failed.is_set():  # another request failed: this run ends, send nothing more
+                raise _DeadlineExceeded
+            try:
+                return self._one(req, sampling)
+            except BaseException:
+                failed.set()
+                raise
+
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint")
-        futures: list[Future[str]] = [pool.submit(self._one, r, sampling) for r in requests]
+        futures: list[Future[str]] = [pool.submit(one, r) for r in requests]
         try:
             return [f.result() for f in futures]
         finally:  # on the first failure, requests not yet sent are dropped (those in flight end by their deadline)
