@@ -19,13 +19,13 @@ import builtins
 import contextlib
 import faulthandler
 import io
-import linecache
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import traceback
+
+# what the guard sets to None in modules imported only when the program imports them (importing
+# subprocess and shutil up front would double the runner's start-up time)
+_LATE_GUARD = {"shutil": ("rmtree", "move", "chown"), "subprocess": ("Popen",)}
 
 
 class TimeoutException(Exception):
@@ -61,13 +61,44 @@ def reliability_guard():
                  "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
                  "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
         setattr(os, name, None)
-    shutil.rmtree = None
-    shutil.move = None
-    shutil.chown = None
-    subprocess.Popen = None
+    for name in _LATE_GUARD:
+        if name in sys.modules:
+            _guard_module(sys.modules[name])
+        else:
+            sys.meta_path.insert(0, _GuardOnImport(name))
     builtins.help = None
     for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
         sys.modules[name] = None
+
+
+def _guard_module(module):
+    for attr in _LATE_GUARD[module.__name__]:
+        setattr(module, attr, None)
+
+
+class _GuardOnImport:
+    """A meta-path finder that lets `name` load normally, then applies the guard to it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            loader_exec(module)
+            _guard_module(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def main():
@@ -84,8 +115,6 @@ def main():
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
-    linecache.cache["main.py"] = (len(source), None, source.splitlines(True), "main.py")
-    report = traceback.format_exception
 
     def fail(code, text):
         try:
@@ -116,7 +145,11 @@ def main():
     except BaseException as e:
         alarm(signal.ITIMER_REAL, 0)
         try:
-            text = "".join(report(type(e), e, e.__traceback__))
+            import linecache
+            import traceback
+
+            linecache.cache["main.py"] = (len(source), None, source.splitlines(True), "main.py")
+            text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         except BaseException:
             text = f"failed: {type(e).__name__}\n"
         fail(1, text)
