@@ -77,14 +77,19 @@ def test_a_killed_namespace_holder_changes_no_verdict(protocol_peer, tmp_path: P
 
 def test_a_vanished_sandbox_dir_stops_the_run_with_an_error(protocol_peer, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    peer = protocol_peer(canonical(16))
+    tasks = tmp_path / "slow.jsonl"  # programs of 0.3 s: the cleaner strikes while chunks remain
+    tasks.write_text("".join(json.dumps({"task_id": f"slow/{i}", "prompt": f"def f{i}():\n",
+                                         "tests": f"assert f{i}() == 1\n"}) + "\n" for i in range(16)))
+    peer = protocol_peer({f"def f{i}():\n": "    import time\n    time.sleep(0.3)\n    return 1\n" for i in range(16)})
     out = tmp_path / "eval"
     base = tmp_path / "sandboxes"
     base.mkdir()
 
-    def remove_sandbox_dirs() -> None:  # a /tmp cleaner, run mid-evaluation
-        for d in base.iterdir():
-            shutil.rmtree(d, ignore_errors=True)
+    def remove_sandbox_dirs() -> None:  # a /tmp cleaner, run mid-evaluation (until the dirs are gone)
+        deadline = time.monotonic() + 5
+        while any(base.iterdir()) and time.monotonic() < deadline:
+            for d in base.iterdir():
+                shutil.rmtree(d, ignore_errors=True)
 
     stop = threading.Event()
     watcher = _after_first_rows(out / "samples.jsonl", remove_sandbox_dirs, stop)
@@ -93,9 +98,8 @@ def test_a_vanished_sandbox_dir_stops_the_run_with_an_error(protocol_peer, tmp_p
         import tempfile
         tempfile.tempdir = None
         config = tmp_path / "eval.yaml"
-        config.write_text("chunk: 2\n")
-        code = run(["eval", "--task", "humaneval", "--endpoint", peer.url, "--limit", "16", "--out", str(out),
-                    "--config", str(config)])
+        config.write_text("chunk: 2\nworkers: 2\n")
+        code = run(["eval", "--task", str(tasks), "--endpoint", peer.url, "--out", str(out), "--config", str(config)])
     finally:
         del os.environ["TMPDIR"]
         tempfile.tempdir = None

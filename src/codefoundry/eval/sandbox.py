@@ -345,9 +345,16 @@ class Sandbox:
             raise SandboxError(f"the sandbox's directory {self.base} is unusable: {e}",
                                "was it removed while the evaluation ran? rerun the same command to resume") from None
         try:
-            return self._launch(slot, run_dir, work, files, argv, limits, env)
+            result = self._launch(slot, run_dir, work, files, argv, limits, env)
+        except FileNotFoundError as e:  # the work or output files went away under us
+            raise SandboxError(f"the sandbox's directory {self.base} vanished while a program ran: {e}",
+                               "was it removed while the evaluation ran? rerun the same command to resume") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if not run_dir.is_dir():  # its output went with it: whatever the program did is unknown
+            raise SandboxError(f"the sandbox's directory {self.base} vanished while a program ran",
+                               "was it removed while the evaluation ran? rerun the same command to resume")
+        return result
 
     def _launch(self, slot: int, run_dir: Path, work: Path, files: Mapping[str, str | bytes], argv: list[str],
                 limits: Limits, env: Mapping[str, str]) -> RunResult | None:
