@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 from codefoundry.cli import run
-from codefoundry.eval import EvalConfig, Limits, Sandbox, load_task, run_eval
+from codefoundry.eval import EvalConfig, Limits, Sandbox, run_eval
 from codefoundry.eval.sandbox import SandboxError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the full sandbox needs root (uid switch, namespaces)")
-
-
-def canonical(limit: int) -> dict[str, str]:
-    return {p.prompt: p.reference for p in load_task("humaneval").problems[:limit]}
 
 
 def _children_holders(before: set[int]) -> list[int]:
@@ -53,9 +49,18 @@ def _after_first_rows(samples: Path, action: object, stop: threading.Event) -> t
     return thread
 
 
+def slow_task(tmp_path: Path, n: int = 16) -> tuple[Path, dict[str, str]]:
+    """A user task of `n` programs of 0.3 s each: the run lasts long enough to be disturbed mid-way."""
+    tasks = tmp_path / "slow.jsonl"
+    tasks.write_text("".join(json.dumps({"task_id": f"slow/{i}", "prompt": f"def f{i}():\n",
+                                         "tests": f"assert f{i}() == 1\n"}) + "\n" for i in range(n)))
+    return tasks, {f"def f{i}():\n": "    import time\n    time.sleep(0.3)\n    return 1\n" for i in range(n)}
+
+
 def test_a_killed_namespace_holder_changes_no_verdict(protocol_peer, tmp_path: Path) -> None:
     before = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
-    peer = protocol_peer(canonical(12))
+    tasks, answers = slow_task(tmp_path)
+    peer = protocol_peer(answers)
     out = tmp_path / "eval"
     killed: list[int] = []
 
@@ -66,21 +71,19 @@ def test_a_killed_namespace_holder_changes_no_verdict(protocol_peer, tmp_path: P
 
     stop = threading.Event()
     watcher = _after_first_rows(out / "samples.jsonl", kill_holder, stop)
-    run_eval(out, EvalConfig(tasks=["humaneval"], endpoint=peer.url, limit=12, chunk=2, workers=2))
+    run_eval(out, EvalConfig(tasks=[str(tasks)], endpoint=peer.url, chunk=2, workers=2))
     stop.set()
     watcher.join()
     assert killed, "the holder was not found mid-run"
     results = json.loads((out / "results.json").read_text())
-    assert results["results"]["humaneval"]["verdicts"] == {"passed": 12}
+    assert results["results"]["slow"]["verdicts"] == {"passed": 16}
     assert results["sandbox"]["network_namespace"] is True
 
 
 def test_a_vanished_sandbox_dir_stops_the_run_with_an_error(protocol_peer, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    tasks = tmp_path / "slow.jsonl"  # programs of 0.3 s: the cleaner strikes while chunks remain
-    tasks.write_text("".join(json.dumps({"task_id": f"slow/{i}", "prompt": f"def f{i}():\n",
-                                         "tests": f"assert f{i}() == 1\n"}) + "\n" for i in range(16)))
-    peer = protocol_peer({f"def f{i}():\n": "    import time\n    time.sleep(0.3)\n    return 1\n" for i in range(16)})
+    tasks, answers = slow_task(tmp_path)
+    peer = protocol_peer(answers)
     out = tmp_path / "eval"
     base = tmp_path / "sandboxes"
     base.mkdir()
