@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from codefoundry.data.pii.gibberish import detector
 from codefoundry.data.pii.values import is_placeholder, is_template, looks_random
 
 # cheap test for lines worth reading (lower-cased text)
@@ -74,8 +75,10 @@ def value_ok(kind: str, value: str, name: str, quoted: bool) -> bool:
     if v.lower() in name.lower() or re.search(r"\{[^}]*\}|%\(\w+\)[sd]|%[sd]\b|\$\{|\$\(", v):
         return False  # `password: password`, interpolation
     if not quoted:
-        if re.search(r"[()\[\]{}<>]|[,;\\]$|^&", v) or re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", v):
-            return False  # a call, an index, a trailing separator, an entity, `self.password`
+        if re.search(r"[()\[\]{}<>]|[,;\\]$|^&", v):
+            return False  # a call, an index, a trailing separator, an entity
+        if re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", v) and not detector().is_gibberish(v):
+            return False  # `self.password`, `settings.DB_PASSWORD`: names that read as words
         if v.isdigit() and len(v) < 6:
             return False
     if kind == "key":
@@ -92,7 +95,7 @@ LINE = re.compile(r"""^[ \t]*(?:-[ \t]+)?(?:(?:export|set|setx|ENV|ARG|readonly|
                       ["']?(?P<name>[A-Za-z_][\w.\-]*)["']?(?P<pre>[ \t]*)(?P<sep>=|:)(?P<post>[ \t]*)
                       (?P<value>[^\s'"`][^\s]*)[ \t]*(?:[ \t]\#.*)?$""", re.X)
 DOCKER_ENV = re.compile(r"^[ \t]*(?:ENV|setenv)[ \t]+(?P<name>[A-Za-z_][\w.\-]*)[ \t]+(?P<value>[^\s'\"=]\S*)[ \t]*$")
-GETTER = re.compile(r"(?:get|getenv|env|setdefault|fetch|default|config|var)[ \t]*$", re.I)
+GETTER = re.compile(r"(?:get|getenv|env|setdefault|fetch|default|config|var|define)[ \t]*$", re.I)
 XML_ELEMENT = re.compile(r"<(?P<name>[\w.:\-]+)>(?P<value>[^<\s]{4,200})</(?P=name)>")
 
 

@@ -22,7 +22,7 @@ PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "secret", "changeme", "ch
                          "true", "false", "undefined", "default", "required", "optional", "string", "str"}
 PLACEHOLDER_WORDS = re.compile(r"example|xxxx|your[_-]?|here|dummy|fake|sample|redacted|placeholder|change[_-]?me|"
                                r"insert|replace|secret[_-]?key|api[_-]?key|token[_-]?here|password|\*\*\*|\.\.\.|"
-                               r"^test[_-]|[_-]test$|^(?:0+|1+|x+|a+)$|not[_-]?(?:a[_-]?)?real|pass(?:wd|word)?$|pwd$",
+                               r"^test[_-]|[_-]test$|^(?:0+|1+|x+|a+)$|not[_-]?(?:a[_-]?)?real|^[a-z]*(?:pass|pwd)$",
                                re.I)
 TEMPLATE = re.compile(r"""^(?:\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_]\w*|\{\{.*\}\}|\{%.*%\}|\{[\w.]*\}|%\(\w+\)s|%[A-Z_]+%|
                           <[^<>]*>|\#\{[^}]*\}|\[\[.*\]\]|@\w+@|__\w+__|ENC\[.*\]|!!?[A-Za-z][\w.-]*\s.*)$""", re.X)
@@ -70,6 +70,7 @@ def looks_random(value: str, min_length: int = 12) -> bool:
         return False  # snake_case, kebab-case, dotted words: identifiers and names
     if value.count(".") + value.count(":") >= 2 and len(value) / (value.count(".") + value.count(":") + 1) < 8:
         return False  # `fs.s3.cse.kms.keyId`, `a:b:c`: a dotted name or path, not a token
-    if not HEX.fullmatch(value) and not detector().is_gibberish(value):
-        return False  # letters that read like English
+    letters = sum(c.isalpha() for c in value)
+    if letters > 0.7 * len(value) and not HEX.fullmatch(value) and not detector().is_gibberish(value):
+        return False  # letters that read like English (a mostly-symbol secret has too few letters to judge)
     return entropy(value) >= min(3.0, math.log2(len(value)) - 0.7)
