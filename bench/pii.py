@@ -1,6 +1,6 @@
 """PII benchmark: codefoundry's redaction vs datatrove's PIIFormatter on the same labelled files, same run.
 
-    .venv/bin/python bench/pii.py [--files 360] [--repeats 2] [--speed-files 1500]
+    .venv/bin/python bench/pii.py [--files 360] [--repeats 2] [--speed-files 1500] [--speed-against REF]
 
 The labelled set (`codefoundry.data.pii.labelled`): 360 real-looking code files (Python,
 JavaScript, Go, YAML, Shell, Java), one planted email, IP address, key and password each, plus
@@ -14,18 +14,23 @@ as found when its value is gone from the output, a hard negative as harmed when 
 gone. codefoundry's span-level precision (spans that cover no planted item) is printed per kind
 and per detector rule, recall per planted pattern. Speed: the labelled files, and the first
 `--speed-files` `.py` files of the standard library (real code, where secrets are rare: the
-common case for curation). datatrove's formatter only handles emails and public IPs; it runs in
+common case for curation); `--speed-against REF` also times the redaction of git revision REF
+(its `src/` exported to a temporary folder) on the same files, alternating runs, and prints the
+ratio of medians. datatrove's formatter only handles emails and public IPs; it runs in
 bench/.venv-datatrove (created here if missing).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import statistics
 import subprocess
 import sys
-import sysconfig
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,15 +80,38 @@ def value_scores(files, outputs: list[str]) -> tuple[dict[str, float], float, di
     return {k: found[k] / max(1, total[k]) for k in KINDS}, intact / max(1, negatives), gone
 
 
-def speed_on_real_code(n: int) -> tuple[float, float, int]:
-    """(MB/s, files/s, spans) of `redact` on the first `n` standard-library `.py` files, one core."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.rglob("*.py"))[:n]]
-    redact("warm up the detectors")
-    t = time.perf_counter()
-    spans = sum(sum(redact(text)[1].values()) for text in texts)
-    seconds = time.perf_counter() - t
-    return sum(len(x) for x in texts) / 1e6 / seconds, len(texts) / seconds, spans
+SPEED = r'''
+import json, sys, sysconfig, time
+from pathlib import Path
+from codefoundry.data.pii import redact
+root = Path(sysconfig.get_paths()["stdlib"])
+texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.rglob("*.py"))[:int(sys.argv[1])]]
+redact("warm up the detectors")
+t = time.perf_counter()
+spans = sum(sum(redact(text)[1].values()) for text in texts)
+seconds = time.perf_counter() - t
+print(json.dumps({"mb_s": sum(len(x) for x in texts) / 1e6 / seconds, "files_s": len(texts) / seconds,
+                  "spans": spans}))
+'''
+
+
+def speed_on_real_code(n: int, src: Path | None = None) -> dict[str, float]:
+    """MB/s, files/s and spans of `redact` on the first `n` standard-library `.py` files, one core, in a fresh
+    process (importing codefoundry from `src` when given)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    out = subprocess.run([sys.executable, "-c", SPEED, str(n)], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def export_src(ref: str, into: Path) -> Path:
+    """`src/` of git revision `ref`, written under `into`."""
+    archive = subprocess.run(["git", "-C", str(BENCH.parent), "archive", ref, "src"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
 
 
 def main() -> None:
@@ -91,6 +119,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=360)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--speed-files", type=int, default=1500)
+    ap.add_argument("--speed-against", metavar="REF", help="also time this git revision's redaction, alternating")
     args = ap.parse_args()
     files = build_labelled_set(args.files, credential_repeats=args.repeats)
     texts = [f.text for f in files]
@@ -125,11 +154,22 @@ def main() -> None:
         print(f"| {name} | {s.tp + s.fp} | {s.precision:.3f} ({s.fp} FP) |")
     print(f"\nhard negatives left intact: codefoundry {ours_intact:.1%} ({ev.negatives_hit} reported), "
           f"datatrove {their_intact:.1%}")
-    mb_s, files_s, spans = speed_on_real_code(args.speed_files)
     print(f"time, labelled files: codefoundry {seconds:.2f}s ({len(files) / seconds:.0f} files/s, all four kinds), "
           f"datatrove {theirs['seconds']:.2f}s (emails + IPs only)")
-    print(f"time, {args.speed_files} stdlib .py files: codefoundry {mb_s:.2f} MB/s ({files_s:.0f} files/s), "
-          f"{spans} spans redacted")
+    if args.speed_against:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_src = export_src(args.speed_against, Path(tmp))
+            rounds = [(speed_on_real_code(args.speed_files, ref_src), speed_on_real_code(args.speed_files))
+                      for _ in range(3)]
+        ref_mb = statistics.median(r["mb_s"] for r, _ in rounds)
+        new_mb = statistics.median(n["mb_s"] for _, n in rounds)
+        print(f"time, {args.speed_files} stdlib .py files, median of 3 alternating runs: {args.speed_against} "
+              f"{ref_mb:.2f} MB/s ({rounds[0][0]['spans']:.0f} spans), this tree {new_mb:.2f} MB/s "
+              f"({rounds[0][1]['spans']:.0f} spans): ratio {new_mb / ref_mb:.2f}×")
+    else:
+        speed = speed_on_real_code(args.speed_files)
+        print(f"time, {args.speed_files} stdlib .py files: codefoundry {speed['mb_s']:.2f} MB/s "
+              f"({speed['files_s']:.0f} files/s), {speed['spans']:.0f} spans redacted")
     if ev.false_positives:
         print("codefoundry false positives:", dict(ev.false_positives.most_common(12)))
 
