@@ -165,6 +165,19 @@ def test_command_line_passwords_are_redacted(line: str) -> None:
     assert out == line.replace("Xk9-Lp2.qRw", "<PASSWORD>") + "\n" and counts == {"password": 1}
 
 
+@pytest.mark.parametrize("text", [
+    "machine api.heroku.com\n  login ops\n  password Xk9-Lp2.qRw\n",  # .netrc
+    'psql "host=db.acme-corp.io user=app password=Xk9-Lp2.qRw dbname=app"\n',  # libpq conninfo
+    "redis-cli -h cache.acme-corp.io -a Xk9-Lp2.qRw PING\n",
+    "docker login -u ci -p Xk9-Lp2.qRw registry.acme-corp.io\n",
+    "//npm.pkg.github.com/:_authToken=Xk9Lp2qRwZx4Yt6Uc1Ib3On5\n",  # .npmrc with a non-npm token
+])
+def test_more_command_and_config_forms_are_redacted(text: str) -> None:
+    value = "Xk9Lp2qRwZx4Yt6Uc1Ib3On5" if "_authToken" in text else "Xk9-Lp2.qRw"
+    out, counts = redact(text)
+    assert value not in out and sum(counts.values()) == 1
+
+
 def test_command_line_references_and_prompts_stay() -> None:
     text = ('curl -u "$CI_USER:$CI_TOKEN" https://ci.acme-corp.io/api\nmysql -u root -p shop < schema.sql\n'
             'mysql -u app -p"$MYSQL_PASSWORD" -e "SELECT 1"\ndocker run -u 1000:1000 app\n')

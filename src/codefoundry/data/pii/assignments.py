@@ -16,9 +16,6 @@ from collections.abc import Iterator
 from codefoundry.data.pii.gibberish import detector
 from codefoundry.data.pii.values import is_placeholder, is_template, looks_random
 
-# cheap test for lines worth reading (lower-cased text)
-HINT = re.compile(r"pass|pwd|secret|token|key|credential|auth|://|-u|-p")
-
 PASSWORD_PARTS = {"password", "passwd", "pwd", "pass", "passphrase", "pw", "passwort", "contrasena", "senha"}
 SECRET_PARTS = {"secret", "token", "apikey", "credential", "credentials", "authtoken", "accesstoken", "secretkey",
                 "privatekey", "psk", "sas"}
@@ -130,12 +127,17 @@ def named(line: str) -> Iterator[tuple[str, str, int, int]]:
 
 URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{1,30}://(?P<user>[^\s:/@'\"<>]*):(?P<value>[^\s:/@'\"<>]+)@"
                           r"(?=[\w\[])")
-CONNECTION = re.compile(r"(?i)(?:^|(?<=[;\"'\s]))(?:password|pwd)[ \t]*=[ \t]*(?P<value>[^;\"'\n]+?)[ \t]*(?=[;\"']|$)")
+CONNECTION = re.compile(r"(?i)(?:^|(?<=[;\"'\s]))(?:password|pwd)[ \t]*=[ \t]*(?P<value>[^;\"'\s,()]+)[ \t]*"
+                        r"(?=[;\"'\s]|$)")
 CURL_USER = re.compile(r"(?:^|\s)(?:-u|--user)(?:[ \t]+|=)(?P<q>[\"']?)(?P<user>[^\s:\"'$]+):"
                        r"(?P<value>[^\s\"']+)(?P=q)")
 MYSQL = re.compile(r"\bmysql(?:dump|admin|import|sh|check|slap|binlog)?\b[^\n]*?\s-p(?P<q>[\"']?)(?P<value>[^\s\"']+)"
                    r"(?P=q)")
 SSHPASS = re.compile(r"\bsshpass\s+-p[ \t]*(?P<q>[\"']?)(?P<value>[^\s\"']+)(?P=q)")
+CLI_SHORT = re.compile(r"\b(?:redis-cli\b[^\n]*?\s-a|docker\s+login\b[^\n]*?\s-p)[ \t]+(?P<q>[\"']?)"
+                       r"(?P<value>[^\s\"']+)(?P=q)")
+NETRC = re.compile(r"^[ \t]*(?:machine[ \t]+\S+[ \t]+)?(?:login[ \t]+\S+[ \t]+)?password[ \t]+(?P<value>\S+)[ \t]*$")
+CONNINFO = re.compile(r"\b(?:host|user|dbname|port|sslmode)=")
 FLAG = re.compile(r"(?<![\w-])--(?P<name>password|passwd|pass|token|api-key|apikey|secret|client-secret|auth-token)"
                   r"(?:=|[ \t]+)(?P<q>[\"']?)(?P<value>[^\s\"'-][^\s\"']*)(?P=q)")
 AUTH_HEADER = re.compile(r"(?i)authorization[\"']?[ \t]*[:=,][ \t]*[\"']?(?:bearer|basic|token)[ \t]+"
@@ -149,17 +151,20 @@ def positional(line: str, lower: str) -> Iterator[tuple[str, str, int, int]]:
         for m in URL_USERINFO.finditer(line):
             if value_ok("password", m.group("value"), m.group("user"), quoted=True) and not m.group("value").isdigit():
                 yield "url_password", "password", m.start("value"), m.end("value")
-    if ";" in line and ("pass" in lower or "pwd" in lower):
+    if ("pass" in lower or "pwd" in lower) and (";" in line or CONNINFO.search(line)):
         for m in CONNECTION.finditer(line):
             before, after = line[:m.start()].rstrip(" \t"), line[m.end():m.end() + 1]
-            if (before.endswith(";") or after == ";") and value_ok("password", m.group("value"), "", quoted=True):
+            if (before.endswith(";") or after == ";" or CONNINFO.search(line)) \
+                    and value_ok("password", m.group("value"), "", quoted=True):
                 yield "connection_string", "password", m.start("value"), m.end("value")
     if "-u" in line or "--user" in line:
         for m in CURL_USER.finditer(line):
             if value_ok("password", m.group("value"), m.group("user"), quoted=True) and not m.group("value").isdigit():
                 yield "curl_user", "password", m.start("value"), m.end("value")
-    if "-p" in line:
-        for pattern, rule in ((MYSQL, "mysql_password"), (SSHPASS, "sshpass")):
+    if "password" in lower and (m := NETRC.match(line)) and value_ok("password", m.group("value"), "", quoted=False):
+        yield "netrc", "password", m.start("value"), m.end("value")
+    if "-p" in line or "-a" in line:
+        for pattern, rule in ((MYSQL, "mysql_password"), (SSHPASS, "sshpass"), (CLI_SHORT, "cli_password")):
             for m in pattern.finditer(line):
                 if value_ok("password", m.group("value"), "", quoted=True):
                     yield rule, "password", m.start("value"), m.end("value")

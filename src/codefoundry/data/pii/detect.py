@@ -60,7 +60,7 @@ HASH_LINE = re.compile(r"sha|hash", re.I)
 # lines with a quoted token of 16+ characters holding a digit are scanned (detect-secrets reads quoted strings only)
 KEY_CANDIDATE = re.compile(r"[\"'][A-Za-z0-9+/=_\\\-]{16,}[\"']")
 DIGIT = re.compile(r"\d")
-NAME_HINT = re.compile(r"pass|pwd|secret|token|key|credential|auth|://|-u|-p")  # on the lower-cased text
+NAME_HINT = re.compile(r"pass|pwd|secret|token|key|credential|auth|://|-u|-p|redis-cli")  # on the lower-cased text
 REPEAT_MIN = 6  # shorter values are not looked for elsewhere in the file: too many innocent matches
 
 
