@@ -8,7 +8,7 @@ Modules: `detect` (emails, IPs, the merge), `vendors` (vendor key patterns, priv
 Public API:
     RedactPII(config)       the curation step (a Mapper): content rewritten, counts per kind in stats
     redact(text, config)    (redacted text, Counter per kind)
-    find_pii(text)          the spans found: Span(start, end, kind, value)
+    find_pii(text)          the spans found: Span(start, end, kind, value, rule)
     PiiConfig
 """
 
