@@ -293,11 +293,13 @@ VENDORS: dict[str, tuple[str, Callable[[random.Random], str]]] = {
     "google_api_key": ("GOOGLE_API_KEY", lambda r: "AIza" + _rand(r, ALNUM + "_-", 35)),
     "openai": ("OPENAI_API_KEY", lambda r: "sk-" + r.choice(["", "proj-"]) + _rand(r, ALNUM, 20) + "T3BlbkFJ"
                                            + _rand(r, ALNUM, 20)),
+    "anthropic": ("ANTHROPIC_API_KEY", lambda r: "sk-ant-api03-" + _rand(r, ALNUM + "_-", 93) + "AA"),
     "huggingface": ("HF_TOKEN", lambda r: "hf_" + _rand(r, string.ascii_letters, 34)),
     "discord": ("DISCORD_BOT_TOKEN", lambda r: r.choice("MN") + _rand(r, ALNUM, 23) + "." + _rand(r, ALNUM + "_-", 6)
                                                + "." + _rand(r, ALNUM + "_-", 27)),
     "telegram": ("TELEGRAM_BOT_TOKEN", lambda r: f"{r.randint(10**8, 10**10 - 1)}:AA{_rand(r, ALNUM + '_-', 33)}"),
     "jwt": ("SUPABASE_SERVICE_ROLE_KEY", _jwt),
+    "artifactory": ("ARTIFACTORY_API_KEY", lambda r: "AKCp" + _rand(r, ALNUM, 69)),
     "square": ("SQUARE_APPLICATION_SECRET", lambda r: "sq0csp-" + _rand(r, ALNUM + "_-", 43)),
     "azure_storage": ("AZURE_STORAGE_CONNECTION_STRING", lambda r: base64.b64encode(r.randbytes(64)).decode()),
 }
