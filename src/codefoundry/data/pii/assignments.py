@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cache
 
 from codefoundry.data.pii.gibberish import detector
 from codefoundry.data.pii.values import is_placeholder, is_template, looks_random
@@ -49,6 +50,7 @@ TYPE_WORDS = {"str", "string", "int", "integer", "bool", "boolean", "bytes", "no
 WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
+@cache
 def name_kind(name: str) -> str | None:
     """"password" or "key" if `name` names a credential (`DB_PASSWORD`, `apiKey`, `SECRET_KEY`, `client_secret`,
     `auth_token`), None for everything else (`password_length`, `TOKEN_URL`, `cache_key`, `tokenizer`)."""
@@ -67,27 +69,33 @@ def name_kind(name: str) -> str | None:
 def value_ok(kind: str, value: str, name: str, quoted: bool) -> bool:
     """Whether `value`, assigned to a name of this `kind`, is a credential rather than code or a stand-in."""
     v = value.strip()
-    if len(v) < 4 or is_placeholder(v) or is_template(v) or v.lower() in TYPE_WORDS:
+    if len(v) < 4:
+        return False
+    if not quoted:  # the cheap structural checks first: most unquoted values in code fail them
+        if re.search(r"[()\[\]{}<>]|[,;\\]$|^&", v):
+            return False  # a call, an index, a trailing separator, an entity
+        if v.isdigit() and len(v) < 6:
+            return False
+        if re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", v) and not detector().is_gibberish(v):
+            return False  # `self.password`, `settings.DB_PASSWORD`: names that read as words
+    if is_placeholder(v) or is_template(v) or v.lower() in TYPE_WORDS:
         return False
     if v.lower() in name.lower() or re.search(r"\{[^}]*\}|%\(\w+\)[sd]|%[sd]\b|\$\{|\$\(", v):
         return False  # `password: password`, interpolation
-    if not quoted:
-        if re.search(r"[()\[\]{}<>]|[,;\\]$|^&", v):
-            return False  # a call, an index, a trailing separator, an entity
-        if re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", v) and not detector().is_gibberish(v):
-            return False  # `self.password`, `settings.DB_PASSWORD`: names that read as words
-        if v.isdigit() and len(v) < 6:
-            return False
     if kind == "key":
         return looks_random(v)
     return not any(c.isspace() for c in v)
 
 
-QUOTED = re.compile(r"""(?P<call>\([ \t]*)?(?P<nq>["'`]?)(?P<name>[A-Za-z_][\w.\-]*)(?P=nq)\]?
-                        (?:[ \t]*:[ \t]*[A-Za-z_][\w\[\]., |]{0,40}?(?=[ \t]*=))?   # a type annotation
-                        [ \t]*(?P<sep>:=|=>|===?|=|:|,)[ \t]*
-                        (?:[rbuRB]{0,2}|new\ String\()
-                        (?P<q>["'`])(?P<value>[^"'`\n]{1,500}?)(?P=q)""", re.X)
+NAME = re.compile(r"[A-Za-z_][\w.\-]*")
+SECRET_WORD = re.compile(r"pass|pwd|secret|token|key|credential|auth|psk|sas")  # in a lower-cased name
+# what follows a secret-named token for a quoted literal to be its value (the name's closing quote, a subscript's
+# `]`, a type annotation, an assignment / mapping / comparison / argument separator, a string prefix)
+QUOTED_VALUE = re.compile(r"""(?P<nq>["'`]?)\]?
+                              (?:[ \t]*:[ \t]*[A-Za-z_][\w\[\]., |]{0,40}?(?=[ \t]*=))?
+                              [ \t]*(?P<sep>:=|=>|===?|=|:|,)[ \t]*
+                              (?:[rbuRB]{0,2}|new\ String\()
+                              (?P<q>["'`])(?P<value>[^"'`\n]{1,500}?)(?P=q)""", re.X)
 LINE = re.compile(r"""^[ \t]*(?:-[ \t]+)?(?:(?:export|set|setx|ENV|ARG|readonly|declare(?:[ \t]+-\w+)?)[ \t]+)?
                       ["']?(?P<name>[A-Za-z_][\w.\-]*)["']?(?P<pre>[ \t]*)(?P<sep>=|:)(?P<post>[ \t]*)
                       (?P<value>[^\s'"`][^\s]*)[ \t]*(?:[ \t]\#.*)?$""", re.X)
@@ -99,12 +107,18 @@ XML_ELEMENT = re.compile(r"<(?P<name>[\w.:\-]+)>(?P<value>[^<\s]{4,200})</(?P=na
 def named(line: str) -> Iterator[tuple[str, str, int, int]]:
     """Secret-named assignments: `NAME = "value"`, `"name": "value"`, `getenv("NAME", "fallback")`, `NAME=value`,
     `name: value`, `ENV NAME value`, `<password>value</password>`."""
-    for m in QUOTED.finditer(line):
-        kind = name_kind(m.group("name"))
-        if kind is None or (m.group("sep") == "," and not (m.group("nq") and m.group("call")
-                                                            and GETTER.search(line, 0, m.start()))):
+    for t in NAME.finditer(line):
+        name = t.group()
+        if not SECRET_WORD.search(name.lower()) or (kind := name_kind(name)) is None:
+            continue
+        m = QUOTED_VALUE.match(line, t.end())
+        opening = line[t.start() - 1] if t.start() else ""
+        if m is None or m.group("nq") != (opening if opening in "\"'`" and opening else ""):
+            continue
+        if m.group("sep") == "," and not (m.group("nq") and GETTER.search(line[:t.start() - 1].rstrip(" \t("))
+                                          and line[:t.start() - 1].rstrip(" \t").endswith("(")):
             continue  # a value after a comma only as a fallback: `getenv("API_TOKEN", "…")`
-        if value_ok(kind, m.group("value"), m.group("name"), quoted=True):
+        if value_ok(kind, m.group("value"), name, quoted=True):
             yield "assignment", kind, m.start("value"), m.end("value")
     for pattern in (LINE, DOCKER_ENV):
         m = pattern.match(line)
