@@ -214,3 +214,10 @@ def test_a_value_found_once_is_redacted_everywhere_in_the_file() -> None:
 ])
 def test_placeholders_references_and_code_stay(line: str) -> None:
     assert redact(line + "\n") == (line + "\n", {})
+
+
+def test_text_whose_lower_case_is_longer_still_finds_credentials() -> None:
+    """`İ`.lower() is two characters: the keyword search must not use shifted offsets."""
+    text = "# İstanbul İzmir İİİİİİİİ\n" * 3 + 'DB_PASSWORD = "Xk9-Lp2.qRw"\n'
+    out, counts = redact(text)
+    assert out == text.replace("Xk9-Lp2.qRw", "<PASSWORD>") and counts == {"password": 1}

@@ -23,6 +23,7 @@ Every detector returns `Span(start, end, kind, value, rule)` over the text; `fin
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ HASH_LINE = re.compile(r"sha|hash", re.I)
 KEY_CANDIDATE = re.compile(r"[\"'][A-Za-z0-9+/=_\\\-]{16,}[\"']")
 DIGIT = re.compile(r"\d")
 NAME_HINT = re.compile(r"pass|pwd|secret|token|key|credential|auth|://|-u|-p|redis-cli")  # on the lower-cased text
+NAME_HINT_ANY_CASE = re.compile(NAME_HINT.pattern, re.I)  # where lower-casing changes the length (`İ` → `i̇`)
 REPEAT_MIN = 6  # shorter values are not looked for elsewhere in the file: too many innocent matches
 
 
@@ -205,15 +207,17 @@ def _repeats(text: str, spans: list[Span]) -> Iterator[Span]:
 
 def secrets(text: str) -> Iterator[Span]:
     """Keys and passwords: vendor patterns and private-key blocks (whole text), high-entropy strings (lines with a
-    long token holding a digit), named assignments and positional forms (lines naming a secret), then every other
-    occurrence of each value found."""
+    quoted 16+-character token holding a digit), named assignments and positional forms (lines with a secret word,
+    `://`, `-u`, `-p`), then every other occurrence of each value found."""
     found = [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text)
              if not is_placeholder(text[s:e])]
     found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]
     candidates = {_line_bounds(text, m.start()) for m in KEY_CANDIDATE.finditer(text)
                   if DIGIT.search(text, m.start(), m.end())}
     found += _high_entropy(text, sorted(candidates))
-    hinted = {_line_bounds(text, m.start()) for m in NAME_HINT.finditer(text.lower())}
+    lower = text.lower()  # a search of the lower-cased text is much faster than a case-insensitive one
+    hints = NAME_HINT.finditer(lower) if len(lower) == len(text) else NAME_HINT_ANY_CASE.finditer(text)
+    hinted = {_line_bounds(text, m.start()) for m in hints}
     for start, end in sorted(hinted):
         if end - start <= 2000:
             found += [Span(start + s, start + e, kind, text[start + s:start + e], rule)
@@ -235,8 +239,11 @@ def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY)) -> list[Spa
     if kinds & {"key", "password"}:
         spans += [s for s in secrets(text) if s.kind in kinds]
     spans.sort(key=lambda s: (PRIORITY[s.kind], s.start, -s.end))
-    chosen: list[Span] = []
+    chosen: list[Span] = []  # in text order, non-overlapping: a new span only meets its two neighbours
+    starts: list[int] = []
     for s in spans:
-        if all(s.end <= c.start or s.start >= c.end for c in chosen):
-            chosen.append(s)
-    return sorted(chosen, key=lambda s: s.start)
+        i = bisect.bisect_right(starts, s.start)
+        if (i == 0 or chosen[i - 1].end <= s.start) and (i == len(chosen) or s.end <= chosen[i].start):
+            chosen.insert(i, s)
+            starts.insert(i, s.start)
+    return chosen
