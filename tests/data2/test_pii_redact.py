@@ -108,13 +108,16 @@ RSA_BODY = ("MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
     f"ssh_key: |\n  -----BEGIN EC PRIVATE KEY-----\n  {RSA_BODY.replace(chr(10), chr(10) + '  ')}\n"
     "  -----END EC PRIVATE KEY-----\n",
     f"-----BEGIN RSA PRIVATE KEY-----\n{RSA_BODY}\n",  # truncated: no END line
+    f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{RSA_BODY}\n=AbCd\n-----END PGP PRIVATE KEY BLOCK-----\n",
+    f"PuTTY-User-Key-File-2: ssh-rsa\nPublic-Lines: 1\nAAAAB3NzaC1yc2E\nPrivate-Lines: 3\n{RSA_BODY}\n"
+    "Private-MAC: 0a1b2c\n",
 ])
 def test_private_key_block_body_is_redacted(text: str) -> None:
     out, counts = redact(text)
     assert counts["key"] == 1
     for line in RSA_BODY.splitlines():
         assert line[:20] not in out
-    assert "PRIVATE KEY-----" in out and "<KEY>" in out  # the markers stay, the body goes
+    assert ("PRIVATE KEY" in out or "Private-MAC: 0a1b2c" in out) and "<KEY>" in out  # markers stay, body goes
 
 
 def test_certificates_public_keys_and_placeholder_blocks_stay() -> None:

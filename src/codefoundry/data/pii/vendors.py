@@ -80,7 +80,7 @@ def vendor_matches(text: str) -> Iterator[tuple[str, int, int]]:
 BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)?-----")
 BLANKS = re.compile(r"(?:\s|\\[nr])*")
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}")
-PUTTY = re.compile(r"^Private-Lines: *(\d+)[ \t]*\r?\n((?:[ \t]*[A-Za-z0-9+/=]+[ \t]*\r?\n?)+)", re.M)
+PUTTY = re.compile(r"^Private-Lines: *(\d+)[ \t]*\r?\n((?:[ \t]*[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|$))+)", re.M)
 BASE64_LINES = re.compile(r"(?:[A-Za-z0-9+/=]{16,}[\"',+ \t]*(?:\r?\n|\\n)?[ \t\"]*)+")
 MAX_BODY = 20_000
 
