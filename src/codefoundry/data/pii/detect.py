@@ -1,31 +1,40 @@
 """Find PII in code: emails, IP addresses, keys and passwords (bigcode-dataset `pii/`, regex path, no NER).
 
-Every detector returns `Span(start, end, kind, value)` over the text; `find_pii` merges them
+Every detector returns `Span(start, end, kind, value, rule)` over the text; `find_pii` merges them
 (keys win over the others on overlap). False-positive rules follow BigCode where it had them:
 - IPs: private/reserved ranges, BigCode's popular DNS servers, version-like `x.x.x.x` with no
   "dns"/"server" within 100 characters, date-like strings, strings without a digit.
-- keys: detect-secrets with BigCode's plugin list, then `is_potential_uuid`,
-  `is_likely_id_string`, `is_templated_secret`, `is_sequential_string`, hashes (length
-  32/40/64 on a line naming sha/md5/hash/byte), hash-heavy files, and the gibberish check
-  (for the high-entropy plugins; BigCode also ran it on vendor patterns such as `AKIA…`,
-  where it dropped real keys whose letters happen to read like English).
-- passwords (BigCode's Keyword plugin was off; added here): detect-secrets' KeywordDetector on
-  lines naming a password, with the same filters and a list of placeholders.
-- emails: placeholder domains (example.com, test, localhost, …) and `git@host` remotes are skipped.
+- keys with a vendor shape (`vendors.py`: AWS, GitHub, Slack, Stripe, npm, Mailgun, …) and
+  private-key blocks (BigCode left detect-secrets' PrivateKey plugin off): dropped only when
+  they are placeholders (`AKIA…EXAMPLE`, `ghp_xxxx…`). BigCode ran its ID-string and gibberish
+  filters on these too, and so kept `AWS_ACCESS_KEY_ID = "AKIA…"` (an `…_ID` name) and real keys
+  whose letters read like English; detect-secrets itself exempts its regex plugins from the first.
+- generic high-entropy strings (detect-secrets' base64/hex plugins, BigCode's limits): UUIDs,
+  `is_likely_id_string`, templates, sequences, hashes (a line naming sha/md5/hash/digest…),
+  hash-heavy files, and the gibberish check (letters that read like English are not a key).
+- credentials by position (`assignments.py`, BigCode's Keyword plugin was off): secret-named
+  assignments, quoted or unquoted (`.env`, `export`, YAML, INI, Dockerfile `ENV`), URL
+  passwords, connection strings, `curl -u`, `mysql -p`, `--password` flags, `Authorization`
+  headers; placeholders and template references (`${DB_PASSWORD}`, `<your-key-here>`) stay.
+- every value found is also redacted wherever else it occurs in the same file.
+- emails: placeholder domains (example.com, test, localhost, …), `git@host` remotes and a URL's
+  user-info (`https://deploy@host`) are skipped.
 """
 
 from __future__ import annotations
 
 import bisect
 import ipaddress
-import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from codefoundry.data.pii.assignments import assigned_secrets
 from codefoundry.data.pii.gibberish import detector
+from codefoundry.data.pii.values import is_placeholder, is_sequential
+from codefoundry.data.pii.vendors import private_keys, vendor_matches
 
 EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
                    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})(?![\w-])")
@@ -35,27 +44,26 @@ PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example", "
 PLACEHOLDER_USERS = {"git", "noreply", "no-reply", "user", "username", "name", "your", "youremail", "email", "foo",
                      "someone", "xxx", "test", "john.doe", "jane.doe"}
 
-IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")  # candidates; ipaddress decides
+IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")  # candidates; ipaddress decides
+IPV6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")  # every IPv6 address has two colons this close; cheap to find
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2,37}(?<![^:]:)(?![\w:])")
 POPULAR_DNS = {"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "76.76.19.19", "76.223.122.150", "9.9.9.9",
                "149.112.112.112", "208.67.222.222", "208.67.220.220", "8.26.56.26", "8.20.247.20", "94.140.14.14",
                "94.140.15.15"}  # bigcode-dataset pii/utils/emails_ip_addresses_detection.py
+IP_CHARS = frozenset("0123456789abcdefABCDEF:.")
+WORD_CHAR = re.compile(r"\w")
 DATE = re.compile(r"^(?:(?:19|20)\d\d[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d)\b")
 VERSION = re.compile(r"^\d\.\d\.\d\.\d$")
 
-# bigcode-dataset pii/utils/keys_detection.py: the plugins BigCode enabled (BasicAuth, Keyword, PrivateKey off)
-KEY_PLUGINS = ["ArtifactoryDetector", "AWSKeyDetector", "AzureStorageKeyDetector", "CloudantDetector",
-               "DiscordBotTokenDetector", "GitHubTokenDetector", "IbmCloudIamDetector", "IbmCosHmacDetector",
-               "JwtTokenDetector", "MailchimpDetector", "NpmDetector", "SendGridDetector", "SlackDetector",
-               "SoftlayerDetector", "StripeDetector", "TwilioKeyDetector"]
 HEX = re.compile(r"[0-9a-fA-F]+")
-HASH_WORDS = re.compile(r"sha|md5|hash|byte|checksum|digest|integrity", re.I)
-PASSWORD_WORDS = re.compile(r"pass(?:word|wd|phrase)?\b|passwd|pwd|pass_?word", re.I)
-PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "secret", "changeme", "change_me", "xxx", "xxxx", "xxxxxx",
-                         "xxxxxxxx", "none", "null", "empty", "example", "your_password", "yourpassword", "mypassword",
-                         "test", "testing", "dummy", "placeholder", "redacted", "hidden", "todo", "fixme", "admin",
-                         "root", "password123", "12345678", "123456", "<password>", "***", "******", "********"}
-KEY_CANDIDATE = re.compile(r"[A-Za-z0-9+/=_\-.]{16,}")  # lines with such a token (and a digit) are scanned
+HASH_WORDS = re.compile(r"sha|md5|hash|byte|checksum|digest|integrity|fingerprint", re.I)
+HASH_LINE = re.compile(r"sha|hash", re.I)
+# lines with a quoted token of 16+ characters holding a digit are scanned (detect-secrets reads quoted strings only)
+KEY_CANDIDATE = re.compile(r"[\"'][A-Za-z0-9+/=_\\\-]{16,}[\"']")
+DIGIT = re.compile(r"\d")
+NAME_HINT = re.compile(r"pass|pwd|secret|token|key|credential|auth|://|-u|-p|redis-cli")  # on the lower-cased text
+NAME_HINT_ANY_CASE = re.compile(NAME_HINT.pattern, re.I)  # where lower-casing changes the length (`İ` → `i̇`)
+REPEAT_MIN = 6  # shorter values are not looked for elsewhere in the file: too many innocent matches
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,13 @@ class Span:
     end: int
     kind: str    # email | ip_address | key | password
     value: str
+    rule: str = ""  # the detector that found it: a vendor pattern, "high_entropy_base64", "assignment", …
+
+
+def _url_userinfo(text: str, start: int) -> bool:
+    """Whether the local part starting at `start` is a URL's user-info (`https://user@host`, `://u:pw@host`)."""
+    i = text.rfind("://", max(0, start - 200), start)
+    return i >= 0 and not any(c.isspace() or c in "/\"'<>" for c in text[i + 3:start])
 
 
 def emails(text: str) -> Iterator[Span]:
@@ -73,11 +88,11 @@ def emails(text: str) -> Iterator[Span]:
         left = LOCAL_TAIL.search(text, max(0, at - 64), at)
         if left is not None:
             m = EMAIL.match(text, left.start())
-        if m is not None and m.start(2) == at + 1:
+        if m is not None and m.start(2) == at + 1 and not _url_userinfo(text, m.start()):
             user, domain = m.group(1).lower(), m.group(2).lower()
             if user not in PLACEHOLDER_USERS and not any(domain == d or domain.endswith("." + d)
                                                          for d in PLACEHOLDER_DOMAINS):
-                yield Span(m.start(), m.end(), "email", m.group(0))
+                yield Span(m.start(), m.end(), "email", m.group(0), "email")
         at = text.find("@", at + 1)
 
 
@@ -96,99 +111,119 @@ def _ip_ok(text: str, start: int, end: int, value: str) -> bool:
     return True
 
 
+def _ipv6_windows(text: str) -> Iterator[tuple[int, int]]:
+    """Stretches of hex digits, colons and dots around each `:…:` seed: where an IPv6 address can be."""
+    end = 0
+    for m in IPV6_SEED.finditer(text):
+        if m.start() < end:
+            continue
+        start = m.start()
+        while start and text[start - 1] in IP_CHARS:
+            start -= 1
+        end = m.end()
+        while end < len(text) and text[end] in IP_CHARS:
+            end += 1
+        yield start, end
+
+
 def ip_addresses(text: str) -> Iterator[Span]:
-    for pattern in (IPV4, IPV6):
-        for m in pattern.finditer(text):
+    for m in IPV4.finditer(text):
+        value = m.group(0)
+        if m.start() and (text[m.start() - 1] == "." or WORD_CHAR.match(text, m.start() - 1)):
+            continue  # inside a longer dotted number or a word
+        if _ip_ok(text, m.start(), m.end(), value):
+            yield Span(m.start(), m.end(), "ip_address", value, "ip_address")
+    for start, end in _ipv6_windows(text):
+        for m in IPV6.finditer(text, start, end):
             value = m.group(0)
-            if pattern is IPV6 and (value.count(":") < 2 or len(value) < 7):
+            if value.count(":") < 2 or len(value) < 7:
                 continue
             if _ip_ok(text, m.start(), m.end(), value):
-                yield Span(m.start(), m.end(), "ip_address", value)
+                yield Span(m.start(), m.end(), "ip_address", value, "ip_address")
 
 
 @cache
-def _plugins() -> tuple[list[Any], Any, Any]:
-    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+def _entropy_plugins() -> tuple[list[Any], Any]:
     from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
-    from detect_secrets.plugins.keyword import KeywordDetector
 
-    classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
-    keys = [classes[name]() for name in KEY_PLUGINS if name in classes]
-    keys += [Base64HighEntropyString(limit=4.5), HexHighEntropyString(limit=3.0)]  # bigcode-dataset limits
-    return keys, KeywordDetector(), detector()
+    return [Base64HighEntropyString(limit=4.5), HexHighEntropyString(limit=3.0)], detector()  # bigcode-dataset limits
 
 
-def _filtered(value: str, line: str) -> bool:
-    """True if the candidate secret is a known false positive (BigCode's filters)."""
-    from detect_secrets.filters.heuristic import (
-        is_likely_id_string,
-        is_potential_uuid,
-        is_sequential_string,
-        is_templated_secret,
-    )
+def _generic_false_positive(value: str, line: str) -> bool:
+    """BigCode's filters for a high-entropy string with no vendor prefix: UUIDs, templates, sequences, IDs
+    (`user_id = "…"`), hashes (on a line naming sha/md5/hash/digest…)."""
+    from detect_secrets.filters.heuristic import is_likely_id_string, is_potential_uuid, is_templated_secret
 
-    if is_potential_uuid(value) or is_templated_secret(value) or is_sequential_string(value) or _runs(value):
+    if is_potential_uuid(value) or is_templated_secret(value) or is_sequential(value) or is_placeholder(value):
         return True
-    if is_likely_id_string(value, line):
-        return True
-    return len(value) in (32, 40, 64) and bool(HASH_WORDS.search(line))  # bigcode: is_hash
+    return is_likely_id_string(value, line) or bool(HASH_WORDS.search(line))
 
 
-def _runs(value: str) -> bool:
-    """Alphabets and counting sequences (`ABC…XYZ0123…`) that detect-secrets' sequence list misses."""
-    steps = sum(1 for a, b in itertools.pairwise(value) if ord(b) - ord(a) == 1)
-    return steps >= 0.6 * (len(value) - 1)
+def _line_bounds(text: str, pos: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, (len(text) if end < 0 else end)
+
+
+def _high_entropy(text: str, lines: list[tuple[int, int]]) -> Iterator[Span]:
+    """detect-secrets' base64 and hex high-entropy strings (quoted literals), with BigCode's filters and gibberish
+    check; skipped in hash-heavy files (lock files, checksum lists)."""
+    plugins, gib = _entropy_plugins()
+    hash_heavy: bool | None = None
+    for start, end in lines:
+        line = text[start:end]
+        for plugin in plugins:
+            for s in plugin.analyze_line(filename="f", line=line, line_number=0):
+                value = s.secret_value or ""
+                if len(value) <= 8 or len(value) > 100 or "base64," in line:
+                    continue
+                if not HEX.fullmatch(value) and not gib.is_gibberish(value):
+                    continue
+                if _generic_false_positive(value, line):
+                    continue
+                if hash_heavy is None:
+                    hash_lines = {text.rfind("\n", 0, m.start()) for m in HASH_LINE.finditer(text)}
+                    hash_heavy = len(hash_lines) > 0.02 * (text.count("\n") + 1)
+                if hash_heavy:
+                    return
+                rule = "high_entropy_hex" if HEX.fullmatch(value) else "high_entropy_base64"
+                i = line.find(value)
+                while i >= 0:
+                    yield Span(start + i, start + i + len(value), "key", value, rule)
+                    i = line.find(value, i + len(value))
+
+
+def _repeats(text: str, spans: list[Span]) -> Iterator[Span]:
+    """Every other occurrence of a secret value found in this file, as a whole token."""
+    for value, kind in {s.value: s.kind for s in spans if len(s.value) >= REPEAT_MIN and "\n" not in s.value}.items():
+        i = text.find(value)
+        while i >= 0:
+            j = i + len(value)
+            if not (i and text[i - 1].isalnum() and value[0].isalnum()) and \
+                    not (j < len(text) and text[j].isalnum() and value[-1].isalnum()):
+                yield Span(i, j, kind, value, "repeated")
+            i = text.find(value, j)
 
 
 def secrets(text: str) -> Iterator[Span]:
-    """Keys (detect-secrets plugins + filters + gibberish) and passwords (keyword plugin + filters)."""
-    keys, keyword, gib = _plugins()
-    lines = text.split("\n")
-    hash_heavy = sum(1 for line in lines if "sha" in line.lower() or "hash" in line.lower()) > 0.02 * len(lines)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    candidates = {bisect.bisect_right(starts, m.start()) for m in KEY_CANDIDATE.finditer(text)
-                  if any(c.isdigit() for c in m.group(0))}
-    passwords = {bisect.bisect_right(starts, m.start()) for m in PASSWORD_WORDS.finditer(text)}
-    for n in sorted(candidates | passwords):
-        line, start_of_line = lines[n - 1], starts[n - 1]
-        if len(line) > 2000:
-            continue
-        found: dict[str, str] = {}
-        for plugin in keys if n in candidates else ():
-            for s in plugin.analyze_line(filename="f", line=line, line_number=n):
-                value = _whole_token(line, s.secret_value or "")
-                high_entropy = type(plugin).__name__.endswith("HighEntropyString")
-                if high_entropy and (hash_heavy or len(value) > 100 or "base64," in line):
-                    continue
-                if high_entropy and not HEX.fullmatch(value) and not gib.is_gibberish(value):
-                    continue  # vendor patterns (AKIA…, ghp_…) are specific already; the model knows letters only
-                if len(value) > 8 and not _filtered(value, line):
-                    found.setdefault(value, "key")
-        if n in passwords:
-            for s in keyword.analyze_line(filename="f.py", line=line, line_number=n):
-                value = s.secret_value or ""
-                if (len(value) >= 4 and value.lower().strip("'\"") not in PLACEHOLDER_PASSWORDS
-                        and not _filtered(value, line) and not value.startswith(("$", "%", "{", "<"))):
-                    found.setdefault(value, "password")
-        for value, kind in found.items():
-            i = line.find(value)
-            while i >= 0:
-                yield Span(start_of_line + i, start_of_line + i + len(value), kind, value)
-                i = line.find(value, i + len(value))
-
-
-TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-./+=]*")
-
-
-def _whole_token(line: str, value: str) -> str:
-    """Plugins that capture a prefix group (GitHub's `ghp`) report only it: extend to the whole token."""
-    i = line.find(value)
-    if i < 0 or not value:
-        return value
-    m = TOKEN_CHARS.match(line, i + len(value))
-    return value + (m.group(0) if m else "")
+    """Keys and passwords: vendor patterns and private-key blocks (whole text), high-entropy strings (lines with a
+    quoted 16+-character token holding a digit), named assignments and positional forms (lines with a secret word,
+    `://`, `-u`, `-p`), then every other occurrence of each value found."""
+    found = [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text)
+             if not is_placeholder(text[s:e])]
+    found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]
+    candidates = {_line_bounds(text, m.start()) for m in KEY_CANDIDATE.finditer(text)
+                  if DIGIT.search(text, m.start(), m.end())}
+    found += _high_entropy(text, sorted(candidates))
+    lower = text.lower()  # a search of the lower-cased text is much faster than a case-insensitive one
+    hints = NAME_HINT.finditer(lower) if len(lower) == len(text) else NAME_HINT_ANY_CASE.finditer(text)
+    hinted = {_line_bounds(text, m.start()) for m in hints}
+    for start, end in sorted(hinted):
+        if end - start <= 2000:
+            found += [Span(start + s, start + e, kind, text[start + s:start + e], rule)
+                      for rule, kind, s, e in assigned_secrets(text[start:end])]
+    yield from found
+    yield from _repeats(text, found)
 
 
 PRIORITY = {"key": 0, "password": 1, "email": 2, "ip_address": 3}
@@ -204,8 +239,11 @@ def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY)) -> list[Spa
     if kinds & {"key", "password"}:
         spans += [s for s in secrets(text) if s.kind in kinds]
     spans.sort(key=lambda s: (PRIORITY[s.kind], s.start, -s.end))
-    chosen: list[Span] = []
+    chosen: list[Span] = []  # in text order, non-overlapping: a new span only meets its two neighbours
+    starts: list[int] = []
     for s in spans:
-        if all(s.end <= c.start or s.start >= c.end for c in chosen):
-            chosen.append(s)
-    return sorted(chosen, key=lambda s: s.start)
+        i = bisect.bisect_right(starts, s.start)
+        if (i == 0 or chosen[i - 1].end <= s.start) and (i == len(chosen) or s.end <= chosen[i].start):
+            chosen.insert(i, s)
+            starts.insert(i, s.start)
+    return chosen
