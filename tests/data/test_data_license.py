@@ -118,6 +118,9 @@ def test_each_kind_of_evidence_applies_to_its_scope() -> None:
         "LGPL-3.0"]
     assert detect({"main.py": "print(1)\n"}) == {"main.py": []}
     assert detect({"LICENSES/MIT.txt": MIT_LICENSE, "src/a.py": "1\n"})["src/a.py"] == ["MIT"]  # REUSE: the parent
+    vendored = detect({"LICENSE": MIT_LICENSE, "_vendor/dep-1.0.dist-info/licenses/COPYING": license_text("GPL-3.0"),
+                       "_vendor/dep/a.py": "1\n", "b.py": "2\n"})
+    assert vendored["_vendor/dep/a.py"] == ["GPL-3.0", "MIT"] and vendored["b.py"] == ["MIT"]
     evidence = LicenseEvidence()
     evidence.add_file("package.json", '{"license": "MIT"}')
     evidence.add_file("LICENSE", license_text("Apache-2.0"))

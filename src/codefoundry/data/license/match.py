@@ -142,9 +142,11 @@ def _examine_section(text: str, threshold: float) -> Section:
     doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
     explained = [False] * len(words)
     found: dict[str, int] = {}  # id → position of its first match
+    present = frozenset(doc)
+    candidates = [ref for ref in references() if len(ref.grams & present) >= threshold * len(ref.grams)]
     while True:
         best, best_score, best_span = None, 0.0, (0, -1)
-        for ref in references():
+        for ref in candidates:  # the rest cannot reach the threshold even with the whole document
             hits, first, last = _best_window(doc, ref)
             coverage = hits / len(ref.grams)
             score = hits * coverage  # explains much of the document, and is itself mostly present

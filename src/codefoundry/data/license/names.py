@@ -5,7 +5,8 @@ COPYRIGHT, LICENSE-MIT, MIT-LICENSE.txt), as REUSE names them (LICENSES/MIT.txt)
 license itself (gpl-3.0.txt, Apache-2.0.md, BSD.txt); NOTICE files are read too (Apache projects
 put license text there) but never count against a repository when they hold none. Any of them may
 sit in any directory: a license file speaks for its directory and everything below it (one in
-LICENSES/ or licenses/ for the folder above), package metadata for its own directory and below.
+LICENSES/ or licenses/ for the folder above, one in a vendored `*.dist-info/` for the folder that
+holds it), package metadata for its own directory and below.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def scope_of(path: str) -> str:
     """The directory ("" for the root) a license or metadata file speaks for."""
     parts = path.split("/")[:-1]
     if parts and parts[-1] in LICENSE_DIRS and is_license_file(path):
+        parts = parts[:-1]
+    if parts and parts[-1].endswith((".dist-info", ".egg-info")):  # a vendored package's metadata folder
         parts = parts[:-1]
     return "/".join(parts)
 
