@@ -74,6 +74,12 @@ class Case:
     expect: dict[str, tuple[str | None, str | None]]
     kind: str = "git"
     links: dict[str, str] = field(default_factory=dict)  # path → symlink target (dir cases)
+    folder: bytes = b""  # the repository's folder name when it is not `name` (bytes that are not UTF-8)
+
+    @property
+    def repo(self) -> str:
+        """The repo_name the dataset gives it (undecodable bytes escaped)."""
+        return self.folder.decode("utf-8", "backslashreplace") if self.folder else self.name
 
 
 KEPT = (None, None)
@@ -161,6 +167,8 @@ CASES = [
          {"a.py": KEPT, "caf\\xe9.py": both("read:path_not_utf8")}, kind="dir"),
     Case("odd-name-in-git", {"LICENSE": MIT_LICENSE, "a.py": CODE, b"na\xefve.py": CODE},
          {"a.py": KEPT, "na\\xefve.py": both("read:path_not_utf8")}),
+    Case("odd-folder-name", {"LICENSE": MIT_LICENSE, "a.py": CODE}, {"a.py": KEPT}, kind="dir",
+         folder=b"d\xe9p\xf4t"),
     Case("archive-gpl-below", {"LICENSE": MIT_LICENSE, "a.py": CODE, "plugins/x/COPYING": GPL, "plugins/x/b.py": CODE},
          {"a.py": KEPT, "plugins/x/b.py": both("license:gpl-3.0")}, kind="tar"),
 ]
@@ -202,11 +210,12 @@ def build_corpus(root: Path) -> Path:
                     info.size = len(data)
                     tf.addfile(info, io.BytesIO(data))
             continue
-        _write(repos / case.name, files)
+        folder = Path(os.fsdecode(os.path.join(os.fsencode(repos), case.folder or case.name.encode())))
+        _write(folder, files)
         for link, target in case.links.items():
-            os.symlink(target, repos / case.name / link)
+            os.symlink(target, folder / link)
         if case.kind == "git":
-            make_git_repo(repos / case.name, {})
+            make_git_repo(folder, {})
     return repos
 
 
@@ -249,7 +258,7 @@ def test_every_file_gets_its_verdict(corpus: Callable[[str], dict], policy: str)
     column = 0 if policy == "permissive" else 1
     wrong = []
     for case in CASES:
-        repo = case.name
+        repo = case.repo
         for path, expected in case.expect.items():
             actual = got.get((repo, path), "missing")
             if actual != expected[column]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, printable, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox", ".ruff_cache"})
@@ -98,7 +98,7 @@ class DirectoryRepo:
     repo_name: str = ""
 
     def describe(self) -> str:
-        return f"dir {self.repo_name or self.root.name} @ {self.root}"
+        return printable(f"dir {self.repo_name or self.root.name} @ {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
         entries = [disk_entry(rel, full, self.root) for rel, full in walk(self.root)]
