@@ -150,6 +150,8 @@ RESTRICTED_VARIANTS = {
     "Apache-2.0 + reworded Commons Clause": license_text("Apache-2.0") + "\n\nThe license granted above does not "
     "include the right to sell the Software or to offer it as a hosted service.\n",
     "ISC + personal use": license_text("ISC") + "\nPersonal use only; contact the author for other uses.\n",
+    "MIT without the right to sell": MIT_LICENSE.replace("and/or sell\n", ""),
+    "BSD-3-Clause for unmodified copies": license_text("BSD-3-Clause").replace("with or without\nmodification", ""),
 }
 
 

@@ -107,6 +107,8 @@ CASES = [
     Case("apache-commons-clause", {"LICENSE": COMMONS, "a.py": CODE}, {"a.py": both("license:commons-clause")}),
     Case("cc-by-nc", {"LICENSE": license_text("restricted/CC-BY-NC-4.0"), "a.py": CODE},
          {"a.py": both("license:cc-by-nc-4.0")}),
+    Case("mit-without-sell", {"LICENSE": MIT_LICENSE.replace("and/or sell\n", ""), "a.py": CODE},
+         {"a.py": both("license:modified")}),
     Case("mit-clause-appended", {"LICENSE": MIT_LICENSE + "\n-----\n\nAdditional terms: the Software may not be "
                                  "sold, or offered as a hosted service, without a commercial license from Acme.\n",
                                  "a.py": CODE}, {"a.py": both("license:modified")}),

@@ -119,6 +119,8 @@ class Section:
     ids: tuple[str, ...]     # matched references, in order of appearance
     extra: tuple[str, ...]   # unexplained runs of normalized words, in order
     words: int               # normalized words in the section
+    references: tuple[str, ...] = ()  # file names (under texts/) of the references that matched
+    grams: frozenset[str] = frozenset()  # the section's word pairs
 
 
 def examine(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[Section]:
@@ -142,6 +144,7 @@ def _examine_section(text: str, threshold: float) -> Section:
     doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
     explained = [False] * len(words)
     found: dict[str, int] = {}  # id → position of its first match
+    matched: list[str] = []
     present = frozenset(doc)
     candidates = [ref for ref in references() if len(ref.grams & present) >= threshold * len(ref.grams)]
     while True:
@@ -155,6 +158,7 @@ def _examine_section(text: str, threshold: float) -> Section:
         if best is None:
             break
         found[best.spdx] = min(found.get(best.spdx, best_span[0]), best_span[0])
+        matched.append(best.name)
         for i in range(best_span[0], best_span[1] + 1):  # that stretch is explained; look for more licenses
             if doc[i] in best.grams:  # words of the reference; words inserted into it stay unexplained
                 explained[i] = explained[i + 1] = True
@@ -169,4 +173,5 @@ def _examine_section(text: str, threshold: float) -> Section:
             current.append(word)
     if current:
         runs.append(" ".join(current))
-    return Section(tuple(sorted(found, key=lambda spdx: found[spdx])), tuple(runs), len(words))
+    return Section(tuple(sorted(found, key=lambda spdx: found[spdx])), tuple(runs), len(words), tuple(matched),
+                   present)

@@ -3,7 +3,9 @@
 A file is understood when its text is explained by reference licenses. Text that is not
 (a title, a preamble, an added clause, a changed grant) is read for restrictions on use:
 non-commercial, field-of-use (military, "Good, not Evil"), personal or evaluation use only,
-"may not sell". A permissive license plus such a restriction is not that license: the file
+"may not sell"; and a full permissive text is checked for the words of its grant (MIT without
+"sell", BSD without "with or without modification"). A permissive license so restricted or
+narrowed is not that license: the file
 gives the matched ids plus `LicenseRef-modified` (ScanCode reports these as matches with extra
 words). A file that matches nothing is `LicenseRef-unknown` unless it is only a copyright line,
 a pointer to another file, a NOTICE without license text, or a short statement naming a license
@@ -68,6 +70,21 @@ def _is_known_text(run: str, matched: set[str]) -> bool:
                if ref.spdx in matched or not ref.name.startswith("restricted/"))
 
 
+GRANTS = {  # word pairs of a license's grant that a narrowed copy drops ("…, distribute, sublicense" without "sell")
+    "MIT.txt": ("or sell", "sell copies", "without restriction"), "ISC.txt": ("any purpose",),
+    "0BSD.txt": ("any purpose",), "Zlib.txt": ("any purpose", "commercial applications"),
+    "BSD-2-Clause.txt": ("without modification", "binary forms"), "BSD-3-Clause.txt": ("without modification",
+                                                                                      "binary forms"),
+    "Apache-2.0.txt": ("perpetual worldwide", "sub license", "and distribute"),
+}
+
+
+def narrowed_grant(sections: list[Section]) -> bool:
+    """Does a full permissive license text lack the words of its grant (a right struck out, not added to)?"""
+    return any(not all(g in section.grams for g in GRANTS.get(name, ())) for section in sections
+               for name in section.references)
+
+
 def added_restriction(sections: list[Section]) -> bool:
     """Does any text the matches leave unexplained restrict use (and is not itself known license text)?"""
     matched = {i for section in sections for i in section.ids}
@@ -82,7 +99,7 @@ def license_file_ids(path: str, text: str, threshold: float = DEFAULT_THRESHOLD)
     for section in sections:
         ids += [i for i in section.ids if i not in ids]
     if ids:
-        return [*ids, MODIFIED] if added_restriction(sections) else ids
+        return [*ids, MODIFIED] if added_restriction(sections) or narrowed_grant(sections) else ids
     words = normalize(text)
     if len(words) <= _SHORT:
         named = names_in(" ".join(normalize(_FILE_NAME.sub(" ", text))))
