@@ -223,28 +223,34 @@ def build_corpus(root: Path) -> Path:
 
 def verdicts(out: Path) -> dict[tuple[str, str], str | None]:
     """(repo, path) → reason (None for kept files) from a curated dataset/."""
-    found: dict[tuple[str, str], str | None] = {}
-    for sub, has_reason in (("data", False), ("removed", True)):
-        table = pq.read_table(out / sub / "files", columns=["repo_name", "path", *(["reason"] if has_reason else [])])
-        reasons = table.column("reason").to_pylist() if has_reason else [None] * table.num_rows
-        for repo, path, reason in zip(table.column("repo_name").to_pylist(), table.column("path").to_pylist(),
-                                      reasons, strict=True):
-            found[(repo, path)] = reason
+    return {key: reason for key, (reason, _) in rows(out).items()}
+
+
+def rows(out: Path) -> dict[tuple[str, str], tuple[str | None, list[str]]]:
+    """(repo, path) → (reason, licenses) from a curated dataset/."""
+    found: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+    for sub in ("data", "removed"):
+        table = pq.read_table(out / sub / "files")
+        reasons = table.column("reason").to_pylist() if "reason" in table.column_names else [None] * table.num_rows
+        for repo, path, reason, licenses in zip(table.column("repo_name").to_pylist(), table.column("path").to_pylist(),
+                                                reasons, table.column("licenses").to_pylist(), strict=True):
+            found[(repo, path)] = (reason, licenses)
     return found
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[tuple[str, str], str | None]]:
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`corpus(policy)`: the dataset/ the CLI curated from every case under that policy (each run once)."""
     root = tmp_path_factory.mktemp("license_corpus")
     repos = build_corpus(root)
-    results: dict[str, dict] = {}
+    done: set[str] = set()
 
-    def curated(policy: str) -> dict[tuple[str, str], str | None]:
-        if policy not in results:
-            out = root / policy.replace("+", "_")
+    def curated(policy: str) -> Path:
+        out = root / policy.replace("+", "_")
+        if policy not in done:
             assert run(["data", "curate", str(repos), "--out", str(out), "--license-policy", policy, "-j", "1"]) == 0
-            results[policy] = verdicts(out)
-        return results[policy]
+            done.add(policy)
+        return out
 
     return curated
 
@@ -255,8 +261,8 @@ def test_the_corpus_is_big_enough() -> None:
 
 
 @pytest.mark.parametrize("policy", ["permissive", "permissive+no_license"])
-def test_every_file_gets_its_verdict(corpus: Callable[[str], dict], policy: str) -> None:
-    got = corpus(policy)
+def test_every_file_gets_its_verdict(corpus: Callable[[str], Path], policy: str) -> None:
+    got = verdicts(corpus(policy))
     column = 0 if policy == "permissive" else 1
     wrong = []
     for case in CASES:
@@ -267,3 +273,13 @@ def test_every_file_gets_its_verdict(corpus: Callable[[str], dict], policy: str)
                 wrong.append(f"{repo}/{path}: expected {expected[column]}, got {actual}")
     assert not wrong, "\n".join(wrong)
 
+
+
+def test_removed_rows_name_the_license_they_matched(corpus: Callable[[str], Path]) -> None:
+    got = rows(corpus("permissive"))
+    assert got[("mit-non-commercial", "a.py")] == ("license:modified", ["LicenseRef-modified", "MIT"])
+    assert got[("bsd3-no-military", "a.py")] == ("license:modified", ["BSD-3-Clause", "LicenseRef-modified"])
+    assert got[("apache-commons-clause", "a.py")][1] == ["Apache-2.0", "LicenseRef-Commons-Clause"]
+    assert got[("proprietary-isc", "a.py")][1] == ["ISC", "LicenseRef-unknown"]
+    assert got[("contrib-gpl", "contrib/foo/b.py")][1] == ["GPL-3.0", "MIT"]
+    assert got[("contrib-gpl", "a.py")] == (None, ["MIT"])

@@ -64,8 +64,10 @@ def _is_known_text(run: str, matched: set[str]) -> bool:
     """Is this run mostly the words of one reference text (a part of a license that did not match whole)?
     Restricting references count only when the file matched them: they must not excuse added clauses."""
     grams = bigrams(run.split())
-    if len(grams) < 3:
+    if not grams:
         return False
+    if len(grams) < 3:  # a few words (a title cut off a match): only a license matched here explains them
+        return any(grams <= ref.grams for ref in references() if ref.spdx in matched)
     return any(len(grams & ref.grams) >= _KNOWN_TEXT * len(grams) for ref in references()
                if ref.spdx in matched or not ref.name.startswith("restricted/"))
 
