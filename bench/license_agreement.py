@@ -16,7 +16,7 @@ import sys
 import time
 from importlib import metadata
 
-from codefoundry.data.license import PERMISSIVE
+from codefoundry.data.license import MODIFIED, PERMISSIVE, UNKNOWN
 from codefoundry.data.license.match import DEFAULT_THRESHOLD
 from codefoundry.data.license.spdx import canonical, from_classifier, parse_expression
 from codefoundry.data.sources.python_env import distributions, license_files_evidence
@@ -82,12 +82,15 @@ def main() -> int:
     args = parser.parse_args()
     start = time.perf_counter()
     rows = []
+    flagged = []  # (distribution, license file, marker): every one is either a true restriction or a false alarm
     for dist_info in distributions():
         dist = metadata.Distribution.at(dist_info)
+        files = license_files_evidence(dist, DEFAULT_THRESHOLD)
+        flagged += [(dist.metadata["Name"], path, marker) for path, ids in files.items()
+                    for marker in (MODIFIED, UNKNOWN) if marker in ids]
         truth = ground_truth(dist)
         if truth is None:
             continue
-        files = license_files_evidence(dist, DEFAULT_THRESHOLD)
         detected = {canonical(i) for ids in files.values() for i in ids}
         if "LGPL-3.0" in detected:
             detected.discard("GPL-3.0")
@@ -105,7 +108,8 @@ def main() -> int:
     print(f"distributions with a declared license: {n}; agreement {ok}/{n} = {ok / max(n, 1):.1%}; "
           f"among the {with_files} that ship license files: {ok_with_files}/{with_files} = "
           f"{ok_with_files / max(with_files, 1):.1%}; primary license agrees: {primary_ok}/{n} = "
-          f"{primary_ok / max(n, 1):.1%}; {seconds:.1f}s", file=sys.stderr)
+          f"{primary_ok / max(n, 1):.1%}; license files flagged modified/unknown: {len(flagged)}; {seconds:.1f}s",
+          file=sys.stderr)
     if args.markdown:
         print(f"- distributions declaring a license (License-Expression or OSI classifier): **{n}**")
         print(f"- detection from license files alone agrees with metadata: **{ok}/{n} = {ok / max(n, 1):.1%}**")
@@ -115,6 +119,8 @@ def main() -> int:
               f"**{primary_ok}/{n} = {primary_ok / max(n, 1):.1%}**")
         print(f"- permissive-or-not agreement (the decision curation makes): "
               f"{sum(_permissive(r[2]) == _permissive(r[3]) for r in rows)}/{n}")
+        print(f"- license files flagged `{MODIFIED}` or `{UNKNOWN}` (all distributions): {len(flagged)}"
+              + "".join(f"\n  - {name}: `{path}` → {marker}" for name, path, marker in flagged))
         print(f"- time: {seconds:.1f} s for all distributions\n")
         print("Disagreements of the full sets (distribution: metadata → detected from files; primary):\n")
         for name, source, truth, detected, nfiles, _, primary, good_primary in sorted(bad, key=lambda r: r[0].lower()):

@@ -186,3 +186,63 @@ def test_max_files_per_repo_still_reads_license(tmp_path: Path) -> None:
     got = rows(repo, SourceLimits(max_files_per_repo=3))
     assert set(got) == {"LICENSE", "bisect.py", "m00.py"}
     assert got["m00.py"]["licenses"] == ["MIT"]
+
+
+def test_directory_symlinks_never_lead_out_of_the_source(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    d = tmp_path / "proj"
+    (d / "src").mkdir(parents=True)
+    (d / "src" / "real.py").write_text("x = 1\n")
+    os.symlink("/etc/passwd", d / "src" / "passwd.py")
+    os.symlink(outside, d / "src" / "secret.py")
+    os.symlink("../../secret.txt", d / "src" / "relative.py")
+    os.symlink("real.py", d / "src" / "inside.py")       # stays in the source: read as the file it names
+    os.symlink("src/secret.py", d / "chain.py")          # a link to a link that leaves
+    got = rows(d)
+    for name in ("src/passwd.py", "src/secret.py", "src/relative.py", "chain.py"):
+        assert got[name]["reason"] == "read:symlink" and got[name]["content"] is None, name
+    assert got["src/inside.py"]["content"] == "x = 1\n" and got["src/real.py"]["reason"] is None
+
+
+def test_file_names_that_are_not_utf8_are_skipped_not_fatal(tmp_path: Path) -> None:
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "ok.py").write_text("x = 1\n")
+    with open(os.path.join(os.fsencode(d), b"caf\xe9.py"), "wb") as f:
+        f.write(b"y = 2\n")
+    got = rows(d)
+    assert got["ok.py"]["reason"] is None
+    assert got["caf\\xe9.py"]["reason"] == "read:path_not_utf8" and got["caf\\xe9.py"]["content"] is None
+    repo = tmp_path / "gitrepo"
+    repo.mkdir()
+    with open(os.path.join(os.fsencode(repo), b"na\xefve.py"), "wb") as f:
+        f.write(b"z = 3\n")
+    make_git_repo(repo, {"a.py": "a = 1\n"})
+    got = rows(repo)
+    assert got["na\\xefve.py"]["reason"] == "read:path_not_utf8" and got["a.py"]["content"] == "a = 1\n"
+    latin = tmp_path / "d\xe9p\xf4t".encode("latin-1").decode("utf-8", "surrogateescape")  # an odd folder name too
+    latin.mkdir()
+    (latin / "m.py").write_text("m = 1\n")
+    got = rows(latin)
+    assert got["m.py"]["repo_name"] == "d\\xe9p\\xf4t" and got["m.py"]["content"] == "m = 1\n"
+
+
+def test_license_files_in_any_encoding_and_any_folder(tmp_path: Path) -> None:
+    gpl = (Path(__file__).parents[2] / "src/codefoundry/data/license/texts/GPL-3.0.txt").read_text()
+    repo = make_git_repo(tmp_path / "r", {
+        "LICENSE": MIT_LICENSE.replace("Acme Tools", "Jürgen Müller").encode("utf-16"),  # UTF-16 with BOM
+        "a.py": "a = 1\n",
+        "contrib/foo/COPYING": gpl.replace("Copyright", "Copyright © Société").encode("latin-1"),
+        "contrib/foo/b.py": "b = 2\n",
+        "contrib/c.py": "# SPDX-License-Identifier: GPL-2.0-only\nc = 3\n",
+        "web/package.json": b'\xef\xbb\xbf{"name": "web", "license": "BUSL-1.1"}',
+        "web/d.js": "d = 4\n",
+    })
+    got = rows(repo)
+    assert got["a.py"]["licenses"] == ["MIT"] and got["a.py"]["license_type"] == "permissive"
+    assert got["LICENSE"]["reason"] == "read:binary"   # the row is not text; its license still counts
+    assert got["contrib/foo/b.py"]["licenses"] == ["GPL-3.0", "MIT"]
+    assert got["contrib/foo/b.py"]["license_type"] == "non_permissive"
+    assert got["contrib/c.py"]["licenses"] == ["GPL-2.0", "MIT"]
+    assert got["web/d.js"]["licenses"] == ["BUSL-1.1", "MIT"] and got["web/d.js"]["license_type"] == "non_permissive"

@@ -52,7 +52,7 @@ class LicenseFilter(Filter):
         if kind == "no_license":
             return "license:no_license"
         offending = [lic for lic in record["licenses"] or [] if lic not in self.permissive]
-        return f"license:{(offending or ['non_permissive'])[0].lower()}"
+        return f"license:{(offending or ['non_permissive'])[0].lower().removeprefix('licenseref-')}"
 
 
 class VendorFilter(Filter):

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-_COPYRIGHT_LINE = re.compile(r"^\W*(copyright\b|\(c\)|©|all rights reserved|author|written by).*$",
-                             re.IGNORECASE | re.MULTILINE)
+_COPYRIGHT_LINE = re.compile(  # "COPYRIGHT HOLDERS BE LIABLE" / "AUTHORS OR …" wrapped to a line start are license text
+    r"^\W*(copyright\b(?!\s+(holders?|owners?|notice|and|or|law|protection)\b)|\(c\)|©|all rights reserved"
+    r"|authors?\s*:|written by).*$", re.IGNORECASE | re.MULTILINE)
 _WORD = re.compile(r"[a-z0-9]+")
 _BULLET = re.compile(r"^\s*(\(?[0-9a-z]{1,2}[.)]|[-*•])\s+", re.MULTILINE)
 _SPELLING = {"licence": "license", "licences": "licenses", "licenced": "licensed", "favour": "favor",
@@ -46,26 +47,41 @@ def bigrams(words: list[str]) -> frozenset[str]:
 @dataclass(frozen=True)
 class Reference:
     spdx: str      # SPDX id this text identifies
-    name: str      # file name in texts/ (e.g. "Apache-2.0.notice.txt")
+    name: str      # file name under texts/ (e.g. "Apache-2.0.notice.txt", "restricted/JSON.txt")
     grams: frozenset[str]
+    length: int    # words in the normalized text (a long text repeats bigrams: more words than distinct grams)
+
+
+def spdx_of(file_name: str) -> str:
+    """The id a reference file identifies: "MIT.txt" → MIT, "GPL-3.0.notice.txt" → GPL-3.0, "Python-2.0.cnri.txt"
+    → Python-2.0 (a word after the last dot names a variant or a section; a version's digits never do)."""
+    stem = file_name.removesuffix(".txt")
+    head, _, tail = stem.rpartition(".")
+    return head if head and tail.isalpha() else stem
 
 
 @cache
 def references() -> tuple[Reference, ...]:
-    """Every reference text shipped in `license/texts/`, sorted by file name."""
-    folder = resources.files("codefoundry.data.license").joinpath("texts")
+    """Every reference text shipped in `license/texts/` (and its folders), sorted by file name.
+
+    texts/*.txt are the licenses of the default lists; texts/restricted/ holds licenses that restrict
+    use (non-commercial, source-available, Commons Clause) so that they are named, not mistaken for a
+    permissive license they contain; texts/sections/ holds parts of multi-part licenses (Python's)."""
+    root = resources.files("codefoundry.data.license").joinpath("texts")
+    entries = [(e.name, e) for e in root.iterdir() if e.name.endswith(".txt")]
+    for folder in ("restricted", "sections"):
+        entries += [(f"{folder}/{e.name}", e) for e in root.joinpath(folder).iterdir() if e.name.endswith(".txt")]
     refs = []
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".txt"):
-            spdx = entry.name.removesuffix(".txt").removesuffix(".notice")
-            refs.append(Reference(spdx, entry.name, bigrams(normalize(entry.read_text(encoding="utf-8")))))
+    for name, entry in sorted(entries, key=lambda item: item[1].name):
+        words = normalize(entry.read_text(encoding="utf-8"))
+        refs.append(Reference(spdx_of(entry.name), name, bigrams(words), len(words)))
     return tuple(refs)
 
 
 def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
     """(distinct reference bigrams, first, last doc position) of the densest stretch of `doc` no longer
     than 1.5× the reference: a match must be one place in the document, not words collected from all over."""
-    width = int(len(ref.grams) * 1.5) + 10
+    width = int(ref.length * 1.5) + 10
     positions = [i for i, g in enumerate(doc) if g is not None and g in ref.grams]
     counts: dict[str, int] = {}
     best, span, lo = 0, (0, -1), 0
@@ -93,31 +109,69 @@ def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
 _SEPARATOR = re.compile(r"^\s*[-=_*~#]{3,}\s*$", re.MULTILINE)
 
 
-def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
-    """SPDX ids of the licenses whose reference text `text` contains, in order of appearance.
+@dataclass(frozen=True)
+class Section:
+    """One separator-delimited part of a license file: what matched, and the words nothing explains.
+
+    `extra` holds the runs of words that are neither in a matched reference nor copyright lines:
+    text added before, after or inside a license (a title, a preamble, or an added clause)."""
+
+    ids: tuple[str, ...]     # matched references, in order of appearance
+    extra: tuple[str, ...]   # unexplained runs of normalized words, in order
+    words: int               # normalized words in the section
+    references: tuple[str, ...] = ()  # file names (under texts/) of the references that matched
+    grams: frozenset[str] = frozenset()  # the section's word pairs
+
+
+def examine(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[Section]:
+    """Match every section of a license file and keep what the matches leave unexplained.
 
     Sections cut by separator lines ("-----", "=====") are matched apart, as bundled-license files
     put one license per section."""
+    return [_examine_section(section, threshold) for section in _SEPARATOR.split(text)]
+
+
+def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+    """SPDX ids of the licenses whose reference text `text` contains, in order of appearance."""
     found: list[str] = []
-    for section in _SEPARATOR.split(text):
-        found += [spdx for spdx in _identify_section(section, threshold) if spdx not in found]
+    for section in examine(text, threshold):
+        found += [spdx for spdx in section.ids if spdx not in found]
     return found
 
 
-def _identify_section(text: str, threshold: float) -> list[str]:
+def _examine_section(text: str, threshold: float) -> Section:
     words = normalize(text)
     doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
+    explained = [False] * len(words)
     found: dict[str, int] = {}  # id → position of its first match
+    matched: list[str] = []
+    present = frozenset(doc)
+    candidates = [ref for ref in references() if len(ref.grams & present) >= threshold * len(ref.grams)]
     while True:
         best, best_score, best_span = None, 0.0, (0, -1)
-        for ref in references():
+        for ref in candidates:  # the rest cannot reach the threshold even with the whole document
             hits, first, last = _best_window(doc, ref)
             coverage = hits / len(ref.grams)
             score = hits * coverage  # explains much of the document, and is itself mostly present
             if coverage >= threshold and score > best_score:
                 best, best_score, best_span = ref, score, (first, last)
         if best is None:
-            return sorted(found, key=lambda spdx: found[spdx])
+            break
         found[best.spdx] = min(found.get(best.spdx, best_span[0]), best_span[0])
+        matched.append(best.name)
         for i in range(best_span[0], best_span[1] + 1):  # that stretch is explained; look for more licenses
+            if doc[i] in best.grams:  # words of the reference; words inserted into it stay unexplained
+                explained[i] = explained[i + 1] = True
             doc[i] = None
+    runs, current = [], []
+    for word, ok in zip(words, explained, strict=True):
+        if ok:
+            if current:
+                runs.append(" ".join(current))
+            current = []
+        else:
+            current.append(word)
+    if current:
+        runs.append(" ".join(current))
+    return Section(tuple(sorted(found, key=lambda spdx: found[spdx])), tuple(runs), len(words), tuple(matched),
+                   present)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from codefoundry.data.license.match import references
 
@@ -25,6 +26,16 @@ ALIASES = {  # loose names seen in metadata (lower-cased, punctuation collapsed)
     "agpl": "AGPL-3.0", "agplv3": "AGPL-3.0", "unlicense": "Unlicense", "the unlicense": "Unlicense",
     "public domain": "Unlicense", "cc0": "CC0-1.0", "zlib": "Zlib", "zlib libpng": "Zlib", "epl 2 0": "EPL-2.0",
     "boost": "BSL-1.0", "hpnd": "HPND", "python 2 0": "Python-2.0", "0bsd": "0BSD",
+    "gnu general public license": "GPL-3.0", "gnu lesser general public license": "LGPL-3.0",
+    "gnu affero general public license": "AGPL-3.0", "gnu general public license v3": "GPL-3.0",
+    "gnu general public license v2": "GPL-2.0", "gnu lesser general public license v3": "LGPL-3.0",
+    "gnu general public license version 3": "GPL-3.0", "gnu general public license version 2": "GPL-2.0",
+    "eclipse public license 2 0": "EPL-2.0",
+    "bsd 3 clause license": "BSD-3-Clause", "bsd 2 clause license": "BSD-2-Clause", "3 clause bsd license":
+    "BSD-3-Clause", "2 clause bsd license": "BSD-2-Clause", "boost software license": "BSL-1.0",
+    "business source license": "BUSL-1.1", "server side public license": "SSPL-1.0", "elastic license": "Elastic-2.0",
+    "json license": "JSON", "commons clause": "LicenseRef-Commons-Clause", "creative commons attribution 4 0":
+    "CC-BY-4.0", "creative commons attribution noncommercial 4 0": "CC-BY-NC-4.0", "cc by nc 4 0": "CC-BY-NC-4.0",
 }
 
 CLASSIFIERS = {  # "License :: OSI Approved :: …" tail → SPDX id (None: too vague to name one)
@@ -50,17 +61,23 @@ _OPERATORS = {"AND", "OR", "WITH", "and", "or", "with"}
 _SUFFIXES = ("-only", "-or-later", "+")
 
 
+@cache
+def known_ids() -> dict[str, str]:
+    """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack)."""
+    return {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0"}
+
+
 def canonical(spdx_id: str) -> str:
     """Base SPDX id: "GPL-3.0-or-later" → "GPL-3.0", "LGPL-2.1+" → "LGPL-2.1"; known ids keep their case."""
     for suffix in _SUFFIXES:
         if spdx_id.endswith(suffix):
             spdx_id = spdx_id[: -len(suffix)]
-    known = {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0"}
-    return known.get(spdx_id.lower(), spdx_id)
+    return known_ids().get(spdx_id.lower(), spdx_id)
 
 
 def parse_expression(expression: str) -> list[str]:
-    """License ids in an SPDX expression ("MIT OR Apache-2.0" → [MIT, Apache-2.0]); exceptions dropped."""
+    """License ids in an SPDX expression ("MIT OR Apache-2.0" → [MIT, Apache-2.0]); exceptions dropped;
+    an id we do not know is kept as written unless it is a loose name we do ("Public-Domain")."""
     ids, after_with = [], False
     for tok in _TOKEN.findall(expression):
         if tok in "()":
@@ -69,20 +86,31 @@ def parse_expression(expression: str) -> list[str]:
             after_with = tok.upper() == "WITH"
             continue
         if not after_with:
-            ids.append(canonical(tok))
+            spdx_id = canonical(tok)
+            ids.append(spdx_id if spdx_id in known_ids().values() else ALIASES.get(_key(tok), spdx_id))
         after_with = False
     return ids
 
 
+def _key(value: str) -> str:
+    """A loose name as ALIASES spells it: lower-case words, without "the" before and "license" after."""
+    words = re.findall(r"[a-z0-9]+", value.lower())
+    if words[:1] == ["the"]:
+        words = words[1:]
+    while len(words) > 1 and words[-1] in ("license", "licence", "licensed"):
+        words = words[:-1]
+    return " ".join(words)
+
+
 def from_name(value: str) -> list[str]:
-    """SPDX ids for a metadata license value: an SPDX expression or a loose name; [] if unknown."""
+    """SPDX ids for a metadata license value: an SPDX expression of known ids or a loose name; [] if unknown."""
     value = value.strip()
     key = " ".join(re.findall(r"[a-z0-9]+", value.lower()))
-    if key in ALIASES:
-        return [ALIASES[key]]
+    for k in (key, _key(value)):
+        if k in ALIASES:
+            return [ALIASES[k]]
     ids = parse_expression(value)
-    known = {ref.spdx for ref in references()} | {"Python-2.0"}
-    if ids and all(i in known for i in ids):
+    if ids and all(i in known_ids().values() for i in ids):
         return ids
     return []
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from codefoundry.data.pipeline import REMOVED_SCHEMA, from_records
-from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, printable, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
@@ -118,7 +118,7 @@ class ArchiveRepo:
     options: ReadOptions
 
     def describe(self) -> str:
-        return f"archive {self.path}"
+        return printable(f"archive {self.path}")
 
     def read(self) -> Iterator[pa.Table]:
         info = RepoInfo(archive_stem(self.path))

@@ -16,7 +16,7 @@ from typing import IO
 
 import pyarrow as pa
 
-from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, printable, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 _REMOTE = re.compile(r"[:/]([^/:]+)/([^/]+?)(?:\.git)?/?$")
@@ -85,7 +85,7 @@ class GitRepo:
     options: ReadOptions
 
     def describe(self) -> str:
-        return f"git {self.root}"
+        return printable(f"git {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
         listing = _git(self.root, "ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD")

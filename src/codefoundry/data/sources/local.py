@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, repo_batches
+from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, printable, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox", ".ruff_cache"})
@@ -67,18 +67,26 @@ def _raise(reason: str) -> bytes:
     raise Skip(reason)
 
 
-def disk_entry(rel: str, full: Path) -> Entry:
+def disk_entry(rel: str, full: Path, root: Path) -> Entry:
+    """One file under `root`; a symlink is read only when it resolves inside `root` (never /etc/passwd)."""
     if full.is_symlink() and full.is_dir():  # never followed; a link to an ancestor is a loop
         target = full.resolve()
         loop = full.parent.resolve().is_relative_to(target)
         return Entry(rel, None, lambda limit, r="read:symlink_loop" if loop else "read:symlink_dir": _raise(r))
+    try:
+        target = full.resolve(strict=True)
+    except (OSError, RuntimeError):  # broken or looping links: read_file names the reason
+        target = full
+    else:
+        if not target.is_relative_to(root.resolve()):
+            return Entry(rel, None, lambda limit: _raise("read:symlink"))
     size = None
     try:
-        st = os.stat(full)
+        st = os.stat(target)
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
     except OSError:
         size = None
-    return Entry(rel, size, lambda limit, p=full: read_file(p, limit))
+    return Entry(rel, size, lambda limit, p=target: read_file(p, limit))
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,8 @@ class DirectoryRepo:
     repo_name: str = ""
 
     def describe(self) -> str:
-        return f"dir {self.repo_name or self.root.name} @ {self.root}"
+        return printable(f"dir {self.repo_name or self.root.name} @ {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
-        entries = [disk_entry(rel, full) for rel, full in walk(self.root)]
+        entries = [disk_entry(rel, full, self.root) for rel, full in walk(self.root)]
         yield from repo_batches(RepoInfo(self.repo_name or self.root.name), entries, **self.options.kwargs())

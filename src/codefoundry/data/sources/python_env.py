@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from codefoundry.data.license import LicenseEvidence, from_core_metadata, from_license_text, is_license_file
+from codefoundry.data.license import (
+    LicenseEvidence,
+    decode_lenient,
+    from_core_metadata,
+    is_license_file,
+    license_file_ids,
+)
 from codefoundry.data.sources.local import SKIP_DIRS, disk_entry, walk
 from codefoundry.data.sources.repo import Entry, RepoInfo, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
@@ -45,7 +51,7 @@ def distribution_license_files(dist: metadata.Distribution) -> dict[str, str]:
         inner = "/".join(parts[1:])
         if inner.startswith("licenses/") or is_license_file(inner) or (len(parts) == 2 and "LICEN" in inner.upper()):
             try:
-                out[f.as_posix()] = Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace")
+                out[f.as_posix()] = decode_lenient(Path(dist.locate_file(f)).read_bytes())
             except OSError:
                 continue
     return out
@@ -53,7 +59,7 @@ def distribution_license_files(dist: metadata.Distribution) -> dict[str, str]:
 
 def license_files_evidence(dist: metadata.Distribution, threshold: float) -> dict[str, list[str]]:
     """What each of a distribution's license files is, by text matching only."""
-    return {path: from_license_text(text, threshold) for path, text in distribution_license_files(dist).items()}
+    return {path: license_file_ids(path, text, threshold) for path, text in distribution_license_files(dist).items()}
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,10 @@ class DistributionRepo:
         dist = metadata.Distribution.at(self.dist_info)
         name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
         site = self.dist_info.parent
-        evidence = LicenseEvidence()
-        evidence.files = license_files_evidence(dist, self.options.license_threshold)
-        evidence.metadata["METADATA"] = from_core_metadata(dist.read_text("METADATA") or "")
+        evidence = LicenseEvidence()  # the .dist-info's license files and METADATA speak for the whole distribution
+        for ids in license_files_evidence(dist, self.options.license_threshold).values():
+            evidence.declare("", ids)
+        evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
         entries: list[Entry] = []
         seen = set()
         for f in dist.files or []:
@@ -80,7 +87,7 @@ class DistributionRepo:
             if f.parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS & set(f.parts) or rel in seen:
                 continue
             seen.add(rel)
-            entries.append(disk_entry(rel, site / f))
+            entries.append(disk_entry(rel, site / f, site))
         yield from repo_batches(RepoInfo(f"pypi/{name}"), entries, evidence=evidence, **self.options.kwargs())
 
 
@@ -95,7 +102,8 @@ class StdlibRepo:
         return f"stdlib {self.root}"
 
     def read(self) -> Iterator[pa.Table]:
-        entries = [disk_entry(rel, full) for rel, full in walk(self.root) if not rel.startswith("site-packages/")]
+        entries = [disk_entry(rel, full, self.root) for rel, full in walk(self.root)
+                   if not rel.startswith("site-packages/")]
         yield from repo_batches(RepoInfo("python/cpython"), entries, **self.options.kwargs())
 
 

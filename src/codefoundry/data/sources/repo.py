@@ -8,8 +8,11 @@ lists its files as `Entry`s and hands them to `repo_batches`, which owns the bad
     cannot be read         read:unreadable
     NUL byte in 8000 bytes read:binary      (git's heuristic)
     not UTF-8              read:invalid_utf8
+    a name not in UTF-8    read:path_not_utf8 (the path is kept with its bad bytes as \\xNN escapes)
 
-Removed rows keep path, size and repository columns, with a null `content`.
+Removed rows keep path, size and repository columns, with a null `content`. License and
+metadata files are read first, whatever their encoding, and each file gets the licenses that
+apply to it (`codefoundry.data.license.evidence`): its directories' and its own SPDX header's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import pyarrow as pa
 
 from codefoundry.data.annotate import git_blob_sha1
 from codefoundry.data.config import SourceLimits
-from codefoundry.data.license import LicenseEvidence, is_license_file, is_metadata_file, license_type
+from codefoundry.data.license import (
+    LicenseEvidence,
+    decode_lenient,
+    is_license_file,
+    is_metadata_file,
+    license_type,
+    spdx_headers,
+)
 from codefoundry.data.pipeline import REMOVED_SCHEMA
 
 BINARY_SNIFF = 8000  # git's buffer_is_binary() looks at the first 8000 bytes
@@ -65,47 +75,67 @@ def decode(data: bytes) -> str:
         raise Skip("read:invalid_utf8") from None
 
 
+def printable(name: str) -> str:
+    """A path or name as valid UTF-8: undecodable bytes (surrogate escapes) become \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],
                  license_threshold: float, evidence: LicenseEvidence | None = None,
                  batch_rows: int = 2048) -> Iterator[pa.Table]:
     """Rows (REMOVED_SCHEMA, `reason` null for usable files) for a repository, in path order.
 
     License evidence comes from every license/metadata file of the repository (even beyond
-    `max_files_per_repo`) and from `SPDX-License-Identifier` lines in the files read; pass
-    `evidence` to start from what the source already knows (a distribution's METADATA).
+    `max_files_per_repo`, and whatever their encoding) and from the `SPDX-License-Identifier`
+    lines of the files read; pass `evidence` to start from what the source already knows
+    (a distribution's METADATA).
     """
     evidence = evidence or LicenseEvidence()
     entries = sorted(entries, key=lambda e: e.path)
     chosen = entries[: limits.max_files_per_repo] if limits.max_files_per_repo else entries
-    chosen_paths = {e.path for e in chosen}
+    first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
     for e in entries:
-        if e.path not in chosen_paths and (is_license_file(e.path) or is_metadata_file(e.path)):
+        if _is_utf8(e.path) and (is_license_file(e.path) or is_metadata_file(e.path)):
             try:
-                evidence.add_file(e.path, decode(e.read(limits.max_file_bytes))[: limits.max_file_bytes],
-                                  license_threshold)
+                if e.size is not None and e.size > limits.max_file_bytes:
+                    continue
+                first_read[e.path] = e.read(limits.max_file_bytes)
             except Skip:
                 continue
+            evidence.add_file(e.path, decode_lenient(first_read[e.path][: limits.max_file_bytes]), license_threshold)
     rows: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
+    headers: list[list[str]] = []
     for e in chosen:
-        content, reason, size, sha = None, None, e.size, e.hexsha
+        content, reason, size, sha, path = None, None, e.size, e.hexsha, e.path
         try:
+            if not _is_utf8(path):
+                path = printable(path)
+                raise Skip("read:path_not_utf8")
             if e.size is not None and e.size > limits.max_file_bytes:
                 raise Skip("read:too_big")
-            data = e.read(limits.max_file_bytes)
+            data = first_read.pop(e.path) if e.path in first_read else e.read(limits.max_file_bytes)
             if len(data) > limits.max_file_bytes:
                 raise Skip("read:too_big")
             size, sha = len(data), sha or git_blob_sha1(data)
             content = decode(data)
-            evidence.add_file(e.path, content, license_threshold)
         except Skip as skip:
             reason = skip.reason
-        for name, value in (("path", e.path), ("size", size), ("hexsha", sha), ("content", content),
+        headers.append(spdx_headers(content) if content else [])
+        for name, value in (("path", path), ("size", size), ("hexsha", sha), ("content", content),
                             ("reason", reason)):
             rows[name].append(value)
-    licenses = evidence.licenses()
+    licenses = [evidence.licenses_for(path, own) for path, own in zip(rows["path"], headers, strict=True)]
     n = len(chosen)
-    rows |= {"repo_name": [info.repo_name] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
-             "licenses": [licenses] * n, "license_type": [license_type(licenses, permissive)] * n}
+    rows |= {"repo_name": [printable(info.repo_name)] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
+             "licenses": licenses, "license_type": [license_type(ids, permissive) for ids in licenses]}
     for name in ("ext", "lang", "avg_line_length", "max_line_length", "alphanum_fraction"):
         rows[name] = [None] * n
     table = pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
