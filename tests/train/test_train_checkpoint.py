@@ -69,7 +69,7 @@ def test_latest_pointer_outside_the_folder_refused(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     torch.save({"step": 1}, tmp_path / "elsewhere.pt")
     (folder / "latest.json").write_text(json.dumps({"step": 1, "file": "../elsewhere.pt"}))
-    with pytest.raises(ArtifactError, match="not a step-NNNNNNNN.pt file"):
+    with pytest.raises(ArtifactError, match=r"not a step-NNNNNNNN\.pt file"):
         load_checkpoint(tmp_path)
 
 

@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from codefoundry.serve.state import ServerState
     from codefoundry.serve.validation import Limits, Validator, ValidRequest
 
-_HOME = {"create_app": "app", "ServeConfig": "config", "ServeError": "errors", "DEFAULT_CHAT_TEMPLATE": "routes.openai",
-         "RunningServer": "server", "build_state": "server", "serve": "server", "start_in_thread": "server",
-         "ServerState": "state", "Limits": "validation", "Validator": "validation", "ValidRequest": "validation"}
-__all__ = sorted(_HOME)
+_HOME = {"create_app": "app", "ServeConfig": "config", "ServeError": "errors",
+         "DEFAULT_CHAT_TEMPLATE": "routes.openai", "RunningServer": "server", "build_state": "server",
+         "serve": "server", "start_in_thread": "server", "ServerState": "state", "Limits": "validation",
+         "Validator": "validation", "ValidRequest": "validation"}
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "Limits", "RunningServer", "ServeConfig", "ServeError", "ServerState",
+           "ValidRequest", "Validator", "build_state", "create_app", "serve", "start_in_thread"]
 
 
 def __getattr__(name: str) -> Any:
