@@ -70,8 +70,6 @@ class Validator:
         if parameters is None:           # TGI's default_parameters(): sampling when no parameters at all
             parameters = GenerateParameters(do_sample=True)
         p = parameters
-        if not inputs:
-            raise validation("`inputs` cannot be empty")
         if p.grammar is not None:
             raise validation("grammar is not supported")
         if p.adapter_id is not None:
