@@ -196,3 +196,13 @@ def test_serve_metrics_prometheus(http):
     assert failures["validation"] >= 1
     text = http.get("/metrics").text
     assert "\ntgi_request_count " in text and "_created" not in text     # TGI's names, not prometheus_client's
+
+
+def test_serve_connections_send_without_delay(tiny_server, http):
+    """Every accepted connection has TCP_NODELAY: without it each response (headers, then body) waited ~40 ms for
+    the client's delayed ACK (GET /info took 48 ms instead of 3 ms)."""
+    import socket
+
+    assert http.get("/info").status_code == 200         # a keep-alive connection stays open
+    sockets = [p.transport.get_extra_info("socket") for p in tiny_server.server.server_state.connections]
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
