@@ -19,10 +19,29 @@ def test_serve_cli_bad_model_is_one_line_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_serve_cli_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from codefoundry.serve import ServeConfig
+
     assert run(["serve", "--help"]) == 0
-    out = capsys.readouterr().out
-    for flag in ("--model", "--api-key", "--max-concurrent-requests", "--max-batch-total-tokens", "--otlp-endpoint"):
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for flag in ("--model", "--api-key", "--max-concurrent-requests", "--max-batch-total-tokens", "--otlp-endpoint",
+                 "--cors-allow-origin", "--allowed-host", "--dtype"):
         assert flag in out
+    # the defaults shown are the config's
+    for field in ("host", "port", "max_concurrent_requests", "max_batch_prefill_tokens", "max_stop_sequences"):
+        assert f"(default {ServeConfig.model_fields[field].default}" in out, field
+
+
+def test_serve_cli_unknown_dtype_in_config_names_the_key(tiny_model_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"model: {tiny_model_dir}\ndtype: float64\nport: 0\n")
+    assert run(["serve", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "'dtype'" in err and "float64" in err and "bfloat16" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert run(["serve", "--model", str(tiny_model_dir), "--dtype", "fp8", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "'dtype'" in err and "fp8" in err and "internal error" not in err
 
 
 @pytest.mark.slow

@@ -64,3 +64,37 @@ def test_serve_validation_special_tokens_recognised(validator: Validator) -> Non
 def test_serve_validation_rules(validator: Validator, params: dict, stream: bool, message: str) -> None:
     error = _error(validator, "x", stream=stream, **params)
     assert error.startswith("Input validation error: ") and message in error
+
+
+def test_serve_validation_draws_the_seed(validator: Validator) -> None:
+    """The seed is fixed when a request is validated, so every reply can report the one it sampled with."""
+    a = validator.validate("def f(x):", GenerateParameters(do_sample=True, max_new_tokens=2), stream=False)
+    b = validator.validate("def f(x):", GenerateParameters(temperature=0.7, max_new_tokens=2), stream=False)
+    assert isinstance(a.params.seed, int) and isinstance(b.params.seed, int) and a.params.seed != b.params.seed
+    assert validator.validate("x", GenerateParameters(do_sample=True, seed=5), stream=False).params.seed == 5
+    assert validator.validate("x", GenerateParameters(max_new_tokens=2), stream=False).params.seed is None
+    openai = validator.validate_openai("x", max_tokens=2, temperature=0.5)
+    assert isinstance(openai.params.seed, int) and openai.params.max_new_tokens == 2 and openai.details
+
+
+def test_openai_mapping_is_shared_and_checked(validator: Validator) -> None:
+    """`SamplingParams.from_openai`: temperature 0 is greedy whatever top_p says, top_p 1 is off, ranges checked."""
+    from codefoundry.generate import SamplingParams, ValidationError
+
+    greedy = SamplingParams.from_openai(temperature=0, top_p=0.5, max_new_tokens=7, stop="\n")
+    assert not greedy.sampling and greedy.top_p is None and greedy.max_new_tokens == 7 and greedy.stop == ("\n",)
+    default = SamplingParams.from_openai()
+    assert default.sampling and default.temperature is None and default.max_new_tokens == 20
+    assert SamplingParams.from_openai(temperature=0.2, top_p=1.0).top_p is None
+    assert SamplingParams.from_openai(temperature=0.2, top_p=0.95, seed=3).top_p == 0.95
+    for bad, message in (({"temperature": -1.0}, "`temperature` must be strictly positive"),
+                         ({"temperature": float("inf")}, "`temperature` must be a finite number"),
+                         ({"top_p": 0.0}, "`top_p` must be > 0.0 and < 1.0"),
+                         ({"presence_penalty": 2.5}, "`presence_penalty` must be >= -2.0 and <= 2.0")):
+        with pytest.raises(ValidationError, match=message):
+            SamplingParams.from_openai(**bad)
+    # through the server's validator: the same rule, as a 422 with TGI's prefix; a null max_tokens fills the budget
+    with pytest.raises(ServeError, match="`temperature` must be strictly positive"):
+        validator.validate_openai("x", max_tokens=None, temperature=-0.5)
+    v = validator.validate_openai("def f(x):", max_tokens=None, temperature=0)
+    assert v.params.max_new_tokens == 32 - len(v.input_ids) and v.params.seed is None

@@ -3,49 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from codefoundry.cli.common import ConfigOpt, ModelOpt, examples
 from codefoundry.config import load_config
+from codefoundry.serve import ServeConfig
 
 COMMAND = {
     "help": "Serve a model behind TGI- and OpenAI-compatible HTTP APIs (continuous batching, streaming, metrics).",
     "epilog": examples(
         "codefoundry serve --model model/",
         "codefoundry serve --model model/ --host 0.0.0.0 --port 3000 --api-key SECRET --max-concurrent-requests 64",
+        "codefoundry serve --model model/ --cors-allow-origin https://playground.example --allowed-host devbox.lan",
         "codefoundry serve --model model/ --max-total-tokens 2048 --max-batch-prefill-tokens 4096 "
         "--otlp-endpoint http://127.0.0.1:4318",
     ),
 }
 
 
-def _opt(flag: str, help_: str):  # a typer.Option with no default shown
+def _default(name: str) -> Any:
+    return ServeConfig.model_fields[name].default
+
+
+def _opt(flag: str, help_: str):  # a typer.Option with no default shown (the config's is in the help text)
     return typer.Option(flag, help=help_, show_default=False)
 
 
 def command(
     model: ModelOpt = None,
-    host: Annotated[str | None, _opt("--host", "Interface to listen on (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, _opt("--port", "Port (default 8080; 0 = any free port).")] = None,
+    host: Annotated[str | None, _opt("--host", f"Interface to listen on (default {_default('host')}).")] = None,
+    port: Annotated[int | None, _opt("--port", f"Port (default {_default('port')}; 0 = any free port).")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="CODEFOUNDRY_API_KEY", show_default=False,
-                                                help="Bearer key required on generation routes.")] = None,
-    max_concurrent_requests: Annotated[int | None, _opt("--max-concurrent-requests",
-                                                        "Requests in flight before 429 (default 128).")] = None,
+                                                help="Bearer key required on generation routes "
+                                                     "(compared exactly).")] = None,
+    max_concurrent_requests: Annotated[int | None, _opt(
+        "--max-concurrent-requests",
+        f"Requests in flight before 429 (default {_default('max_concurrent_requests')}).")] = None,
     max_input_tokens: Annotated[int | None, _opt("--max-input-tokens",
                                                  "Prompt tokens allowed (default max-total-tokens - 1).")] = None,
     max_total_tokens: Annotated[int | None, _opt("--max-total-tokens", "Prompt + new tokens allowed "
                                                  "(default min(n_positions, KV pool)).")] = None,
-    max_batch_prefill_tokens: Annotated[int | None, _opt("--max-batch-prefill-tokens",
-                                                         "Tokens computed per engine step (default 4096).")] = None,
+    max_batch_prefill_tokens: Annotated[int | None, _opt(
+        "--max-batch-prefill-tokens",
+        f"Tokens computed per engine step (default {_default('max_batch_prefill_tokens')}).")] = None,
     max_batch_total_tokens: Annotated[int | None, _opt("--max-batch-total-tokens",
                                                        "KV pool in tokens (default: sized from free memory).")
                                       ] = None,
-    max_stop_sequences: Annotated[int | None, _opt("--max-stop-sequences", "Stop strings per request (default 4).")
-                                  ] = None,
-    cors_allow_origin: Annotated[list[str] | None, _opt("--cors-allow-origin",
-                                                        "Allowed CORS origin (repeatable; default any).")] = None,
+    max_stop_sequences: Annotated[int | None, _opt(
+        "--max-stop-sequences", f"Stop strings per request (default {_default('max_stop_sequences')}).")] = None,
+    cors_allow_origin: Annotated[list[str] | None, _opt(
+        "--cors-allow-origin", "Origin whose web pages may call this server (repeatable; '*' = any). Default: "
+                               "none, no cross-origin access.")] = None,
+    allowed_host: Annotated[list[str] | None, _opt(
+        "--allowed-host", "Host name accepted beside localhost, 127.0.0.1 and [::1] while bound to a loopback "
+                          "address (repeatable); other Host headers get 403.")] = None,
+    dtype: Annotated[str | None, _opt("--dtype", "float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
+                                                 "float32 on CPU).")] = None,
     otlp_endpoint: Annotated[str | None, _opt("--otlp-endpoint", "Export OpenTelemetry traces over OTLP/HTTP "
                                               "to this URL (off by default).")] = None,
     config: ConfigOpt = None,
@@ -53,11 +68,12 @@ def command(
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
     requests and exits 0). Routes: POST / /generate /generate_stream /tokenize /v1/completions
     /v1/chat/completions; GET /health /info /metrics /v1/models /docs."""
-    from codefoundry.serve import ServeConfig, serve
+    from codefoundry.serve import serve
 
     flags = {"model": Path(model) if model else None, "host": host, "port": port, "api_key": api_key,
              "max_concurrent_requests": max_concurrent_requests, "max_input_tokens": max_input_tokens,
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
              "max_batch_total_tokens": max_batch_total_tokens, "max_stop_sequences": max_stop_sequences,
-             "cors_allow_origin": cors_allow_origin or None, "otlp_endpoint": otlp_endpoint}
+             "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
+             "otlp_endpoint": otlp_endpoint}
     serve(load_config(ServeConfig, config, flags))

@@ -308,7 +308,6 @@ class LocalGenerator:
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
         from codefoundry.generate import SamplingParams, generate
 
-        greedy = sampling.temperature <= 0
         limit = self.model.config.n_positions
         params, prompts = [], []
         for req in requests:
@@ -318,8 +317,6 @@ class LocalGenerator:
             # the whole prompt, and what room it leaves, as a TGI endpoint answers (max_total_tokens)
             room = min(sampling.max_new_tokens, limit - len(ids))
             prompts.append(ids)
-            params.append(SamplingParams(
-                do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                top_p=sampling.top_p if not greedy and sampling.top_p < 1.0 else None,
-                max_new_tokens=room, stop=req.stop, seed=req.seed))
+            params.append(SamplingParams.from_openai(temperature=sampling.temperature, top_p=sampling.top_p,
+                                                     max_new_tokens=room, stop=req.stop, seed=req.seed))
         return [c.text for c in generate(self.model, self.tokenizer, prompts, params)]

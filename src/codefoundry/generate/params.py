@@ -2,19 +2,28 @@
 
 The rules follow TGI's router (`router/src/validation.rs`): `temperature`, `top_k` and
 `repetition_penalty` must be > 0, `top_p` and `typical_p` strictly inside (0, 1),
-`frequency_penalty` and `presence_penalty` in [-2, 2], `max_new_tokens` > 0. Sampling happens when `do_sample` is
-set or any warper is active (temperature != 1, top_k, top_p < 1, typical_p < 1), as in TGI's
-`NextTokenChooser`; otherwise decoding is greedy.
+`frequency_penalty` and `presence_penalty` in [-2, 2], `max_new_tokens` > 0, every float finite.
+Sampling happens when `do_sample` is set or any warper is active (temperature != 1, top_k,
+top_p < 1, typical_p < 1), as in TGI's `NextTokenChooser`; otherwise decoding is greedy.
+
+These are the only range rules: the server adds its own limits (stop count, token budgets),
+and `SamplingParams.from_openai` is the one mapping from OpenAI's parameters (temperature 0
+= greedy, top_p 1 = off) that the server's OpenAI routes and the eval harness share.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from codefoundry.errors import UserError
 
 U64_MAX = 2**64 - 1
+_FLOATS = ("temperature", "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 
 
 class FinishReason(StrEnum):
@@ -61,6 +70,10 @@ class SamplingParams:
         def bad(name: str, rule: str, value: object) -> ValidationError:
             return ValidationError(f"`{name}` must be {rule}. Given: {value!r}")
 
+        for name in _FLOATS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise bad(name, "a finite number", value)
         if self.temperature is not None and not self.temperature > 0:
             raise bad("temperature", "strictly positive", self.temperature)
         if self.top_k is not None and not self.top_k > 0:
@@ -84,6 +97,32 @@ class SamplingParams:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise bad("stop", "a list of non-empty strings", list(self.stop))
+
+    @classmethod
+    def from_openai(cls, *, temperature: float | None = None, top_p: float | None = None,
+                    max_new_tokens: int | None = None, stop: str | Sequence[str] | None = None,
+                    seed: int | None = None, frequency_penalty: float | None = None,
+                    presence_penalty: float | None = None, repetition_penalty: float | None = None,
+                    details: bool = False) -> SamplingParams:
+        """OpenAI's parameters (what `/v1/completions` takes and the eval harness sets) as `SamplingParams`.
+
+        Temperature 0 is greedy whatever top_p says (OpenAI, vLLM); a null temperature samples at 1
+        (OpenAI's default); top_p of 1 or more means no nucleus filter. `max_new_tokens` None keeps
+        the default (a server resolves a missing `max_tokens` against its own budget).
+        """
+        greedy = temperature == 0
+        return cls(do_sample=not greedy, temperature=None if greedy else temperature,
+                   top_p=None if greedy or (top_p is not None and top_p >= 1.0) else top_p,
+                   frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                   repetition_penalty=repetition_penalty, seed=seed,
+                   max_new_tokens=cls.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                   stop=() if stop is None else stop, details=details)
+
+    def with_seed(self) -> SamplingParams:
+        """A copy whose seed is fixed: drawn at random when sampling without one, so replies can report it."""
+        if self.sampling and self.seed is None:
+            return dataclasses.replace(self, seed=secrets.randbits(64))
+        return self
 
     @property
     def sampling(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -25,13 +27,24 @@ class ServeConfig(StageConfig):
     max_top_n_tokens: int = Field(5, ge=0)            # TGI default
     max_client_batch_size: int = Field(4, ge=1)       # TGI default: prompts per /v1/completions request
     payload_limit: int = Field(2_000_000, ge=1)       # bytes; TGI default
-    cors_allow_origin: list[str] = Field(default_factory=list)  # empty = any origin (TGI)
+    cors_allow_origin: list[str] = Field(default_factory=list)  # empty = no cross-origin access ("*" = any)
+    allowed_host: list[str] = Field(default_factory=list)  # Host names accepted beside localhost when on loopback
     otlp_endpoint: str | None = None                  # OTLP/HTTP traces endpoint; tracing export off when None
     grace_period_s: float = Field(30.0, ge=0)         # SIGTERM: time in-flight requests get to finish
     block_size: int = Field(16, ge=1)                 # vLLM's default block size
     memory_fraction: float = Field(0.9, gt=0, le=1)   # TGI_WIGGLE_ROOM: share of free memory the KV pool may take
     cpu_kv_cache_bytes: int = Field(1 << 30, ge=1)    # cap on the KV pool when serving on CPU
     device: str | None = None                         # None = cuda when available, else cpu
-    dtype: str | None = None                          # float32 / bfloat16 / float16; None = bf16 on cuda, fp32 on cpu
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None = bf16 on cuda, fp32 on cpu
     model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
     log_prompts: bool = False                         # never log prompt text unless asked
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to a loopback address: only this machine's clients (and web pages it opens) can connect."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False

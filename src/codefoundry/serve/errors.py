@@ -13,6 +13,7 @@ ERROR_KINDS: dict[str, tuple[int, str]] = {
     "overloaded": (429, ""),
     "template_error": (422, "Template error: "),
     "payload_too_large": (413, ""),
+    "host_not_allowed": (403, ""),   # a Host header a loopback-bound server does not answer to (DNS rebinding)
     "healthcheck": (503, ""),
     "shutting_down": (503, ""),
 }

@@ -1,14 +1,19 @@
 """Request and response bodies of the TGI and OpenAI routes (pydantic; they also make the OpenAPI schema).
 
-Types only: every range rule lives in `validation.py`, so its errors carry TGI's messages.
-Unknown fields are ignored and every parameter accepts null, as in TGI (`router/src/lib.rs`).
+Types only: the range rules live in `SamplingParams` and the server's limits in `validation.py`,
+so errors carry TGI's messages. Unknown fields are ignored and every parameter accepts null, as
+in TGI (`router/src/lib.rs`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from codefoundry import __version__
+
+MAX_BEST_OF = 1                       # one sequence per request (best_of > 1 is refused with 422)
 
 
 class _Lenient(BaseModel):
@@ -104,27 +109,36 @@ class ErrorBody(BaseModel):
 
 
 class Info(BaseModel):
+    """TGI's `/info`: the model and the router's limits (those fixed here have their TGI-compatible defaults)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
     model_id: str
-    model_sha: str | None
-    model_pipeline_tag: str | None
+    model_sha: str | None = None
+    model_pipeline_tag: str | None = "text-generation"
     model_dtype: str
     model_device_type: str
     max_concurrent_requests: int
-    max_best_of: int
+    max_best_of: int = MAX_BEST_OF
     max_stop_sequences: int
     max_input_tokens: int
-    max_input_length: int
     max_total_tokens: int
     max_batch_total_tokens: int
     max_batch_prefill_tokens: int
-    max_waiting_tokens: int
-    waiting_served_ratio: float
-    validation_workers: int
+    max_waiting_tokens: int = 0
+    waiting_served_ratio: float = 0.0
+    validation_workers: int = 1
     max_client_batch_size: int
-    router: str
-    version: str
-    sha: str | None
-    docker_label: str | None
+    router: str = "text-generation-router"
+    version: str = __version__
+    sha: str | None = None
+    docker_label: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def max_input_length(self) -> int:
+        """`max_input_tokens` under its name before TGI 2.1 (clients still read it)."""
+        return self.max_input_tokens
 
 
 # ---- OpenAI ----
@@ -141,6 +155,7 @@ class CompletionRequest(_Lenient):
     temperature: float | None = Field(None, description="0 means greedy.")
     top_p: float | None = None
     frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
@@ -163,6 +178,7 @@ class ChatRequest(_Lenient):
     temperature: float | None = None
     top_p: float | None = None
     frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False

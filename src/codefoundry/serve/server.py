@@ -23,19 +23,20 @@ from typing import Any
 import torch
 import uvicorn
 
-from codefoundry import __version__
 from codefoundry.console import console
 from codefoundry.errors import UserError
 from codefoundry.generate import Engine
-from codefoundry.serve.app import ServerState, create_app
+from codefoundry.serve.app import create_app
 from codefoundry.serve.config import ServeConfig
 from codefoundry.serve.engine_loop import EngineLoop, warmup
 from codefoundry.serve.metrics import Metrics
+from codefoundry.serve.schemas import Info
+from codefoundry.serve.state import ServerState
 from codefoundry.serve.tracing import make_tracer_provider
 from codefoundry.serve.validation import Limits, Validator
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # ServeConfig.dtype's values
 
 
 def _free_memory_bytes(device: torch.device) -> int:
@@ -69,8 +70,6 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
         raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if cfg.dtype is not None and cfg.dtype not in DTYPES:
-        raise UserError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
     model = load_model(cfg.model, dtype=dtype, device=device)
     tokenizer = load_tokenizer(cfg.model)
     n_positions = model.config.n_positions
@@ -108,24 +107,14 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
     metrics = Metrics(max_input, max_total)
     metrics.batch_max_total_tokens.set(pool_tokens)
     loop = EngineLoop(engine, metrics)
-    model_id = cfg.model_id or Path(cfg.model).resolve().name
-    info = {"model_id": model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
-            "model_dtype": str(dtype).removeprefix("torch."), "model_device_type": device.type,
-            "max_concurrent_requests": cfg.max_concurrent_requests, "max_best_of": 1,
-            "max_stop_sequences": cfg.max_stop_sequences, "max_input_tokens": max_input,
-            "max_input_length": max_input, "max_total_tokens": max_total, "max_batch_total_tokens": pool_tokens,
-            "max_batch_prefill_tokens": cfg.max_batch_prefill_tokens, "max_waiting_tokens": 0,
-            "waiting_served_ratio": 0.0, "validation_workers": 1,
-            "max_client_batch_size": cfg.max_client_batch_size, "router": "text-generation-router",
-            "version": __version__, "sha": None, "docker_label": None}
-    state = ServerState(
-        model_id=model_id, tokenizer=tokenizer,
-        validator=Validator(tokenizer, Limits(max_input, max_total, cfg.max_stop_sequences, cfg.max_top_n_tokens)),
-        engine_loop=loop, metrics=metrics, info=info, api_key=cfg.api_key,
-        max_concurrent_requests=cfg.max_concurrent_requests, max_client_batch_size=cfg.max_client_batch_size,
-        payload_limit=cfg.payload_limit, cors_allow_origin=cfg.cors_allow_origin,
-        tracer_provider=make_tracer_provider(cfg.otlp_endpoint, span_processor),
-        compute_type="gpu+optimized" if device.type == "cuda" else "cpu+optimized", log_prompts=cfg.log_prompts)
+    info = Info(model_id=cfg.model_id or Path(cfg.model).resolve().name, model_dtype=str(dtype).removeprefix("torch."),
+                model_device_type=device.type, max_concurrent_requests=cfg.max_concurrent_requests,
+                max_stop_sequences=cfg.max_stop_sequences, max_input_tokens=max_input, max_total_tokens=max_total,
+                max_batch_total_tokens=pool_tokens, max_batch_prefill_tokens=cfg.max_batch_prefill_tokens,
+                max_client_batch_size=cfg.max_client_batch_size)
+    validator = Validator(tokenizer, Limits(max_input, max_total, cfg.max_stop_sequences, cfg.max_top_n_tokens))
+    state = ServerState(config=cfg, tokenizer=tokenizer, validator=validator, engine_loop=loop, metrics=metrics,
+                        info=info, tracer_provider=make_tracer_provider(cfg.otlp_endpoint, span_processor))
     loop.start()
     state.ready = True
     return state
@@ -154,7 +143,9 @@ class _DrainingServer(uvicorn.Server):
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+    # a response written in two parts (headers, body) waits for the client's delayed ACK, about 40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -178,8 +169,8 @@ def serve(cfg: ServeConfig) -> None:
     sock = bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     console.print(f"serving {state.model_id} on http://{host}:{port} "
-                  f"(KV pool {state.info['max_batch_total_tokens']} tokens, "
-                  f"max_total_tokens {state.info['max_total_tokens']})")
+                  f"(KV pool {state.info.max_batch_total_tokens} tokens, "
+                  f"max_total_tokens {state.info.max_total_tokens})")
     server = make_server(state, cfg.grace_period_s)
     try:
         server.run(sockets=[sock])

@@ -1,21 +1,23 @@
 """Request validation, TGI's `Validation` component: a body in, a `ValidRequest` (every default resolved) out.
 
-The range rules of the sampling parameters are the generation core's (`SamplingParams.validate`,
-TGI's messages); this module adds the server's limits: empty inputs, stop-sequence count,
-truncation, input and total token budgets, top_n_tokens, best_of, unsupported features.
+Each rule is checked in one place. The ranges of the sampling parameters are `SamplingParams`'
+(TGI's messages); a TGI body maps onto it in `Validator.validate`, an OpenAI body through
+`SamplingParams.from_openai` in `Validator.validate_openai`. `Validator.check` then applies the
+server's limits once: stop-sequence count, top_n_tokens, truncation, and the input and total
+token budgets (derived from the model's positions and the KV pool at warmup); it resolves a
+missing `max_new_tokens` and draws the seed, so a reply can always report the seed it used.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from codefoundry.generate import SamplingParams, ValidationError
 from codefoundry.serve.errors import ServeError, validation
-from codefoundry.serve.schemas import GenerateParameters
-
-MAX_BEST_OF = 1                       # one sequence per request (best_of > 1 is refused with 422)
+from codefoundry.serve.schemas import MAX_BEST_OF, GenerateParameters
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,28 @@ class Limits:
 
 @dataclass(frozen=True)
 class ValidRequest:
-    """What the engine accepts: token ids and concrete sampling parameters."""
+    """What the engine accepts: token ids and concrete sampling parameters (max_new_tokens and seed resolved)."""
 
     input_ids: list[int]
     params: SamplingParams
-    return_full_text: bool
-    details: bool
-    decoder_input_details: bool
     inputs: str                       # the text of `input_ids` (after truncation), for return_full_text
+    return_full_text: bool = False
+
+    @property
+    def details(self) -> bool:
+        return self.params.details
+
+    @property
+    def decoder_input_details(self) -> bool:
+        return self.params.decoder_input_details
+
+
+def sampling_params(make: Callable[..., SamplingParams], **kwargs: Any) -> SamplingParams:
+    """`make(**kwargs)`, its range errors as 422 validation errors."""
+    try:
+        return make(**kwargs)
+    except ValidationError as e:
+        raise validation(str(e)) from None
 
 
 class Validator:
@@ -50,12 +66,10 @@ class Validator:
 
     def validate(self, inputs: str, parameters: GenerateParameters | None, *, stream: bool,
                  default_return_full_text: bool = False) -> ValidRequest:
+        """A TGI body (`/generate`, `/generate_stream`, `/`)."""
         if parameters is None:           # TGI's default_parameters(): sampling when no parameters at all
             parameters = GenerateParameters(do_sample=True)
         p = parameters
-        lim = self.limits
-        if not inputs:
-            raise validation("`inputs` cannot be empty")
         if p.grammar is not None:
             raise validation("grammar is not supported")
         if p.adapter_id is not None:
@@ -69,44 +83,51 @@ class Validator:
                 raise validation(f"`best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {p.best_of}")
         if stream and p.decoder_input_details:
             raise validation("`decoder_input_details` == true is not supported when streaming tokens")
-        for name in ("temperature", "repetition_penalty", "frequency_penalty", "top_p", "typical_p"):
-            value = getattr(p, name)
-            if value is not None and not math.isfinite(value):
-                raise validation(f"`{name}` must be a finite number. Given: {value}")
-        stop = p.stop or []
-        if len(stop) > lim.max_stop_sequences:
-            raise validation(f"`stop` supports up to {lim.max_stop_sequences} stop sequences. Given: {len(stop)}")
-        top_n = p.top_n_tokens or 0
-        if not 0 <= top_n <= lim.max_top_n_tokens:
-            raise validation(f"`top_n_tokens` must be >= 0 and <= {lim.max_top_n_tokens}. Given: {top_n}")
-        if p.truncate is not None and not 0 < p.truncate <= lim.max_input_tokens:
+        params = sampling_params(
+            SamplingParams, do_sample=bool(p.do_sample), temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+            typical_p=p.typical_p, repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty,
+            seed=p.seed, stop=tuple(p.stop or ()), top_n_tokens=p.top_n_tokens or 0, details=bool(p.details),
+            decoder_input_details=bool(p.decoder_input_details),
+            **({} if p.max_new_tokens is None else {"max_new_tokens": p.max_new_tokens}))
+        full = p.return_full_text if p.return_full_text is not None else default_return_full_text
+        return self.check(inputs, params, fill=p.max_new_tokens is None, truncate=p.truncate,
+                          return_full_text=bool(full))
+
+    def validate_openai(self, prompt: str, *, max_tokens: int | None, **openai: Any) -> ValidRequest:
+        """An OpenAI prompt and its parameters (`SamplingParams.from_openai`); a null max_tokens fills the budget."""
+        params = sampling_params(SamplingParams.from_openai, max_new_tokens=max_tokens, details=True, **openai)
+        return self.check(prompt, params, fill=max_tokens is None)
+
+    def check(self, inputs: str, params: SamplingParams, *, fill: bool = False, truncate: int | None = None,
+              return_full_text: bool = False) -> ValidRequest:
+        """The server's limits and the token budgets, once; `fill`: max_new_tokens not given, take what fits."""
+        lim = self.limits
+        if not inputs:
+            raise validation("`inputs` cannot be empty")
+        if len(params.stop) > lim.max_stop_sequences:
+            raise validation(f"`stop` supports up to {lim.max_stop_sequences} stop sequences. "
+                             f"Given: {len(params.stop)}")
+        if params.top_n_tokens > lim.max_top_n_tokens:
+            raise validation(f"`top_n_tokens` must be >= 0 and <= {lim.max_top_n_tokens}. "
+                             f"Given: {params.top_n_tokens}")
+        if truncate is not None and not 0 < truncate <= lim.max_input_tokens:
             raise validation(f"`truncate` must be strictly positive and less than {lim.max_input_tokens}. "
-                             f"Given: {p.truncate}")
-        if p.max_new_tokens is not None and p.max_new_tokens <= 0:
-            raise validation(f"`max_new_tokens` must be strictly positive. Given: {p.max_new_tokens}")
+                             f"Given: {truncate}")
         ids = self.tokenize(inputs)
         if not ids:
             raise validation("`inputs` cannot be empty")
-        if p.truncate is not None and len(ids) > p.truncate:
-            ids = ids[-p.truncate:]
+        if truncate is not None and len(ids) > truncate:
+            ids = ids[-truncate:]
             inputs = self.tokenizer.decode(ids)
         if len(ids) > lim.max_input_tokens:
             raise validation(f"`inputs` tokens must be <= {lim.max_input_tokens}. Given: {len(ids)}")
-        max_new = p.max_new_tokens if p.max_new_tokens is not None else lim.max_total_tokens - len(ids)
+        max_new = lim.max_total_tokens - len(ids) if fill else params.max_new_tokens
         if len(ids) + max_new > lim.max_total_tokens:
             raise validation(f"`inputs` tokens + `max_new_tokens` must be <= {lim.max_total_tokens}. "
                              f"Given: {len(ids)} `inputs` tokens and {max_new} `max_new_tokens`")
-        try:
-            params = SamplingParams(
-                do_sample=bool(p.do_sample), temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                typical_p=p.typical_p, repetition_penalty=p.repetition_penalty,
-                frequency_penalty=p.frequency_penalty, seed=p.seed, max_new_tokens=max_new,
-                stop=tuple(stop), top_n_tokens=top_n, details=bool(p.details),
-                decoder_input_details=bool(p.decoder_input_details))
-        except ValidationError as e:
-            raise validation(str(e)) from None
-        full = p.return_full_text if p.return_full_text is not None else default_return_full_text
-        return ValidRequest(ids, params, bool(full), bool(p.details), bool(p.decoder_input_details), inputs)
+        if max_new != params.max_new_tokens:
+            params = dataclasses.replace(params, max_new_tokens=max_new)
+        return ValidRequest(ids, params.with_seed(), inputs, return_full_text)
 
 
 def check_prompt_count(prompts: list[str], max_client_batch_size: int) -> None:

@@ -6,6 +6,12 @@
       latest.json        {"step": 200, "file": "step-00000200.pt"}   (replaced only after the .pt is whole)
 
 A crash or a full disk mid-write leaves the previous checkpoint and `latest.json` as they were.
+
+A checkpoint holds tensors and plain values only (numbers, strings, lists, tuples, dicts), and
+is read back with torch's restricted unpickler (`weights_only=True`): a checkpoint directory
+copied from elsewhere that holds any other object — a pickle that would run code when loaded —
+is refused with an error, and nothing in it runs. Model weights never travel as pickles: the
+model artifact is safetensors (`codefoundry.model`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from codefoundry.errors import ArtifactError, UserError
 
 log = logging.getLogger(__name__)
 LATEST = "latest.json"
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}\.pt")
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -78,9 +87,22 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
     if not (folder / LATEST).exists():
         return None
     clean_temp_files(folder)
-    pointer = json.loads((folder / LATEST).read_text())
-    path = folder / pointer["file"]
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
+        name = json.loads((folder / LATEST).read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{folder / LATEST} cannot be read: {e}") from None
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+        raise ArtifactError(f"{folder / LATEST} points to {name!r}, not a step-NNNNNNNN.pt file in {folder}")
+    path = folder / name
+    try:
+        # weights_only: tensors and plain containers only; the optimizer's and RNG's state need nothing more
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        refused = f"it references {found.group(1)}" if found else "an object of another kind"
+        raise ArtifactError(f"checkpoint {path} holds more than tensors and plain values ({refused}) and was "
+                            "not loaded: unpickling it could run code",
+                            hint="resume only from checkpoints codefoundry train wrote; start the run afresh "
+                                 "without --resume otherwise") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise ArtifactError(f"checkpoint {path} cannot be read: {e}") from None
