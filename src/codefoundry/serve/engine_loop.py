@@ -2,8 +2,10 @@
 
 HTTP handlers (asyncio) `submit()` a `ValidRequest` and read `StepOutput`s from an asyncio
 queue; the thread applies adds and aborts between steps (the engine is not thread-safe),
-runs `Engine.step()` (schedule → ModelRunner → Sampler → StopChecker/detokenizer), and hands
-each output to its request's event loop with `call_soon_threadsafe`. A failing step fails
+runs `Engine.step()` (Scheduler → ModelRunner → Sampler → StopChecker/detokenizer → Scheduler
+update), and hands each of its outputs to its request's event loop with `call_soon_threadsafe`.
+The metrics come from what the step returns (`EngineOutputs`) and `Engine.stats()`, never
+from the engine's queues. A failing step fails
 every in-flight request with a `generation` error and frees their blocks; the loop goes on.
 """
 
@@ -124,9 +126,8 @@ class EngineLoop:
 
     def _step(self) -> None:
         start = time.time_ns()
-        new = [s.id for s in self.engine.waiting]
         try:
-            outputs = self.engine.step()
+            result = self.engine.step()
         except Exception as e:  # a failed step fails its requests, never the server
             log.exception("engine step failed")
             self.metrics.batch_inference_failure.labels(method="decode").inc()
@@ -135,17 +136,18 @@ class EngineLoop:
                 self._deliver(rid, ServeError("generation", f"{type(e).__name__}: {e}"))
             return
         seconds = (time.time_ns() - start) / 1e9
-        started = [rid for rid in new if rid in self._streams and self._streams[rid].times.scheduled == 0
-                   and (rid in self.engine.kv or any(o.request_id == rid for o in outputs))]
+        started = [rid for rid in result.admitted_ids
+                   if rid in self._streams and self._streams[rid].times.scheduled == 0]
         method = "prefill" if started else "decode"
-        self.metrics.batch_inference_count.labels(method=method).inc()
-        self.metrics.batch_inference_success.labels(method=method).inc()
-        self.metrics.batch_forward_duration.labels(method=method).observe(seconds)
-        self.metrics.batch_next_size.observe(len(self.engine.running) + len(started))
+        if result.num_scheduled:
+            self.metrics.batch_inference_count.labels(method=method).inc()
+            self.metrics.batch_inference_success.labels(method=method).inc()
+            self.metrics.batch_forward_duration.labels(method=method).observe(seconds)
+            self.metrics.batch_next_size.observe(result.num_scheduled)
         for rid in started:
             self._streams[rid].times.scheduled = start
         now = time.time_ns()
-        for out in outputs:
+        for out in result.outputs:
             stream = self._streams.get(out.request_id)
             if stream is None:
                 continue
@@ -168,13 +170,13 @@ class EngineLoop:
             self.engine.abort(rid)
 
     def _update_gauges(self) -> None:
-        m, e = self.metrics, self.engine
-        m.queue_size.set(len(e.waiting))
-        m.batch_current_size.set(len(e.running))
-        m.kv_blocks_total.set(e.kv.num_blocks)
-        m.kv_blocks_used.set(e.kv.num_used_blocks)
-        m.batch_current_max_tokens.set(e.kv.num_used_blocks * e.kv.block_size)
-        m.preemptions.set(e.num_preemptions)
+        s, m = self.engine.stats(), self.metrics
+        m.queue_size.set(s.num_waiting)
+        m.batch_current_size.set(s.num_running)
+        m.kv_blocks_total.set(s.num_blocks)
+        m.kv_blocks_used.set(s.num_used_blocks)
+        m.batch_current_max_tokens.set(s.num_used_blocks * s.block_size)
+        m.preemptions.set(s.num_preemptions)
 
 
 def warmup(engine: Engine, num_tokens: int) -> float:
