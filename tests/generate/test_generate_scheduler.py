@@ -102,6 +102,18 @@ def test_a_request_that_is_itself_the_newest_preempts_itself() -> None:
     assert kv.block_table("b") == [] and [r.request_id for r in sched.waiting] == ["b"]
 
 
+def test_a_step_that_preempted_admits_nothing() -> None:
+    """Else the victim, at the front of waiting, would come straight back with a chunk that fits, and thrash."""
+    sched, kv = make(num_blocks=3, block_size=4, max_batch_tokens=4)
+    add(sched, "a", 4)
+    add(sched, "c", 7)
+    assert plan_of(step(sched)) == [("a", 0, 4)]
+    assert plan_of(step(sched)) == [("a", 4, 1), ("c", 0, 3)]     # pool full now
+    out = sched.schedule()                   # c's next chunk (tokens 3..5) needs a 2nd block: c preempts itself
+    assert plan_of(out) == [("a", 5, 1)] and out.preempted_ids == ["c"] and out.admitted_ids == []
+    assert kv.num_used_blocks == 2 and [r.request_id for r in sched.waiting] == ["c"]
+
+
 def test_finish_frees_blocks_and_is_reported_once() -> None:
     sched, kv = make()
     add(sched, "a", 5)

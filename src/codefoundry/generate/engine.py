@@ -146,8 +146,6 @@ class Engine:
 
     def add_request(self, request_id: Hashable, prompt: str | Sequence[int], params: SamplingParams) -> int | None:
         """Queue a request (prompt text or token ids); returns the seed it will sample with (None when greedy)."""
-        if request_id in self._states:
-            raise ValueError(f"request id {request_id!r} is already queued")
         ids = list(self.tokenizer.encode(prompt)) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise ValidationError("`inputs` cannot be empty")
