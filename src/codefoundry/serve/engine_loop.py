@@ -3,7 +3,8 @@
 HTTP handlers (asyncio) `submit()` a `ValidRequest` and read `StepOutput`s from an asyncio
 queue; the thread applies adds and aborts between steps (the engine is not thread-safe),
 runs `Engine.step()` (Scheduler → ModelRunner → Sampler → StopChecker/detokenizer → Scheduler
-update), and hands each of its outputs to its request's event loop with `call_soon_threadsafe`.
+update), and hands its outputs to their requests' event loop with one `call_soon_threadsafe`
+per loop and step (one wake-up of the loop for the whole batch, not one per token).
 The metrics come from what the step returns (`EngineOutputs`) and `Engine.stats()`, never
 from the engine's queues. A failing step fails
 every in-flight request with a `generation` error and frees their blocks; the loop goes on.
@@ -155,19 +156,27 @@ class EngineLoop:
                 stream.times.first_token = now
             if out.completion is not None:
                 stream.times.done = now
-            self._deliver(out.request_id, out)
+        self._deliver_all([(out.request_id, out) for out in result.outputs])
         self.steps += 1
 
     def _deliver(self, rid: int, item: StepOutput | ServeError) -> None:
-        stream = self._streams.get(rid)
-        if stream is None:
-            return
-        if isinstance(item, ServeError) or item.completion is not None:
-            del self._streams[rid]
-        try:
-            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
-        except RuntimeError:               # the request's event loop is closed: nobody is listening
-            self.engine.abort(rid)
+        self._deliver_all([(rid, item)])
+
+    def _deliver_all(self, items: list[tuple[int, StepOutput | ServeError]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Queue, StepOutput | ServeError]]] = {}
+        for rid, item in items:
+            stream = self._streams.get(rid)
+            if stream is None:
+                continue
+            if isinstance(item, ServeError) or item.completion is not None:
+                del self._streams[rid]
+            by_loop.setdefault(stream.loop, []).append((rid, stream.queue, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, batch)
+            except RuntimeError:           # the requests' event loop is closed: nobody is listening
+                for rid, _, _ in batch:
+                    self.engine.abort(rid)
 
     def _update_gauges(self) -> None:
         s, m = self.engine.stats(), self.metrics
@@ -177,6 +186,11 @@ class EngineLoop:
         m.kv_blocks_used.set(s.num_used_blocks)
         m.batch_current_max_tokens.set(s.num_used_blocks * s.block_size)
         m.preemptions.set(s.num_preemptions)
+
+
+def _put_all(batch: list[tuple[int, asyncio.Queue, StepOutput | ServeError]]) -> None:
+    for _, queue, item in batch:
+        queue.put_nowait(item)
 
 
 def warmup(engine: Engine, num_tokens: int) -> float:
