@@ -111,7 +111,7 @@ class Scheduler:
     def __init__(self, allocator: BlockAllocator, *, max_batch_tokens: int, max_batch_size: int) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValidationError(f"max_batch_tokens and max_batch_size must be >= 1, "
-                             f"got {max_batch_tokens} and {max_batch_size}")
+                                  f"got {max_batch_tokens} and {max_batch_size}")
         self.allocator = allocator
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.waiting: deque[Request] = deque()
