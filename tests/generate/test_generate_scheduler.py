@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Collection, Hashable
 
 import pytest
@@ -41,6 +42,7 @@ def test_token_budget_is_shared_running_first_then_waiting_in_order() -> None:
     first = step(sched)
     assert plan_of(first) == [("a", 0, 10), ("b", 0, 6)]             # c waits: no budget left
     assert first.admitted_ids == ["a", "b"] and first.num_scheduled_tokens == 16
+    assert pickle.loads(pickle.dumps(first)) == first                 # plain data: can go to another process
     assert sched.num_running == 2 and sched.num_waiting == 1
     second = step(sched)
     assert plan_of(second) == [("a", 10, 1), ("b", 6, 4), ("c", 0, 10)]   # a decodes, b's prompt catches up

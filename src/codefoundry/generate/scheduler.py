@@ -18,10 +18,10 @@ from its prompt and the tokens it already has: vLLM's recompute preemption), unt
 request fits or is itself the one preempted.
 
 The KV-cache manager is reached only through `BlockAllocator` (allocate slots → new block
-ids or None, free, block table), and requests only by their ids, so an allocator with a
-prefix cache (which can admit a request with `num_computed_tokens > 0`), adapters keyed into
-request ids, or a runner in another process (`SchedulerOutput` is plain, picklable data)
-need no change here.
+ids or None, free, block table). Nothing here assumes that a request starts with 0 computed
+tokens (a prefix cache admits it with its cached prefix counted), one adapter (request ids
+are opaque hashables; an adapter can be part of them), or one process (`SchedulerOutput`
+is plain, picklable data for a runner elsewhere).
 """
 
 from __future__ import annotations
