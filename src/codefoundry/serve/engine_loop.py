@@ -4,10 +4,10 @@ HTTP handlers (asyncio) `submit()` a `ValidRequest` and read `StepOutput`s from 
 queue; the thread applies adds and aborts between steps (the engine is not thread-safe),
 runs `Engine.step()` (Scheduler → ModelRunner → Sampler → StopChecker/detokenizer → Scheduler
 update), and hands its outputs to their requests' event loop with one `call_soon_threadsafe`
-per loop and step (one wake-up of the loop for the whole batch, not one per token).
-The metrics come from what the step returns (`EngineOutputs`) and `Engine.stats()`, never
-from the engine's queues. A failing step fails
-every in-flight request with a `generation` error and frees their blocks; the loop goes on.
+per loop and step (one wake-up of the loop for the whole batch, not one per token). The
+metrics come from what the step returns (`EngineOutputs`) and `Engine.stats()`, never from
+the engine's queues. A failing step fails every in-flight request with a `generation`
+error and frees their blocks; the loop goes on.
 """
 
 from __future__ import annotations
