@@ -37,15 +37,17 @@ def test_small_pool_preempts_and_refills_without_changing_outputs(model_and_toke
     engine = Engine(model, tokenizer, num_blocks=24, block_size=4, max_batch_tokens=20)
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(i, prompt, params)
-    done, preempted = {}, []
+    done, preempted, admitted = {}, [], []
     while engine.has_unfinished():
         step = engine.step()
-        assert engine.stats().num_used_blocks <= 24
+        assert engine.stats().num_used_blocks <= 24 and step.num_scheduled >= len(step.outputs)
         preempted += step.preempted_ids
+        admitted += step.admitted_ids
         done.update({e.request_id: e.completion for e in step.outputs if e.completion})
     tight = [done[i] for i in range(len(PROMPTS))]
     stats = engine.stats()
     assert preempted and stats.num_preemptions == len(preempted) and stats.num_used_blocks == 0
+    assert sorted(admitted) == sorted([*range(len(PROMPTS)), *preempted])     # each preempted one came back
     narrow = generate(model, tokenizer, PROMPTS, params, max_batch_size=2)
     for a, t, n in zip(ample, tight, narrow, strict=True):
         assert t.token_ids == a.token_ids == n.token_ids
