@@ -37,12 +37,17 @@ def test_small_pool_preempts_and_refills_without_changing_outputs(model_and_toke
     engine = Engine(model, tokenizer, num_blocks=24, block_size=4, max_batch_tokens=20)
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(i, prompt, params)
-    done = {}
+    done, preempted, admitted = {}, [], []
     while engine.has_unfinished():
-        assert engine.kv.num_used_blocks <= 24
-        done.update({e.request_id: e.completion for e in engine.step() if e.completion})
+        step = engine.step()
+        assert engine.stats().num_used_blocks <= 24 and step.num_scheduled >= len(step.outputs)
+        preempted += step.preempted_ids
+        admitted += step.admitted_ids
+        done.update({e.request_id: e.completion for e in step.outputs if e.completion})
     tight = [done[i] for i in range(len(PROMPTS))]
-    assert engine.num_preemptions > 0 and engine.kv.num_free_blocks == 24
+    stats = engine.stats()
+    assert preempted and stats.num_preemptions == len(preempted) and stats.num_used_blocks == 0
+    assert sorted(admitted) == sorted([*range(len(PROMPTS)), *preempted])     # each preempted one came back
     narrow = generate(model, tokenizer, PROMPTS, params, max_batch_size=2)
     for a, t, n in zip(ample, tight, narrow, strict=True):
         assert t.token_ids == a.token_ids == n.token_ids
@@ -143,18 +148,18 @@ def test_engine_streams_tokens_and_abort_frees_blocks(model_and_tokenizer) -> No
     streamed: dict[str, str] = {"a": "", "b": "", "c": ""}
     finished = {}
     for _ in range(5):
-        for e in engine.step():
+        for e in engine.step().outputs:
             streamed[e.request_id] += e.text
-    used = engine.kv.num_used_blocks
+    used = engine.stats().num_used_blocks
     assert engine.abort("b") and not engine.abort("b") and not engine.abort("zzz")
-    assert engine.kv.num_used_blocks < used and "b" not in engine.kv
+    assert engine.stats().num_used_blocks < used and engine.kv.block_table("b") == []
     while engine.has_unfinished():
-        for e in engine.step():
+        for e in engine.step().outputs:
             assert e.request_id != "b"
             streamed[e.request_id] += e.text
             if e.completion:
                 finished[e.request_id] = e.completion
-    assert engine.kv.num_free_blocks == 64
+    assert engine.stats().num_used_blocks == 0 and not engine.step().outputs
     assert finished["a"].token_ids == expected[0].token_ids and finished["c"].token_ids == expected[2].token_ids
     assert streamed["a"] == finished["a"].text == expected[0].text and streamed["c"] == expected[2].text
     assert expected[1].text.startswith(streamed["b"]) and len(streamed["b"]) < len(expected[1].text)

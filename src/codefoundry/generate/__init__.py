@@ -4,34 +4,52 @@
     [c] = generate(model, tokenizer, ["def fib(n):"], SamplingParams(max_new_tokens=64, stop=["\\ndef "]))
     c.text, c.finish_reason, c.logprobs
 
-`Engine` is the step-wise form (add_request / abort / step → StepOutput per token) that a
-server loop drives; `generate()` adds every prompt and steps until all are done. The layers
-are vLLM v1's, with plain data between them: `KVCacheManager` (block ids, None when full)
-→ `ModelRunner` (`ScheduledSequence`s → logits via `model.forward_paged`) → `Sampler`
-(`SampleRow`s → tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per sequence.
+`Engine` is the step-wise form (add_request / abort / step → `EngineOutputs`, a StepOutput
+per token) that a server loop drives; `generate()` adds every prompt and steps until all are
+done. The layers are vLLM v1's, with plain data between them: `Scheduler` (queues, token
+budget, chunked prefill, preemption → `SchedulerOutput`) over `KVCacheManager` (block ids,
+None when full) → `ModelRunner` (`ScheduledSequence`s → logits via `model.forward_paged`)
+→ `Sampler` (`SampleRow`s → tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per
+request → `Scheduler.update` (tokens appended, finished requests freed).
 """
 
 from codefoundry.generate.detokenizer import IncrementalDetokenizer
-from codefoundry.generate.engine import Completion, Engine, GeneratedToken, StepOutput, generate
+from codefoundry.generate.engine import (
+    Completion,
+    Engine,
+    EngineOutputs,
+    EngineStats,
+    GeneratedToken,
+    StepOutput,
+    generate,
+)
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence, StepLogits
 from codefoundry.generate.sampler import Sampler, SampleResult, SampleRow, uniform
+from codefoundry.generate.scheduler import BlockAllocator, Request, ScheduledRequest, Scheduler, SchedulerOutput
 from codefoundry.generate.stop import Stop, StopChecker
 
 __all__ = [
+    "BlockAllocator",
     "Completion",
     "Engine",
+    "EngineOutputs",
+    "EngineStats",
     "FinishReason",
     "GeneratedToken",
     "IncrementalDetokenizer",
     "KVCacheManager",
     "ModelRunner",
+    "Request",
     "SampleResult",
     "SampleRow",
     "Sampler",
     "SamplingParams",
+    "ScheduledRequest",
     "ScheduledSequence",
+    "Scheduler",
+    "SchedulerOutput",
     "StepLogits",
     "StepOutput",
     "Stop",

@@ -1,18 +1,17 @@
 """The step-wise engine and `generate()`, its synchronous batch wrapper.
 
-`Engine.step()` is vLLM v1's loop in one call: schedule, execute, update. Scheduling has no
-prefill/decode split: running sequences first, then waiting ones, each gets
-`min(tokens it still lacks, budget left)` new tokens within `max_batch_tokens`. A long prompt
-is thereby prefilled in chunks beside other sequences' decode steps; finished sequences free
-their blocks at once and waiting ones take them (continuous batching). When the pool runs
-out, the most recently admitted sequence is preempted: its blocks are freed and it is
-recomputed later from its prompt and the tokens it already has (vLLM's recompute
-preemption), so its output does not change.
+`Engine.step()` is vLLM v1's loop in one call: the `Scheduler` plans the step (which requests
+compute how many tokens, chunked prefill, preemption), the `ModelRunner` computes their
+logits, the `Sampler` picks the next tokens of the requests that caught up, each request's
+`IncrementalDetokenizer` and `StopChecker` turn its token into text and decide whether it
+is done, and the scheduler takes the results back (tokens appended, finished requests
+freed). A preempted request is recomputed later from its prompt and the tokens it already
+has, so its output does not change.
 
     engine = Engine(model, tokenizer, num_blocks=512)
     engine.add_request("a", prompt_ids, SamplingParams(max_new_tokens=64))
     while engine.has_unfinished():
-        for event in engine.step():          # one StepOutput per sequence that got a token
+        for event in engine.step().outputs:      # one StepOutput per request that got a token
             event.token.text, event.text, event.completion
 
 The engine is not thread-safe: one thread steps it, and adds or aborts between steps.
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +33,8 @@ from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence
 from codefoundry.generate.sampler import Sampler, SampleRow
-from codefoundry.generate.stop import StopChecker
+from codefoundry.generate.scheduler import Request, Scheduler, SchedulerOutput
+from codefoundry.generate.stop import Stop, StopChecker
 from codefoundry.model import kv_cache_bytes_per_block
 
 DEFAULT_MAX_BATCH_TOKENS = 2048        # tokens computed per step (prefill chunks + decodes)
@@ -88,33 +87,43 @@ class StepOutput:
     completion: Completion | None      # set when the request finished with this token
 
 
-class _Sequence:
-    """Engine-side state of one request."""
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's load (what a server's gauges show)."""
 
-    def __init__(self, request_id: Hashable, prompt_ids: list[int], params: SamplingParams, seed: int | None,
-                 tokenizer: Any, eos_ids: set[int]) -> None:
-        self.id, self.params, self.seed = request_id, params, seed
-        self.prompt_ids = prompt_ids
-        self.token_ids = list(prompt_ids)
-        self.num_computed = 0
-        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids, skip_special_tokens=False)
+    num_waiting: int                   # requests queued, not in the running batch
+    num_running: int                   # requests in the running batch
+    num_blocks: int                    # KV pool size, in blocks
+    num_used_blocks: int
+    block_size: int                    # token slots per block
+    num_preemptions: int               # since the engine was made
+
+
+@dataclass
+class EngineOutputs:
+    """What one `Engine.step()` did."""
+
+    outputs: list[StepOutput]          # one per request that got a token, in batch order
+    num_scheduled: int                 # requests that computed tokens this step (0: nothing could run)
+    admitted_ids: list[Hashable]       # requests that entered the running batch this step
+    preempted_ids: list[Hashable]      # requests sent back to waiting this step (to be recomputed)
+
+
+class _RequestState:
+    """The engine's side of one request: how it samples, and its text so far (the tokens are the scheduler's)."""
+
+    def __init__(self, request: Request, params: SamplingParams, seed: int | None, tokenizer: Any,
+                 eos_ids: set[int]) -> None:
+        self.request, self.params, self.seed = request, params, seed
+        self.detok = IncrementalDetokenizer(tokenizer, request.prompt_token_ids, skip_special_tokens=False)
         self.stopper = StopChecker(params.max_new_tokens, params.stop, eos_ids, params.ignore_eos)
         self.tokens: list[GeneratedToken] = []
         self.text = ""
         self.prefill_logprobs: list[float | None] | None = [None] if params.decoder_input_details else None
 
     @property
-    def num_generated(self) -> int:
-        return len(self.token_ids) - len(self.prompt_ids)
-
-    @property
-    def num_missing(self) -> int:
-        """Tokens not yet in the KV cache."""
-        return len(self.token_ids) - self.num_computed
-
-    @property
     def wants_prompt_logits(self) -> bool:
-        return self.prefill_logprobs is not None and len(self.prefill_logprobs) < len(self.prompt_ids)
+        return self.prefill_logprobs is not None and len(self.prefill_logprobs) < len(self.request.prompt_token_ids)
 
 
 class Engine:
@@ -123,12 +132,9 @@ class Engine:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, num_blocks: int, block_size: int = 16,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
-        if max_batch_tokens < 1 or max_batch_size < 1:
-            raise ValidationError(f"max_batch_tokens and max_batch_size must be >= 1, "
-                                  f"got {max_batch_tokens} and {max_batch_size}")
         self.model, self.tokenizer = model, tokenizer
-        self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.kv = KVCacheManager(num_blocks, block_size)
+        self.scheduler = Scheduler(self.kv, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         self.runner = ModelRunner(model, num_blocks, block_size)
         self.sampler = Sampler()
         config = model.config
@@ -136,14 +142,10 @@ class Engine:
         self.eos_ids = {i for i in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)) if i is not None}
         self.special_ids = set(tokenizer.all_special_ids)
         self.vocab = len(tokenizer)    # the model's vocabulary is padded to a multiple of 64: never sample padding
-        self.waiting: deque[_Sequence] = deque()
-        self.running: list[_Sequence] = []
-        self.num_preemptions = 0
+        self._states: dict[Hashable, _RequestState] = {}
 
     def add_request(self, request_id: Hashable, prompt: str | Sequence[int], params: SamplingParams) -> int | None:
         """Queue a request (prompt text or token ids); returns the seed it will sample with (None when greedy)."""
-        if any(s.id == request_id for s in (*self.waiting, *self.running)):
-            raise ValueError(f"request id {request_id!r} is already queued")
         ids = list(self.tokenizer.encode(prompt)) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise ValidationError("`inputs` cannot be empty")
@@ -156,126 +158,111 @@ class Engine:
             raise ValidationError(f"a sequence of {len(ids)} + {params.max_new_tokens} tokens needs {need} KV blocks "
                                   f"of {self.kv.block_size} tokens but the pool has num_blocks={self.kv.num_blocks}")
         seed = (params.seed if params.seed is not None else secrets.randbits(64)) if params.sampling else None
-        self.waiting.append(_Sequence(request_id, ids, params, seed, self.tokenizer, self.eos_ids))
+        request = Request(request_id, ids)
+        self.scheduler.add_request(request)
+        self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids)
         return seed
 
     def abort(self, request_id: Hashable) -> bool:
         """Drop a request (client gone) and free its blocks; False if it is not queued."""
-        for queue in (self.waiting, self.running):
-            for seq in queue:
-                if seq.id == request_id:
-                    queue.remove(seq)
-                    self.kv.free(seq.id)
-                    return True
-        return False
+        self._states.pop(request_id, None)
+        return self.scheduler.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return self.scheduler.has_unfinished()
 
-    def _preempt(self, victim: _Sequence) -> None:
-        self.kv.free(victim.id)
-        victim.num_computed = 0
-        if victim.wants_prompt_logits:          # its prompt logprobs are recomputed from the start
-            victim.prefill_logprobs = [None]
-        self.running.remove(victim)
-        self.waiting.appendleft(victim)
-        self.num_preemptions += 1
+    def stats(self) -> EngineStats:
+        s, kv = self.scheduler, self.kv
+        return EngineStats(s.num_waiting, s.num_running, kv.num_blocks, kv.num_used_blocks, kv.block_size,
+                           s.num_preemptions)
 
-    def _schedule(self) -> list[tuple[_Sequence, int]]:
-        """This step's `(sequence, new tokens)`, with their KV slots allocated."""
-        budget = self.max_batch_tokens
-        scheduled: list[tuple[_Sequence, int]] = []
-        for seq in list(self.running):
-            if seq not in self.running:          # preempted by an earlier sequence of this step
-                continue
-            n = min(seq.num_missing, budget)
-            if n == 0:
-                break
-            while self.kv.allocate(seq.id, n) is None:
-                victim = self.running[-1]
-                self._preempt(victim)
-                if victim is seq:
-                    break
-            if seq in self.running:
-                scheduled.append((seq, n))
-                budget -= n
-        while self.waiting and budget > 0 and len(self.running) < self.max_batch_size:
-            seq = self.waiting[0]
-            n = min(seq.num_missing, budget)
-            if self.kv.allocate(seq.id, n) is None:
-                break
-            self.waiting.popleft()
-            self.running.append(seq)
-            scheduled.append((seq, n))
-            budget -= n
-        return scheduled
+    def step(self) -> EngineOutputs:
+        """Schedule, run the model once, sample, update; one StepOutput per request that got a token."""
+        plan = self.scheduler.schedule()
+        for request_id in plan.preempted_ids:
+            state = self._states[request_id]
+            if state.wants_prompt_logits:              # its prompt logprobs are recomputed from the start
+                state.prefill_logprobs = [None]
+        outputs = self._execute(plan) if not plan.is_empty else []
+        return EngineOutputs(outputs, len(plan.scheduled), plan.admitted_ids, plan.preempted_ids)
 
-    def step(self) -> list[StepOutput]:
-        """Schedule, run the model once, sample; one StepOutput per sequence that got a token."""
-        scheduled = self._schedule()
-        if not scheduled:
-            return []
-        out = self.runner.execute([
-            ScheduledSequence(seq.token_ids, seq.num_computed, n, self.kv.block_table(seq.id),
-                              all_logits=seq.wants_prompt_logits)
-            for seq, n in scheduled])
+    def _execute(self, plan: SchedulerOutput) -> list[StepOutput]:
+        states = [self._states[s.request_id] for s in plan.scheduled]
+        logits = self.runner.execute([
+            ScheduledSequence(st.request.token_ids, s.num_computed_tokens, s.num_new_tokens, s.block_ids,
+                              all_logits=st.wants_prompt_logits)
+            for s, st in zip(plan.scheduled, states, strict=True)])
         ready: list[int] = []
-        for row, (seq, n) in enumerate(scheduled):
-            if out.all[row] is not None:
-                _record_prefill_logprobs(seq, out.all[row], n)
-            seq.num_computed += n
-            if seq.num_computed == len(seq.token_ids):   # caught up: its last logits pick the next token
+        for row, (s, st) in enumerate(zip(plan.scheduled, states, strict=True)):
+            if logits.all[row] is not None:
+                _record_prefill_logprobs(st, logits.all[row], s.num_computed_tokens, s.num_new_tokens)
+            if s.num_tokens_after == st.request.num_tokens:   # caught up: its last logits pick the next token
                 ready.append(row)
         if not ready:
+            self.scheduler.update(plan, {})
             return []
-        seqs = [scheduled[r][0] for r in ready]
-        last = out.last if len(ready) == len(scheduled) else out.last[ready]
-        result = self.sampler.sample(last[:, :self.vocab],
-                                     [SampleRow(s.params, s.token_ids, s.num_generated, s.seed) for s in seqs])
+        picked = [states[r] for r in ready]
+        last = logits.last if len(ready) == len(states) else logits.last[ready]
+        result = self.sampler.sample(
+            last[:, :self.vocab],
+            [SampleRow(st.params, st.request.token_ids, st.request.num_output_tokens, st.seed) for st in picked])
+        sampled: dict[Hashable, int] = {}
+        stops: dict[Hashable, Stop] = {}
+        events: list[tuple[_RequestState, GeneratedToken, str]] = []
+        for j, st in enumerate(picked):
+            token, delta, stop = self._detokenize(st, result.token_ids[j], result.logprobs[j], result.top_tokens[j])
+            sampled[st.request.request_id] = token.id
+            if stop is not None:
+                stops[st.request.request_id] = stop
+            events.append((st, token, delta))
+        self.scheduler.update(plan, sampled, stops.keys())
         outputs = []
-        for j, seq in enumerate(seqs):
-            event = self._append_token(seq, result.token_ids[j], result.logprobs[j], result.top_tokens[j])
-            if event.completion is not None:
-                self.kv.free(seq.id)
-                self.running.remove(seq)
-            outputs.append(event)
+        for st, token, delta in events:
+            rid = st.request.request_id
+            stop = stops.get(rid)
+            completion = None
+            if stop is not None:
+                completion = self._complete(st, stop)
+                del self._states[rid]
+            outputs.append(StepOutput(rid, token, delta, completion))
         return outputs
 
-    def _append_token(self, seq: _Sequence, token_id: int, logprob: float,
-                      top: list[tuple[int, float]]) -> StepOutput:
-        seq.token_ids.append(token_id)
+    def _detokenize(self, st: _RequestState, token_id: int, logprob: float,
+                    top: list[tuple[int, float]]) -> tuple[GeneratedToken, str, Stop | None]:
+        """The token's text and what it adds to the output; the stop rule it triggered, if any."""
         special = token_id in self.special_ids
-        piece = seq.detok.add(token_id)
+        piece = st.detok.add(token_id)
         token = GeneratedToken(token_id, piece, logprob, special, top)
-        seq.tokens.append(token)
+        st.tokens.append(token)
         delta = "" if special else piece              # generated text skips special tokens, details keep them
-        stop = seq.stopper.check(token_id, delta)
-        if stop is None:
-            seq.text += delta
-            return StepOutput(seq.id, token, delta, None)
-        if stop.reason is FinishReason.STOP_SEQUENCE:
-            delta = delta[:stop.keep_chars]
-        else:
-            delta += seq.detok.flush()
-        seq.text += delta
-        generated = seq.token_ids[len(seq.prompt_ids):]
-        completion = Completion(text=seq.text, token_ids=generated, finish_reason=stop.reason,
-                                generated_tokens=len(generated), seed=seq.seed, tokens=seq.tokens,
-                                prompt_token_ids=seq.prompt_ids, stop_sequence=stop.stop_sequence,
-                                prefill_logprobs=seq.prefill_logprobs)
-        return StepOutput(seq.id, token, delta, completion)
+        stop = st.stopper.check(token_id, delta)
+        if stop is not None:
+            if stop.reason is FinishReason.STOP_SEQUENCE:
+                delta = delta[:stop.keep_chars]
+            else:
+                delta += st.detok.flush()
+        st.text += delta
+        return token, delta, stop
+
+    def _complete(self, st: _RequestState, stop: Stop) -> Completion:
+        request = st.request
+        generated = request.output_token_ids
+        return Completion(text=st.text, token_ids=generated, finish_reason=stop.reason,
+                          generated_tokens=len(generated), seed=st.seed, tokens=st.tokens,
+                          prompt_token_ids=request.prompt_token_ids, stop_sequence=stop.stop_sequence,
+                          prefill_logprobs=st.prefill_logprobs)
 
 
-def _record_prefill_logprobs(seq: _Sequence, logits: torch.Tensor, n: int) -> None:
+def _record_prefill_logprobs(st: _RequestState, logits: torch.Tensor, start: int, n: int) -> None:
     """Logits at prompt position p score prompt token p + 1 (raw log-softmax, as TGI's prefill details)."""
-    assert seq.prefill_logprobs is not None
-    start = seq.num_computed
-    targets = [p + 1 for p in range(start, start + n) if p + 1 < len(seq.prompt_ids)]
-    if not targets or len(seq.prefill_logprobs) != start + 1:
+    assert st.prefill_logprobs is not None
+    prompt = st.request.prompt_token_ids
+    targets = [p + 1 for p in range(start, start + n) if p + 1 < len(prompt)]
+    if not targets or len(st.prefill_logprobs) != start + 1:
         return
     lp = torch.log_softmax(logits[:len(targets)].double(), dim=-1)
-    ids = torch.tensor([seq.prompt_ids[t] for t in targets], device=lp.device)
-    seq.prefill_logprobs.extend(lp.gather(1, ids[:, None]).squeeze(1).tolist())
+    ids = torch.tensor([prompt[t] for t in targets], device=lp.device)
+    st.prefill_logprobs.extend(lp.gather(1, ids[:, None]).squeeze(1).tolist())
 
 
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Sequence[int]],
@@ -314,7 +301,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
         with progress_bar(transient=True) as bar:
             task = bar.add_task("generating", total=len(ids), visible=progress)
             while engine.has_unfinished():
-                for event in engine.step():
+                for event in engine.step().outputs:
                     if event.completion is not None:
                         done[event.request_id] = event.completion
                         bar.advance(task)

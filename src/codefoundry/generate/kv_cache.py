@@ -11,9 +11,10 @@ compute, and gets whole blocks on demand:
               computed  ···      new tokens 6, 7, 8
 
 `allocate` is all-or-nothing: it returns None when the free pool cannot hold the new
-blocks, and the caller (a scheduler) decides whom to preempt. `free` returns a sequence's
-blocks tail first, as vLLM does. Sequence ids are any hashable key (request ids, (adapter,
-request) pairs); nothing here assumes one adapter, one model or one process.
+blocks, and the caller (the `Scheduler`, which sees this class as a `BlockAllocator`)
+decides whom to preempt. `free` returns a sequence's blocks tail first, as vLLM does.
+Sequence ids are any hashable key (request ids, (adapter, request) pairs); nothing here
+assumes one adapter, one model or one process.
 """
 
 from __future__ import annotations
@@ -34,24 +35,12 @@ class KVCacheManager:
         self._num_slots: dict[Hashable, int] = {}
 
     @property
-    def num_free_blocks(self) -> int:
-        return len(self._free)
-
-    @property
     def num_used_blocks(self) -> int:
         return self.num_blocks - len(self._free)
 
     def blocks_needed(self, num_tokens: int) -> int:
         """Blocks that hold `num_tokens` slots."""
         return -(-num_tokens // self.block_size)
-
-    def new_blocks_for(self, seq_id: Hashable, num_new_tokens: int) -> int:
-        """How many more blocks `allocate(seq_id, num_new_tokens)` would take."""
-        have = len(self._tables.get(seq_id, ()))
-        return max(0, self.blocks_needed(self._num_slots.get(seq_id, 0) + num_new_tokens) - have)
-
-    def can_allocate(self, seq_id: Hashable, num_new_tokens: int) -> bool:
-        return self.new_blocks_for(seq_id, num_new_tokens) <= len(self._free)
 
     def allocate(self, seq_id: Hashable, num_new_tokens: int) -> list[int] | None:
         """Reserve slots for `num_new_tokens` more tokens of `seq_id`.
@@ -61,7 +50,8 @@ class KVCacheManager:
         """
         if num_new_tokens < 0:
             raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
-        need = self.new_blocks_for(seq_id, num_new_tokens)
+        table = self._tables.get(seq_id, ())
+        need = max(0, self.blocks_needed(self._num_slots.get(seq_id, 0) + num_new_tokens) - len(table))
         if need > len(self._free):
             return None
         new = [self._free.popleft() for _ in range(need)]
@@ -79,20 +69,3 @@ class KVCacheManager:
     def block_table(self, seq_id: Hashable) -> list[int]:
         """The block ids of `seq_id`, in token order."""
         return list(self._tables.get(seq_id, ()))
-
-    def num_slots(self, seq_id: Hashable) -> int:
-        """Token slots reserved by `seq_id` so far."""
-        return self._num_slots.get(seq_id, 0)
-
-    def slot_mapping(self, seq_id: Hashable, start: int, count: int) -> list[int]:
-        """Flat slots (`block_id * block_size + offset`) of token positions `start .. start+count-1`."""
-        if start + count > self._num_slots.get(seq_id, 0):
-            raise ValueError(f"sequence {seq_id!r} has {self.num_slots(seq_id)} slots reserved, "
-                             f"positions up to {start + count - 1} asked")
-        if count == 0:
-            return []
-        table, bs = self._tables[seq_id], self.block_size
-        return [table[p // bs] * bs + p % bs for p in range(start, start + count)]
-
-    def __contains__(self, seq_id: Hashable) -> bool:
-        return seq_id in self._tables

@@ -2,9 +2,12 @@
 
 HTTP handlers (asyncio) `submit()` a `ValidRequest` and read `StepOutput`s from an asyncio
 queue; the thread applies adds and aborts between steps (the engine is not thread-safe),
-runs `Engine.step()` (schedule → ModelRunner → Sampler → StopChecker/detokenizer), and hands
-each output to its request's event loop with `call_soon_threadsafe`. A failing step fails
-every in-flight request with a `generation` error and frees their blocks; the loop goes on.
+runs `Engine.step()` (Scheduler → ModelRunner → Sampler → StopChecker/detokenizer → Scheduler
+update), and hands its outputs to their requests' event loop with one `call_soon_threadsafe`
+per loop and step (one wake-up of the loop for the whole batch, not one per token). The
+metrics come from what the step returns (`EngineOutputs`) and `Engine.stats()`, never from
+the engine's queues. A failing step fails every in-flight request with a `generation`
+error and frees their blocks; the loop goes on.
 """
 
 from __future__ import annotations
@@ -124,9 +127,8 @@ class EngineLoop:
 
     def _step(self) -> None:
         start = time.time_ns()
-        new = [s.id for s in self.engine.waiting]
         try:
-            outputs = self.engine.step()
+            result = self.engine.step()
         except Exception as e:  # a failed step fails its requests, never the server
             log.exception("engine step failed")
             self.metrics.batch_inference_failure.labels(method="decode").inc()
@@ -135,17 +137,18 @@ class EngineLoop:
                 self._deliver(rid, ServeError("generation", f"{type(e).__name__}: {e}"))
             return
         seconds = (time.time_ns() - start) / 1e9
-        started = [rid for rid in new if rid in self._streams and self._streams[rid].times.scheduled == 0
-                   and (rid in self.engine.kv or any(o.request_id == rid for o in outputs))]
+        started = [rid for rid in result.admitted_ids
+                   if rid in self._streams and self._streams[rid].times.scheduled == 0]
         method = "prefill" if started else "decode"
-        self.metrics.batch_inference_count.labels(method=method).inc()
-        self.metrics.batch_inference_success.labels(method=method).inc()
-        self.metrics.batch_forward_duration.labels(method=method).observe(seconds)
-        self.metrics.batch_next_size.observe(len(self.engine.running) + len(started))
+        if result.num_scheduled:
+            self.metrics.batch_inference_count.labels(method=method).inc()
+            self.metrics.batch_inference_success.labels(method=method).inc()
+            self.metrics.batch_forward_duration.labels(method=method).observe(seconds)
+            self.metrics.batch_next_size.observe(result.num_scheduled)
         for rid in started:
             self._streams[rid].times.scheduled = start
         now = time.time_ns()
-        for out in outputs:
+        for out in result.outputs:
             stream = self._streams.get(out.request_id)
             if stream is None:
                 continue
@@ -153,28 +156,41 @@ class EngineLoop:
                 stream.times.first_token = now
             if out.completion is not None:
                 stream.times.done = now
-            self._deliver(out.request_id, out)
+        self._deliver_all([(out.request_id, out) for out in result.outputs])
         self.steps += 1
 
     def _deliver(self, rid: int, item: StepOutput | ServeError) -> None:
-        stream = self._streams.get(rid)
-        if stream is None:
-            return
-        if isinstance(item, ServeError) or item.completion is not None:
-            del self._streams[rid]
-        try:
-            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
-        except RuntimeError:               # the request's event loop is closed: nobody is listening
-            self.engine.abort(rid)
+        self._deliver_all([(rid, item)])
+
+    def _deliver_all(self, items: list[tuple[int, StepOutput | ServeError]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Queue, StepOutput | ServeError]]] = {}
+        for rid, item in items:
+            stream = self._streams.get(rid)
+            if stream is None:
+                continue
+            if isinstance(item, ServeError) or item.completion is not None:
+                del self._streams[rid]
+            by_loop.setdefault(stream.loop, []).append((rid, stream.queue, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, batch)
+            except RuntimeError:           # the requests' event loop is closed: nobody is listening
+                for rid, _, _ in batch:
+                    self.engine.abort(rid)
 
     def _update_gauges(self) -> None:
-        m, e = self.metrics, self.engine
-        m.queue_size.set(len(e.waiting))
-        m.batch_current_size.set(len(e.running))
-        m.kv_blocks_total.set(e.kv.num_blocks)
-        m.kv_blocks_used.set(e.kv.num_used_blocks)
-        m.batch_current_max_tokens.set(e.kv.num_used_blocks * e.kv.block_size)
-        m.preemptions.set(e.num_preemptions)
+        s, m = self.engine.stats(), self.metrics
+        m.queue_size.set(s.num_waiting)
+        m.batch_current_size.set(s.num_running)
+        m.kv_blocks_total.set(s.num_blocks)
+        m.kv_blocks_used.set(s.num_used_blocks)
+        m.batch_current_max_tokens.set(s.num_used_blocks * s.block_size)
+        m.preemptions.set(s.num_preemptions)
+
+
+def _put_all(batch: list[tuple[int, asyncio.Queue, StepOutput | ServeError]]) -> None:
+    for _, queue, item in batch:
+        queue.put_nowait(item)
 
 
 def warmup(engine: Engine, num_tokens: int) -> float:

@@ -1,0 +1,225 @@
+"""The scheduler: which requests compute how many tokens each step (vLLM v1's Scheduler).
+
+It owns the waiting and running queues and a per-step token budget, and decides; it computes
+nothing. There is no prefill/decode split: every request has `num_computed_tokens` (its
+tokens already in the KV cache) and each step it is given `min(tokens it lacks, budget
+left)` more, so a long prompt is prefilled in chunks beside other requests' decode steps
+(chunked prefill), and decoding is the case where the lack is one token.
+
+    schedule()  running requests first, in admission order, then waiting ones from the front
+                (not in a step that preempted): slots are allocated for each; → SchedulerOutput
+    update()    the step's sampled tokens come back: computed counts advance, tokens are
+                appended, finished requests leave running and free their blocks
+    abort()     drop a waiting or running request and free its blocks
+
+When the pool cannot hold a running request's new tokens, the newest running request is
+preempted (freed, and put at the front of waiting with 0 computed tokens, to be recomputed
+from its prompt and the tokens it already has: vLLM's recompute preemption), until the
+request fits or is itself the one preempted.
+
+The KV-cache manager is reached only through `BlockAllocator` (allocate slots → new block
+ids or None, free, block table). Nothing here assumes that a request starts with 0 computed
+tokens (a prefix cache admits it with its cached prefix counted), one adapter (request ids
+are opaque hashables; an adapter can be part of them), or one process (`SchedulerOutput`
+is plain, picklable data for a runner elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from codefoundry.generate.params import ValidationError
+
+
+class BlockAllocator(Protocol):
+    """What the scheduler needs from a KV-cache manager (`KVCacheManager` is one)."""
+
+    def allocate(self, request_id: Hashable, num_new_tokens: int) -> list[int] | None:
+        """Slots for `num_new_tokens` more tokens: the newly taken block ids, or None (nothing taken) when full."""
+
+    def free(self, request_id: Hashable) -> int:
+        """Give back every block of the request."""
+
+    def block_table(self, request_id: Hashable) -> list[int]:
+        """The request's block ids, in token order."""
+
+
+@dataclass(eq=False)             # identity: two requests are never the same one
+class Request:
+    """The scheduler's view of one request: its tokens, and how many of them are in the KV cache."""
+
+    request_id: Hashable
+    prompt_token_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)   # prompt + generated; filled from the prompt
+    num_computed_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.token_ids:
+            self.token_ids = list(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - len(self.prompt_token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[len(self.prompt_token_ids):]
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """One request's share of a step: compute `token_ids[num_computed_tokens : + num_new_tokens]`."""
+
+    request_id: Hashable
+    num_computed_tokens: int        # already in the KV cache before this step
+    num_new_tokens: int             # computed this step
+    block_ids: list[int]            # its whole block table, holding at least computed + new slots
+
+    @property
+    def num_tokens_after(self) -> int:
+        return self.num_computed_tokens + self.num_new_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    """One step's plan. Empty (nothing scheduled) when there is nothing to run or no room."""
+
+    scheduled: list[ScheduledRequest] = field(default_factory=list)      # in batch order
+    admitted_ids: list[Hashable] = field(default_factory=list)   # moved from waiting to running this step
+    preempted_ids: list[Hashable] = field(default_factory=list)  # freed and sent back to waiting this step
+    finished_ids: list[Hashable] = field(default_factory=list)   # finished or aborted since the previous step
+
+    @property
+    def num_scheduled_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+class Scheduler:
+    """Waiting and running queues over one block allocator (see the module docstring)."""
+
+    def __init__(self, allocator: BlockAllocator, *, max_batch_tokens: int, max_batch_size: int) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValidationError(f"max_batch_tokens and max_batch_size must be >= 1, "
+                                  f"got {max_batch_tokens} and {max_batch_size}")
+        self.allocator = allocator
+        self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.requests: dict[Hashable, Request] = {}
+        self.num_preemptions = 0                # since start
+        self._finished: list[Hashable] = []     # since the last schedule()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    def add_request(self, request: Request) -> None:
+        """Queue `request` at the back of waiting."""
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already queued")
+        if request.num_computed_tokens >= request.num_tokens:
+            raise ValueError(f"request {request.request_id!r} has nothing left to compute")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort(self, request_id: Hashable) -> bool:
+        """Drop a waiting or running request and free its blocks; False if it is not here."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return False
+        if request in self.running:
+            self.running.remove(request)
+        else:
+            self.waiting.remove(request)
+        self._finish(request)
+        return True
+
+    def schedule(self) -> SchedulerOutput:
+        """This step's plan, with KV slots allocated for every scheduled token."""
+        budget = self.max_batch_tokens
+        scheduled: list[ScheduledRequest] = []
+        preempted: list[Hashable] = []
+        i = 0
+        while i < len(self.running) and budget > 0:
+            request = self.running[i]
+            n = min(request.num_tokens - request.num_computed_tokens, budget)   # >= 1: update() sampled for it
+            while self.allocator.allocate(request.request_id, n) is None:
+                victim = self.running.pop()              # the newest running request
+                self._preempt(victim)
+                preempted.append(victim.request_id)
+                if victim is request:                    # it was the newest: nothing left to schedule
+                    break
+            else:
+                scheduled.append(self._scheduled(request, n))
+                budget -= n
+                i += 1
+        admitted: list[Hashable] = []
+        while self.waiting and budget > 0 and len(self.running) < self.max_batch_size and not preempted:
+            request = self.waiting[0]
+            n = min(request.num_tokens - request.num_computed_tokens, budget)
+            if self.allocator.allocate(request.request_id, n) is None:
+                break
+            self.waiting.popleft()
+            self.running.append(request)
+            admitted.append(request.request_id)
+            scheduled.append(self._scheduled(request, n))
+            budget -= n
+        finished, self._finished = self._finished, []
+        return SchedulerOutput(scheduled, admitted, preempted, finished)
+
+    def update(self, output: SchedulerOutput, sampled: Mapping[Hashable, int],
+               finished: Collection[Hashable] = ()) -> None:
+        """Take a step's results back.
+
+        Every request scheduled in `output` (and not aborted since) has its computed count
+        advanced; `sampled` maps the requests that caught up to the token sampled for them,
+        which is appended; the ones in `finished` (stop rule or length reached: the caller's
+        stop rules decide) leave running and free their blocks.
+        """
+        for s in output.scheduled:
+            request = self.requests.get(s.request_id)
+            if request is None:                          # aborted between schedule() and update()
+                continue
+            request.num_computed_tokens = s.num_tokens_after
+        for request_id, token_id in sampled.items():
+            request = self.requests.get(request_id)
+            if request is not None:
+                request.token_ids.append(token_id)
+        for request_id in finished:
+            request = self.requests.get(request_id)
+            if request is not None and request in self.running:
+                self.running.remove(request)
+                self._finish(request)
+
+    def _scheduled(self, request: Request, n: int) -> ScheduledRequest:
+        return ScheduledRequest(request.request_id, request.num_computed_tokens, n,
+                                self.allocator.block_table(request.request_id))
+
+    def _preempt(self, request: Request) -> None:
+        self.allocator.free(request.request_id)
+        request.num_computed_tokens = 0
+        self.waiting.appendleft(request)
+        self.num_preemptions += 1
+
+    def _finish(self, request: Request) -> None:
+        self.allocator.free(request.request_id)
+        del self.requests[request.request_id]
+        self._finished.append(request.request_id)
