@@ -4,7 +4,7 @@
 
 Speed: the first N `.py` files of this venv's site-packages (as shared/anchors/anchor_dedup.py),
 each tool on one core, end to end from in-memory text (datatrove: from its JSONL reader, as
-its anchor). Quality: the labelled pair set of `codefoundry.data.dedup.quality` (real files +
+its anchor). Quality: the labelled pair set of `bench/labelled/near_duplicates.py` (real files +
 controlled edits, hard negatives), precision/recall/F1 per pair against exact Jaccard ≥ 0.7;
 a pair counts as predicted duplicate when the tool puts both files in one cluster (datasketch:
 when one's LSH query returns the other). The anchors run in bench-only venvs that this script
@@ -30,8 +30,8 @@ import pyarrow as pa
 
 from codefoundry.data.dedup import NearDedup, NearDedupConfig, run_global_step
 from codefoundry.data.dedup.near import clusters
-from codefoundry.data.dedup.quality import build_quality_set, score
 from codefoundry.data.pipeline import conform
+from labelled.near_duplicates import build_quality_set, score
 
 BENCH = Path(__file__).resolve().parent
 # datatrove 0.10's dedup imports tokenizers, and hashes str with xxhash (which xxhash 4 refuses)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from codefoundry.data.pii import redact
-from codefoundry.data.pii.labelled import KINDS, build_labelled_set, evaluate
+from labelled.pii import KINDS, build_labelled_set, evaluate
 
 BENCH = Path(__file__).resolve().parent
 

@@ -23,13 +23,33 @@ def test_python_dash_m_entry_point() -> None:
     assert out.strip() == f"codefoundry {__version__}"
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["tokenizer"], ["demo"]])
+@pytest.mark.parametrize("argv", [[], ["data"], ["tokenizer"], ["train"], ["eval"], ["serve"], ["demo"]])
 def test_help_lists_examples(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*argv, "--help"]) == 0
     out = capsys.readouterr().out
     assert "Usage" in out
-    assert "Examples" in out or argv in (["data"], ["tokenizer"])
-    assert "$ codefoundry" in out or argv in (["data"], ["tokenizer"])
+    assert "Examples" in out
+    assert f"$ codefoundry {' '.join(argv)}".strip() in out
+
+
+def test_help_defaults_come_from_the_config(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from codefoundry.data import CurateConfig
+    from codefoundry.tokenizer import TokenizerTrainConfig
+
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option
+    assert run(["data", "curate", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    curate = CurateConfig()
+    assert any("--license-policy" in ln and f"(default: {curate.license_policy})" in ln for ln in lines)
+    assert any("--max-file-bytes" in ln and f"(default: {curate.limits.max_file_bytes})" in ln for ln in lines)
+    assert any("--removed-content" in ln and "(default: no)" in ln for ln in lines)
+    assert run(["tokenizer", "train", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tok = TokenizerTrainConfig()
+    assert any("--vocab-size" in ln and f"(default: {tok.vocab_size})" in ln for ln in lines)
+    assert any("--byte-budget" in ln and f"(default: {tok.byte_budget})" in ln for ln in lines)
+    assert not any("{default}" in ln for ln in lines)
 
 
 def test_unknown_command_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:

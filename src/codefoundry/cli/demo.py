@@ -22,7 +22,7 @@ def command(
 ) -> None:
     """Run the main job (curate → tokenizer → train → eval → serve) on the embedded corpus.
 
-    Stages that are not built yet are listed as such; none is faked.
+    Each stage's artifact goes into its own directory under --out.
     """
     from codefoundry.demo import DemoConfig, run_demo
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from codefoundry.data.annotate import git_blob_sha1
-from codefoundry.data.config import SourceLimits
 from codefoundry.data.license import LicenseEvidence, is_license_file, is_metadata_file, license_type
 from codefoundry.data.pipeline import REMOVED_SCHEMA
+from codefoundry.data.sources.unit import SourceLimits
 
 BINARY_SNIFF = 8000  # git's buffer_is_binary() looks at the first 8000 bytes
 
