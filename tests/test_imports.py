@@ -154,3 +154,19 @@ def test_cli_imports_stage_apis_only(cli_module: str) -> None:
     bad = sorted(n for n in imported_names(path, cli_module)
                  if n in modules and not n.startswith("codefoundry.cli") and n not in SHARED_GROUND | apis)
     assert not bad, f"{cli_module} imports stage internals: {', '.join(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(n for n in MODULES if n.startswith("codefoundry.data")))
+def test_data_stage_imports_its_modules_at_the_top(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    top = {id(node) for node in tree.body}
+    late = [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+            and id(node) not in top and imported_names_of(node, module)]
+    assert not late, f"{module}: codefoundry imports below the top at lines {late}"
+
+
+def imported_names_of(node: ast.Import | ast.ImportFrom, module: str) -> bool:
+    """Whether an import statement imports from codefoundry (relative imports count)."""
+    if isinstance(node, ast.Import):
+        return any(a.name.startswith("codefoundry") for a in node.names)
+    return bool(node.level) or (node.module or "").startswith("codefoundry")
