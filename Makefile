@@ -31,9 +31,11 @@ test-all: setup
 demo: setup
 	$(BIN)/codefoundry demo
 
-# Each bench script runs the anchor beside codefoundry (anchors live in bench-only venvs).
+# Each bench script runs the anchor beside codefoundry. Anchors live in bench-only venvs
+# (bench/.venv-<name>), installed on first use from the pinned bench/requirements-<name>.txt;
+# bench/_*.py are helpers, bench/labelled/ the labelled evaluation sets.
 bench: setup
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 lint: setup
 	$(BIN)/ruff check src tests bench

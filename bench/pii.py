@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/pii.py [--files 360]
 
-The labelled set (`codefoundry.data.pii.labelled`): real-looking code in Python, JavaScript, Go,
+The labelled set (`bench/labelled/pii.py`): real-looking code in Python, JavaScript, Go,
 YAML, Shell and Java, one planted email, IP address, key and password per file (≥ 300 each),
 plus one hard negative per file (hashes beside "sha256", UUIDs, base64 blobs, example.com,
 private IPs, DNS servers, version strings, env lookups, placeholders). Both tools run on
 the same texts; a planted item counts as found when its value is gone from the output, a hard
 negative as harmed when its value is gone. codefoundry's span-level precision (spans reported
 that were not planted) is printed too. datatrove's formatter only handles emails and public
-IPs; it runs in bench/.venv-datatrove (created here if missing).
+IPs; it runs in bench/.venv-datatrove (installed on first use from bench/requirements-datatrove.txt).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from _venvs import anchor_python
 from codefoundry.data.pii import redact
 from labelled.pii import KINDS, build_labelled_set, evaluate
 
@@ -37,16 +37,6 @@ t = time.perf_counter()
 out = [f.format(t) for t in texts]
 print(json.dumps({"seconds": time.perf_counter() - t, "texts": out}))
 '''
-
-
-def ensure_venv() -> Path:
-    venv = BENCH / ".venv-datatrove"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "datatrove==0.10.0", "tokenizers", "xxhash<4"],
-                       check=True)
-    return python
 
 
 def value_scores(files, outputs: list[str]) -> tuple[dict[str, float], float]:
@@ -77,7 +67,7 @@ def main() -> None:
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
     (work / "pii-texts.json").write_text(json.dumps(texts))
-    out = subprocess.run([str(ensure_venv()), "-c", DATATROVE, str(work / "pii-texts.json")], check=True,
+    out = subprocess.run([str(anchor_python("datatrove")), "-c", DATATROVE, str(work / "pii-texts.json")], check=True,
                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{len(files)} files; planted per kind: {len(files)}; hard negatives: "

@@ -63,6 +63,8 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
              f"- Languages: {', '.join(config.languages) if config.languages else 'all known languages'}.",
              f"- Vendored files dropped: {config.drop_vendored}; generated files dropped: {config.drop_generated}.",
              f"- Max file size: {config.limits.max_file_bytes:,} bytes.",
+             "- Removed rows keep their text: " + ("yes, except those of opted-out repositories." if
+                                                   config.removed_content else "no."),
              "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
                                                for name in type(config.filters).model_fields) + ".",
              *step_policies(config), ""]
