@@ -57,6 +57,13 @@ def curate(repos: Path, out: Path, *flags: str) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def curated(repos: Path) -> dict[bool, Path]:
+    """The two repositories curated without opt-out, removed text dropped (False) and kept (True)."""
+    return {keep: curate(repos, repos.parent / f"dataset-{keep}", *(["--removed-content"] if keep else []))
+            for keep in (False, True)}
+
+
 def rows(dataset: Path, part: str) -> list[dict]:
     return [r for f in sorted((dataset / part / "files").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
 
@@ -123,10 +130,9 @@ def test_curate_opt_out_keeps_no_text_even_with_removed_content(
 
 
 @pytest.mark.parametrize("removed_content", [False, True], ids=["text-dropped", "text-kept"])
-def test_opt_out_verb_leaves_no_trace(repos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      removed_content: bool) -> None:
-    flags = ["--removed-content"] if removed_content else []
-    dataset = curate(repos, tmp_path / "dataset", *flags)
+def test_opt_out_verb_leaves_no_trace(repos: Path, curated: dict[bool, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str], removed_content: bool) -> None:
+    dataset = curated[removed_content]
     # before the opt-out, the line is there: in data/, the indexes, and (text kept) removed/ via gen_tide.py
     before = places_holding(dataset, LEAVER_LINE)
     assert "index/search.sqlite:files_content" in before
@@ -136,8 +142,8 @@ def test_opt_out_verb_leaves_no_trace(repos: Path, tmp_path: Path, capsys: pytes
     assert_no_trace(out, repos, tmp_path, capsys)
 
 
-def test_dataset_verbs_keep_removed_content_setting(repos: Path, tmp_path: Path) -> None:
-    dataset = curate(repos, tmp_path / "dataset")  # removed_content off (the default)
+def test_dataset_verbs_keep_removed_content_setting(curated: dict[bool, Path], tmp_path: Path) -> None:
+    dataset = curated[False]  # removed_content off (the default)
     bench = tmp_path / "private-eval.jsonl"
     bench.write_text(json.dumps({"id": "d1", "text": STAYER_LINE}) + "\n")
     out = tmp_path / "clean"
