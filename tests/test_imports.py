@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles (function-level imports included), and the CLI on stage APIs only.
+"""The package's import graph: no cycles (function-level imports included), the CLI on stage APIs only,
+and the data stage's imports at the top of its modules.
 
 Every module under src/codefoundry is parsed (not imported), so an import hidden inside a
 function or under `if TYPE_CHECKING:` counts as much as one at the top: a cycle through a
@@ -15,10 +16,10 @@ import pytest
 import codefoundry
 
 PACKAGE = Path(codefoundry.__file__).parent
-# What a CLI module may import besides `codefoundry.<stage>` (the stage's __init__ API): all of it is
-# `codefoundry.<name>`, so the rule reads "nothing deeper than one level below codefoundry".
+# What a CLI module may import besides a stage package's __init__ (`codefoundry.data`, …): the shared
+# ground, and the demo, a stage that is one module.
 SHARED_GROUND = {"codefoundry", "codefoundry.config", "codefoundry.manifest", "codefoundry.atomic",
-                 "codefoundry.console", "codefoundry.errors"}
+                 "codefoundry.console", "codefoundry.errors", "codefoundry.demo"}
 
 
 def module_name(path: Path) -> str:
@@ -34,7 +35,7 @@ MODULES = all_modules()
 
 
 def imported_names(path: Path, name: str) -> set[str]:
-    """Every `codefoundry…` name a module imports anywhere in its body (`from a import b` gives a and a.b)."""
+    """Every `codefoundry…` module a module imports anywhere in its body (functions included)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
@@ -79,12 +80,8 @@ def package_bindings(package: str) -> set[str]:
 
 def import_graph() -> dict[str, set[str]]:
     """Module → the codefoundry modules it imports (a name that is an attribute, not a module, is dropped)."""
-    modules = MODULES
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        targets = {n for n in imported_names(path, name) if n in modules and n != name}
-        graph[name] = targets
-    return graph
+    return {name: {n for n in imported_names(path, name) if n in MODULES and n != name}
+            for name, path in MODULES.items()}
 
 
 def with_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -146,14 +143,12 @@ def test_no_import_cycles() -> None:
     assert not found, "import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)
 
 
-@pytest.mark.parametrize("cli_module", sorted(n for n in all_modules() if n.startswith("codefoundry.cli.")))
+@pytest.mark.parametrize("cli_module", sorted(n for n in MODULES if n.startswith("codefoundry.cli.")))
 def test_cli_imports_stage_apis_only(cli_module: str) -> None:
-    path = all_modules()[cli_module]
-    modules = all_modules()
-    apis = {n for n in modules if n.count(".") == 1}  # codefoundry.<stage> (a package's __init__, or demo.py)
-    bad = sorted(n for n in imported_names(path, cli_module)
-                 if n in modules and not n.startswith("codefoundry.cli") and n not in SHARED_GROUND | apis)
-    assert not bad, f"{cli_module} imports stage internals: {', '.join(bad)}"
+    stages = {n for n, p in MODULES.items() if n.count(".") == 1 and p.name == "__init__.py"}
+    bad = sorted(n for n in imported_names(MODULES[cli_module], cli_module)
+                 if not n.startswith("codefoundry.cli") and n not in stages | SHARED_GROUND)
+    assert not bad, f"{cli_module} imports what is not a stage's API: {', '.join(bad)}"
 
 
 @pytest.mark.parametrize("module", sorted(n for n in MODULES if n.startswith("codefoundry.data")))
@@ -161,11 +156,11 @@ def test_data_stage_imports_its_modules_at_the_top(module: str) -> None:
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
     top = {id(node) for node in tree.body}
     late = [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-            and id(node) not in top and imported_names_of(node, module)]
+            and id(node) not in top and imports_codefoundry(node)]
     assert not late, f"{module}: codefoundry imports below the top at lines {late}"
 
 
-def imported_names_of(node: ast.Import | ast.ImportFrom, module: str) -> bool:
+def imports_codefoundry(node: ast.Import | ast.ImportFrom) -> bool:
     """Whether an import statement imports from codefoundry (relative imports count)."""
     if isinstance(node, ast.Import):
         return any(a.name.startswith("codefoundry") for a in node.names)

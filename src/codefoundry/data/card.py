@@ -2,7 +2,7 @@
 
 The YAML front matter names each subset as a `datasets` config, so both
 `datasets.load_dataset(DIR, "files")` and the Hub viewer find the shards. Tables (languages,
-licenses, removals, steps) come from stats.json, so a later step's removals show up here
+licenses, removals, steps) come from stats.json, so a new step's removals show up here
 without touching this file.
 """
 
