@@ -142,9 +142,10 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float) -> dict[str,
                    extra=_manifest_extra(job, key, seconds))
     shutil.rmtree(work)
     totals = stats["subsets"][SUBSET]["totals"]
+    by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
+        f"{totals['removed_files']:,} removed"
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
-                  f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); "
-                  f"{', '.join(s.name for s in job.steps) or 'no steps'} removed {removed_now:,}", highlight=False)
+                  f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
     return stats
 
 
