@@ -1,4 +1,4 @@
-"""The CLI's contract: help with examples, version, one-line errors, not-built stages said plainly."""
+"""The CLI's contract: help with examples and config defaults, version, one-line errors."""
 
 from __future__ import annotations
 

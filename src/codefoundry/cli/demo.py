@@ -1,4 +1,4 @@
-"""`codefoundry demo`: run every built stage on the embedded default corpus."""
+"""`codefoundry demo`: run every stage on the embedded default corpus."""
 
 from __future__ import annotations
 
