@@ -31,9 +31,14 @@ test-all: setup
 demo: setup
 	$(BIN)/codefoundry demo
 
-# Each bench script runs the anchor beside codefoundry (anchors live in bench-only venvs).
+# Each bench script runs the anchor beside codefoundry. Anchors live in bench-only venvs
+# (bench/.venv-<name>), installed on first use from the pinned bench/requirements-<name>.txt;
+# bench/_*.py are helpers, bench/labelled/ the labelled evaluation sets.
+# Every script runs with its defaults, except where it needs a mode (bench/model.py: speed).
 bench: setup
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in bench/[!_]*.py; do \
+	  case $$script in bench/model.py) args=speed;; *) args=;; esac; \
+	  echo "== $$script $$args"; $(BIN)/python $$script $$args; done
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -4,11 +4,11 @@
 
 Speed: the first N `.py` files of this venv's site-packages (as shared/anchors/anchor_dedup.py),
 each tool on one core, end to end from in-memory text (datatrove: from its JSONL reader, as
-its anchor). Quality: the labelled pair set of `codefoundry.data.dedup.quality` (real files +
+its anchor). Quality: the labelled pair set of `bench/labelled/near_duplicates.py` (real files +
 controlled edits, hard negatives), precision/recall/F1 per pair against exact Jaccard ≥ 0.7;
 a pair counts as predicted duplicate when the tool puts both files in one cluster (datasketch:
 when one's LSH query returns the other). The anchors run in bench-only venvs that this script
-creates under bench/.venv-datasketch and bench/.venv-datatrove.
+creates under bench/.venv-datasketch and bench/.venv-datatrove from bench/requirements-*.txt.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -28,14 +27,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from _venvs import anchor_python
 from codefoundry.data.dedup import NearDedup, NearDedupConfig, run_global_step
 from codefoundry.data.dedup.near import clusters
-from codefoundry.data.dedup.quality import build_quality_set, score
 from codefoundry.data.pipeline import conform
+from labelled.near_duplicates import build_quality_set, score
 
 BENCH = Path(__file__).resolve().parent
-# datatrove 0.10's dedup imports tokenizers, and hashes str with xxhash (which xxhash 4 refuses)
-VENVS = {"datasketch": ["datasketch==2.0.0"], "datatrove": ["datatrove==0.10.0", "tokenizers", "xxhash<4"]}
 UNIT = 500  # documents per work unit
 
 DATASKETCH = r'''
@@ -90,21 +88,9 @@ print(json.dumps({"seconds": seconds, "cluster": cluster}))
 '''
 
 
-def ensure_venv(name: str) -> Path:
-    venv = BENCH / f".venv-{name}"
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if not stamp.exists() or stamp.read_text() != repr(VENVS[name]):
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *VENVS[name]], check=True)
-        stamp.write_text(repr(VENVS[name]))
-    return python
-
-
 def run_anchor(name: str, script: str, *args: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    out = subprocess.run([str(ensure_venv(name)), "-c", script, *args], check=True, capture_output=True, text=True,
+    out = subprocess.run([str(anchor_python(name)), "-c", script, *args], check=True, capture_output=True, text=True,
                          env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

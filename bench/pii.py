@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pii.py [--files 360] [--repeats 2] [--speed-files 1500] [--speed-against REF]
 
-The labelled set (`codefoundry.data.pii.labelled`): 360 real-looking code files (Python,
+The labelled set (`bench/labelled/pii.py`): 360 real-looking code files (Python,
 JavaScript, Go, YAML, Shell, Java), one planted email, IP address, key and password each, plus
 one hard negative (hashes beside "sha256", UUIDs, base64 blobs, example.com, private IPs, DNS
 servers, version strings, env lookups, placeholders); then the credential files: every vendor
@@ -17,7 +17,7 @@ and per detector rule, recall per planted pattern. Speed: the labelled files, an
 common case for curation); `--speed-against REF` also times the redaction of git revision REF
 (its `src/` exported to a temporary folder) on the same files, alternating runs, and prints the
 ratio of medians. datatrove's formatter only handles emails and public IPs; it runs in
-bench/.venv-datatrove (created here if missing).
+bench/.venv-datatrove (installed on first use from bench/requirements-datatrove.txt).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _venvs import anchor_python
 from codefoundry.data.pii import redact
-from codefoundry.data.pii.labelled import KINDS, build_labelled_set, evaluate
+from labelled.pii import KINDS, build_labelled_set, evaluate
 
 BENCH = Path(__file__).resolve().parent
 
@@ -49,16 +50,6 @@ t = time.perf_counter()
 out = [f.format(t) for t in texts]
 print(json.dumps({"seconds": time.perf_counter() - t, "texts": out}))
 '''
-
-
-def ensure_venv() -> Path:
-    venv = BENCH / ".venv-datatrove"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "datatrove==0.10.0", "tokenizers", "xxhash<4"],
-                       check=True)
-    return python
 
 
 def value_scores(files, outputs: list[str]) -> tuple[dict[str, float], float, dict[str, int]]:
@@ -130,7 +121,7 @@ def main() -> None:
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
     (work / "pii-texts.json").write_text(json.dumps(texts))
-    out = subprocess.run([str(ensure_venv()), "-c", DATATROVE, str(work / "pii-texts.json")], check=True,
+    out = subprocess.run([str(anchor_python("datatrove")), "-c", DATATROVE, str(work / "pii-texts.json")], check=True,
                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     planted = {k: sum(1 for f in files for kind, _ in f.planted if kind == k) for k in KINDS}

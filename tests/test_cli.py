@@ -1,4 +1,4 @@
-"""The CLI's contract: help with examples, version, one-line errors, not-built stages said plainly."""
+"""The CLI's contract: help with examples and config defaults, version, one-line errors."""
 
 from __future__ import annotations
 
@@ -23,13 +23,37 @@ def test_python_dash_m_entry_point() -> None:
     assert out.strip() == f"codefoundry {__version__}"
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["tokenizer"], ["demo"]])
+@pytest.mark.parametrize("argv", [[], ["data"], ["tokenizer"], ["train"], ["eval"], ["serve"], ["demo"]])
 def test_help_lists_examples(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*argv, "--help"]) == 0
     out = capsys.readouterr().out
     assert "Usage" in out
-    assert "Examples" in out or argv in (["data"], ["tokenizer"])
-    assert "$ codefoundry" in out or argv in (["data"], ["tokenizer"])
+    assert "Examples" in out
+    assert f"$ codefoundry {' '.join(argv)}".strip() in out
+
+
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """`argv --help` as one line: table borders dropped, wrapped cells joined."""
+    assert run([*argv, "--help"]) == 0
+    return " ".join(capsys.readouterr().out.replace("│", " ").split())
+
+
+def test_help_defaults_come_from_the_config(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from codefoundry.data import CurateConfig
+    from codefoundry.tokenizer import TokenizerTrainConfig
+
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that no cell is cut short
+
+    curate, tok = CurateConfig(), TokenizerTrainConfig()
+    text = help_text(["data", "curate"], capsys)
+    assert f"all (default: {curate.license_policy})" in text
+    assert f"larger than this (default: {curate.limits.max_file_bytes})" in text
+    assert "(default: no)" in text and "{default}" not in text
+    text = help_text(["tokenizer", "train"], capsys)
+    assert f"special tokens (default: {tok.vocab_size})" in text
+    assert f"across languages (default: {tok.byte_budget})" in text
+    assert f"rare languages (default: {tok.language_alpha})" in text and "{default}" not in text
 
 
 def test_unknown_command_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:

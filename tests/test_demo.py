@@ -1,7 +1,8 @@
-"""The demo runs the built stages, reports the rest as not built, and never fakes one."""
+"""The demo runs its stages in order and names the one that fails."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,18 +11,21 @@ from codefoundry.demo import DemoConfig, DemoContext, DemoStage, run_demo
 from codefoundry.errors import UserError
 
 
-def test_runs_built_stages_and_reports_unbuilt(tmp_path: Path) -> None:
+def test_runs_stages_in_order(tmp_path: Path) -> None:
     ran: list[Path] = []
 
-    def make_artifact(ctx: DemoContext) -> Path:
-        out = ctx.out / "thing"
-        out.mkdir()
-        ran.append(out)
-        return out
+    def make(name: str) -> Callable[[DemoContext], Path]:
+        def stage(ctx: DemoContext) -> Path:
+            out = ctx.out / name
+            out.mkdir()
+            ran.append(out)
+            return out
 
-    statuses = run_demo(DemoConfig(out=tmp_path), [DemoStage("built", 1, make_artifact), DemoStage("later", 9)])
-    assert statuses == ["built: done", "later: not built yet (issue #9)"]
-    assert ran == [tmp_path / "thing"] and ran[0].is_dir()
+        return stage
+
+    statuses = run_demo(DemoConfig(out=tmp_path), [DemoStage("first", make("a")), DemoStage("second", make("b"))])
+    assert statuses == ["first: done", "second: done"]
+    assert ran == [tmp_path / "a", tmp_path / "b"] and all(p.is_dir() for p in ran)
 
 
 def test_stage_failure_names_the_stage(tmp_path: Path) -> None:
@@ -29,4 +33,4 @@ def test_stage_failure_names_the_stage(tmp_path: Path) -> None:
         raise UserError("no corpus")
 
     with pytest.raises(UserError, match="demo stage 'x' failed: no corpus"):
-        run_demo(DemoConfig(out=tmp_path), [DemoStage("x", 1, broken)])
+        run_demo(DemoConfig(out=tmp_path), [DemoStage("x", broken)])

@@ -1,7 +1,7 @@
-"""The demo: every built stage, in pipeline order, on the embedded default corpus.
+"""The demo: every stage, in pipeline order, on the embedded default corpus.
 
-Each stage is a `DemoStage` whose `run` takes the demo directory and returns the artifact
-it made; a stage that is not built has `run=None` and is reported as such, never faked.
+Each stage is a `DemoStage` whose `run` takes the demo context and returns the artifact it
+made; a stage that fails stops the demo with its name in the error.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ class DemoContext:
 @dataclass(frozen=True)
 class DemoStage:
     name: str
-    issue: int
-    run: Callable[[DemoContext], Path] | None = None
+    run: Callable[[DemoContext], Path]
 
 
 def _data_curate(ctx: DemoContext) -> Path:
@@ -84,16 +83,16 @@ def _serve(ctx: DemoContext) -> Path:
 
 
 STAGES: list[DemoStage] = [
-    DemoStage("data curate", 3, _data_curate),
-    DemoStage("tokenizer train", 5, _tokenizer_train),
-    DemoStage("train", 6, _train),
-    DemoStage("eval", 8, _eval),
-    DemoStage("serve", 7, _serve),
+    DemoStage("data curate", _data_curate),
+    DemoStage("tokenizer train", _tokenizer_train),
+    DemoStage("train", _train),
+    DemoStage("eval", _eval),
+    DemoStage("serve", _serve),
 ]
 
 
 def run_demo(config: DemoConfig, stages: list[DemoStage] | None = None) -> list[str]:
-    """Run the built stages into `config.out`; print and return one status line per stage."""
+    """Run the stages into `config.out`; print and return one status line per stage."""
     ctx = DemoContext(config)
     ctx.out.mkdir(parents=True, exist_ok=True)
     table = Table(title="codefoundry demo")
@@ -101,17 +100,13 @@ def run_demo(config: DemoConfig, stages: list[DemoStage] | None = None) -> list[
         table.add_column(column)
     statuses = []
     for stage in stages or STAGES:
-        if stage.run is None:
-            status, artifact, seconds = f"not built yet (issue #{stage.issue})", "", ""
-        else:
-            console.rule(f"[bold]{stage.name}")
-            start = time.perf_counter()
-            try:
-                artifact = str(stage.run(ctx))
-            except UserError as e:
-                raise UserError(f"demo stage '{stage.name}' failed: {e}", e.hint) from e
-            status, seconds = "done", f"{time.perf_counter() - start:.1f}"
-        table.add_row(stage.name, status, artifact, seconds)
-        statuses.append(f"{stage.name}: {status}")
+        console.rule(f"[bold]{stage.name}")
+        start = time.perf_counter()
+        try:
+            artifact = str(stage.run(ctx))
+        except UserError as e:
+            raise UserError(f"demo stage '{stage.name}' failed: {e}", e.hint) from e
+        table.add_row(stage.name, "done", artifact, f"{time.perf_counter() - start:.1f}")
+        statuses.append(f"{stage.name}: done")
     console.print(table)
     return statuses

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codefoundry.data.config import SourceLimits
 from codefoundry.data.sources import ReadOptions, units_for
 from codefoundry.data.sources.python_env import DistributionRepo
+from codefoundry.data.sources.unit import SourceLimits
 from codefoundry.errors import UserError
 from conftest import MIT_LICENSE, make_git_repo, stdlib_files
 

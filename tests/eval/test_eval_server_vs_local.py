@@ -1,4 +1,4 @@
-"""Issue 8 acceptance: scoring our server over HTTP gives the same pass@1 and completions as scoring locally.
+"""Scoring our server over HTTP gives the same pass@1 and completions as scoring locally.
 
 A random tiny model scores 0 on real benchmarks, which would make the comparison vacuous, so the
 task is built from the model's own greedy output: each prompt opens a string literal, and the

@@ -70,6 +70,13 @@ def test_artifact_opens_in_transformers_with_lineage(trained: Path, train_tokeni
     assert "AutoModelForCausalLM" in body
 
 
+def test_model_card_describes_the_saved_config(trained: Path) -> None:
+    """The card's size line comes from the config.json written beside the weights (no model-config method)."""
+    hf = json.loads((trained / "config.json").read_text())
+    body = (trained / "README.md").read_text().split("---\n", 2)[2]
+    assert f"{hf['n_layer']} layers, width {hf['n_embd']}, {hf['n_positions']} positions" in body
+
+
 def test_resume_continues_the_loss_trajectory_exactly(tokens: Path, train_tokenizer_dir: Path,
                                                       tmp_path: Path) -> None:
     cfg = dict(TINY, decay_steps=8, checkpoint_interval=3, dropout=0.1)  # dropout: the RNG must be restored too

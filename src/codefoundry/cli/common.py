@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand, TyperOption
 
 from codefoundry.config import StageConfig, load_config
 
@@ -36,3 +38,25 @@ def examples(*commands: str) -> str:
 def stage_config(model: type[C], config_file: Path | None, **flags: Any) -> C:
     """The stage's config: defaults < `--config` file < the flags given (None = not given)."""
     return load_config(model, config_file, flags)
+
+
+def defaults_from(load: Callable[[], type[StageConfig]], **fields: str) -> type[TyperCommand]:
+    """A command class whose `--help` fills "{default}" in an option's help from the stage config's default.
+
+    `load` imports the config class when help is shown, not when the CLI starts (a stage's package can
+    take seconds to import). `fields` maps a parameter name to a dotted config field where they differ.
+    """
+
+    class Command(TyperCommand):
+        def format_help(self, ctx: Any, formatter: Any) -> None:
+            defaults = load()()
+            for param in self.params:
+                if isinstance(param, TyperOption) and param.help and "{default}" in param.help:
+                    value: Any = defaults
+                    for part in fields.get(param.name or "", param.name or "").split("."):
+                        value = getattr(value, part)
+                    shown = ("yes" if value else "no") if isinstance(value, bool) else value
+                    param.help = param.help.replace("{default}", str(shown))
+            super().format_help(ctx, formatter)
+
+    return Command

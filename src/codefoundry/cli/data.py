@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from codefoundry.cli.common import ConfigOpt, OutOpt, WorkersOpt, examples, stage_config
+from codefoundry.cli.common import ConfigOpt, OutOpt, WorkersOpt, defaults_from, examples, stage_config
+from codefoundry.errors import UserError
 
 app = typer.Typer(help="Curate code into a dataset/ artifact (The Stack's pipeline) and inspect it.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, epilog=examples(
+                      "codefoundry data curate site-packages stdlib --out dataset/",
+                      "codefoundry data lookup dataset/ --user octocat",
+                      "codefoundry data opt-out dataset/ --list opt-out.txt --out dataset-v2/",
+                      "codefoundry data dedup dataset/ --out dataset-dedup/",
+                  ))
 
 SourcesArg = Annotated[list[str], typer.Argument(
     help="Directories, git repositories, folders of repositories, .tar.gz/.zip archives, .jsonl/.parquet files, "
          "save_to_disk directories, or the embedded corpus: site-packages, stdlib.", show_default=False)]
 
 
-@app.command("curate", epilog=examples(
+def _curate_config() -> type:
+    from codefoundry.data import CurateConfig
+
+    return CurateConfig
+
+
+@app.command("curate", cls=defaults_from(_curate_config, max_file_bytes="limits.max_file_bytes"), epilog=examples(
     "codefoundry data curate site-packages stdlib --out dataset/",
     "codefoundry data curate ./my-repos --out dataset/ --license-policy permissive+no_license -j 4",
     "codefoundry data curate the-stack-export.jsonl --out dataset/ --languages python,go",
@@ -32,12 +45,14 @@ def curate(
         "--languages", help="Comma-separated languages to keep (The Stack's names, any case: python,c++,c#).",
         show_default=False)] = None,
     license_policy: Annotated[str | None, typer.Option(
-        "--license-policy", help="permissive | permissive+no_license | all (default: permissive).",
+        "--license-policy", help="permissive | permissive+no_license | all (default: {default}).",
         show_default=False)] = None,
     max_file_bytes: Annotated[int | None, typer.Option(
-        "--max-file-bytes", min=1, help="Skip files larger than this (default: 1000000).", show_default=False)] = None,
+        "--max-file-bytes", min=1, help="Skip files larger than this (default: {default}).",
+        show_default=False)] = None,
     removed_content: Annotated[bool | None, typer.Option(
-        "--removed-content/--no-removed-content", help="Keep file text in removed/ rows (default: no).",
+        "--removed-content/--no-removed-content", help="Keep file text in removed/ rows, never an opted-out "
+        "repository's (default: {default}).",
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
     opt_out: Annotated[Path | None, typer.Option(
@@ -58,7 +73,6 @@ def curate(
     run_curate(sources, Path(out), cfg, overwrite=overwrite)
 
 
-# -- issue 4: opt-out and inspection ("Am I in the dataset?") -------------------------------------------------
 DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `codefoundry data curate`.",
                                             show_default=False)]
 
@@ -75,7 +89,7 @@ def opt_out_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
 ) -> None:
     """Apply an opt-out list to DATASET, writing a new dataset (the list's sha256 goes into its manifest)."""
-    from codefoundry.data.optout import opt_out_dataset
+    from codefoundry.data import opt_out_dataset
 
     opt_out_dataset(dataset, list_file, out, overwrite=overwrite, workers=workers)
 
@@ -92,7 +106,7 @@ def lookup_cmd(
 ) -> None:
     """List a user's or repository's files in DATASET: kept, or why each was removed."""
     from codefoundry.console import console
-    from codefoundry.data.search import lookup
+    from codefoundry.data import lookup
 
     rows = lookup(dataset, user=user, repo=repo)
     if not rows:
@@ -115,7 +129,7 @@ def search_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most results to show.")] = 10,
 ) -> None:
     """Full-text search over DATASET's kept files: repository, path, language, license and a snippet."""
-    from codefoundry.data.search import search
+    from codefoundry.data import search
 
     for hit in search(dataset, query, limit):
         typer.echo(f"{hit.repo}/{hit.path}  [{hit.language or '?'}; {hit.license or 'no license'}]")
@@ -131,10 +145,7 @@ def contains_cmd(
                                        show_default=False)],
 ) -> None:
     """Which spans of a snippet occur in DATASET (50-character n-grams in a Bloom filter, Data Portraits style)."""
-    import sys
-
-    from codefoundry.data.contains import contains
-    from codefoundry.errors import UserError
+    from codefoundry.data import contains
 
     try:
         text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
@@ -147,7 +158,6 @@ def contains_cmd(
         typer.echo(f"  [{start}:{end}] {m.normalized[start:end][:120]}")
 
 
-
 @app.command("dedup", epilog=examples(
     "codefoundry data dedup dataset/ --out dataset-dedup/",
     "codefoundry data dedup dataset/ --out dataset-dedup/ --config dedup.yaml -j 2",
@@ -156,13 +166,9 @@ def dedup_cmd(dataset: DatasetArg, out: OutOpt, config: ConfigOpt = None, worker
               overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
               ) -> None:
     """Exact + near (MinHash LSH) dedup of an existing DATASET into a new one. --config: the `dedup:` section."""
-    from codefoundry.data.dedup import DedupConfig, ExactDedup, NearDedup
-    from codefoundry.data.restep import apply_steps
+    from codefoundry.data import DedupConfig, dedup_dataset
 
-    cfg = stage_config(DedupConfig, config)
-    steps = ([ExactDedup(cfg.exact)] if cfg.exact.enabled else []) + ([NearDedup(cfg.near)] if cfg.near.enabled
-                                                                        else [])
-    apply_steps(dataset, out, steps, {"dedup": cfg}, workers=workers, overwrite=overwrite)
+    dedup_dataset(dataset, out, stage_config(DedupConfig, config), workers=workers, overwrite=overwrite)
 
 
 @app.command("decontaminate", epilog=examples(
@@ -177,11 +183,10 @@ def decontaminate_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
 ) -> None:
     """Remove files of DATASET containing benchmark material. --config: the `decontamination:` section."""
-    from codefoundry.data.decontam import DecontamConfig, Decontaminate
-    from codefoundry.data.restep import apply_steps
+    from codefoundry.data import DecontamConfig, decontaminate_dataset
 
     cfg = stage_config(DecontamConfig, config, extra_jsonl=benchmark_jsonl or None)
-    apply_steps(dataset, out, [Decontaminate(cfg)], {"decontamination": cfg}, workers=workers, overwrite=overwrite)
+    decontaminate_dataset(dataset, out, cfg, workers=workers, overwrite=overwrite)
 
 
 @app.command("redact-pii", epilog=examples(
@@ -191,8 +196,6 @@ def redact_pii_cmd(dataset: DatasetArg, out: OutOpt, config: ConfigOpt = None, w
                    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
                    ) -> None:
     """Redact emails, IPs, keys and passwords in DATASET (no NER model). --config: the `pii:` section."""
-    from codefoundry.data.pii import PiiConfig, RedactPII
-    from codefoundry.data.restep import apply_steps
+    from codefoundry.data import PiiConfig, redact_pii_dataset
 
-    cfg = stage_config(PiiConfig, config)
-    apply_steps(dataset, out, [RedactPII(cfg)], {"pii": cfg}, workers=workers, overwrite=overwrite)
+    redact_pii_dataset(dataset, out, stage_config(PiiConfig, config), workers=workers, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""`codefoundry demo`: run every built stage on the embedded default corpus."""
+"""`codefoundry demo`: run every stage on the embedded default corpus."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def command(
 ) -> None:
     """Run the main job (curate → tokenizer → train → eval → serve) on the embedded corpus.
 
-    Stages that are not built yet are listed as such; none is faked.
+    Each stage's artifact goes into its own directory under --out.
     """
     from codefoundry.demo import DemoConfig, run_demo
 

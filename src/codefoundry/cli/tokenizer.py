@@ -7,12 +7,20 @@ from typing import Annotated
 
 import typer
 
-from codefoundry.cli.common import ConfigOpt, OutOpt, SeedOpt, examples, stage_config
+from codefoundry.cli.common import ConfigOpt, OutOpt, SeedOpt, defaults_from, examples, stage_config
+from codefoundry.errors import UserError
 
-app = typer.Typer(help="Train a code tokenizer (byte-level BPE, StarCoder special tokens).", no_args_is_help=True)
+app = typer.Typer(help="Train a code tokenizer (byte-level BPE, StarCoder special tokens).", no_args_is_help=True,
+                  epilog=examples("codefoundry tokenizer train dataset/ --out tokenizer/ --vocab-size 8192"))
 
 
-@app.command("train", epilog=examples(
+def _train_config() -> type:
+    from codefoundry.tokenizer import TokenizerTrainConfig
+
+    return TokenizerTrainConfig
+
+
+@app.command("train", cls=defaults_from(_train_config), epilog=examples(
     "codefoundry tokenizer train dataset/ --out tokenizer/ --vocab-size 8192",
     "codefoundry tokenizer train dataset/ --out tokenizer/ --vocab-size 49152 --byte-budget 2000000000",
     "codefoundry tokenizer train dataset/ --out tokenizer/ --language-alpha 0.5 --config tokenizer.yaml",
@@ -23,13 +31,13 @@ def train(
     out: OutOpt,
     config: ConfigOpt = None,
     vocab_size: Annotated[int | None, typer.Option(
-        "--vocab-size", help="Vocabulary size including the 19 special tokens (default: 49152, StarCoder's).",
+        "--vocab-size", help="Vocabulary size including the 19 special tokens (default: {default}).",
         show_default=False)] = None,
     byte_budget: Annotated[int | None, typer.Option(
-        "--byte-budget", help="Bytes of code to sample across languages (default: 1000000000).",
+        "--byte-budget", help="Bytes of code to sample across languages (default: {default}).",
         show_default=False)] = None,
     language_alpha: Annotated[float | None, typer.Option(
-        "--language-alpha", help="Language shares ∝ bytes**alpha; below 1 lifts rare languages (default: 1).",
+        "--language-alpha", help="Language shares ∝ bytes**alpha; below 1 lifts rare languages (default: {default}).",
         show_default=False)] = None,
     seed: SeedOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a tokenizer already in --out.")] = False,
@@ -39,7 +47,6 @@ def train(
     The result is an HF tokenizer directory (AutoTokenizer.from_pretrained opens it). An
     interrupted run leaves no tokenizer behind: run the same command again.
     """
-    from codefoundry.errors import UserError
     from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     if (out / "tokenizer.json").exists() and not overwrite:

@@ -2,7 +2,7 @@
 
 The YAML front matter names each subset as a `datasets` config, so both
 `datasets.load_dataset(DIR, "files")` and the Hub viewer find the shards. Tables (languages,
-licenses, removals, steps) come from stats.json, so a later step's removals show up here
+licenses, removals, steps) come from stats.json, so a new step's removals show up here
 without touching this file.
 """
 
@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from codefoundry.data.config import CurateConfig
-from codefoundry.data.later_steps import later_policies
+from codefoundry.data.decontam import benchmark_names
+from codefoundry.data.dedup import NearDedup
+from codefoundry.data.optout import OptOutList
 
 TOP_ROWS = 30
 
@@ -61,9 +63,11 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
              f"- Languages: {', '.join(config.languages) if config.languages else 'all known languages'}.",
              f"- Vendored files dropped: {config.drop_vendored}; generated files dropped: {config.drop_generated}.",
              f"- Max file size: {config.limits.max_file_bytes:,} bytes.",
+             "- Removed rows keep their text: " + ("yes, except those of opted-out repositories." if
+                                                   config.removed_content else "no."),
              "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
                                                for name in type(config.filters).model_fields) + ".",
-             *later_policies(config), ""]
+             *step_policies(config), ""]
     for name in subsets:
         s = stats["subsets"][name]
         t = s["totals"]
@@ -83,3 +87,40 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
               "hexsha (git blob id), size, ext, lang, repo_name, path, licenses (SPDX), license_type, stars, forks, "
               "content, avg_line_length, max_line_length, alphanum_fraction — as in The Stack.\n"]
     return "\n".join(parts)
+
+
+def step_policies(config: CurateConfig) -> list[str]:
+    """Card lines (markdown bullets) describing the opt-out, dedup, decontamination and PII settings."""
+    lines = []
+    entries = OptOutList.from_config(config.opt_out)
+    if len(entries):
+        lines.append(f"- Opt-out: {len(entries)} entries (list sha256 {entries.sha256[:16]}…); their repositories' "
+                     "files are removed with reason `opt_out`.")
+    d = config.dedup
+    lines.append(f"- Exact dedup: {'on' if d.exact.enabled else 'off'} (git blob sha1; the best copy stays: permissive "
+                 "> no_license > non_permissive, then stars, forks, first seen).")
+    if d.near.enabled:
+        p = NearDedup(d.near).default
+        lines.append(f"- Near dedup: MinHash LSH, {p.ngram_size}-token shingles, {p.num_perm} hashes "
+                     f"({d.near.method.replace('_', ' ')}), Jaccard ≥ {p.threshold}, {p.bands} bands × {p.rows} rows, "
+                     f"{'candidate pairs verified by exact Jaccard' if d.near.verify else 'unverified'}; "
+                     f"per-language overrides: {', '.join(d.near.languages) or 'none'}.")
+    else:
+        lines.append("- Near dedup: off.")
+    c = config.decontamination
+    if c.enabled:
+        near = f"; near match at Jaccard ≥ {c.near_threshold}" if c.near else ""
+        lines.append(f"- Decontaminated against: {', '.join(benchmark_names(c)) or 'nothing'} (case- and "
+                     f"whitespace-insensitive substrings{near}).")
+    else:
+        lines.append("- Decontamination: off.")
+    if config.pii.enabled:
+        ip = "`<IP_ADDRESS>`" if config.pii.ip_replacement == "token" else "one of BigCode's private IPs"
+        lines.append(f"- PII redacted ({', '.join(config.pii.kinds)}): emails → `<EMAIL>`, keys → `<KEY>`, "
+                     f"passwords → `<PASSWORD>`, IP addresses → {ip}; found by regular expressions and detect-secrets "
+                     "plugins with BigCode's false-positive filters. **No NER model is used** (BigCode's StarPII "
+                     "cannot run offline), so names and usernames are not redacted. Counts per kind are in "
+                     "stats.json under the `pii` step, never the values.")
+    else:
+        lines.append("- PII redaction: off (no NER model is used in any case).")
+    return lines

@@ -135,11 +135,3 @@ def contains(dataset: str | Path, snippet: str, bloom: BloomFilter | None = None
         else:
             spans.append((i, i + NGRAM))
     return Membership(norm, spans, len(grams), int(found.sum()))
-
-
-def build_indexes(dataset: str | Path) -> None:
-    """The inspection indexes a dataset carries: full-text search and the membership Bloom filter."""
-    from codefoundry.data.search import build_search_index
-
-    build_search_index(dataset)
-    build_contains_index(dataset)

@@ -26,11 +26,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import ahocorasick
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from codefoundry.benchmarks import BENCHMARK_SETS
 from codefoundry.config import StageConfig
+from codefoundry.data.dedup.minhash import shingle_sets
 from codefoundry.data.pipeline import Filter
 from codefoundry.errors import UserError
 
@@ -85,8 +88,6 @@ def read_jsonl_strings(path: Path) -> list[tuple[str, str]]:
 
 def benchmark_strings(config: DecontamConfig) -> list[tuple[str, str, str]]:
     """(benchmark, item id, text) for every string to match."""
-    from codefoundry.benchmarks import BENCHMARK_SETS
-
     out = []
     for name in config.benchmarks:
         if name not in BENCHMARK_SETS:
@@ -116,8 +117,6 @@ class Decontaminate(Filter):
         self._near: NearIndex | None = None
 
     def setup(self) -> None:
-        import ahocorasick
-
         automaton = ahocorasick.Automaton()
         strings = benchmark_strings(self.config)
         for bench, item, text in strings:
@@ -155,8 +154,6 @@ class NearIndex:
     """Exact shingle-set Jaccard of files against every benchmark item, through an inverted index."""
 
     def __init__(self, strings: Iterable[tuple[str, str, str]], ngram: int) -> None:
-        from codefoundry.data.dedup import shingle_sets
-
         items = list(strings)
         sets = shingle_sets([t for _, _, t in items], ngram)
         keep = [i for i, s in enumerate(sets) if len(s)]
@@ -169,8 +166,6 @@ class NearIndex:
         self.ngram = ngram
 
     def best(self, texts: list[str], threshold: float) -> list[tuple[str, str] | None]:
-        from codefoundry.data.dedup import shingle_sets
-
         out: list[tuple[str, str] | None] = []
         for s in shingle_sets(texts, self.ngram) if texts else []:
             lo = np.searchsorted(self.hashes, s, side="left")

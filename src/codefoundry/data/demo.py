@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codefoundry.data.config import CurateConfig, SourceLimits
+from codefoundry.data.config import CurateConfig
 from codefoundry.data.curate import curate
+from codefoundry.data.sources.unit import SourceLimits
 
 DEMO_SOURCES = ("site-packages", "stdlib")
 DEMO_LIMITS = SourceLimits(max_files_per_repo=100, max_file_bytes=200_000)

@@ -5,7 +5,10 @@ A list file has one entry per line (blank lines and `# comments` ignored):
     octocat/hello-world     one repository
     acme-*/*  or  */tmp-*   shell globs over `owner/name` (a glob without "/" matches owners)
     https://github.com/octocat/hello-world(.git)   URLs are read as owner/repo
-Matching is case-insensitive (GitHub names are). Removed rows get reason `opt_out`.
+Matching is case-insensitive (GitHub names are). Removed rows get reason `opt_out`, and no
+text of an opted-out repository stays anywhere: `forget` clears the content of every removed
+row of theirs (whatever its reason) even where the dataset keeps removed content, and the
+search and membership indexes are built from the kept rows only.
 
     codefoundry data curate … --opt-out FILE          during curation
     codefoundry data opt-out DATASET --list FILE --out NEW   on a finished dataset
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from codefoundry.config import StageConfig
@@ -113,13 +117,13 @@ class OptOut(Filter):
         return out
 
 
-def opt_out_dataset(dataset: str | Path, list_file: str | Path, out: str | Path, overwrite: bool = False,
-                    workers: int | None = None) -> Path:
-    """A copy of `dataset` without the listed repositories; the list's sha256 goes into the manifest."""
-    from codefoundry.data.restep import apply_steps
+def forget(removed: pa.Table, entries: OptOutList) -> pa.Table:
+    """`removed` (REMOVED_SCHEMA) with `content` cleared in every row of an opted-out repository.
 
-    config = OptOutConfig(file=Path(list_file))
-    entries = OptOutList.from_config(config)
-    return apply_steps(dataset, out, [OptOut(entries)], {"opt_out": config},
-                       extra={"opt_out_sha256": entries.sha256, "opt_out_entries": len(entries)},
-                       workers=workers, overwrite=overwrite)
+    Rows already removed as `opt_out` (by an earlier list) are cleared too: an opt-out is never undone.
+    """
+    repos = removed.column("repo_name").unique().to_pylist()
+    listed = pc.is_in(removed.column("repo_name"), pa.array([r for r in repos if entries.matches(r)], pa.string()))
+    gone = pc.or_(listed, pc.fill_null(pc.equal(removed.column("reason"), REASON), False))
+    content = pc.if_else(gone, pa.scalar(None, pa.string()), removed.column("content"))
+    return removed.set_column(removed.schema.get_field_index("content"), "content", content)

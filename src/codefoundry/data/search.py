@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from codefoundry.errors import ArtifactError, UserError
@@ -88,9 +90,6 @@ class FileStatus:
 
 def lookup(dataset: str | Path, user: str | None = None, repo: str | None = None) -> list[FileStatus]:
     """Every file of a user's (or one repository's) repositories in the dataset: kept, or why it was removed."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
     if (user is None) == (repo is None):
         raise UserError("give exactly one of --user NAME or --repo OWNER/NAME")
     dataset = Path(dataset)

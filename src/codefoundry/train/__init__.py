@@ -8,8 +8,10 @@ Public API:
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from codefoundry.errors import ArtifactError, UserError
 from codefoundry.manifest import read_manifest
@@ -72,16 +74,17 @@ def train(
         tok = load_tokenizer(tokenizer)
         from codefoundry.train.loop import train_loop
 
-        model, model_config, result = train_loop(config, tokens, tok, out, resume=resume, d=d)
+        model, _, result = train_loop(config, tokens, tok, out, resume=resume, d=d)
         if d.main:
-            _write_model(out, model, model_config, config, tokenizer, tokens, dataset, result)
+            _write_model(out, model, config, tokenizer, tokens, dataset, result)
         d.barrier()
     finally:
         teardown()
     return out
 
 
-def _write_model(out, model, model_config, config, tokenizer, tokens, dataset, result) -> None:
+def _write_model(out: Path, model: Any, config: TrainConfig, tokenizer: Path, tokens: Path, dataset: Path | None,
+                 result: Any) -> None:
     from codefoundry.model import save_pretrained
 
     tokens_manifest = read_manifest(tokens)
@@ -96,6 +99,7 @@ def _write_model(out, model, model_config, config, tokenizer, tokens, dataset, r
                "val_loss": None if result.val_loss is None else round(result.val_loss, 4)}
     save_pretrained(model, out, tokenizer_dir=tokenizer, inputs=inputs, config=config, seed=config.seed,
                     extra={"training": results})
-    hf = model_config.to_hf_dict() if hasattr(model_config, "to_hf_dict") else model_config.to_dict()
+    # the card describes the model as saved: its config.json, whatever the architecture
+    hf = json.loads((out / "config.json").read_text(encoding="utf-8"))
     write_model_card(out, config.model_dump(mode="json"), hf, results)
     log.info("model written to %s (%d steps, %s tokens)", out, result.steps, f"{result.tokens:,}")

@@ -7,10 +7,10 @@ Public API:
     signatures, shingle_sets, jaccard, optimal_param   the MinHash primitives
 """
 
-from codefoundry.data.dedup.config import DedupConfig, ExactDedupConfig, NearDedupConfig, NearDedupOverride
-from codefoundry.data.dedup.exact import ExactDedup
+from codefoundry.data.dedup.config import DedupConfig
+from codefoundry.data.dedup.exact import ExactDedup, ExactDedupConfig
 from codefoundry.data.dedup.minhash import jaccard, optimal_param, shingle_sets, signatures
-from codefoundry.data.dedup.near import LshParams, NearDedup
+from codefoundry.data.dedup.near import LshParams, NearDedup, NearDedupConfig, NearDedupOverride
 from codefoundry.data.dedup.run import run_global_step
 
 __all__ = [

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
-from codefoundry.data.dedup.config import ExactDedupConfig
+from codefoundry.config import StageConfig
 from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
-from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group
+from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
 from codefoundry.data.pipeline import GlobalStep, UnitContext
+
+
+class ExactDedupConfig(StageConfig):
+    """Exact dedup by content (git blob sha1), keeping the best copy by The Stack v2's ranking."""
+
+    enabled: bool = True
+    num_partitions: int = Field(16, ge=1)
+
 
 KEYED = np.dtype([("k1", "<u8"), ("k2", "<u8"), *RANK_DTYPE.descr])
 REASON = "exact_dedup"
@@ -41,8 +50,6 @@ class ExactDedup(GlobalStep):
         self._remove: np.ndarray | None = None
 
     def map(self, batch: pa.Table, ctx: UnitContext) -> None:
-        from codefoundry.data.dedup.ranking import rank_records
-
         ranks = rank_records(batch, ctx.row_ids(batch.num_rows).to_numpy())
         k1, k2 = content_keys(batch)
         records = np.zeros(batch.num_rows, dtype=KEYED)

@@ -26,11 +26,6 @@ def rank_records(batch: pa.Table, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank_order(records: np.ndarray) -> np.ndarray:
-    """Indices sorting `records` best first."""
-    return np.lexsort((records["id"], -records["forks"], -records["stars"], records["license"]))
-
-
 def best_per_group(groups: np.ndarray, records: np.ndarray) -> np.ndarray:
     """Boolean mask over `records`: True for the best-ranked record of each group label."""
     order = np.lexsort((records["id"], -records["forks"], -records["stars"], records["license"], groups))

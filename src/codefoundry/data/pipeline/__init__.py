@@ -24,8 +24,8 @@ Steps (`step.py`)
     lazily in whatever process runs the step): the local executor forks workers, a Ray
     executor will ship the same objects to remote workers.
     Config: each step takes its settings (a pydantic model or plain values) in `__init__`
-    with defaults that cite their source; `codefoundry.data.curate.build_steps(config)` turns
-    the stage config into the step list, so later issues add their step + config section there.
+    with defaults that cite their source; `codefoundry.data.steps.build_steps(config)` turns
+    the stage config into the step list: a new step adds its config section and its place there.
 
     The same steps work on a user's own `datasets.Dataset`:
         ds.filter(step.keep_mask, batched=True)   # Filter
@@ -38,7 +38,7 @@ Executors (`executor.py`)
     steps)` cuts the step list into phases at global steps, runs each unit's phase in a
     worker, writes `.work/phase<i>/<unit>/{kept,removed}.parquet` + `steps.json` and then a
     `.done` marker; a rerun skips marked units, so a run killed at any point resumes and
-    ends with identical bytes. Finalizing (`codefoundry.data.curate`) gathers units in plan
+    ends with identical bytes. Finalizing (`codefoundry.data.finalize`) gathers units in plan
     order into bounded shards `data/<subset>/train-*.parquet` and `removed/<subset>/…`,
     merges stats (`stats.py`, schema documented there: per subset, language, license,
     license type, reason, step), renders `card.md` from stats.json (every step's removals

@@ -32,10 +32,6 @@ REMOVED_SCHEMA = FILES_SCHEMA.append(pa.field(REASON, pa.string()))
 COLUMNS = tuple(FILES_SCHEMA.names)
 
 
-def empty(schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
-    return schema.empty_table()
-
-
 def from_records(records: Iterable[Mapping[str, Any]], schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
     """A table from dict records; missing columns are null."""
     rows = list(records)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from codefoundry.data.annotate import git_blob_sha1
-from codefoundry.data.config import SourceLimits
 from codefoundry.data.license import (
     LicenseEvidence,
     decode_lenient,
@@ -33,6 +32,7 @@ from codefoundry.data.license import (
     spdx_headers,
 )
 from codefoundry.data.pipeline import REMOVED_SCHEMA
+from codefoundry.data.sources.unit import SourceLimits
 
 BINARY_SNIFF = 8000  # git's buffer_is_binary() looks at the first 8000 bytes
 

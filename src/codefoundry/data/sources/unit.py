@@ -5,9 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from codefoundry.data.config import SourceLimits
+from pydantic import Field
+
+from codefoundry.config import StageConfig
 from codefoundry.data.license import PERMISSIVE
 from codefoundry.data.license.match import DEFAULT_THRESHOLD
+
+
+class SourceLimits(StageConfig):
+    """Bounds on reading (also how the demo curates a slice of site-packages + stdlib)."""
+
+    max_file_bytes: int = Field(1_000_000, ge=1)         # The Stack: files over 1 MB left out
+    max_files_per_repo: int | None = Field(None, ge=1)   # None: every file
+    max_repos: int | None = Field(None, ge=1)            # None: every repository
+    max_archive_bytes: int = Field(2_000_000_000, ge=1)  # total uncompressed bytes read from one archive
+    max_archive_members: int = Field(200_000, ge=1)
+    table_rows_per_unit: int = Field(20_000, ge=1)       # JSONL/Parquet/HF rows per work unit
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import pytest
 
 from codefoundry.data.pii import PiiConfig, RedactPII, find_pii, redact
 from codefoundry.data.pii.gibberish import detector
-from codefoundry.data.pii.labelled import build_labelled_set, evaluate
 from codefoundry.data.pipeline import from_records
+from labelled.pii import build_labelled_set, evaluate
 
 SAMPLE = '''"""Billing client. Maintainer: Jane Smith <jane.smith@acme-corp.io>"""
 import os

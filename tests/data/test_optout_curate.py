@@ -1,5 +1,5 @@
-"""Curation end to end with issue 4's steps on real git repositories: opt-out, dedup ranking, decontamination,
-PII; then the inspection verbs (lookup, search, contains) and `data opt-out` on the finished dataset."""
+"""Curation end to end with the steps after the quality filters on real git repositories: opt-out, dedup
+ranking, decontamination, PII; then the inspection verbs (lookup, search, contains) and the dataset verbs."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _table(dataset: Path, sub: str = "data") -> list[dict]:
 
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("issue4")
+    root = tmp_path_factory.mktemp("curated")
     shared = stdlib_files("textwrap.py", "shlex.py")
     solution = next(p for p in humaneval() if p["task_id"] == "HumanEval/12")
     contaminated = "import os\n\n\n" + "\n".join("    " + ln for ln in (solution["prompt"] +
@@ -51,7 +51,7 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_curate_applies_issue4_steps(curated: Path) -> None:
+def test_curate_applies_optout_dedup_decontam_pii(curated: Path) -> None:
     kept = {(r["repo_name"], r["path"]) for r in _table(curated)}
     removed = {(r["repo_name"], r["path"]): r["reason"] for r in _table(curated, "removed")}
     # exact duplicate and near duplicate (reformatted): the MIT copies stay, the unlicensed ones go
@@ -124,7 +124,7 @@ def test_opt_out_list_syntax() -> None:
         OptOutList.parse("a/b/c\n")
 
 
-def test_standalone_step_verbs(curated: Path, tmp_path: Path) -> None:
+def test_standalone_step_verbs(curated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     heap_line = stdlib_files("heapq.py")["heapq.py"].splitlines()[40:50]
     bench = tmp_path / "private-eval.jsonl"
     bench.write_text(json.dumps({"id": "p1", "text": "\n".join(heap_line)}) + "\n")
@@ -140,4 +140,9 @@ def test_standalone_step_verbs(curated: Path, tmp_path: Path) -> None:
     again = tmp_path / "dedup"
     assert run(["data", "dedup", str(curated), "--out", str(again)]) == 0  # already deduplicated: nothing more
     assert len(_table(again)) == len(_table(curated))
-    assert run(["data", "dedup", str(curated), "--out", str(again)]) == 1  # not empty: one error line
+    assert run(["data", "dedup", str(curated), "--out", str(again)]) == 0  # the same run: already complete
+    assert "already complete" in " ".join(capsys.readouterr().err.split())
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("near: {threshold: 0.5}\n")
+    assert run(["data", "dedup", str(curated), "--out", str(again), "--config", str(strict)]) == 1  # another run
+    assert "made with other settings" in capsys.readouterr().err

@@ -13,9 +13,9 @@ import pytest
 from codefoundry.data.dedup import NearDedup, NearDedupConfig, optimal_param, run_global_step, shingle_sets, signatures
 from codefoundry.data.dedup.components import components
 from codefoundry.data.dedup.minhash import jaccard, shingle_hashes
-from codefoundry.data.dedup.quality import build_quality_set, delete_lines, rename, score
 from codefoundry.data.pipeline import from_records
 from conftest import stdlib_files
+from labelled.near_duplicates import build_quality_set, delete_lines, rename, score
 
 NON_ALPHA = re.compile(r"[^A-Za-z_0-9]")  # bigcode-dataset minhash_deduplication.py
 

@@ -1,0 +1,192 @@
+"""How a dataset is made, whoever makes it: `data curate` and every dataset verb end here.
+
+    dataset/
+      data/files/train-0000i-of-0000n.parquet     kept rows (FILES_SCHEMA), ≤ shard_max_bytes each
+      removed/files/train-0000i-of-0000n.parquet  removed rows + `reason` (content only with removed_content,
+                                                  never for an opted-out repository)
+      stats.json                                  counts (schema: pipeline/stats.py)
+      card.md, README.md                          dataset card (same text); its `configs:` front matter lets
+                                                  datasets.load_dataset(DIR, "files") work (datasets reads README.md)
+      index/                                      search.sqlite (`data search`), contains.bloom.npy (`data contains`)
+      manifest.json                               command, config, versions, sources, steps; written last
+
+A `Job` says what goes in (work units, and for a verb the finished dataset it starts from),
+through which steps, with which settings. `make_dataset(job)` guards the output directory by
+the job's run key (the same job resumes, another one is refused), runs the local executor and
+`finalize`s: shards, stats, card and README, indexes, manifest, in that order, then removes
+`.work`. A verb's dataset carries its input's removed rows and step stats over and records the
+input's manifest hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from codefoundry.atomic import atomic_write_json, atomic_write_text
+from codefoundry.console import console
+from codefoundry.data.card import render_card
+from codefoundry.data.config import CurateConfig
+from codefoundry.data.contains import build_contains_index
+from codefoundry.data.decontam import Decontaminate
+from codefoundry.data.optout import OptOut, forget
+from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, LocalExecutor, Phase, Step, WorkUnit, count_files
+from codefoundry.data.pipeline.executor import WORK, gather_stats, unit_outputs, write_shards
+from codefoundry.data.pipeline.stats import merge_all
+from codefoundry.data.search import build_search_index
+from codefoundry.data.steps import decontaminated_against
+from codefoundry.errors import UserError
+from codefoundry.manifest import MANIFEST_NAME, Manifest, manifest_sha256, read_manifest, write_manifest
+
+SUBSET = "files"
+STAT_COLUMNS = ["size", "lang", "licenses", "license_type", "reason"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run that makes a dataset: its input, steps, settings and where it goes."""
+
+    out: Path
+    units: Sequence[WorkUnit]
+    steps: list[Step]
+    config: CurateConfig
+    sources: list[str]
+    """What the rows came from (curate's SOURCE arguments; a verb keeps its input's)."""
+    base: Path | None = None
+    """The finished dataset a verb starts from: its removed rows and step stats carry over."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """More manifest fields (e.g. the opt-out list's sha256)."""
+
+    def run_key(self) -> str:
+        """What makes two runs the same run: config (less `workers`), sources, units, steps, input dataset."""
+        blob = json.dumps({"config": self.config.model_dump(mode="json", exclude={"workers"}),
+                           "sources": self.sources, "units": [u.describe() for u in self.units],
+                           "steps": [s.name for s in self.steps],
+                           "base": manifest_sha256(self.base) if self.base else None}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def base_manifest(self) -> Manifest | None:
+        return read_manifest(self.base, kind="dataset") if self.base else None
+
+
+def prepare(out: Path, key: str, overwrite: bool) -> bool:
+    """Make `out` ready for the run `key`; True if it already holds that run's finished dataset."""
+    work = out / WORK
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if (out / MANIFEST_NAME).exists():  # written last: its presence means a finished run
+        manifest = read_manifest(out)
+        if manifest.kind == "dataset" and manifest.extra.get("run_key") == key:
+            shutil.rmtree(work, ignore_errors=True)
+            return True
+        raise UserError(f"{out} already holds a {manifest.kind} artifact made with other settings",
+                        "choose another --out, or pass --overwrite to replace it")
+    plan = work / "plan.json"
+    if plan.exists():
+        previous = json.loads(plan.read_text(encoding="utf-8")).get("run_key")
+        if previous != key:
+            raise UserError(f"{out} holds an unfinished run with other sources or settings",
+                            "rerun with the same ones to resume, or pass --overwrite to start over")
+    elif out.exists() and any(p.name != WORK for p in out.iterdir()):
+        raise UserError(f"{out} is not empty and is not a dataset from this command",
+                        "choose an empty or new --out, or pass --overwrite to replace it")
+    work.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def make_dataset(job: Job, overwrite: bool = False) -> Path:
+    """Run `job` into `job.out` (resuming an interrupted run of the same job) and finalize the dataset."""
+    key = job.run_key()
+    if prepare(job.out, key, overwrite):
+        console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
+        return job.out
+    work = job.out / WORK
+    atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
+                                           "units": [u.describe() for u in job.units]})
+    start = time.perf_counter()
+    config = job.config
+    plan = LocalExecutor(config.workers, config.batch_rows, config.removed_content).run(work, job.units, job.steps)
+    finalize(job, key, plan, time.perf_counter() - start)
+    return job.out
+
+
+def finalize(job: Job, key: str, plan: list[Phase], seconds: float) -> dict[str, Any]:
+    """Shards, stats, card and README, indexes, manifest (last) from a finished executor run; returns stats."""
+    out, config = job.out, job.config
+    work = out / WORK
+    outputs = list(unit_outputs(work, plan, len(job.units)))
+    base_removed = sorted((job.base / "removed" / SUBSET).glob("*.parquet")) if job.base else []
+    new_removed = [f for o in outputs for f in o[1]]
+    write_shards([o[0] for o in outputs], out / "data" / SUBSET, FILES_SCHEMA, config.shard_max_bytes)
+    write_shards(base_removed + new_removed, out / "removed" / SUBSET, REMOVED_SCHEMA, config.shard_max_bytes,
+                 transform=_removed_rows(job))
+    stats = _stats(job, outputs, base_removed)
+    atomic_write_json(out / "stats.json", stats)
+    card = render_card(stats, config, job.sources)
+    atomic_write_text(out / "card.md", card)
+    atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
+    if config.inspection_indexes:
+        build_search_index(out)
+        build_contains_index(out)
+    removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
+    write_manifest(out, "dataset", config, inputs={"dataset": job.base} if job.base else None,
+                   extra=_manifest_extra(job, key, seconds))
+    shutil.rmtree(work)
+    totals = stats["subsets"][SUBSET]["totals"]
+    by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
+        f"{totals['removed_files']:,} removed"
+    console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
+                  f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
+    return stats
+
+
+def _removed_rows(job: Job) -> Callable[[pa.Table], pa.Table] | None:
+    """What removed rows go through on their way into removed/: text dropped unless kept, and always for
+    opted-out repositories (theirs from the input dataset included). None when the executor did it all."""
+    opt_outs = [s.entries for s in job.steps if isinstance(s, OptOut)]
+    keep_text = job.config.removed_content
+    if job.base is None and not (opt_outs and keep_text):
+        return None
+
+    def transform(table: pa.Table) -> pa.Table:
+        if not keep_text:
+            return table.set_column(table.schema.get_field_index("content"), "content",
+                                    pa.nulls(table.num_rows, pa.string()))
+        for entries in opt_outs:
+            table = forget(table, entries)
+        return table
+
+    return transform
+
+
+def _stats(job: Job, outputs: list[tuple[Path, list[Path], dict[str, Any]]], base_removed: list[Path]
+           ) -> dict[str, Any]:
+    """stats.json: this run's units, plus the input dataset's removed rows and step stats for a verb."""
+    stats = gather_stats(outputs, SUBSET)
+    if job.base is None:
+        return stats
+    carried = [count_files(FILES_SCHEMA.empty_table(), pq.read_table(f, columns=STAT_COLUMNS)) for f in base_removed]
+    merged = merge_all([stats, *carried])
+    previous = json.loads((job.base / "stats.json").read_text(encoding="utf-8"))["subsets"][SUBSET].get("steps", {})
+    merged["subsets"][SUBSET]["steps"] = {**previous, **stats["subsets"][SUBSET].get("steps", {})}
+    return merged
+
+
+def _manifest_extra(job: Job, key: str, seconds: float) -> dict[str, Any]:
+    base = job.base_manifest()
+    previous = dict(base.extra) if base else {}
+    benchmarks = set(previous.get("decontaminated_against") or [])
+    if any(isinstance(s, Decontaminate) for s in job.steps):
+        benchmarks |= set(decontaminated_against(job.config))
+    return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
+            "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": [SUBSET],
+            "seconds": round(seconds, 3), "decontaminated_against": sorted(benchmarks), **job.extra}
