@@ -117,8 +117,12 @@ def step_policies(config: CurateConfig) -> list[str]:
     if config.pii.enabled:
         ip = "`<IP_ADDRESS>`" if config.pii.ip_replacement == "token" else "one of BigCode's private IPs"
         lines.append(f"- PII redacted ({', '.join(config.pii.kinds)}): emails → `<EMAIL>`, keys → `<KEY>`, "
-                     f"passwords → `<PASSWORD>`, IP addresses → {ip}; found by regular expressions and detect-secrets "
-                     "plugins with BigCode's false-positive filters. **No NER model is used** (BigCode's StarPII "
+                     f"passwords → `<PASSWORD>`, IP addresses → {ip}; found by vendor key patterns "
+                     "(AWS, GitHub, Slack, Stripe, …), private-key blocks (body redacted), secrets assigned to "
+                     "secret-looking names (quoted or not), passwords in URLs and connection strings and on command "
+                     "lines, and detect-secrets' high-entropy plugins with BigCode's false-positive filters (generic "
+                     "candidates only); a value found once is redacted wherever it recurs in the file. "
+                     "**No NER model is used** (BigCode's StarPII "
                      "cannot run offline), so names and usernames are not redacted. Counts per kind are in "
                      "stats.json under the `pii` step, never the values.")
     else:
