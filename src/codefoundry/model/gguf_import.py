@@ -53,7 +53,7 @@ def read_gguf(path: str | Path) -> Any:
     try:
         return GGUFReader(path)
     except (ValueError, IndexError, KeyError, OverflowError, OSError, TypeError, AssertionError) as e:
-        raise ArtifactError(f"{path} is not a valid GGUF file: {e}") from None
+        raise ArtifactError(f"{path} is not a valid GGUF file (truncated or corrupt?): {e}") from None
 
 
 def read_metadata(reader: Any, with_tokenizer: bool = True) -> dict[str, Any]:
@@ -74,8 +74,13 @@ def _f32(x: float) -> float:
     return float(str(np.float32(x)))
 
 
-def config_from_gguf(meta: dict[str, Any], tensors: set[str]) -> dict[str, Any]:
-    """The HF `config.json` mapping of the model a GGUF file describes."""
+def tensor_shapes(reader: Any) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in torch's order (GGUF lists the fastest dimension first)."""
+    return {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
+
+
+def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The HF `config.json` mapping of the model a GGUF file describes (`tensors`: name → shape)."""
     arch = meta.get("general.architecture")
     if arch not in MODEL_TYPE_OF_ARCH:
         raise ArtifactError(f"GGUF architecture {arch!r} is not supported; supported: "
@@ -89,7 +94,9 @@ def config_from_gguf(meta: dict[str, Any], tensors: set[str]) -> dict[str, Any]:
             raise ArtifactError(f"GGUF metadata {arch}.{key} is per layer, which codefoundry.model does not read")
         return value
 
-    vocab = len(meta.get("tokenizer.ggml.tokens") or []) or need("vocab_size")
+    if len(tensors.get("token_embd.weight", ())) != 2:
+        raise ArtifactError("GGUF file has no 2-D token_embd.weight tensor")
+    vocab = tensors["token_embd.weight"][0]
     ids = {f"{k}_token_id": meta.get(f"tokenizer.ggml.{g}_token_id")
            for k, g in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
     n_head = need("attention.head_count")
@@ -156,7 +163,7 @@ def import_gguf(path: str | Path, out_dir: str | Path, *, overwrite: bool = Fals
     reader = read_gguf(path)
     meta = read_metadata(reader)
     by_name = {t.name: t for t in reader.tensors}
-    hf = config_from_gguf(meta, set(by_name))
+    hf = config_from_gguf(meta, tensor_shapes(reader))
     config_cls, model_cls = ARCHITECTURES[hf["model_type"]]
     try:
         config = config_cls.from_hf_dict(hf)

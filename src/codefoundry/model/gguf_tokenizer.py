@@ -11,7 +11,8 @@ stands for a splitting regex hard-coded in llama.cpp. Both directions map those 
     llama-bpe                             Sequence[Split(Llama 3 regex), ByteLevel(no regex)]
 
 Token types (llama.cpp `LLAMA_TOKEN_TYPE_*`): 1 normal, 3 control (a special added token),
-4 user-defined (a non-special added token).
+4 user-defined (a non-special added token), 5 unused (the `[PAD<i>]` rows of a padded
+embedding, left out of tokenizer.json so they are never sampled).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from codefoundry.atomic import atomic_write_json
 from codefoundry.errors import ArtifactError
 
-NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
+NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -59,8 +60,8 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
         raise ArtifactError("GGUF file has no tokenizer.ggml.tokens / tokenizer.ggml.merges arrays")
     types = types if isinstance(types, list) and len(types) == len(tokens) else [NORMAL] * len(tokens)
     pre = str(meta.get("tokenizer.ggml.pre", "gpt2"))
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    if len(vocab) != len(tokens):
+    vocab = {tok: i for i, (tok, ty) in enumerate(zip(tokens, types, strict=True)) if ty != UNUSED}
+    if len(vocab) != sum(ty != UNUSED for ty in types):
         raise ArtifactError("GGUF tokenizer.ggml.tokens holds duplicate tokens")
     pairs = []
     for m in merges:
@@ -99,44 +100,37 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
     atomic_write_json(out_dir / "special_tokens_map.json", special)
 
 
-def gguf_tokenizer_metadata(model_dir: Path) -> dict[str, Any]:
-    """The `tokenizer.ggml.*` values (and chat template) for the tokenizer saved in `model_dir`."""
-    path = model_dir / "tokenizer.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")) \
-            if (model_dir / "tokenizer_config.json").exists() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{model_dir}: cannot read the tokenizer: {e}") from None
+def gguf_tokenizer_metadata(model_dir: Path, vocab_size: int) -> dict[str, Any]:
+    """The `tokenizer.ggml.*` values (and chat template) of the tokenizer in `model_dir`, padded to `vocab_size`."""
+    from codefoundry.tokenizer import load_tokenizer
+
+    hf = load_tokenizer(model_dir)
+    data = json.loads(hf.backend_tokenizer.to_str())
     model = data.get("model", {})
     if model.get("type") != "BPE":
-        raise ArtifactError(f"{path}: a {model.get('type')} tokenizer cannot be exported; GGUF export "
+        raise ArtifactError(f"{model_dir}: a {model.get('type')} tokenizer cannot be exported; GGUF export "
                             "supports byte-level BPE")
     vocab: dict[str, int] = model["vocab"]
     added = {t["id"]: t for t in data.get("added_tokens", [])}
     size = max([*vocab.values(), *added.keys()]) + 1
-    tokens = [f"[PAD{i}]" for i in range(size)]                  # llama.cpp's name for holes in the vocabulary
-    types = [USER_DEFINED] * size
+    if size > vocab_size:
+        raise ArtifactError(f"{model_dir}: the tokenizer has {size} tokens but the model's vocab_size is {vocab_size}")
+    # llama.cpp's convention for the rows of a padded embedding: unused "[PAD<i>]" tokens
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [UNUSED] * vocab_size
     for t, i in vocab.items():
         tokens[i], types[i] = t, NORMAL
     for i, t in added.items():
         tokens[i], types[i] = t["content"], CONTROL if t.get("special") else USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    ids = {t: i for i, t in enumerate(tokens)}
-
-    def special_id(key: str) -> int | None:
-        value = config.get(f"{key}_token")
-        value = value.get("content") if isinstance(value, dict) else value
-        return ids.get(value) if isinstance(value, str) else None
-
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     meta: dict[str, Any] = {"model": "gpt2", "pre": config.get("gguf_pre") or _pre_name(data.get("pre_tokenizer")),
                             "tokens": tokens, "token_type": types, "merges": merges,
-                            "add_bos_token": (data.get("post_processor") or {}).get("type") == "TemplateProcessing"}
+                            "add_bos_token": (data.get("post_processor") or {}).get("type") == "TemplateProcessing",
+                            "chat_template": hf.chat_template if isinstance(hf.chat_template, str) else None}
     for key, gguf_key in GGUF_ID_KEYS.items():
-        meta[f"{gguf_key}_token_id"] = special_id(key)
-    meta["chat_template"] = config.get("chat_template") if isinstance(config.get("chat_template"), str) else None
-    if meta["chat_template"] is None and (model_dir / "chat_template.jinja").exists():
-        meta["chat_template"] = (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+        meta[f"{gguf_key}_token_id"] = getattr(hf, f"{key}_token_id", None)
     return meta
 
 

@@ -10,8 +10,12 @@ from codefoundry.errors import ArtifactError
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """The HF fast tokenizer saved in `path` (a tokenizer/ or model/ directory)."""
+    """The HF fast tokenizer saved in `path` (a tokenizer/ or model/ directory, or a model's .gguf file)."""
     directory = Path(path)
+    if directory.suffix.lower() == ".gguf" and directory.is_file():
+        from codefoundry.model import resolve_model_path  # a GGUF file is read through its imported directory
+
+        directory = resolve_model_path(directory)
     if not (directory / "tokenizer.json").is_file():
         what = "does not exist" if not directory.exists() else "has no tokenizer.json"
         raise ArtifactError(f"tokenizer directory {directory} {what}",
