@@ -42,6 +42,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, weight_type: str = 
     arch = ARCH_OF_MODEL_TYPE[model_type]
     tokenizer = gguf_tokenizer_metadata(model_dir, config.vocab_size)
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"
     writer = gguf.GGUFWriter(tmp, arch)
     try:

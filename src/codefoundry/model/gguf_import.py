@@ -107,7 +107,9 @@ def config_from_gguf(meta: dict[str, Any], tensors: dict[str, tuple[int, ...]]) 
                   **{k: v for k, v in ids.items() if v is not None})
     if arch == "starcoder":
         return {"model_type": "gpt_bigcode", "vocab_size": vocab, "n_positions": common["max_position_embeddings"],
-                "n_embd": common["hidden_size"], "n_inner": common["intermediate_size"],
+                "n_embd": common["hidden_size"],
+                "n_inner": None if common["intermediate_size"] == 4 * common["hidden_size"]
+                else common["intermediate_size"],
                 "n_layer": common["num_hidden_layers"], "n_head": n_head,
                 "multi_query": common["num_key_value_heads"] == 1,
                 "layer_norm_epsilon": _f32(need("attention.layer_norm_epsilon")),

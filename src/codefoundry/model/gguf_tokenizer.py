@@ -89,7 +89,10 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"))
-    special = {f"{k}_token": token(k) for k in ("bos", "eos", "unk", "pad") if token(k) is not None}
+    special: dict[str, Any] = {f"{k}_token": token(k) for k in GGUF_ID_KEYS if token(k) is not None}
+    named = set(special.values())
+    special["additional_special_tokens"] = [t for t, ty in zip(tokens, types, strict=True)
+                                            if ty == CONTROL and t not in named]
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
                               "gguf_pre": pre, **special}
     if context_length:
