@@ -245,3 +245,18 @@ def test_cli_bad_gguf_is_one_error_line(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and "bad.gguf is not a valid GGUF file" in lines[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_eval_runs_on_a_gguf_file(tmp_path: Path, tiny_tokenizer_dir: Path, gguf_cache: Path) -> None:
+    """`eval --model FILE.gguf`: the same completions as from the directory the file imports to."""
+    from codefoundry.eval import EvalConfig, run_eval
+
+    file = export_gguf(_saved(tmp_path, "llama", tiny_tokenizer_dir), tmp_path / "evaluated.gguf")
+    completions = []
+    for model, out in ((file, "from-gguf"), (import_gguf(file, tmp_path / "imported"), "from-dir")):
+        run_eval(tmp_path / out, EvalConfig(tasks=["humaneval"], model=model, limit=2, max_new_tokens=8,
+                                            temperature=0, workers=1))
+        rows = [json.loads(line) for line in (tmp_path / out / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 2
+        completions.append([r["completion"] for r in rows])
+    assert completions[0] == completions[1]
