@@ -163,6 +163,14 @@ def test_transformers_5_rope_parameters_are_read(tmp_path: Path) -> None:
     config = load_config(model_dir)
     assert config.rope_scaling is not None and config.rope_scaling["rope_type"] == "llama3"
     assert config.rope_scaling["factor"] == 8.0 and config.rope_theta == 10000.0
+    legacy = tmp_path / "legacy"                             # the hub's many transformers-4 configs
+    legacy.mkdir()
+    (legacy / "config.json").write_text('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, '
+                                        '"rope_theta": 500000.0, "rope_scaling": {"type": "linear", "factor": 4.0}, '
+                                        '"eos_token_id": [128001, 128009]}')
+    config = load_config(legacy)
+    assert config.rope_scaling == {"rope_type": "linear", "factor": 4.0} and config.rope_theta == 500000.0
+    assert config.eos_token_id == 128001
 
 
 def test_untied_head_differs_and_round_trips(tmp_path: Path) -> None:
