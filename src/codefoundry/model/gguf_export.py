@@ -6,6 +6,9 @@ the metadata its loader reads, the tokenizer (`gguf_tokenizer`), and the weights
 llama.cpp's converter does: 1-D tensors (norms, biases) in F32, matrices in F16 or Q8_0
 (Q8_0 needs rows that are a multiple of 32 long; others stay F16). Llama's q/k rows are
 permuted into GGML's rotary order and multi-head GPTBigCode's fused qkv into [Q | K | V].
+llama.cpp's `starcoder` graph uses the tanh GELU: a GPTBigCode with erf GELU (`activation_function:
+gelu`, the starcoder-15b preset) runs there with that small difference. Not exported: Llama 3's
+rope scaling (llama.cpp wants a `rope_freqs` tensor) — an error names the supported ones.
 """
 
 from __future__ import annotations
