@@ -5,9 +5,9 @@
     .venv/bin/python bench/model_humaneval.py smollm2/ eval-smollm2/ [--limit N]
 
 The second step is codefoundry (engine, paged cache, batches of 32). This script produces the
-anchor: transformers' `AutoModelForCausalLM.generate` on each of the same prompts, greedy, up
-to the same 512 new tokens, cut at the same stop sequences, run in the same sandbox and scored
-by the same `score()`. It prints both pass@1 values and every problem whose verdict differs,
+anchor, and may run beside it (it compares the problems both have done): transformers'
+`AutoModelForCausalLM.generate` on each of the same prompts, greedy, up to the same 512 new
+tokens, cut at the same stop sequences, run in the same sandbox and scored by the same `score()`. It prints both pass@1 values and every problem whose verdict differs,
 with the first position where the two completions part (a near-tie in float32 round-off lets
 a batched and an unbatched greedy decode diverge; the verdicts can then differ).
 """
@@ -34,11 +34,7 @@ def main() -> None:
     from codefoundry.eval import Executor, Sandbox, cut_at_stop, load_task, score
 
     task = load_task("humaneval")
-    ours = {}
-    for line in (args.ours / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ours[row["task_id"]] = row
-    problems = [p for p in task.problems if p.task_id in ours][: args.limit]
+    problems = task.problems[: args.limit]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     executor = Executor(Sandbox())
@@ -53,6 +49,12 @@ def main() -> None:
         theirs.append({"task_id": p.task_id, "completion": completion, "verdict": verdict.verdict})
         print(f"{i + 1}/{len(problems)} {p.task_id}: {verdict.verdict}", file=sys.stderr, flush=True)
     executor.close()
+    ours = {}                                       # read last: the two runs may go side by side
+    for line in (args.ours / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        ours[row["task_id"]] = row
+    theirs = [t for t in theirs if t["task_id"] in ours]
+    problems = [p for p in problems if p.task_id in ours]
     ours_rows = [ours[p.task_id] for p in problems]
     a, b = score(task, ours_rows, [1]), score(task, theirs, [1])
     print(f"problems: {len(problems)}")
