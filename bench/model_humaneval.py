@@ -7,9 +7,10 @@
 The second step is codefoundry (engine, paged cache, batches of 32). This script produces the
 anchor, and may run beside it (it compares the problems both have done): transformers'
 `AutoModelForCausalLM.generate` on each of the same prompts, greedy, up to the same 512 new
-tokens, cut at the same stop sequences, run in the same sandbox and scored by the same `score()`. It prints both pass@1 values and every problem whose verdict differs,
-with the first position where the two completions part (a near-tie in float32 round-off lets
-a batched and an unbatched greedy decode diverge; the verdicts can then differ).
+tokens, cut at the same stop sequences, run in the same sandbox and scored by the same
+`score()`. It prints both pass@1 values and every problem whose verdict differs, with the
+first position where the two completions part (a near-tie in float32 round-off lets a batched
+and an unbatched greedy decode diverge; the verdicts can then differ).
 """
 
 from __future__ import annotations
