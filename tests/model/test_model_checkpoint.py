@@ -61,6 +61,11 @@ def test_bad_model_dirs_name_the_problem(tmp_path: Path, tiny_model_dir: Path) -
     (tmp_path / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
     with pytest.raises(ArtifactError, match=r"does not match its config\.json|has shape"):
         load_model(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ArtifactError, match="model_type 'llama'"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    with pytest.raises(ArtifactError, match=r"model_type 'mamba' is not supported; codefoundry\.model reads "
+                                            "gpt_bigcode, llama, starcoder2"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
+                                                      "num_attention_heads": 4}))
+    with pytest.raises(ArtifactError, match=r"does not match its config\.json"):   # a GPTBigCode's weights
         load_model(tmp_path)

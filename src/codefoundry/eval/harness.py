@@ -167,9 +167,12 @@ def make_generator(config: EvalConfig) -> Generator:
         return EndpointGenerator(config.endpoint, config.api, config.api_key, config.concurrency,
                                  config.max_retries, config.request_timeout)
     assert config.model is not None
-    if not (config.model / "config.json").exists():
+    from codefoundry.model import resolve_model_path
+
+    model = resolve_model_path(config.model)                # a .gguf file: the directory it imports to
+    if not (model / "config.json").exists():
         raise UserError(f"{config.model} is not a model directory (no config.json)")
-    return LocalGenerator(config.model, config.device)
+    return LocalGenerator(model, config.device)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

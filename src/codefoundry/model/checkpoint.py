@@ -1,10 +1,12 @@
 """Checkpoints in Hugging Face format: what we save opens in transformers, and back.
 
-A model directory holds `config.json` (`model_type: gpt_bigcode`, `architectures`),
-`model.safetensors` (HF parameter names and [out, in] layouts; `lm_head.weight` left out
-because it is tied to `transformer.wte.weight`, as transformers itself saves it),
+A model directory holds `config.json` (`model_type`: gpt_bigcode, llama or starcoder2 picks
+the architecture; `architectures`), `model.safetensors` (HF parameter names and [out, in]
+layouts; a tied `lm_head.weight` left out, as transformers itself saves it),
 `generation_config.json`, the tokenizer's files, and `manifest.json` (its inputs: the
 tokenizer, and whatever the caller passes, e.g. the dataset or the tokens it trained on).
+This module reads directories; `codefoundry.model.load` lets a `.gguf` file stand wherever a
+model directory is read (imported once into a cache directory).
 """
 
 from __future__ import annotations
@@ -26,17 +28,29 @@ from codefoundry.errors import ArtifactError, ConfigError
 from codefoundry.manifest import MANIFEST_NAME, write_manifest
 from codefoundry.model.config import GPTBigCodeConfig
 from codefoundry.model.gpt_bigcode import GPTBigCodeForCausalLM
+from codefoundry.model.llama import LlamaConfig, LlamaForCausalLM
+from codefoundry.model.starcoder2 import Starcoder2Config, Starcoder2ForCausalLM
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
-TIED_KEYS = ("lm_head.weight",)
-# Buffers/keys some GPTBigCode checkpoints carry that hold no weights.
+# Buffers some checkpoints carry that hold no weights (old GPTBigCode masks, old Llama RoPE tables).
 IGNORED_KEYS = ("transformer.bias", "transformer.masked_bias")
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+ModelConfig = GPTBigCodeConfig | LlamaConfig | Starcoder2Config
+CausalLM = GPTBigCodeForCausalLM | LlamaForCausalLM | Starcoder2ForCausalLM
+
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    "gpt_bigcode": (GPTBigCodeConfig, GPTBigCodeForCausalLM),
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "starcoder2": (Starcoder2Config, Starcoder2ForCausalLM),
+}
+"""config.json `model_type` → (config class, model class)."""
 
 
 def save_pretrained(
-    model: GPTBigCodeForCausalLM,
+    model: CausalLM,
     out_dir: str | Path,
     tokenizer_dir: str | Path | None = None,
     *,
@@ -56,7 +70,7 @@ def save_pretrained(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu", dtype or t.dtype).contiguous()
-               for name, t in model.state_dict().items() if name not in TIED_KEYS}
+               for name, t in model.state_dict().items() if name not in model.tied_weights}
     tmp_path = out / f".{WEIGHTS_NAME}.tmp"                    # safetensors writes by path: write, then rename
     save_file(tensors, str(tmp_path), metadata={"format": "pt"})
     os.replace(tmp_path, out / WEIGHTS_NAME)
@@ -86,7 +100,13 @@ def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None
             shutil.copyfile(path, Path(out_dir) / path.name)
 
 
-def load_config(model_dir: str | Path) -> GPTBigCodeConfig:
+def model_class(config: ModelConfig) -> type:
+    """The model class of `config`'s architecture."""
+    return next(m for c, m in ARCHITECTURES.values() if type(config) is c)
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """The config of the model in directory `model_dir`; `model_type` picks its class."""
     path = Path(model_dir) / CONFIG_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -94,32 +114,39 @@ def load_config(model_dir: str | Path) -> GPTBigCodeConfig:
         raise ArtifactError(f"{model_dir} has no {CONFIG_NAME}: is it a model directory?") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} is not a JSON object")
+    model_type = data.get("model_type", "gpt_bigcode")
+    if model_type not in ARCHITECTURES:
+        raise ArtifactError(f"{path}: model_type {model_type!r} is not supported; codefoundry.model reads "
+                            f"{', '.join(ARCHITECTURES)}")
     try:
-        return GPTBigCodeConfig.from_hf_dict(data)
+        return ARCHITECTURES[model_type][0].from_hf_dict(data)
     except ConfigError as e:
         raise ArtifactError(f"{path}: {e}") from None
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> GPTBigCodeForCausalLM:
-    """Load a GPTBigCode checkpoint (ours or one saved by transformers) in eval mode.
+def read_model(model_dir: str | Path, dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cpu") -> CausalLM:
+    """Load the checkpoint in directory `model_dir` (ours or one saved by transformers) in eval mode.
 
-    Every weight must be present with HF's name and shape; a missing `lm_head.weight` is
-    tied to `transformer.wte.weight`.
+    Every weight must be present with HF's name and shape; a tied weight that is missing
+    (`lm_head.weight`) is the embedding, one that is present must equal it.
     """
-    config = load_config(model_dir)
+    config = read_config(model_dir)
     state = _read_weights(Path(model_dir))
     with torch.device("meta"):
-        model = GPTBigCodeForCausalLM(config)
+        model = model_class(config)(config)
     expected = {name: p.shape for name, p in model.state_dict().items()}
-    for key in IGNORED_KEYS:
+    for key in [*IGNORED_KEYS, *(k for k in state if k.endswith(IGNORED_SUFFIXES))]:
         state.pop(key, None)
-    head = state.pop("lm_head.weight", None)
-    wte = state.get("transformer.wte.weight")
-    if head is not None and wte is not None and not torch.equal(head, wte):
-        raise ArtifactError(f"{model_dir}: lm_head.weight differs from transformer.wte.weight, but GPTBigCode "
-                            "ties them")
-    missing = sorted(set(expected) - set(state) - set(TIED_KEYS))
+    tied = model.tied_weights
+    for key, source in tied.items():
+        copy = state.pop(key, None)
+        if copy is not None and source in state and not torch.equal(copy, state[source]):
+            raise ArtifactError(f"{model_dir}: {key} differs from {source}, but config.json ties them "
+                                "(tie_word_embeddings)")
+    missing = sorted(set(expected) - set(state) - set(tied))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ArtifactError(f"{model_dir}/{WEIGHTS_NAME} does not match its config.json: missing "
@@ -129,7 +156,9 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32,
             raise ArtifactError(f"{model_dir}: {name} has shape {list(tensor.shape)}, config.json implies "
                                 f"{list(expected[name])}")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight
+    for key, source in tied.items():                            # assign=True replaced the shared Parameter
+        owner, _, name = key.rpartition(".")
+        setattr(model.get_submodule(owner), name, model.get_parameter(source))
     return model.to(device).eval()
 
 

@@ -21,12 +21,13 @@ Two forward paths share every weight:
   -> logits[len(attn.logits_indices), V]` over the paged KV cache. The flat batch,
   `PagedAttention` (block tables, slot mapping) and the cache layout
   `[num_blocks, 2, block_size, kv_heads, head_dim]` are drawn in `codefoundry.model.paged`;
-  a Llama/RoPE model implements the same signature.
+  the RoPE models (`llama.py`, `starcoder2.py`) implement the same signature.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +130,8 @@ class Transformer(nn.Module):
 
 
 class GPTBigCodeForCausalLM(nn.Module):
+    tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "transformer.wte.weight"}   # key → key it shares
+
     def __init__(self, config: GPTBigCodeConfig) -> None:
         super().__init__()
         self.config = config

@@ -23,25 +23,33 @@ Each layer first writes the new K/V into their slots, then every query token att
 the first `context_lens[s]` cached tokens of its sequence, causally: the i-th new token of
 sequence s sits at cache index `context_lens[s] - query_lens[s] + i` and sees indices ≤ that.
 Nothing here assumes one KV head or learned positions: kv_heads ∈ {1 (MQA), g (GQA), H (MHA)},
-and positions are passed in, so a RoPE model (Llama) uses the same `PagedAttention`.
+and positions are passed in, so the RoPE models (Llama, StarCoder2) use the same `PagedAttention`.
+A sliding window (StarCoder2's `sliding_window`) narrows "sees indices ≤ that" to the last
+`window` of them; the cache still keeps every token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from codefoundry.model.config import GPTBigCodeConfig
+
+class CacheShape(Protocol):
+    """What the KV cache needs to know of a model config (every architecture's config has it)."""
+
+    n_layer: int
+    num_kv_heads: int
+    head_dim: int
 
 
 @dataclass
 class PagedAttention:
     """Where one step's tokens come from and go to in the paged cache (see the module docstring).
 
-    Build one per step and do not change it afterwards: the first layer derives `plan` from
+    Build one per step and do not change it afterwards: the first layer derives its plan from
     it and every later layer reuses that.
     """
 
@@ -73,20 +81,29 @@ class PagedAttention:
     def num_tokens(self) -> int:
         return sum(self.query_lens)
 
-    @cached_property
+    @property
     def plan(self) -> StepPlan:
-        """The step's cache indices and masks, built once and reused by every layer."""
-        return plan_step(self)
+        """The step's cache indices and masks (full causal attention), built once and reused by every layer."""
+        return self.plan_for(None)
+
+    def plan_for(self, window: int | None) -> StepPlan:
+        """As `plan`, for attention limited to the last `window` positions (None: unlimited)."""
+        plans = self.__dict__.setdefault("_plans", {})
+        if window is not None and window >= max(self.context_lens, default=0):
+            window = None                     # the window covers every context: plain causal attention
+        if window not in plans:
+            plans[window] = plan_step(self, window)
+        return plans[window]
 
 
-def allocate_kv_cache(config: GPTBigCodeConfig, num_blocks: int, block_size: int,
+def allocate_kv_cache(config: CacheShape, num_blocks: int, block_size: int,
                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """One zeroed tensor per layer, `[num_blocks, 2, block_size, num_kv_heads, head_dim]` (0 = K, 1 = V)."""
     shape = (num_blocks, 2, block_size, config.num_kv_heads, config.head_dim)
     return [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
 
 
-def kv_cache_bytes_per_block(config: GPTBigCodeConfig, block_size: int, dtype: torch.dtype = torch.float32) -> int:
+def kv_cache_bytes_per_block(config: CacheShape, block_size: int, dtype: torch.dtype = torch.float32) -> int:
     """Bytes one block takes across all layers (K and V)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     return config.n_layer * 2 * block_size * config.num_kv_heads * config.head_dim * itemsize
@@ -104,6 +121,9 @@ def kv_cache_bytes_per_block(config: GPTBigCodeConfig, block_size: int, dtype: t
 #     `[S, kv_heads, ctx, hd]`), so MQA is one matmul over the shared K/V per sequence.
 #   - every other sequence (a prefill chunk) runs alone: `is_causal=True` when it has no past
 #     (its new tokens are its whole context), otherwise a bottom-right causal mask.
+#   - a sliding window that is shorter than some context turns into explicit masks: the
+#     key-padding mask of a decoding sequence also hides keys older than the window, and a
+#     prefill chunk's causal mask gets a lower edge.
 
 
 @dataclass
@@ -113,7 +133,7 @@ class DecodeGroup:
     tokens: torch.Tensor | None    # [D] their tokens among the N (None: all N tokens, in order)
     rows: torch.Tensor             # [2, D * max_ctx] cache rows of their contexts' K (0) and V (1), padded
     max_ctx: int
-    key_padding: torch.Tensor | None   # [D, 1, 1, max_ctx] bool, True = a real key (None: no padding)
+    key_padding: torch.Tensor | None   # [D, 1, 1, max_ctx] bool, True = a key it sees (None: all of them)
     _biases: dict[torch.dtype, torch.Tensor] = field(default_factory=dict)
 
     def key_bias(self, dtype: torch.dtype) -> torch.Tensor | None:
@@ -145,8 +165,8 @@ class StepPlan:
     prefills: list[PrefillSequence]
 
 
-def plan_step(attn: PagedAttention) -> StepPlan:
-    """The indices and masks of `attn`'s step (see the comment above `DecodeGroup`)."""
+def plan_step(attn: PagedAttention, window: int | None = None) -> StepPlan:
+    """The indices and masks of `attn`'s step, each query seeing at most `window` keys (see `DecodeGroup`)."""
     bs, device = attn.block_size, attn.block_tables.device
     slots = attn.slot_mapping
     k_rows = slots // bs * (2 * bs) + slots % bs
@@ -168,9 +188,10 @@ def plan_step(attn: PagedAttention) -> StepPlan:
         tables = attn.block_tables if every else attn.block_tables[torch.tensor(decoding, device=device)]
         rows = context_rows(tables, max_ctx).reshape(-1)
         padding = None
-        if min(ctx_lens) != max_ctx:
-            lens = torch.tensor(ctx_lens, device=device)
-            padding = (torch.arange(max_ctx, device=device) < lens[:, None]).view(len(decoding), 1, 1, max_ctx)
+        if min(ctx_lens) != max_ctx or window is not None:
+            lens, keys = torch.tensor(ctx_lens, device=device)[:, None], torch.arange(max_ctx, device=device)
+            seen = keys < lens if window is None else (keys < lens) & (keys >= lens - window)
+            padding = seen.view(len(decoding), 1, 1, max_ctx)
         decode = DecodeGroup(
             tokens=None if every else torch.tensor([starts[s] for s in decoding], device=device),
             rows=torch.stack((rows, rows + bs)), max_ctx=max_ctx, key_padding=padding)
@@ -179,13 +200,13 @@ def plan_step(attn: PagedAttention) -> StepPlan:
     for s, (q, ctx) in enumerate(zip(attn.query_lens, attn.context_lens, strict=True)):
         if s in in_decode:
             continue
-        if q == ctx:                                  # no past: the rows it just wrote
-            rows, mask = k_rows[starts[s]:starts[s + 1]], None
-        else:
-            rows = context_rows(attn.block_tables[s:s + 1], ctx)[0]
-            # new token i sits at cache index ctx - q + i and sees indices <= that
-            mask = (torch.arange(ctx, device=device)[None, :]
-                    <= torch.arange(ctx - q, ctx, device=device)[:, None])
+        rows = k_rows[starts[s]:starts[s + 1]] if q == ctx else context_rows(attn.block_tables[s:s + 1], ctx)[0]
+        mask = None                                   # no past (its rows are the ones it just wrote), no window
+        if q != ctx or (window is not None and window < ctx):
+            # new token i sits at cache index ctx - q + i and sees indices <= that (and > that - window)
+            keys = torch.arange(ctx, device=device)[None, :]
+            queries = torch.arange(ctx - q, ctx, device=device)[:, None]
+            mask = keys <= queries if window is None else (keys <= queries) & (keys > queries - window)
         prefills.append(PrefillSequence(starts[s], starts[s + 1], torch.stack((rows, rows + bs)), mask))
     return StepPlan(write_rows, decode, prefills)
 
@@ -205,12 +226,13 @@ def _gather(kv_cache: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype) -> t
 
 
 def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAttention,
-                    scale: float | None = None) -> torch.Tensor:
+                    scale: float | None = None, window: int | None = None) -> torch.Tensor:
     """Causal attention of the N new `query` tokens ([N, H, hd]) over their sequences' cached K/V.
 
-    The new tokens' K/V must already be in the cache (`write_kv`). Returns [N, H, hd].
+    The new tokens' K/V must already be in the cache (`write_kv`); with `window`, each token
+    sees only the last `window` positions up to its own. Returns [N, H, hd].
     """
-    plan = attn.plan
+    plan = attn.plan_for(window)
     H = query.shape[1]
     decode = plan.decode
     if decode is not None and decode.tokens is None:        # a pure decode step: one call, no scatter

@@ -63,15 +63,16 @@ def size_kv_pool(cfg: ServeConfig, model_config: Any, dtype: torch.dtype, device
 
 def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
     """Load the model and tokenizer, warm up, and return the (ready) server state with its engine thread running."""
-    from codefoundry.model import load_model
+    from codefoundry.model import load_model, resolve_model_path
     from codefoundry.tokenizer import load_tokenizer
 
     if cfg.model is None:
         raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = load_model(cfg.model, dtype=dtype, device=device)
-    tokenizer = load_tokenizer(cfg.model)
+    model_dir = resolve_model_path(cfg.model)        # a .gguf file: the directory it imports to
+    model = load_model(model_dir, dtype=dtype, device=device)
+    tokenizer = load_tokenizer(model_dir)
     n_positions = model.config.n_positions
 
     # 1. a maximal prefill on a pool just big enough for it (TGI: fail early on a too-large prefill budget)

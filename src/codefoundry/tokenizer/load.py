@@ -10,7 +10,8 @@ from codefoundry.errors import ArtifactError
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """The HF fast tokenizer saved in `path` (a tokenizer/ or model/ directory)."""
+    """The HF fast tokenizer saved in `path` (a tokenizer/ or model/ directory; for a .gguf file, the
+    directory `codefoundry.model.resolve_model_path` imports it to)."""
     directory = Path(path)
     if not (directory / "tokenizer.json").is_file():
         what = "does not exist" if not directory.exists() else "has no tokenizer.json"

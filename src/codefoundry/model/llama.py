@@ -1,0 +1,96 @@
+"""Llama (CodeLlama, DeepSeek-Coder, SmolLM2, Llama 3, …) as a plain torch module.
+
+Follows HF `transformers/models/llama/modeling_llama.py`; the module tree and parameter names
+are HF's, so `config.json` + `model.safetensors` load both ways and PEFT targets match:
+
+    model.embed_tokens, model.layers.{i}.{input_layernorm, self_attn.{q,k,v,o}_proj,
+    post_attention_layernorm, mlp.{gate_proj, up_proj, down_proj}}, model.norm, lm_head
+
+Pre-norm blocks with RMSNorm, rotary positions (`rope_scaling`: default, linear, llama3),
+grouped-query attention (`num_key_value_heads`), a SwiGLU MLP, and an lm_head that is tied
+to the embedding or not (`tie_word_embeddings`). Attention, RoPE and the two forward paths
+(training and paged generation) are shared with StarCoder2 in `codefoundry.model.rotary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from codefoundry.model.paged import PagedAttention
+from codefoundry.model.rotary import ACT_FNS, RotaryAttention, RotaryConfig, RotaryForCausalLM, RotaryModel
+
+
+@dataclass
+class LlamaConfig(RotaryConfig):
+    """HF `LlamaConfig`'s fields and defaults (configuration_llama.py)."""
+
+    model_type = "llama"
+    architecture = "LlamaForCausalLM"
+
+    rms_norm_eps: float = 1e-6
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    pretraining_tp: int = 1                     # HF's sliced projections for tp > 1 are the same math
+
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in float32 whatever the input dtype, then back, exactly as HF does (parity down to round-off)
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(x.dtype)
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU: down(act(gate(x)) * up(x))."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.act = ACT_FNS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = RotaryAttention(config, bias=config.attention_bias)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
+                      attn: PagedAttention) -> torch.Tensor:
+        x = x + self.self_attn.forward_paged(self.input_layernorm(x), cos, sin, kv_cache, attn)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(RotaryModel):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(RotaryForCausalLM):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self._finish_init()
