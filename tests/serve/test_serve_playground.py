@@ -24,6 +24,17 @@ FIM_PREFIX, FIM_SUFFIX = "def mean(xs):\n    total = ", "\n    return total / le
 WAIT_S = 20
 
 
+@pytest.fixture(scope="module")
+def second_server(tiny_server, tiny_model_dir: Path) -> Iterator:
+    """The server compare mode talks to: no API key, and it allows the first server's page (its origin)."""
+    from codefoundry.serve import ServeConfig, start_in_thread
+
+    running = start_in_thread(ServeConfig(model=tiny_model_dir, port=0, max_batch_total_tokens=2048,
+                                          max_batch_prefill_tokens=256, cors_allow_origin=[tiny_server.url]))
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator:
     """Headless Chromium with a fresh profile; fails (never skips) when the Debian packages are missing."""
@@ -71,22 +82,25 @@ def _greedy(url: str, inputs: str, details: bool = False):
     return (body["generated_text"], body["details"]["generated_tokens"]) if details else body["generated_text"]
 
 
-def _generate_and_wait(driver, *, keyboard: bool = False) -> str:
-    """Start a generation (button or Ctrl+Enter), wait until the pane settles; its final data-state."""
+def _generate_and_wait(driver, *, keyboard: bool = False, panes: tuple[str, ...] = ("pane-self",)) -> list[str]:
+    """Start a generation (button or Ctrl+Enter), wait until the panes settle; their final data-states."""
     from selenium.webdriver.common.keys import Keys
 
-    driver.execute_script("document.getElementById('pane-self').dataset.state = 'queued';")
+    for pane in panes:
+        driver.execute_script(f"document.getElementById('{pane}').dataset.state = 'queued';")
     if keyboard:
         driver.switch_to.active_element.send_keys(Keys.CONTROL, Keys.ENTER)
     else:
         driver.find_element("id", "generate").click()
-    state = _wait(driver, lambda d: d.find_element("id", "pane-self").get_attribute("data-state")
-                  in ("done", "error"), "the generation to finish")
-    return driver.find_element("id", "pane-self").get_attribute("data-state") if state else "timeout"
+
+    def states(d) -> list[str]:
+        return [d.find_element("id", pane).get_attribute("data-state") for pane in panes]
+    _wait(driver, lambda d: all(s in ("done", "error") for s in states(d)), "the generation to finish")
+    return states(driver)
 
 
-def _output(driver) -> str:
-    return driver.find_element("id", "output").get_property("textContent")
+def _output(driver, element_id: str = "output") -> str:
+    return driver.find_element("id", element_id).get_property("textContent")
 
 
 def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_path: Path) -> None:
@@ -116,7 +130,7 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
         const out = document.getElementById('output');
         new MutationObserver(() => window.seen.push(out.textContent.length))
             .observe(out, {childList: true, characterData: true, subtree: true});""")
-    assert _generate_and_wait(driver, keyboard=True) == "done"
+    assert _generate_and_wait(driver, keyboard=True) == ["done"]
     seen = [n for n in driver.execute_script("return window.seen") if n > 0]
     assert len(set(seen)) >= 2 and seen == sorted(seen), f"the output did not grow while streaming: {seen}"
     expected = _greedy(url, PROMPT)
@@ -128,7 +142,7 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
     assert driver.find_element("id", "prompt").is_displayed() is False
     _fill(driver, "fim-prefix", FIM_PREFIX)
     _fill(driver, "fim-suffix", FIM_SUFFIX)
-    assert _generate_and_wait(driver) == "done"
+    assert _generate_and_wait(driver) == ["done"]
     # the page sent the prompt built with the model's FIM tokens: the same text and token count as /generate
     # (the random tiny model fills the middle with special tokens only, so that text may be empty; without
     # the FIM tokens the same code gives visible text, so a prompt built wrongly would show)
@@ -140,7 +154,7 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
     assert driver.find_element("id", "stats").get_attribute("data-tokens") == str(tokens) == str(NEW_TOKENS)
 
     _fill(driver, "api-key", "wrong-key")
-    assert _generate_and_wait(driver) == "error"
+    assert _generate_and_wait(driver) == ["error"]
     error = driver.find_element("id", "error")
     assert error.is_displayed() and "401" in error.text and "API key" in error.text
     assert _output(driver) == ""
@@ -150,3 +164,47 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
     assert shot.stat().st_size > 1000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
     assert not refused, refused
+
+
+def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    driver, url = browser, tiny_server.url
+    driver.get(url + "/ui")
+    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true", "the page")
+    _fill(driver, "api-key", SERVE_API_KEY)
+    _fill(driver, "max-new-tokens", str(NEW_TOKENS))
+    _fill(driver, "prompt", PROMPT)
+    assert not driver.find_element("id", "pane-other").is_displayed()
+    driver.find_element("id", "compare").click()
+    _fill(driver, "other-url", second_server.url)
+    Select(driver.find_element("id", "other-api")).select_by_value("openai")
+    # this server through TGI's stream, the second through OpenAI's: same model, same greedy text
+    assert _generate_and_wait(driver, panes=("pane-self", "pane-other")) == ["done", "done"]
+    expected = _greedy(url, PROMPT)
+    assert expected and _output(driver) == expected and _output(driver, "other-output") == expected
+    assert "tok/s" in driver.find_element("id", "other-stats").text
+
+    # chat: the reply streams into the pane and joins the conversation; it is what the chat route answers
+    driver.find_element("id", "compare").click()
+    driver.find_element("css selector", 'input[name="mode"][value="chat"]').click()
+    _fill(driver, "user-message", "Write a function that adds two numbers.")
+    assert _generate_and_wait(driver) == ["done"]
+    r = httpx.post(url + "/v1/chat/completions", timeout=60, headers={"Authorization": f"Bearer {SERVE_API_KEY}"},
+                   json={"messages": [{"role": "user", "content": "Write a function that adds two numbers."}],
+                         "max_tokens": NEW_TOKENS, "temperature": 0})
+    reply = r.json()["choices"][0]["message"]["content"]
+    turns = driver.find_elements("css selector", "#conversation li")
+    assert [t.get_attribute("data-role") for t in turns] == ["user", "assistant"]
+    assert turns[1].get_attribute("data-content") == reply == _output(driver)
+    assert driver.find_element("id", "user-message").get_property("value") == ""
+
+    # the same page from another origin: the second server does not allow it, and the pane says how to fix it
+    driver.get(url.replace("127.0.0.1", "localhost") + "/ui")
+    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true", "the page")
+    _fill(driver, "api-key", SERVE_API_KEY)
+    _fill(driver, "prompt", PROMPT)
+    driver.find_element("id", "compare").click()
+    _fill(driver, "other-url", second_server.url)
+    assert _generate_and_wait(driver, panes=("pane-self", "pane-other")) == ["done", "error"]
+    assert "--cors-allow-origin" in driver.find_element("id", "other-error").text

@@ -306,7 +306,8 @@ function showMode() {
   const noFim = m === "fim" && modelInfo !== null && !modelInfo.fim;
   $("fim-note").textContent = m !== "fim" || modelInfo === null ? ""
     : noFim ? "This model has no fill-in-the-middle tokens: FIM mode is not available for it."
-    : `Prompt: ${modelInfo.fim.prefix} before ${modelInfo.fim.suffix} after ${modelInfo.fim.middle}`;
+    : `Sent as ${modelInfo.fim.prefix}before${modelInfo.fim.suffix}after${modelInfo.fim.middle}; ` +
+      "the model writes the middle.";
   $("generate").disabled = noFim || running.length > 0;
 }
 
