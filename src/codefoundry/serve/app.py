@@ -1,4 +1,5 @@
-"""The HTTP application: one router per API (TGI, OpenAI, operations), the request guard, CORS, error mapping.
+"""The HTTP application: one router per API (TGI, OpenAI, operations, the /ui playground), the request guard,
+CORS, error mapping.
 
 Nothing here computes: a route turns its body into `ValidRequest`s (validation.py), admits
 them under `max_concurrent_requests` (state.py), reads the engine loop's `StepOutput`s
