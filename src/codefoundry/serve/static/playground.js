@@ -231,8 +231,10 @@ async function run(view, endpoint) {
     if (e.name === "AbortError") {
       view.stats.textContent += " · stopped";
       setState(view, "done");
-    } else if (e instanceof TypeError) {
-      showError(view, `could not reach ${endpoint.base || location.origin}: it is not running, or it does not allow ` +
+    } else if (e instanceof TypeError && !endpoint.base) {
+      showError(view, "lost the connection to this server: is it still running?");
+    } else if (e instanceof TypeError) {  // fetch says no more than this when CORS refuses, by design
+      showError(view, `could not reach ${endpoint.base}: it is not running, or it does not allow ` +
                       `this page's origin (start it with --cors-allow-origin ${location.origin})`);
     } else {
       showError(view, e.message);
