@@ -12,8 +12,6 @@ import pytest
 
 from fixtures_serve import SERVE_API_KEY
 
-pytestmark = pytest.mark.browser
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -103,6 +101,7 @@ def _output(driver, element_id: str = "output") -> str:
     return driver.find_element("id", element_id).get_property("textContent")
 
 
+@pytest.mark.browser
 def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_path: Path) -> None:
     url = tiny_server.url
     # the page and its files need no key; they forbid inline script and framing
@@ -166,6 +165,7 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
     assert not refused, refused
 
 
+@pytest.mark.browser
 def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, browser) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -208,3 +208,18 @@ def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, bro
     _fill(driver, "other-url", second_server.url)
     assert _generate_and_wait(driver, panes=("pane-self", "pane-other")) == ["done", "error"]
     assert "--cors-allow-origin" in driver.find_element("id", "other-error").text
+
+
+def test_fim_tokens_found_by_family_or_none() -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    from codefoundry.serve.routes.playground import fim_tokens
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"[UNK]": 0, "def": 1}, unk_token="[UNK]")))
+    assert fim_tokens(tok) is None
+    tok.add_special_tokens({"additional_special_tokens": ["<|fim_prefix|>", "<|fim_suffix|>"]})
+    assert fim_tokens(tok) is None  # an incomplete set is no set
+    tok.add_special_tokens({"additional_special_tokens": ["<|fim_middle|>"]})
+    assert fim_tokens(tok) == {"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>", "middle": "<|fim_middle|>"}
