@@ -104,23 +104,23 @@ def test_freed_blocks_stay_cached_until_needed_and_are_evicted_least_recently_fr
     kv.free("a")
     kv.free("b")
     assert kv.num_used_blocks == 0 and kv.num_cached_blocks == 4
-    assert kv.lookup(a + [5]).num_tokens == 8               # still there after its request finished
+    assert kv.lookup([*a, 5]).num_tokens == 8               # still there after its request finished
     # free queue now: never-used, a's blocks (tail first), b's blocks (tail first); new blocks come from the front
     assert kv.allocate("c", 4) == [a_blocks[2]]             # a's uncached partial block was the oldest free one
     assert kv.allocate("d", 4) == [a_blocks[1]] and kv.num_cached_blocks == 3   # then a's tail block
-    assert kv.lookup(a + [5]).num_tokens == BS and kv.lookup(b + [5]).num_tokens == 8
+    assert kv.lookup([*a, 5]).num_tokens == BS and kv.lookup([*b, 5]).num_tokens == 8
     assert kv.allocate("e", 8) == [a_blocks[0], b_blocks[2]]
 
 
 def test_blocks_a_request_holds_are_never_evicted() -> None:
     kv = KVCacheManager(num_blocks=4, block_size=BS)
     shared = [7] * 8
-    admit(kv, "a", shared + [1])                            # 3 blocks, 2 cached
+    admit(kv, "a", [*shared, 1])                            # 3 blocks, 2 cached
     assert kv.allocate("b", 8) is None                      # 1 free block: a's cached blocks are held, not evictable
-    assert kv.lookup(shared + [2]).num_tokens == 8 and kv.num_used_blocks == 3
-    prefix = kv.lookup(shared + [2, 3, 4, 5, 6])            # 8 cached + 5 new: needs 2 new blocks, only 1 free
+    assert kv.lookup([*shared, 2]).num_tokens == 8 and kv.num_used_blocks == 3
+    prefix = kv.lookup([*shared, 2, 3, 4, 5, 6])            # 8 cached + 5 new: needs 2 new blocks, only 1 free
     assert kv.allocate("c", 5, prefix) is None and kv.pool.ref_count[prefix.block_ids[0]] == 1
-    assert kv.allocate("c", 1, kv.lookup(shared + [2])) == [3]   # room for the rest: shares a's two blocks
+    assert kv.allocate("c", 1, kv.lookup([*shared, 2])) == [3]   # room for the rest: shares a's two blocks
     kv.free("a")
     assert kv.num_used_blocks == 3 and kv.pool.ref_count[prefix.block_ids[0]] == 1   # c still holds them
     kv.free("c")
