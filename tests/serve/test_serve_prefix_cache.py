@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -78,3 +83,37 @@ def test_serve_without_prefix_caching_never_hits(tiny_model_dir: Path, tiny_serv
         assert _ids(outputs[0]) == _ids(_complete(tiny_server.url, FILE))    # the same greedy tokens with the cache
     finally:
         running.stop()
+
+
+@pytest.mark.slow
+def test_serve_cli_no_prefix_caching_flag(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`codefoundry serve --no-prefix-caching` in a real subprocess: repeated prompts never hit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CODEFOUNDRY_API_KEY": SERVE_API_KEY}
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "codefoundry"), "serve", "--model",
+                                 str(tiny_model_dir), "--port", str(port), "--max-batch-total-tokens", "4096",
+                                 "--no-prefix-caching"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server did not become ready"
+                time.sleep(0.2)
+            for _ in range(2):
+                _complete(url, FILE)
+            metrics = _metrics(url)
+            assert metrics["codefoundry_prefix_cache_queries_total"][1] > 0
+            assert metrics["codefoundry_prefix_cache_hits_total"][1] == 0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
