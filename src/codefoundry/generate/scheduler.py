@@ -25,9 +25,9 @@ request fits or is itself the one preempted.
 
 The KV-cache manager is reached only through `BlockAllocator` (allocate slots → new block
 ids or None, free, block table, prefix lookup, registering filled blocks). Nothing here
-assumes one adapter (request ids
-are opaque hashables; an adapter can be part of them), or one process (`SchedulerOutput`
-is plain, picklable data for a runner elsewhere).
+assumes one adapter (request ids are opaque hashables, and a request's `adapter_id` is part
+of its block hashes), or one process (`SchedulerOutput` is plain, picklable data for a
+runner elsewhere).
 """
 
 from __future__ import annotations
