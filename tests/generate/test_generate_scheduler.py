@@ -12,7 +12,7 @@ from codefoundry.generate import KVCacheManager, Request, Scheduler, SchedulerOu
 
 def make(num_blocks: int = 64, block_size: int = 4, max_batch_tokens: int = 64,
          max_batch_size: int = 256) -> tuple[Scheduler, KVCacheManager]:
-    kv = KVCacheManager(num_blocks, block_size)
+    kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=False)   # prompts here share prefixes
     return Scheduler(kv, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size), kv
 
 

@@ -63,6 +63,9 @@ def command(
                                                  "float32 on CPU).")] = None,
     otlp_endpoint: Annotated[str | None, _opt("--otlp-endpoint", "Export OpenTelemetry traces over OTLP/HTTP "
                                               "to this URL (off by default).")] = None,
+    no_prefix_caching: Annotated[bool, _opt(
+        "--no-prefix-caching", "Turn off prefix caching (on by default: the KV blocks of prompt prefixes seen "
+                               "before are reused; outputs are the same either way).")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
@@ -75,5 +78,5 @@ def command(
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
              "max_batch_total_tokens": max_batch_total_tokens, "max_stop_sequences": max_stop_sequences,
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
-             "otlp_endpoint": otlp_endpoint}
+             "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None}
     serve(load_config(ServeConfig, config, flags))

@@ -8,7 +8,8 @@
 per token) that a server loop drives; `generate()` adds every prompt and steps until all are
 done. The layers are vLLM v1's, with plain data between them: `Scheduler` (queues, token
 budget, chunked prefill, preemption → `SchedulerOutput`) over `KVCacheManager` (block ids,
-None when full) → `ModelRunner` (`ScheduledSequence`s → logits via `model.forward_paged`)
+None when full; full blocks hashed and shared across requests: prefix caching) → `ModelRunner`
+(`ScheduledSequence`s → logits via `model.forward_paged`)
 → `Sampler` (`SampleRow`s → tokens, logprobs) → `IncrementalDetokenizer` + `StopChecker` per
 request → `Scheduler.update` (tokens appended, finished requests freed).
 """
@@ -25,6 +26,7 @@ from codefoundry.generate.engine import (
 )
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
+from codefoundry.generate.prefix_cache import BlockPool, CachedPrefix, PrefixCacheStats, hash_block
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence, StepLogits
 from codefoundry.generate.sampler import Sampler, SampleResult, SampleRow, uniform
 from codefoundry.generate.scheduler import BlockAllocator, Request, ScheduledRequest, Scheduler, SchedulerOutput
@@ -32,6 +34,8 @@ from codefoundry.generate.stop import Stop, StopChecker
 
 __all__ = [
     "BlockAllocator",
+    "BlockPool",
+    "CachedPrefix",
     "Completion",
     "Engine",
     "EngineOutputs",
@@ -41,6 +45,7 @@ __all__ = [
     "IncrementalDetokenizer",
     "KVCacheManager",
     "ModelRunner",
+    "PrefixCacheStats",
     "Request",
     "SampleResult",
     "SampleRow",
@@ -56,5 +61,6 @@ __all__ = [
     "StopChecker",
     "ValidationError",
     "generate",
+    "hash_block",
     "uniform",
 ]

@@ -8,6 +8,10 @@ is done, and the scheduler takes the results back (tokens appended, finished req
 freed). A preempted request is recomputed later from its prompt and the tokens it already
 has, so its output does not change.
 
+Prefix caching is on by default (`enable_prefix_caching`): a request whose prompt starts
+with full KV blocks that an earlier request computed (same tokens, same adapter) reuses them
+and computes only the rest, with identical outputs; `stats()` reports the hit rate.
+
     engine = Engine(model, tokenizer, num_blocks=512)
     engine.add_request("a", prompt_ids, SamplingParams(max_new_tokens=64))
     while engine.has_unfinished():
@@ -97,6 +101,13 @@ class EngineStats:
     num_used_blocks: int
     block_size: int                    # token slots per block
     num_preemptions: int               # since the engine was made
+    num_cached_blocks: int = 0         # blocks findable by the prefix cache (held or free)
+    prefix_cache_queries: int = 0      # prompt tokens looked up at admission, since start
+    prefix_cache_hits: int = 0         # of which were cached
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
 
 
 @dataclass
@@ -131,9 +142,9 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, num_blocks: int, block_size: int = 16,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, enable_prefix_caching: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.kv = KVCacheManager(num_blocks, block_size)
+        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         self.runner = ModelRunner(model, num_blocks, block_size)
         self.sampler = Sampler()
@@ -158,7 +169,8 @@ class Engine:
             raise ValidationError(f"a sequence of {len(ids)} + {params.max_new_tokens} tokens needs {need} KV blocks "
                                   f"of {self.kv.block_size} tokens but the pool has num_blocks={self.kv.num_blocks}")
         seed = (params.seed if params.seed is not None else secrets.randbits(64)) if params.sampling else None
-        request = Request(request_id, ids)
+        # prompt logprobs need logits at every prompt position: no cached prefix for them (vLLM does the same)
+        request = Request(request_id, ids, use_prefix_cache=not params.decoder_input_details)
         self.scheduler.add_request(request)
         self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids)
         return seed
@@ -174,7 +186,7 @@ class Engine:
     def stats(self) -> EngineStats:
         s, kv = self.scheduler, self.kv
         return EngineStats(s.num_waiting, s.num_running, kv.num_blocks, kv.num_used_blocks, kv.block_size,
-                           s.num_preemptions)
+                           s.num_preemptions, kv.num_cached_blocks, kv.stats.queries, kv.stats.hits)
 
     def step(self) -> EngineOutputs:
         """Schedule, run the model once, sample, update; one StepOutput per request that got a token."""
@@ -268,7 +280,8 @@ def _record_prefill_logprobs(st: _RequestState, logits: torch.Tensor, start: int
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Sequence[int]],
              params: SamplingParams | Sequence[SamplingParams] | None = None, *,
              max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-             block_size: int = 16, num_blocks: int | None = None, progress: bool = False) -> list[Completion]:
+             block_size: int = 16, num_blocks: int | None = None, enable_prefix_caching: bool = True,
+             progress: bool = False) -> list[Completion]:
     """Complete every prompt (text, or token ids) with `model`; one `Completion` per prompt, in order.
 
     `params` is one `SamplingParams` for all prompts or one per prompt. `num_blocks` sizes the
@@ -288,7 +301,8 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
         cap = DEFAULT_KV_CACHE_BYTES // kv_cache_bytes_per_block(model.config, block_size, dtype)
         num_blocks = max(min(sum(full), cap), max(full))
     engine = Engine(model, tokenizer, num_blocks=num_blocks, block_size=block_size,
-                    max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+                    max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                    enable_prefix_caching=enable_prefix_caching)
     for i, (prompt_ids, p) in enumerate(zip(ids, params, strict=True)):
         try:
             engine.add_request(i, prompt_ids, p)

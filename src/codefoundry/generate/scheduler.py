@@ -12,33 +12,48 @@ left)` more, so a long prompt is prefilled in chunks beside other requests' deco
                 appended, finished requests leave running and free their blocks
     abort()     drop a waiting or running request and free its blocks
 
+A waiting request that has computed nothing asks the allocator for its cached prefix (full
+blocks other requests computed, never its last token: its logits pick the next token) and
+starts with those tokens counted as computed; chunked prefill computes the rest. Requests
+that want logits for every prompt token (prompt logprobs) skip the lookup, as in vLLM.
+After each step the blocks it filled are registered for later requests to find.
+
 When the pool cannot hold a running request's new tokens, the newest running request is
 preempted (freed, and put at the front of waiting with 0 computed tokens, to be recomputed
 from its prompt and the tokens it already has: vLLM's recompute preemption), until the
 request fits or is itself the one preempted.
 
 The KV-cache manager is reached only through `BlockAllocator` (allocate slots → new block
-ids or None, free, block table). Nothing here assumes that a request starts with 0 computed
-tokens (a prefix cache admits it with its cached prefix counted), one adapter (request ids
-are opaque hashables; an adapter can be part of them), or one process (`SchedulerOutput`
-is plain, picklable data for a runner elsewhere).
+ids or None, free, block table, prefix lookup, registering filled blocks). Nothing here
+assumes one adapter (request ids are opaque hashables, and a request's `adapter_id` is part
+of its block hashes), or one process (`SchedulerOutput` is plain, picklable data for a
+runner elsewhere).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from codefoundry.generate.params import ValidationError
+from codefoundry.generate.prefix_cache import CachedPrefix
 
 
 class BlockAllocator(Protocol):
     """What the scheduler needs from a KV-cache manager (`KVCacheManager` is one)."""
 
-    def allocate(self, request_id: Hashable, num_new_tokens: int) -> list[int] | None:
-        """Slots for `num_new_tokens` more tokens: the newly taken block ids, or None (nothing taken) when full."""
+    def lookup(self, token_ids: Sequence[int], adapter_id: Hashable | None) -> CachedPrefix:
+        """The cached full blocks a new request can start from (never its last token)."""
+
+    def allocate(self, request_id: Hashable, num_new_tokens: int, prefix: CachedPrefix = ...) -> list[int] | None:
+        """Slots for `num_new_tokens` more tokens (after `prefix`, for a new request): the newly taken block
+        ids, or None (nothing taken) when full."""
+
+    def cache_blocks(self, request_id: Hashable, token_ids: Sequence[int], num_computed_tokens: int,
+                     adapter_id: Hashable | None) -> None:
+        """Make the request's blocks that are full of computed tokens findable by `lookup`."""
 
     def free(self, request_id: Hashable) -> int:
         """Give back every block of the request."""
@@ -55,6 +70,8 @@ class Request:
     prompt_token_ids: list[int]
     token_ids: list[int] = field(default_factory=list)   # prompt + generated; filled from the prompt
     num_computed_tokens: int = 0
+    adapter_id: Hashable | None = None      # the weights its K/V depend on (a LoRA adapter), part of block hashes
+    use_prefix_cache: bool = True           # False: compute every prompt token (prompt logprobs need their logits)
 
     def __post_init__(self) -> None:
         if not self.token_ids:
@@ -174,9 +191,16 @@ class Scheduler:
         admitted: list[Hashable] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_batch_size and not preempted:
             request = self.waiting[0]
-            n = min(request.num_tokens - request.num_computed_tokens, budget)
-            if self.allocator.allocate(request.request_id, n) is None:
+            prefix = None
+            if request.num_computed_tokens == 0 and request.use_prefix_cache:
+                prefix = self.allocator.lookup(request.token_ids, request.adapter_id)
+            start = prefix.num_tokens if prefix is not None else request.num_computed_tokens
+            n = min(request.num_tokens - start, budget)
+            new = (self.allocator.allocate(request.request_id, n) if prefix is None
+                   else self.allocator.allocate(request.request_id, n, prefix))
+            if new is None:
                 break
+            request.num_computed_tokens = start
             self.waiting.popleft()
             self.running.append(request)
             admitted.append(request.request_id)
@@ -199,6 +223,8 @@ class Scheduler:
             if request is None:                          # aborted between schedule() and update()
                 continue
             request.num_computed_tokens = s.num_tokens_after
+            self.allocator.cache_blocks(request.request_id, request.token_ids, request.num_computed_tokens,
+                                        request.adapter_id)
         for request_id, token_id in sampled.items():
             request = self.requests.get(request_id)
             if request is not None:

@@ -74,6 +74,9 @@ class EngineLoop:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="codefoundry-engine", daemon=True)
         self.steps = 0
+        s = engine.stats()                 # the warmup's lookups are not the clients'
+        self._prefix_start = (s.prefix_cache_queries, s.prefix_cache_hits)
+        self._prefix_counted = (0, 0)      # (queries, hits) since start already added to the counters
 
     def start(self) -> None:
         self._thread.start()
@@ -186,6 +189,12 @@ class EngineLoop:
         m.kv_blocks_used.set(s.num_used_blocks)
         m.batch_current_max_tokens.set(s.num_used_blocks * s.block_size)
         m.preemptions.set(s.num_preemptions)
+        m.kv_blocks_cached.set(s.num_cached_blocks)
+        queries, hits = s.prefix_cache_queries - self._prefix_start[0], s.prefix_cache_hits - self._prefix_start[1]
+        m.prefix_cache_queries.inc(queries - self._prefix_counted[0])
+        m.prefix_cache_hits.inc(hits - self._prefix_counted[1])
+        m.prefix_cache_hit_ratio.set(hits / queries if queries else 0.0)
+        self._prefix_counted = (queries, hits)
 
 
 def _put_all(batch: list[tuple[int, asyncio.Queue, StepOutput | ServeError]]) -> None:

@@ -60,6 +60,14 @@ class Metrics:
         self.requests_aborted = Counter("codefoundry_requests_aborted", "Requests dropped (client gone)",
                                         registry=r)
         self.preemptions = Gauge("codefoundry_preemptions", "Sequences preempted since start", registry=r)
+        self.prefix_cache_queries = Counter("codefoundry_prefix_cache_queries",
+                                            "Prompt tokens looked up in the prefix cache at admission", registry=r)
+        self.prefix_cache_hits = Counter("codefoundry_prefix_cache_hits",
+                                         "Prompt tokens found in the prefix cache (not recomputed)", registry=r)
+        self.prefix_cache_hit_ratio = Gauge("codefoundry_prefix_cache_hit_ratio",
+                                            "prefix_cache_hits / prefix_cache_queries since start", registry=r)
+        self.kv_blocks_cached = Gauge("codefoundry_kv_blocks_cached",
+                                      "KV cache blocks findable by the prefix cache (held or free)", registry=r)
 
     def render(self) -> bytes:
         """Prometheus text with TGI's exact names: counters without prometheus_client's `_total`, no `_created`."""

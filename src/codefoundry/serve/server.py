@@ -101,7 +101,8 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
         raise UserError(f"--max-input-tokens ({max_input}) must be < --max-total-tokens ({max_total})")
     engine = Engine(model, tokenizer, num_blocks=num_blocks, block_size=cfg.block_size,
                     max_batch_tokens=cfg.max_batch_prefill_tokens,
-                    max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1))
+                    max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1),
+                    enable_prefix_caching=cfg.enable_prefix_caching)
     seconds = warmup(engine, prefill)
     log.info("Setting max batch total tokens to %d (%d blocks); warmup prefill of %d tokens took %.2fs",
              pool_tokens, num_blocks, prefill, seconds)
