@@ -243,9 +243,11 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAtte
                                                             decode, scale))
     for p in plan.prefills:
         k, v = _gather(kv_cache, p.rows, query.dtype)                             # (ctx, kv, hd) each
+        # 4-D (1, H, q, hd): with 3-D inputs torch takes its slow math fallback, not the fused CPU kernel
         y = F.scaled_dot_product_attention(
-            query[p.start:p.end].transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=p.causal_mask,
-            is_causal=p.causal_mask is None, scale=scale, enable_gqa=k.shape[1] != H)   # (H, q, hd)
+            query[p.start:p.end].transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+            attn_mask=p.causal_mask, is_causal=p.causal_mask is None, scale=scale,
+            enable_gqa=k.shape[1] != H)[0]                                          # (H, q, hd)
         out[p.start:p.end] = y.transpose(0, 1)
     return out
 
