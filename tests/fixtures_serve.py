@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 SERVE_API_KEY = "test-key"
@@ -19,3 +22,17 @@ def tiny_server(tiny_model_dir: Path) -> Iterator:
                                           max_batch_total_tokens=16384, max_batch_prefill_tokens=1024))
     yield running
     running.stop()
+
+
+def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
+    """Block until the `codefoundry serve` subprocess `proc` answers /health with 200 (its log on failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)

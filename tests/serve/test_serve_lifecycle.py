@@ -17,6 +17,8 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fixtures_serve import wait_until_healthy
+
 LONG = {"inputs": "def long_function():\n", "parameters": {"max_new_tokens": 480, "do_sample": False}}
 
 
@@ -143,16 +145,7 @@ def test_serve_cli_sigterm_drains_stream_and_exits_0(tiny_model_dir: Path, tmp_p
                              "--port", str(port), "--max-batch-total-tokens", "4096"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_until_healthy(proc, url, tmp_path / "serve.log")
         auth = {"Authorization": "Bearer k"}
         body = {"inputs": "def long_function():\n", "parameters": {"max_new_tokens": 300, "do_sample": False,
                                                                    "details": True}}

@@ -6,14 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fixtures_serve import SERVE_API_KEY
+from fixtures_serve import SERVE_API_KEY, wait_until_healthy
 
 AUTH = {"Authorization": f"Bearer {SERVE_API_KEY}"}
 FILE = "".join(f"def handler_{i}(request):\n    return respond(request, status={200 + i})\n\n" for i in range(12))
@@ -99,16 +98,7 @@ def test_serve_cli_no_prefix_caching_flag(tiny_model_dir: Path, tmp_path: Path) 
                                  "--no-prefix-caching"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not become ready"
-                time.sleep(0.2)
+            wait_until_healthy(proc, url, tmp_path / "serve.log")
             for _ in range(2):
                 _complete(url, FILE)
             metrics = _metrics(url)

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from codefoundry.model.paged import PagedAttention
-from codefoundry.model.rotary import ACT_FNS, RotaryAttention, RotaryConfig, RotaryForCausalLM, RotaryModel
+from codefoundry.model.rotary import (
+    ACT_FNS,
+    RotaryAttention,
+    RotaryConfig,
+    RotaryDecoderLayer,
+    RotaryForCausalLM,
+    RotaryModel,
+)
 
 
 @dataclass
@@ -63,22 +69,13 @@ class LlamaMLP(nn.Module):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
-class LlamaDecoderLayer(nn.Module):
+class LlamaDecoderLayer(RotaryDecoderLayer):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = RotaryAttention(config, bias=config.attention_bias)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
-                      attn: PagedAttention) -> torch.Tensor:
-        x = x + self.self_attn.forward_paged(self.input_layernorm(x), cos, sin, kv_cache, attn)
-        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(RotaryModel):

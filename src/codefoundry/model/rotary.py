@@ -246,6 +246,24 @@ class RotaryAttention(nn.Module):
         return self.o_proj(y.reshape(N, -1))
 
 
+class RotaryDecoderLayer(nn.Module):
+    """A pre-norm decoder block: attention then MLP, each around a residual (modules built by the subclass)."""
+
+    input_layernorm: nn.Module
+    self_attn: RotaryAttention
+    post_attention_layernorm: nn.Module
+    mlp: nn.Module
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
+                      attn: PagedAttention) -> torch.Tensor:
+        x = x + self.self_attn.forward_paged(self.input_layernorm(x), cos, sin, kv_cache, attn)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
 class RotaryModel(nn.Module):
     """HF's `LlamaModel` / `Starcoder2Model`: embeddings, decoder layers, final norm (built by the subclass)."""
 

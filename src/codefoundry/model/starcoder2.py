@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from codefoundry.errors import ConfigError
-from codefoundry.model.paged import PagedAttention
-from codefoundry.model.rotary import ACT_FNS, RotaryAttention, RotaryConfig, RotaryForCausalLM, RotaryModel
+from codefoundry.model.rotary import (
+    ACT_FNS,
+    RotaryAttention,
+    RotaryConfig,
+    RotaryDecoderLayer,
+    RotaryForCausalLM,
+    RotaryModel,
+)
 
 
 @dataclass
@@ -68,7 +74,7 @@ class Starcoder2MLP(nn.Module):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
-class Starcoder2DecoderLayer(nn.Module):
+class Starcoder2DecoderLayer(RotaryDecoderLayer):
     def __init__(self, config: Starcoder2Config) -> None:
         super().__init__()
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.norm_epsilon)
@@ -76,15 +82,6 @@ class Starcoder2DecoderLayer(nn.Module):
                                          residual_dropout=config.residual_dropout)
         self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.norm_epsilon)
         self.mlp = Starcoder2MLP(config)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
-                      attn: PagedAttention) -> torch.Tensor:
-        x = x + self.self_attn.forward_paged(self.input_layernorm(x), cos, sin, kv_cache, attn)
-        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Starcoder2Model(RotaryModel):
