@@ -80,11 +80,26 @@ def ray_task_pids() -> list[int]:
 
 
 def test_ray_executor_output_is_byte_identical_to_local(
-        ray_cluster: str, tiny_repos: Path, local_reference: dict[str, bytes], tmp_path: Path) -> None:
+        local_reference: dict[str, bytes], ray_cluster: str, tiny_repos: Path, tmp_path: Path) -> None:
     out = tmp_path / "dataset"
-    proc = subprocess.run(curate_cmd(tiny_repos, out, ray_cluster), capture_output=True, text=True, timeout=120,
-                          env=_env())
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:  # proof that the units ran in Ray workers, not in the driver
+        while not stop.is_set():
+            seen.update(ray_task_pids())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        proc = subprocess.run(curate_cmd(tiny_repos, out, ray_cluster), capture_output=True, text=True,
+                              timeout=120, env=_env())
+    finally:
+        stop.set()
+        watcher.join()
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert seen, "no Ray worker was seen running a task"
     got = snapshot(out)
     assert sorted(got) == sorted(local_reference)
     assert got == local_reference
@@ -93,7 +108,7 @@ def test_ray_executor_output_is_byte_identical_to_local(
 
 @pytest.mark.slow
 def test_killed_worker_and_crashed_driver_lose_nothing(
-        ray_cluster: str, tiny_repos: Path, local_reference: dict[str, bytes], tmp_path: Path) -> None:
+        local_reference: dict[str, bytes], ray_cluster: str, tiny_repos: Path, tmp_path: Path) -> None:
     out = tmp_path / "dataset"
     killed: list[int] = []
     stop = threading.Event()

@@ -88,7 +88,12 @@ class RayExecutor(LocalExecutor):
             try:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
-                    ray.get(done)  # re-raise a task's exception here (after its retries)
+                    try:
+                        ray.get(done)  # re-raise a task's exception here (after its retries)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+                        raise UserError(f"{description}: a Ray worker died {TASK_RETRIES + 1} times running "
+                                        f"one task ({type(e).__name__})", "check the workers' memory and "
+                                        "logs, then rerun the same command to resume") from e
                     progress.advance(task)
             finally:
                 for ref in pending:  # a failed run leaves no task writing behind the driver's back
