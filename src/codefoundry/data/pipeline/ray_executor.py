@@ -17,6 +17,7 @@ a mounted bucket) on a cluster. Nodes need codefoundry installed (or a `runtime_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,14 @@ def import_ray() -> Any:
     return ray
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Runs in a Ray worker: one unit's phase or one reduce partition (the local executor's functions)."""
+def _call(cwd: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs in a Ray worker: one unit's phase or one reduce partition (the local executor's functions).
+
+    Relative paths (`--out dataset/`, a source `./repos`) mean what they meant to the driver: the
+    worker moves to the driver's directory when it exists there (one machine, or a shared mount).
+    """
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
     return fn(*args)
 
 
@@ -82,7 +89,8 @@ class RayExecutor(LocalExecutor):
         if not calls:
             return
         ray = self._ensure_ray()
-        pending = [self._remote.remote(fn, *args) for args in calls]
+        cwd = os.getcwd()
+        pending = [self._remote.remote(cwd, fn, *args) for args in calls]
         with progress_bar() as progress:
             task = progress.add_task(description, total=len(calls))
             try:
