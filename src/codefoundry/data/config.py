@@ -13,7 +13,7 @@ papers where they say so beside the value; every one can be set in `--config FIL
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,10 +24,8 @@ from codefoundry.data.filters import FiltersConfig
 from codefoundry.data.license import PERMISSIVE
 from codefoundry.data.optout import OptOutConfig
 from codefoundry.data.pii.redact import PiiConfig
+from codefoundry.data.pipeline import LocalExecutor, RayExecutor
 from codefoundry.data.sources.unit import SourceLimits
-
-if TYPE_CHECKING:
-    from codefoundry.data.pipeline import LocalExecutor
 
 
 class CurateConfig(StageConfig):
@@ -71,10 +69,6 @@ class CurateConfig(StageConfig):
 
 def make_executor(config: CurateConfig) -> LocalExecutor:
     """The executor `config` asks for; both write the same `.work` layout, so either resumes the other's run."""
-    from codefoundry.data.pipeline import LocalExecutor
-
     if config.executor == "ray":
-        from codefoundry.data.pipeline.ray_executor import RayExecutor
-
         return RayExecutor(config.workers, config.batch_rows, config.removed_content, config.ray_address)
     return LocalExecutor(config.workers, config.batch_rows, config.removed_content)
