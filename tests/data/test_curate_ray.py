@@ -26,7 +26,9 @@ CONFIG = {"workers": 2, "shard_max_bytes": 40_000, "removed_content": True}
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A two-CPU Ray cluster owned by this test process (GCS address), shut down afterwards."""
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # A small object store: tasks return ids only, and CI containers have a small /dev/shm.
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                       object_store_memory=100 * 1024 * 1024)
     try:
         yield context.address_info["gcs_address"]
     finally:
