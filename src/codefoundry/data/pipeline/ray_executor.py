@@ -99,9 +99,10 @@ class RayExecutor(LocalExecutor):
                     try:
                         ray.get(done)  # re-raise a task's exception here (after its retries)
                     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
-                        raise UserError(f"{description}: a Ray worker died {TASK_RETRIES + 1} times running "
-                                        f"one task ({type(e).__name__})", "check the workers' memory and "
-                                        "logs, then rerun the same command to resume") from e
+                        raise UserError(f"{description}: Ray workers died running one task, on all "
+                                        f"{TASK_RETRIES + 1} tries ({type(e).__name__})",
+                                        "check the workers' memory and logs, then rerun the same command to "
+                                        "resume") from e
                     progress.advance(task)
             finally:
                 for ref in pending:  # a failed run leaves no task writing behind the driver's back
