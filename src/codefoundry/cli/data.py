@@ -35,6 +35,7 @@ def _curate_config() -> type:
     "codefoundry data curate ./my-repos --out dataset/ --license-policy permissive+no_license -j 4",
     "codefoundry data curate the-stack-export.jsonl --out dataset/ --languages python,go",
     "codefoundry data curate repo.tar.gz --out dataset/ --config curate.yaml --max-file-bytes 200000",
+    "codefoundry data curate ./my-repos --out /shared/dataset/ --executor ray --ray-address auto",
 ))
 def curate(
     sources: SourcesArg,
@@ -58,6 +59,12 @@ def curate(
     opt_out: Annotated[Path | None, typer.Option(
         "--opt-out", help="File of repositories to leave out: owner, owner/repo or globs, one per line.",
         show_default=False)] = None,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="local (worker processes) | ray (Ray tasks; pip install 'codefoundry[ray]'); "
+        "same output either way (default: {default}).", show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="With --executor ray: auto, HOST:6379 or ray://HOST:10001 (default: a Ray instance "
+        "started on this machine).", show_default=False)] = None,
 ) -> None:
     """Curate SOURCE... into a dataset: language, license, quality filters, removed/ with reasons.
 
@@ -68,8 +75,8 @@ def curate(
 
     langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
     cfg = stage_config(CurateConfig, config, workers=workers, languages=langs, license_policy=license_policy,
-                       removed_content=removed_content, **{"limits.max_file_bytes": max_file_bytes,
-                                                          "opt_out.file": opt_out})
+                       removed_content=removed_content, executor=executor, ray_address=ray_address,
+                       **{"limits.max_file_bytes": max_file_bytes, "opt_out.file": opt_out})
     run_curate(sources, Path(out), cfg, overwrite=overwrite)
 
 

@@ -24,6 +24,7 @@ from codefoundry.data.filters import FiltersConfig
 from codefoundry.data.license import PERMISSIVE
 from codefoundry.data.optout import OptOutConfig
 from codefoundry.data.pii.redact import PiiConfig
+from codefoundry.data.pipeline import LocalExecutor, RayExecutor
 from codefoundry.data.sources.unit import SourceLimits
 
 
@@ -53,9 +54,21 @@ class CurateConfig(StageConfig):
     inspection_indexes: bool = True
     """Build index/ for `data search` (SQLite FTS5) and `data contains` (Bloom filter)."""
     workers: int | None = Field(None, ge=1)
-    """Worker processes (None: number of cores)."""
+    """Worker processes (None: number of cores); with Ray and no address, the CPUs of the local Ray instance."""
+    executor: Literal["local", "ray"] = "local"
+    """Where units run: local worker processes, or Ray tasks (`pip install 'codefoundry[ray]'`). Same bytes."""
+    ray_address: str | None = None
+    """Ray cluster to run on: "auto" (this machine's `ray start` cluster), "HOST:6379", "ray://HOST:10001".
+    None: a Ray instance started on this machine for the run."""
     batch_rows: int = Field(2048, ge=1)
     shard_max_bytes: int = Field(256_000_000, ge=1)
     """Upper bound on the raw file bytes in one output shard."""
     removed_content: bool = False
     """Keep `content` in removed/ rows (off: removed rows keep everything but the text)."""
+
+
+def make_executor(config: CurateConfig) -> LocalExecutor:
+    """The executor `config` asks for; both write the same `.work` layout, so either resumes the other's run."""
+    if config.executor == "ray":
+        return RayExecutor(config.workers, config.batch_rows, config.removed_content, config.ray_address)
+    return LocalExecutor(config.workers, config.batch_rows, config.removed_content)

@@ -35,11 +35,11 @@ import pyarrow.parquet as pq
 from codefoundry.atomic import atomic_write_json, atomic_write_text
 from codefoundry.console import console
 from codefoundry.data.card import render_card
-from codefoundry.data.config import CurateConfig
+from codefoundry.data.config import CurateConfig, make_executor
 from codefoundry.data.contains import build_contains_index
 from codefoundry.data.decontam import Decontaminate
 from codefoundry.data.optout import OptOut, forget
-from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, LocalExecutor, Phase, Step, WorkUnit, count_files
+from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, Phase, Step, WorkUnit, count_files
 from codefoundry.data.pipeline.executor import WORK, gather_stats, unit_outputs, write_shards
 from codefoundry.data.pipeline.stats import merge_all
 from codefoundry.data.search import build_search_index
@@ -48,6 +48,8 @@ from codefoundry.errors import UserError
 from codefoundry.manifest import MANIFEST_NAME, Manifest, manifest_sha256, read_manifest, write_manifest
 
 SUBSET = "files"
+RUN_INDEPENDENT = {"workers", "executor", "ray_address"}
+"""Settings that change where a run's units execute, never its bytes: a run resumes across them."""
 STAT_COLUMNS = ["size", "lang", "licenses", "license_type", "reason"]
 
 
@@ -67,8 +69,8 @@ class Job:
     """More manifest fields (e.g. the opt-out list's sha256)."""
 
     def run_key(self) -> str:
-        """What makes two runs the same run: config (less `workers`), sources, units, steps, input dataset."""
-        blob = json.dumps({"config": self.config.model_dump(mode="json", exclude={"workers"}),
+        """What makes two runs the same run: config (less where it runs), sources, units, steps, input dataset."""
+        blob = json.dumps({"config": self.config.model_dump(mode="json", exclude=RUN_INDEPENDENT),
                            "sources": self.sources, "units": [u.describe() for u in self.units],
                            "steps": [s.name for s in self.steps],
                            "base": manifest_sha256(self.base) if self.base else None}, sort_keys=True)
@@ -106,6 +108,7 @@ def prepare(out: Path, key: str, overwrite: bool) -> bool:
 def make_dataset(job: Job, overwrite: bool = False) -> Path:
     """Run `job` into `job.out` (resuming an interrupted run of the same job) and finalize the dataset."""
     key = job.run_key()
+    executor = make_executor(job.config)  # first: a missing Ray is an error before anything is written
     if prepare(job.out, key, overwrite):
         console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
         return job.out
@@ -113,8 +116,7 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path:
     atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
                                            "units": [u.describe() for u in job.units]})
     start = time.perf_counter()
-    config = job.config
-    plan = LocalExecutor(config.workers, config.batch_rows, config.removed_content).run(work, job.units, job.steps)
+    plan = executor.run(work, job.units, job.steps)
     finalize(job, key, plan, time.perf_counter() - start)
     return job.out
 

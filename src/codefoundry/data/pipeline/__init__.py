@@ -21,8 +21,8 @@ Steps (`step.py`)
     `self.stat_update("key")` counts anything else; executors collect these per unit into
     `stats.json` under `subsets.files.steps.<step.name>`. Give each step a unique `name`.
     Steps must pickle (plain attributes; heavy resources built in `setup()`, which runs
-    lazily in whatever process runs the step): the local executor forks workers, a Ray
-    executor will ship the same objects to remote workers.
+    lazily in whatever process runs the step): the local executor forks workers, the Ray
+    executor (`ray_executor.py`) ships the same objects to Ray workers.
     Config: each step takes its settings (a pydantic model or plain values) in `__init__`
     with defaults that cite their source; `codefoundry.data.steps.build_steps(config)` turns
     the stage config into the step list: a new step adds its config section and its place there.
@@ -43,9 +43,12 @@ Executors (`executor.py`)
     merges stats (`stats.py`, schema documented there: per subset, language, license,
     license type, reason, step), renders `card.md` from stats.json (every step's removals
     appear in its tables automatically) and writes `manifest.json`.
+    `RayExecutor(workers, …, address)` (`ray_executor.py`) runs the same unit tasks, reduce
+    partitions and markers as Ray tasks: same bytes, and either executor resumes the other's run.
 """
 
 from codefoundry.data.pipeline.executor import LocalExecutor, Phase, WorkUnit, phases
+from codefoundry.data.pipeline.ray_executor import RayExecutor
 from codefoundry.data.pipeline.schema import COLUMNS, FILES_SCHEMA, REASON, REMOVED_SCHEMA, conform, from_records
 from codefoundry.data.pipeline.stats import count_files, merge, merge_all
 from codefoundry.data.pipeline.step import (
@@ -70,6 +73,7 @@ __all__ = [
     "LocalExecutor",
     "Mapper",
     "Phase",
+    "RayExecutor",
     "Step",
     "StepResult",
     "StepStats",

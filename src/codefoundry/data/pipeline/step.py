@@ -9,7 +9,7 @@ A `Filter` only decides (per record with `keep`, or vectorized with `reasons`); 
 only rewrites rows (same count); a `GlobalStep` also has a shuffle (map → reduce) before
 its filter phase. The base class counts rows in/kept/removed-per-reason, so every step's
 numbers land in `stats.json` without code in the step. Steps are plain picklable objects:
-an executor may run them in this process, in worker processes or on Ray.
+an executor runs them in this process, in worker processes or on Ray.
 """
 
 from __future__ import annotations
