@@ -11,17 +11,6 @@ SERVE_API_KEY = "test-key"
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tiny_model_dir: Path) -> Iterator:
-    """`codefoundry.serve` on the tiny model: API key `SERVE_API_KEY`, a 16K-token KV pool, free port."""
-    from codefoundry.serve import ServeConfig, start_in_thread
-
-    running = start_in_thread(ServeConfig(model=tiny_model_dir, port=0, api_key=SERVE_API_KEY,
-                                          max_batch_total_tokens=16384, max_batch_prefill_tokens=1024))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="session")
 def smollm2_server(smollm2_dir: Path) -> Iterator:
     """`codefoundry.serve` on SmolLM2-135M-Instruct (real weights, its own chat template): API key `SERVE_API_KEY`."""
     from codefoundry.serve import ServeConfig, start_in_thread
@@ -57,3 +46,15 @@ def tiny_chat_server(build_once, tiny_model_dir: Path) -> Iterator:
                                           max_batch_total_tokens=2048, max_batch_prefill_tokens=256))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path) -> Iterator:
+    """`codefoundry.serve` on the tiny model: API key `SERVE_API_KEY`, a 16K-token KV pool, free port."""
+    from codefoundry.serve import ServeConfig, start_in_thread
+
+    running = start_in_thread(ServeConfig(model=tiny_model_dir, port=0, api_key=SERVE_API_KEY,
+                                          max_batch_total_tokens=16384, max_batch_prefill_tokens=1024))
+    yield running
+    running.stop()
+
