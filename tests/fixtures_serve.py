@@ -57,4 +57,3 @@ def tiny_server(tiny_model_dir: Path) -> Iterator:
                                           max_batch_total_tokens=16384, max_batch_prefill_tokens=1024))
     yield running
     running.stop()
-
