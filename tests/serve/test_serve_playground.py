@@ -166,7 +166,7 @@ def test_playground_streams_fim_and_auth_in_chromium(tiny_server, browser, tmp_p
 
 
 @pytest.mark.browser
-def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, browser) -> None:
+def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, tiny_chat_server, browser) -> None:
     from selenium.webdriver.support.ui import Select
 
     driver, url = browser, tiny_server.url
@@ -185,12 +185,25 @@ def test_playground_compare_and_chat_in_chromium(tiny_server, second_server, bro
     assert expected and _output(driver) == expected and _output(driver, "other-output") == expected
     assert "tok/s" in driver.find_element("id", "other-stats").text
 
-    # chat: the reply streams into the pane and joins the conversation; it is what the chat route answers
+    # the tiny model has no chat template: chat mode says so and does not send (the server would answer 422)
     driver.find_element("id", "compare").click()
     driver.find_element("css selector", 'input[name="mode"][value="chat"]').click()
+    assert "no chat template" in driver.find_element("id", "chat-note").text
+    assert not driver.find_element("id", "generate").is_enabled()
+
+    # chat on a model with a template: the reply streams into the pane and joins the conversation; it is what
+    # the chat route answers
+    chat_url = tiny_chat_server.url
+    driver.get(chat_url + "/ui")
+    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true", "the page")
+    _fill(driver, "api-key", SERVE_API_KEY)
+    _fill(driver, "max-new-tokens", str(NEW_TOKENS))
+    driver.find_element("css selector", 'input[name="mode"][value="chat"]').click()
+    assert driver.find_element("id", "chat-note").text == ""
     _fill(driver, "user-message", "Write a function that adds two numbers.")
     assert _generate_and_wait(driver) == ["done"]
-    r = httpx.post(url + "/v1/chat/completions", timeout=60, headers={"Authorization": f"Bearer {SERVE_API_KEY}"},
+    r = httpx.post(chat_url + "/v1/chat/completions", timeout=60,
+                   headers={"Authorization": f"Bearer {SERVE_API_KEY}"},
                    json={"messages": [{"role": "user", "content": "Write a function that adds two numbers."}],
                          "max_tokens": NEW_TOKENS, "temperature": 0})
     reply = r.json()["choices"][0]["message"]["content"]

@@ -23,16 +23,15 @@ if TYPE_CHECKING:
     from codefoundry.serve.app import create_app
     from codefoundry.serve.config import ServeConfig
     from codefoundry.serve.errors import ServeError
-    from codefoundry.serve.routes.openai import DEFAULT_CHAT_TEMPLATE
     from codefoundry.serve.server import RunningServer, build_state, serve, start_in_thread
     from codefoundry.serve.state import ServerState
     from codefoundry.serve.validation import Limits, Validator, ValidRequest
 
 _HOME = {"create_app": "app", "ServeConfig": "config", "ServeError": "errors",
-         "DEFAULT_CHAT_TEMPLATE": "routes.openai", "RunningServer": "server", "build_state": "server",
+         "RunningServer": "server", "build_state": "server",
          "serve": "server", "start_in_thread": "server", "ServerState": "state", "Limits": "validation",
          "Validator": "validation", "ValidRequest": "validation"}
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "Limits", "RunningServer", "ServeConfig", "ServeError", "ServerState",
+__all__ = ["Limits", "RunningServer", "ServeConfig", "ServeError", "ServerState",
            "ValidRequest", "Validator", "build_state", "create_app", "serve", "start_in_thread"]
 
 

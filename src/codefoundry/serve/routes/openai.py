@@ -27,16 +27,6 @@ from codefoundry.serve.validation import ValidRequest, check_prompt_count
 router = APIRouter(tags=["OpenAI"])
 protected = [Depends(require_api_key)]
 
-# Used when the tokenizer has no chat template: a plain instruction/response layout (StarCoder2-Instruct style).
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}### Instruction\n{{ m['content'] }}\n\n"
-    "{% else %}### Response\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}### Response\n{% endif %}"
-)
-
-
 def _check_n(n: int | None) -> None:
     if n not in (None, 1):
         raise validation(f"`n` must be 1 (one choice per prompt). Given: {n}")
@@ -135,18 +125,13 @@ async def completions(state: State, request: Request, body: CompletionRequest) -
 
 
 @router.post("/v1/chat/completions", dependencies=protected, responses=ERROR_RESPONSES,
-             summary="OpenAI chat completions (the tokenizer's chat template, else DEFAULT_CHAT_TEMPLATE)")
+             summary="OpenAI chat completions (the model's own chat template; 422 for a model without one)")
 async def chat(state: State, request: Request, body: ChatRequest) -> Response:
     if not body.messages:
         raise validation("`messages` cannot be empty")
     _check_n(body.n)
     messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
-    template = getattr(state.tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-    try:
-        prompt = state.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                     add_generation_prompt=True)
-    except Exception as e:  # a template failure is the request's problem (TGI: template_error)
-        raise ServeError("template_error", str(e)) from None
+    prompt = chat_prompt(state.tokenizer, messages)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     model = body.model or state.model_id
     first = {True}
@@ -168,6 +153,20 @@ async def chat(state: State, request: Request, body: ChatRequest) -> Response:
 
     max_tokens = body.max_completion_tokens or body.max_tokens
     return await _run(state, request, [prompt], body, max_tokens, chunk, final, "chat")
+
+
+def chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The model's own chat template applied to `messages`, ending with the assistant's turn opened.
+
+    A model without a template cannot chat: guessing a format would make it answer in one it never saw.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ServeError("template_error", "this model has no chat template, so it cannot chat: use "
+                                           "/v1/completions or /generate with a plain prompt")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # a template's own failure ("roles must alternate") is the request's problem
+        raise ServeError("template_error", str(e)) from None
 
 
 def _content_text(content: str | list[dict[str, Any]] | None) -> str:

@@ -310,7 +310,11 @@ function showMode() {
     : noFim ? "This model has no fill-in-the-middle tokens: FIM mode is not available for it."
     : `Sent as ${modelInfo.fim.prefix}before${modelInfo.fim.suffix}after${modelInfo.fim.middle}; ` +
       "the model writes the middle.";
-  $("generate").disabled = noFim || running.length > 0;
+  // the server refuses chat for a model without its own template (422) rather than guess a format
+  const noChat = m === "chat" && modelInfo !== null && !modelInfo.chat_template;
+  $("chat-note").textContent = noChat
+    ? "This model has no chat template: chat mode is not available for it (use completion mode)." : "";
+  $("generate").disabled = noFim || noChat || running.length > 0;
 }
 
 function keep(id, storeKey) {
