@@ -30,7 +30,8 @@ RUN = r'''
 import hashlib, json, sys, time
 from pathlib import Path
 import pyarrow.parquet as pq
-import codefoundry.data.curate as curate_mod
+import codefoundry.data.curate
+curate_mod = sys.modules["codefoundry.data.curate"]  # the package exports a function of the same name
 from codefoundry.data.config import CurateConfig
 from codefoundry.data.demo import DEMO_LIMITS, DEMO_SOURCES
 
@@ -126,6 +127,7 @@ def main() -> None:
         old_fps = summary(f"revision {args.against}", theirs)
         same = ours[0]["data_sha256"] == theirs[0]["data_sha256"]
         print(f"\nspeed-up: {fps / old_fps:.2f}x files/s per core; kept rows identical: {same}")
+        print(f"data/ content sha256 ({args.against}): {theirs[0]['data_sha256']}")
     print(f"data/ content sha256 (this tree): {ours[0]['data_sha256']}")
 
 
