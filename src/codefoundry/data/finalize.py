@@ -8,7 +8,9 @@
       card.md, README.md                          dataset card (same text); its `configs:` front matter lets
                                                   datasets.load_dataset(DIR, "files") work (datasets reads README.md)
       index/                                      search.sqlite (`data search`), contains.bloom.npy (`data contains`)
-      manifest.json                               command, config, versions, sources, steps; written last
+      manifest.json                               command, config, versions, sources, steps, wall time per
+                                                  step (`step_seconds`: the one thing that differs between
+                                                  runs, so stats.json and the card leave it out); written last
 
 A `Job` says what goes in (work units, and for a verb the finished dataset it starts from),
 through which steps, with which settings. `make_dataset(job)` guards the output directory by
@@ -31,6 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.table import Table
 
 from codefoundry.atomic import atomic_write_json, atomic_write_text
 from codefoundry.console import console
@@ -40,7 +43,7 @@ from codefoundry.data.contains import build_contains_index
 from codefoundry.data.decontam import Decontaminate
 from codefoundry.data.optout import OptOut, forget
 from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, Phase, Step, WorkUnit, count_files
-from codefoundry.data.pipeline.executor import WORK, gather_stats, unit_outputs, write_shards
+from codefoundry.data.pipeline.executor import WORK, gather_stats, step_seconds, unit_outputs, write_shards
 from codefoundry.data.pipeline.stats import merge_all
 from codefoundry.data.search import build_search_index
 from codefoundry.data.steps import decontaminated_against
@@ -140,15 +143,33 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float) -> dict[str,
         build_search_index(out)
         build_contains_index(out)
     removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
+    timings = step_seconds(work, plan, outputs)
     write_manifest(out, "dataset", config, inputs={"dataset": job.base} if job.base else None,
-                   extra=_manifest_extra(job, key, seconds))
+                   extra=_manifest_extra(job, key, seconds, timings))
     shutil.rmtree(work)
     totals = stats["subsets"][SUBSET]["totals"]
     by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
         f"{totals['removed_files']:,} removed"
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
                   f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
+    console.print(time_table(stats["subsets"][SUBSET].get("steps", {}), timings, [s.name for s in job.steps],
+                             seconds))
     return stats
+
+
+def time_table(counts: Mapping[str, Any], timings: Mapping[str, float], order: Sequence[str],
+               wall: float) -> Table:
+    """Where the run spent its time: each step's rows in and out and wall time (summed over workers)."""
+    table = Table("step", "rows in", "rows out", "seconds", "share", title="steps (wall time summed over workers)",
+                  title_justify="left")
+    total = sum(timings.values())
+    for name in order:
+        c = counts.get(name, {})
+        t = timings.get(name, 0.0)
+        table.add_row(name, f"{c.get('rows_in', 0):,}", f"{c.get('kept', 0):,}", f"{t:.2f}",
+                      f"{100 * t / total:.0f}%" if total else "-")
+    table.caption = f"run wall time {wall:.1f} s (reading sources and writing shards are not in any step)"
+    return table
 
 
 def _removed_rows(job: Job) -> Callable[[pa.Table], pa.Table] | None:
@@ -183,7 +204,7 @@ def _stats(job: Job, outputs: list[tuple[Path, list[Path], dict[str, Any]]], bas
     return merged
 
 
-def _manifest_extra(job: Job, key: str, seconds: float) -> dict[str, Any]:
+def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, float]) -> dict[str, Any]:
     base = job.base_manifest()
     previous = dict(base.extra) if base else {}
     benchmarks = set(previous.get("decontaminated_against") or [])
@@ -191,4 +212,5 @@ def _manifest_extra(job: Job, key: str, seconds: float) -> dict[str, Any]:
         benchmarks |= set(decontaminated_against(job.config))
     return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
             "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": [SUBSET],
-            "seconds": round(seconds, 3), "decontaminated_against": sorted(benchmarks), **job.extra}
+            "seconds": round(seconds, 3), "step_seconds": {n: round(t, 3) for n, t in timings.items()},
+            "decontaminated_against": sorted(benchmarks), **job.extra}

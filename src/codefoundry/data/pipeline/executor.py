@@ -8,7 +8,7 @@ Layout of a run in progress (under the output dir; removed when the run complete
     .work/phase0/<unit>/steps.json       the phase's per-step stats for this unit
     .work/phase0/<unit>.done             completion marker, written last
     .work/global/<step>/map/<unit>/…     a global step's map output; reduce/ its reduce output
-    .work/global/<step>/reduce/<p>.done  reduce completion marker per partition
+    .work/global/<step>/reduce/<p>.done  reduce completion marker per partition ({"seconds": wall time})
 
 Phases: the step list is cut at each `GlobalStep`. Phase 0 reads the unit and runs the
 local steps before the first global step, whose `map` sees the survivors; a reduce then
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ class UnitTask:
         steps = self.phase.steps
         entry, exit_ = self.phase.entry, self.phase.exit
         if entry is not None:
+            start = time.perf_counter()
             entry.load(self.scratch(entry))
+            entry.stats.seconds += time.perf_counter() - start
         if exit_ is not None:
             shutil.rmtree(UnitContext(self.uid, self.unit_index, self.scratch(exit_)).map_dir, ignore_errors=True)
         offsets = {"in": 0, "out": 0}
@@ -152,7 +155,7 @@ class UnitTask:
                 if exit_ is not None and batch.num_rows:
                     ctx = UnitContext(self.uid, self.unit_index, self.scratch(exit_), offsets["out"])
                     offsets["out"] += batch.num_rows
-                    exit_.map(batch, ctx)
+                    exit_.timed_map(batch, ctx)
                 yield batch
 
         _write_parquet(out / "kept.parquet", survivors(), FILES_SCHEMA)
@@ -160,7 +163,9 @@ class UnitTask:
             removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
                        for t in removed]
         _write_parquet(out / "removed.parquet", iter(removed), REMOVED_SCHEMA)
-        step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps}
+        # The exit step counts no rows here, only its map's time; its rows come in the next phase.
+        step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
+                      + ([exit_] if exit_ else [])}
         atomic_write_json(out / "steps.json", step_stats)
         atomic_write_text(out.with_suffix(".done"), "")
         return self.uid
@@ -171,8 +176,9 @@ def _run_task(task: UnitTask) -> str:
 
 
 def _run_reduce(step: GlobalStep, partition: int, scratch: Path) -> int:
+    start = time.perf_counter()
     step.reduce(partition, scratch)
-    atomic_write_text(scratch / "reduce" / f"{partition}.done", "")
+    atomic_write_json(scratch / "reduce" / f"{partition}.done", {"seconds": time.perf_counter() - start})
     return partition
 
 
@@ -238,6 +244,22 @@ def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[
         yield work / f"phase{last}" / uid / "kept.parquet", removed, steps
 
 
+def step_seconds(work: Path, plan: list[Phase], outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]]
+                 ) -> dict[str, float]:
+    """Wall time per step summed over units and a global step's reduce partitions (steps in run order)."""
+    seconds: dict[str, float] = {}
+    for _, _, steps in outputs:
+        for name, data in steps.items():
+            seconds[name] = seconds.get(name, 0.0) + data.get("seconds", 0.0)
+    for phase in plan:
+        if phase.exit is not None:
+            for marker in sorted((work / "global" / phase.exit.name / "reduce").glob("*.done")):
+                text = marker.read_text(encoding="utf-8")
+                seconds[phase.exit.name] = seconds.get(phase.exit.name, 0.0) + (
+                    json.loads(text).get("seconds", 0.0) if text.strip() else 0.0)
+    return seconds
+
+
 def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_bytes: int,
                  transform: Callable[[pa.Table], pa.Table] | None = None, prefix: str = "train") -> list[Path]:
     """Concatenate `files` in order into `prefix-0000i-of-0000n.parquet` shards of ≤ `max_bytes` file bytes each.
@@ -294,5 +316,6 @@ def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], sub
     for kept, removed_files, steps in outputs:
         kept_t = pq.read_table(kept, columns=columns)
         removed_t = pa.concat_tables([pq.read_table(f, columns=[*columns, REASON]) for f in removed_files])
-        trees.append(count_files(kept_t, removed_t, steps, subset))
+        counts = {name: {k: v for k, v in data.items() if k != "seconds"} for name, data in steps.items()}
+        trees.append(count_files(kept_t, removed_t, counts, subset))
     return merge_all(trees)

@@ -14,6 +14,7 @@ an executor runs them in this process, in worker processes or on Ray.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -34,26 +35,33 @@ class StepResult(NamedTuple):
 
 @dataclass
 class StepStats:
-    """What one step did: rows in, kept, removed by reason, and free-form counters."""
+    """What one step did: rows in, kept (= rows out), removed by reason, free-form counters, wall time.
+
+    `seconds` (setup, batches, and a global step's map and filter phases) is the one field that
+    differs between runs of the same input: the executor keeps it out of stats.json.
+    """
 
     rows_in: int = 0
     kept: int = 0
     removed: Counter[str] = field(default_factory=Counter)
     counters: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
 
     def merge(self, other: StepStats) -> None:
         self.rows_in += other.rows_in
         self.kept += other.kept
         self.removed.update(other.removed)
         self.counters.update(other.counters)
+        self.seconds += other.seconds
 
     def to_json(self) -> dict[str, Any]:
         return {"rows_in": self.rows_in, "kept": self.kept, "removed": dict(sorted(self.removed.items())),
-                "counters": dict(sorted(self.counters.items()))}
+                "counters": dict(sorted(self.counters.items())), "seconds": self.seconds}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepStats:
-        return cls(data["rows_in"], data["kept"], Counter(data["removed"]), Counter(data.get("counters", {})))
+        return cls(data["rows_in"], data["kept"], Counter(data["removed"]), Counter(data.get("counters", {})),
+                   data.get("seconds", 0.0))
 
 
 class Step(ABC):
@@ -77,10 +85,12 @@ class Step(ABC):
         self.stats.counters[key] += n
 
     def __call__(self, batch: pa.Table) -> StepResult:
+        start = time.perf_counter()
         if not self._ready:
             self.setup()
             self._ready = True
         result = self.process(batch)
+        self.stats.seconds += time.perf_counter() - start
         self.stats.rows_in += batch.num_rows
         self.stats.kept += result.kept.num_rows
         if result.removed.num_rows:
@@ -192,6 +202,12 @@ class GlobalStep(Step):
     def load(self, scratch: Path) -> None:
         """Load reduce results before the filter phase (once per worker)."""
 
+    def timed_map(self, batch: pa.Table, ctx: UnitContext) -> None:
+        """`map` with its wall time added to the step's stats (what executors call)."""
+        start = time.perf_counter()
+        self.map(batch, ctx)
+        self.stats.seconds += time.perf_counter() - start
+
     @abstractmethod
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         """Filter phase: one entry per row, None to keep, a reason slug to remove."""
@@ -201,7 +217,9 @@ class GlobalStep(Step):
 
     def process_unit(self, batch: pa.Table, ctx: UnitContext) -> StepResult:
         """Filter phase with counting (what executors call)."""
+        start = time.perf_counter()
         result = split(batch, self.filter(batch, ctx))
+        self.stats.seconds += time.perf_counter() - start
         self.stats.rows_in += batch.num_rows
         self.stats.kept += result.kept.num_rows
         if result.removed.num_rows:

@@ -30,7 +30,7 @@ def file_kind_reason(mode: int) -> str | None:
     return "read:not_regular"
 
 
-def read_file(path: Path, limit: int) -> bytes:
+def read_file(path: str | Path, limit: int) -> bytes:
     """At most `limit + 1` bytes of a regular file (never opens FIFOs or devices), or Skip."""
     try:
         st = os.stat(path)
@@ -50,43 +50,88 @@ def read_file(path: Path, limit: int) -> bytes:
         raise Skip("read:unreadable") from None
 
 
-def walk(root: Path) -> Iterator[tuple[str, Path]]:
+def walk(root: Path) -> Iterator[tuple[str, str]]:
     """(path relative to root with "/", absolute path) of every non-directory entry, symlinked dirs not followed."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        base = Path(dirpath)
+        folder = Path(os.path.relpath(dirpath, root)).as_posix()  # once per folder: pathlib is slow per file
+        prefix = "" if folder == "." else folder + "/"
         for name in sorted(filenames):
-            full = base / name
-            yield full.relative_to(root).as_posix(), full
+            yield prefix + name, os.path.join(dirpath, name)
         for name in dirnames:  # a symlink to a directory is listed as a dir but not walked: record it
-            if (base / name).is_symlink():
-                yield (base / name).relative_to(root).as_posix(), base / name
+            if os.path.islink(os.path.join(dirpath, name)):
+                yield prefix + name, os.path.join(dirpath, name)
 
 
 def _raise(reason: str) -> bytes:
     raise Skip(reason)
 
 
-def disk_entry(rel: str, full: Path, root: Path) -> Entry:
-    """One file under `root`; a symlink is read only when it resolves inside `root` (never /etc/passwd)."""
-    if full.is_symlink() and full.is_dir():  # never followed; a link to an ancestor is a loop
-        target = full.resolve()
-        loop = full.parent.resolve().is_relative_to(target)
-        return Entry(rel, None, lambda limit, r="read:symlink_loop" if loop else "read:symlink_dir": _raise(r))
+def _real_dir(path: str, dirs: dict[str, Path | None]) -> Path | None:
+    """A directory's resolved path (None if it cannot be resolved), remembered in `dirs`."""
+    if path not in dirs:
+        try:
+            dirs[path] = Path(path).resolve(strict=True)
+        except (OSError, RuntimeError):
+            dirs[path] = None
+    return dirs[path]
+
+
+def disk_entry(rel: str, full: str | Path, root: Path, dirs: dict[str, Path | None] | None = None) -> Entry:
+    """One file under `root`; a symlink is read only when it resolves inside `root` (never /etc/passwd).
+
+    `dirs` remembers resolved folders across the calls of one listing (a repository's files share few).
+    """
+    dirs = {} if dirs is None else dirs
+    target: str | Path
     try:
-        target = full.resolve(strict=True)
-    except (OSError, RuntimeError):  # broken or looping links: read_file names the reason
-        target = full
-    else:
-        if not target.is_relative_to(root.resolve()):
-            return Entry(rel, None, lambda limit: _raise("read:symlink"))
-    size = None
-    try:
-        st = os.stat(target)
-        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        st: os.stat_result | None = os.lstat(full)
     except OSError:
-        size = None
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        full = Path(full)
+        if full.is_dir():  # never followed; a link to an ancestor is a loop
+            target = full.resolve()
+            loop = full.parent.resolve().is_relative_to(target)
+            return Entry(rel, None, lambda limit, r="read:symlink_loop" if loop else "read:symlink_dir": _raise(r))
+        try:
+            target = full.resolve(strict=True)
+        except (OSError, RuntimeError):  # broken or looping links: read_file names the reason
+            target = full
+        else:
+            if not _inside(target, root, dirs):
+                return Entry(rel, None, lambda limit: _raise("read:symlink"))
+            try:
+                st = os.stat(target)
+            except OSError:
+                st = None
+    elif st is not None:
+        # Not a link itself, so it resolves to its resolved folder + name (a linked folder may lead out of root).
+        parent = os.path.dirname(full)
+        folder = _real_dir(parent, dirs)
+        if folder is None:
+            target = full
+        else:
+            if not _folder_inside(parent, folder, root, dirs):
+                return Entry(rel, None, lambda limit: _raise("read:symlink"))
+            target = os.path.join(folder, os.path.basename(full))
+    else:
+        target = full
+    size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
     return Entry(rel, size, lambda limit, p=target: read_file(p, limit))
+
+
+def _folder_inside(parent: str, folder: Path, root: Path, dirs: dict[str, Path | None]) -> bool:
+    """Whether the resolved `folder` of `parent` is under the resolved root (remembered per folder)."""
+    key = "\0inside:" + parent  # no real path starts with NUL
+    if key not in dirs:
+        dirs[key] = folder if _inside(folder, root, dirs) else None
+    return dirs[key] is not None
+
+
+def _inside(target: Path, root: Path, dirs: dict[str, Path | None]) -> bool:
+    real_root = _real_dir(os.fspath(root), dirs)
+    return target.is_relative_to(real_root if real_root is not None else root.resolve())
 
 
 @dataclass(frozen=True)
@@ -101,5 +146,6 @@ class DirectoryRepo:
         return printable(f"dir {self.repo_name or self.root.name} @ {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
-        entries = [disk_entry(rel, full, self.root) for rel, full in walk(self.root)]
+        dirs: dict[str, Path | None] = {}
+        entries = [disk_entry(rel, full, self.root, dirs) for rel, full in walk(self.root)]
         yield from repo_batches(RepoInfo(self.repo_name or self.root.name), entries, **self.options.kwargs())

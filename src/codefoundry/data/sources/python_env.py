@@ -10,6 +10,7 @@ licensed by its LICENSE.txt.
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,10 +42,11 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
-def distribution_license_files(dist: metadata.Distribution) -> dict[str, str]:
-    """Path (in the .dist-info) → text of the license files a distribution ships."""
+def distribution_license_files(dist: metadata.Distribution,
+                                files: list[metadata.PackagePath] | None = None) -> dict[str, str]:
+    """Path (in the .dist-info) → text of the license files a distribution ships (`files`: its RECORD, if read)."""
     out = {}
-    for f in dist.files or []:
+    for f in (dist.files or []) if files is None else files:
         parts = f.parts
         if not parts or not parts[0].endswith(".dist-info"):
             continue
@@ -57,9 +59,11 @@ def distribution_license_files(dist: metadata.Distribution) -> dict[str, str]:
     return out
 
 
-def license_files_evidence(dist: metadata.Distribution, threshold: float) -> dict[str, list[str]]:
+def license_files_evidence(dist: metadata.Distribution, threshold: float,
+                           files: list[metadata.PackagePath] | None = None) -> dict[str, list[str]]:
     """What each of a distribution's license files is, by text matching only."""
-    return {path: license_file_ids(path, text, threshold) for path, text in distribution_license_files(dist).items()}
+    return {path: license_file_ids(path, text, threshold)
+            for path, text in distribution_license_files(dist, files).items()}
 
 
 @dataclass(frozen=True)
@@ -77,17 +81,20 @@ class DistributionRepo:
         name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
         site = self.dist_info.parent
         evidence = LicenseEvidence()  # the .dist-info's license files and METADATA speak for the whole distribution
-        for ids in license_files_evidence(dist, self.options.license_threshold).values():
+        files = dist.files or []  # parsing RECORD is costly: once
+        for ids in license_files_evidence(dist, self.options.license_threshold, files).values():
             evidence.declare("", ids)
         evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
         entries: list[Entry] = []
         seen = set()
-        for f in dist.files or []:
+        dirs: dict[str, Path | None] = {}
+        for f in files:
             rel = f.as_posix()
-            if f.parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS & set(f.parts) or rel in seen:
+            parts = rel.split("/")
+            if parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS.intersection(parts) or rel in seen:
                 continue
             seen.add(rel)
-            entries.append(disk_entry(rel, site / f, site))
+            entries.append(disk_entry(rel, os.path.join(site, rel), site, dirs))
         yield from repo_batches(RepoInfo(f"pypi/{name}"), entries, evidence=evidence, **self.options.kwargs())
 
 
@@ -102,7 +109,8 @@ class StdlibRepo:
         return f"stdlib {self.root}"
 
     def read(self) -> Iterator[pa.Table]:
-        entries = [disk_entry(rel, full, self.root) for rel, full in walk(self.root)
+        dirs: dict[str, Path | None] = {}
+        entries = [disk_entry(rel, full, self.root, dirs) for rel, full in walk(self.root)
                    if not rel.startswith("site-packages/")]
         yield from repo_batches(RepoInfo("python/cpython"), entries, **self.options.kwargs())
 

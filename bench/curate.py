@@ -1,0 +1,135 @@
+"""Curation benchmark: the whole default pipeline (`data curate`, 1 worker) on the demo's input, per core.
+
+    .venv/bin/python bench/curate.py [--repeats 3] [--max-files-per-repo 100] [--against REF]
+
+Input: the demo's slice (codefoundry.data.demo: the standard library plus at most
+`--max-files-per-repo` files of each installed distribution, each ≤ 200 KB). One worker, so
+files/s and MB/s are per core. Each run is a fresh subprocess; it times every step's calls
+(setup, process, a global step's map, reduce and filter) by wrapping the step objects, so the
+same measurement works on any revision; "read + finalize" is the rest of the wall time (reading
+sources, writing shards, stats, card, indexes). `--against REF` also runs git revision REF's
+`src/` (exported to a temporary folder, on PYTHONPATH) on the same input, alternating runs,
+prints the ratio of median files/s, and checks that both wrote the same kept rows (content hash
+of data/). The machine may be shared: medians of `--repeats` alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pii import export_src
+
+RUN = r'''
+import hashlib, json, sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+import codefoundry.data.curate
+curate_mod = sys.modules["codefoundry.data.curate"]  # the package exports a function of the same name
+from codefoundry.data.config import CurateConfig
+from codefoundry.data.demo import DEMO_LIMITS, DEMO_SOURCES
+
+out, per_repo = Path(sys.argv[1]), int(sys.argv[2])
+seconds = {}
+
+def timed(step, attr):
+    fn = getattr(step, attr)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - t
+    setattr(step, attr, wrapper)
+
+build = curate_mod.build_steps
+def build_timed(config):
+    steps = build(config)
+    for step in steps:
+        for attr in ("setup", "process", "map", "reduce", "load", "process_unit"):
+            if hasattr(step, attr):
+                timed(step, attr)
+    return steps
+curate_mod.build_steps = build_timed
+
+limits = DEMO_LIMITS.model_copy(update={"max_files_per_repo": per_repo})
+config = CurateConfig(workers=1, limits=limits)
+t = time.perf_counter()
+curate_mod.curate(list(DEMO_SOURCES), out, config)
+wall = time.perf_counter() - t
+stats = json.loads((out / "stats.json").read_text())["subsets"]["files"]
+digest = hashlib.sha256()
+for shard in sorted((out / "data").rglob("*.parquet")):
+    table = pq.read_table(shard)
+    for column in table.column_names:
+        digest.update(column.encode())
+        digest.update(json.dumps(table.column(column).to_pylist(), sort_keys=True, default=str).encode())
+print(json.dumps({"wall": wall, "files": stats["totals"]["files"], "bytes": stats["totals"]["bytes"],
+                  "kept": stats["totals"]["kept_files"], "steps": seconds, "data_sha256": digest.hexdigest()}))
+'''
+
+
+def run_once(src: Path | None, per_repo: int, work: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        proc = subprocess.run([sys.executable, "-c", RUN, str(Path(tmp) / "dataset"), str(per_repo)],
+                              capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"error: curation run failed ({'revision at ' + str(src) if src else 'this tree'}):\n"
+                 f"{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summary(name: str, runs: list[dict]) -> float:
+    wall = statistics.median(r["wall"] for r in runs)
+    first = runs[0]
+    fps = first["files"] / wall
+    print(f"\n{name}: {first['files']:,} files, {first['bytes'] / 1e6:.1f} MB, kept {first['kept']:,}; "
+          f"median wall {wall:.2f} s of {[round(r['wall'], 2) for r in runs]}")
+    print(f"  {fps:,.1f} files/s per core, {first['bytes'] / 1e6 / wall:.2f} MB/s per core")
+    names = sorted({n for r in runs for n in r["steps"]}, key=lambda n: -statistics.median(
+        r["steps"].get(n, 0.0) for r in runs))
+    step_total = 0.0
+    for n in names:
+        s = statistics.median(r["steps"].get(n, 0.0) for r in runs)
+        step_total += s
+        print(f"  {n:<16} {s:7.2f} s  {100 * s / wall:5.1f} %")
+    print(f"  {'read + finalize':<16} {wall - step_total:7.2f} s  {100 * (wall - step_total) / wall:5.1f} %")
+    return fps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-files-per-repo", type=int, default=100)
+    ap.add_argument("--against", metavar="REF", help="also time this git revision, alternating runs")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        old_src = export_src(args.against, work / "old") if args.against else None
+        ours: list[dict] = []
+        theirs: list[dict] = []
+        for _ in range(args.repeats):
+            if old_src is not None:
+                theirs.append(run_once(old_src, args.max_files_per_repo, work))
+            ours.append(run_once(None, args.max_files_per_repo, work))
+    fps = summary("this tree", ours)
+    if theirs:
+        old_fps = summary(f"revision {args.against}", theirs)
+        same = ours[0]["data_sha256"] == theirs[0]["data_sha256"]
+        print(f"\nspeed-up: {fps / old_fps:.2f}x files/s per core; kept rows identical: {same}")
+        print(f"data/ content sha256 ({args.against}): {theirs[0]['data_sha256']}")
+    print(f"data/ content sha256 (this tree): {ours[0]['data_sha256']}")
+
+
+if __name__ == "__main__":
+    main()
