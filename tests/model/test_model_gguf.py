@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,24 @@ def test_export_then_import_gives_the_same_model(tmp_path: Path, tiny_tokenizer_
     assert theirs.encode(CODE) == ours.encode(CODE)
     assert len(theirs) == len(ours) and theirs.all_special_tokens == ours.all_special_tokens
     assert theirs.eos_token_id == ours.eos_token_id and theirs.chat_template == CHAT_TEMPLATE
+
+
+def test_plain_byte_level_tokenizer_exports_under_llama_cpps_name(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
+    """GPT-2's split rule is `tokenizer.ggml.pre = "gpt-2"` in llama.cpp ("gpt2" makes it refuse the file);
+    both spellings import back to the same tokenizer."""
+    import gguf
+
+    tok_dir = tmp_path / "bytelevel-tokenizer"
+    shutil.copytree(tiny_tokenizer_dir, tok_dir)
+    data = json.loads((tok_dir / "tokenizer.json").read_text())
+    data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    (tok_dir / "tokenizer.json").write_text(json.dumps(data))
+    src = _saved(tmp_path, "llama", tok_dir)
+    file = export_gguf(src, tmp_path / "bytelevel.gguf")
+    field = gguf.GGUFReader(file).fields["tokenizer.ggml.pre"]
+    assert bytes(field.parts[field.data[0]]).decode() == "gpt-2"
+    back = load_tokenizer(import_gguf(file, tmp_path / "back"))
+    assert back.encode(CODE) == load_tokenizer(src).encode(CODE)
 
 
 @pytest.mark.parametrize("arch", ["llama", "starcoder2"])

@@ -31,7 +31,7 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "codeshell")
-SUPPORTED_PRE = (*DIGITS_THEN_GPT2, "gpt2", "llama-bpe")
+SUPPORTED_PRE = (*DIGITS_THEN_GPT2, "gpt-2", "llama-bpe")
 # HF's name of a special token → llama.cpp's `tokenizer.ggml.<name>_token_id`
 GGUF_ID_KEYS = {"bos": "bos", "eos": "eos", "unk": "unknown", "pad": "padding"}
 
@@ -40,7 +40,7 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
     if pre in DIGITS_THEN_GPT2:
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    if pre == "gpt2":
+    if pre in ("gpt-2", "gpt2"):     # "gpt-2" is llama.cpp's name; files written as "gpt2" still import
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre == "llama-bpe":
         return pre_tokenizers.Sequence([
@@ -59,7 +59,7 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
     if not isinstance(tokens, list) or not tokens or not isinstance(merges, list):
         raise ArtifactError("GGUF file has no tokenizer.ggml.tokens / tokenizer.ggml.merges arrays")
     types = types if isinstance(types, list) and len(types) == len(tokens) else [NORMAL] * len(tokens)
-    pre = str(meta.get("tokenizer.ggml.pre", "gpt2"))
+    pre = str(meta.get("tokenizer.ggml.pre", "gpt-2"))
     vocab = {tok: i for i, (tok, ty) in enumerate(zip(tokens, types, strict=True)) if ty != UNUSED}
     if len(vocab) != sum(ty != UNUSED for ty in types):
         raise ArtifactError("GGUF tokenizer.ggml.tokens holds duplicate tokens")
@@ -144,7 +144,7 @@ def _pre_name(pre: dict[str, Any] | None) -> str:
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "starcoder"
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"                  # llama.cpp's pre-tokenizer name ("gpt2" is only a tokenizer.ggml.model)
     if kinds == ["Split", "ByteLevel"] and steps[0].get("pattern", {}).get("Regex") == LLAMA3_REGEX:
         return "llama-bpe"
     raise ArtifactError(f"tokenizer.json's pre_tokenizer {kinds} has no llama.cpp equivalent; supported: digits + "
