@@ -212,5 +212,5 @@ def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, fl
         benchmarks |= set(decontaminated_against(job.config))
     return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
             "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": [SUBSET],
-            "seconds": round(seconds, 3), "step_seconds": {n: round(t, 3) for n, t in timings.items()},
+            "seconds": round(seconds, 3), "step_seconds": {n: round(t, 6) for n, t in timings.items()},
             "decontaminated_against": sorted(benchmarks), **job.extra}
