@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -142,3 +143,18 @@ def test_ray_executor_without_ray_is_one_error_line(tiny_repos: Path, tmp_path: 
     assert lines[0].startswith("error:") and "ray" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert "pip install" in proc.stderr
+
+
+def test_an_unreachable_ray_address_is_one_error_line_at_once(tiny_repos: Path, tmp_path: Path) -> None:
+    """Ray's own connect retries take minutes: a closed HOST:PORT fails fast with a clear message."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]            # closed once the socket is: nothing listens there
+    start = time.monotonic()
+    proc = subprocess.run(curate_cmd(tiny_repos, tmp_path / "d", f"127.0.0.1:{port}"), capture_output=True,
+                          text=True, timeout=120, env=_env())
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port}"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "d" / "data").exists()

@@ -18,6 +18,7 @@ a mounted bucket) on a cluster. Nodes need codefoundry installed (or a `runtime_
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,21 @@ def import_ray() -> Any:
     except ImportError as e:
         raise UserError("--executor ray needs the `ray` package, which is not installed", INSTALL_HINT) from e
     return ray
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A `HOST:PORT` or `ray://HOST:PORT` address must accept a TCP connection: Ray's own connect
+    retries run for minutes before they fail."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e}",
+                        "start a cluster with `ray start --head`, or check --ray-address") from None
 
 
 def _call(cwd: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -75,6 +91,7 @@ class RayExecutor(LocalExecutor):
             kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
             if self.address is None:  # starting an instance here (a cluster's own settings are not ours to pass)
                 kwargs.update(num_cpus=self.cpus, include_dashboard=False)
+            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as e:
