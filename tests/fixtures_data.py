@@ -17,6 +17,20 @@ import pytest
 
 from conftest import MIT_LICENSE, make_git_repo, stdlib_files
 
+OUTPUTS = ("data", "removed", "stats.json", "card.md", "README.md")
+"""What a dataset run writes besides its manifest."""
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes (the manifest is left out: it records the time of the run)."""
+    files = {}
+    for name in OUTPUTS:
+        p = out / name
+        for f in sorted([p] if p.is_file() else p.rglob("*")):
+            if f.is_file():
+                files[str(f.relative_to(out))] = f.read_bytes()
+    return files
+
 
 def license_text(spdx: str) -> str:
     """A reference license text shipped with codefoundry (texts/<SPDX>.txt)."""

@@ -20,19 +20,7 @@ import yaml
 from codefoundry.cli import run
 from codefoundry.data import CurateConfig, curate
 from codefoundry.manifest import read_manifest
-
-OUTPUTS = ("data", "removed", "stats.json", "card.md", "README.md")
-
-
-def snapshot(out: Path) -> dict[str, bytes]:
-    """Every output file's bytes (the manifest is left out: it records the time of the run)."""
-    files = {}
-    for name in OUTPUTS:
-        p = out / name
-        for f in sorted([p] if p.is_file() else p.rglob("*")):
-            if f.is_file():
-                files[str(f.relative_to(out))] = f.read_bytes()
-    return files
+from fixtures_data import snapshot
 
 
 def test_dataset_opens_in_datasets_duckdb_and_pyarrow(tiny_dataset: Path) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from codefoundry.data import CurateConfig, curate
+from fixtures_data import snapshot
 
 ray = pytest.importorskip("ray")
 
 TASK_TITLE = b"ray::_call"  # a Ray worker's process title while it runs one of our unit or reduce tasks
-OUTPUTS = ("data", "removed", "stats.json", "card.md", "README.md")
 CONFIG = {"workers": 2, "shard_max_bytes": 40_000, "removed_content": True}
 
 
@@ -56,17 +56,6 @@ def _config_file(folder: Path) -> Path:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-
-
-def snapshot(out: Path) -> dict[str, bytes]:
-    """Every output file's bytes (the manifest is left out: it records the time of the run)."""
-    files = {}
-    for name in OUTPUTS:
-        p = out / name
-        for f in sorted([p] if p.is_file() else p.rglob("*")):
-            if f.is_file():
-                files[str(f.relative_to(out))] = f.read_bytes()
-    return files
 
 
 def ray_task_pids() -> list[int]:
