@@ -31,10 +31,11 @@ A sliding window (StarCoder2's `sliding_window`) narrows "sees indices ≤ that"
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 class CacheShape(Protocol):
@@ -244,12 +245,25 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAtte
     for p in plan.prefills:
         k, v = _gather(kv_cache, p.rows, query.dtype)                             # (ctx, kv, hd) each
         # 4-D (1, H, q, hd): with 3-D inputs torch takes its slow math fallback, not the fused CPU kernel
-        y = F.scaled_dot_product_attention(
+        y = sdpa(
             query[p.start:p.end].transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
             attn_mask=p.causal_mask, is_causal=p.causal_mask is None, scale=scale,
             enable_gqa=k.shape[1] != H)[0]                                          # (H, q, hd)
         out[p.start:p.end] = y.transpose(0, 1)
     return out
+
+
+# cuDNN's attention builds (and caches) a plan for every new shape, and a paged decode's context
+# grows by one each step: on a GPU it spent more time planning than attending (bf16, H200).
+_CUDA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`, kept off the cuDNN backend on CUDA."""
+    if not query.is_cuda:
+        return F.scaled_dot_product_attention(query, key, value, **kwargs)
+    with sdpa_kernel(_CUDA_BACKENDS):
+        return F.scaled_dot_product_attention(query, key, value, **kwargs)
 
 
 def _decode_attention(query: torch.Tensor, kv_cache: torch.Tensor, group: DecodeGroup,
@@ -259,6 +273,6 @@ def _decode_attention(query: torch.Tensor, kv_cache: torch.Tensor, group: Decode
     kv = _gather(kv_cache, group.rows, query.dtype).view(2, D, group.max_ctx, -1, hd)
     kv_heads = kv.shape[3]
     q = query.view(D, kv_heads, H // kv_heads, hd)                               # (D, kv, g, hd)
-    y = F.scaled_dot_product_attention(q, kv[0].transpose(1, 2), kv[1].transpose(1, 2),
-                                       attn_mask=group.key_bias(q.dtype), scale=scale)   # (D, kv, g, hd)
+    y = sdpa(q, kv[0].transpose(1, 2), kv[1].transpose(1, 2),
+             attn_mask=group.key_bias(q.dtype), scale=scale)                    # (D, kv, g, hd)
     return y.reshape(D, H, hd)
