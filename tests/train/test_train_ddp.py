@@ -24,10 +24,11 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def torchrun(out: Path, tokens: Path, tokenizer: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def torchrun(out: Path, tokens: Path, tokenizer: Path, *extra: str,
+             flags: dict | None = None) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "codefoundry", "train", "--tokens", str(tokens), "--tokenizer", str(tokenizer), "--out", str(out),
-            *[a for k, v in FLAGS.items() for a in (f"--{k.replace('_', '-')}", str(v))], *extra]
+            *[a for k, v in (flags or FLAGS).items() for a in (f"--{k.replace('_', '-')}", str(v))], *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
 

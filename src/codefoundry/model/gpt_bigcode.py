@@ -62,22 +62,26 @@ class Attention(nn.Module):
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split c_attn(x) ([..., C]) into q [..., H, hd] and k, v [..., kv_heads, hd] (views, no copies)."""
+        if self.c_attn is None:              # tensor-parallel multi-query (train/tensor_parallel.py): local heads
+            q, kv = self.q_attn(x), self.kv_attn(x)
+            k, v = kv.split(self.head_dim, dim=-1)
+            return q.view(*q.shape[:-1], -1, self.head_dim), k.unsqueeze(-2), v.unsqueeze(-2)
         fused = self.c_attn(x)
         lead = fused.shape[:-1]
         if self.multi_query:
             q, k, v = fused.split((self.n_head * self.head_dim, self.head_dim, self.head_dim), dim=-1)
             return q.view(*lead, self.n_head, self.head_dim), k.unsqueeze(-2), v.unsqueeze(-2)
-        q, k, v = fused.view(*lead, self.n_head, 3 * self.head_dim).split(self.head_dim, dim=-1)
+        q, k, v = fused.view(*lead, -1, 3 * self.head_dim).split(self.head_dim, dim=-1)   # -1: local heads
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+        B, T = x.shape[:2]
         q, k, v = self.qkv(x)                                   # (B, T, H, hd), (B, T, kv, hd) ×2
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=self.scale,
             dropout_p=self.attn_pdrop if self.training else 0.0,
-            enable_gqa=self.kv_heads != self.n_head)            # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C)
+            enable_gqa=k.shape[2] != q.shape[2])                # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, -1)                 # -1: H·hd, or the local heads' under --tp
         return self.resid_dropout(self.c_proj(y))
 
     def forward_paged(self, x: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAttention) -> torch.Tensor:

@@ -33,7 +33,7 @@ class TrainConfig(StageConfig):
 
     preset: Preset = "small"
     """Model size (codefoundry.model presets); `long` trains at 8,192 tokens."""
-    model_overrides: dict[str, int | float | str] = Field(default_factory=dict)
+    model_overrides: dict[str, bool | int | float | str] = Field(default_factory=dict)
     """GPTBigCodeConfig fields that replace the preset's (e.g. `{n_layer: 4, n_embd: 128}`)."""
     seq_len: int | None = Field(None, ge=8)
     """Tokens per sequence (None: the preset's n_positions)."""
@@ -68,6 +68,8 @@ class TrainConfig(StageConfig):
     """torch.compile the model."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward (memory for compute)."""
+    tp: int = Field(1, ge=1)
+    """Tensor-parallel processes (Megatron's column/row split of every block; train/tensor_parallel.py)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP, or FSDP2 (`fully_shard`, gated by a gradient-parity check on gloo)."""
     log_interval: int = Field(1, ge=1)

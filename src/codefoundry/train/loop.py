@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from codefoundry.errors import ArtifactError, UserError
 from codefoundry.train import checkpoint as ckpt
+from codefoundry.train import tensor_parallel
 from codefoundry.train.config import TrainConfig
 from codefoundry.train.distributed import Dist, setup, shard_fsdp
 from codefoundry.train.live import LiveView
@@ -167,7 +168,14 @@ def train_loop(
     val_samples = PackedSamples(tokens_dir, "validation", seq_len, config.seed, shuffle=False)
     if not len(train_samples):
         train_samples.context(0)  # raises the "too little data" error
-    plan = make_plan(config, seq_len, d.world, len(train_samples))
+    tp = config.tp > 1
+    if tp and d.world != config.tp:
+        raise UserError(f"--tp {config.tp} needs exactly {config.tp} processes (torchrun --nproc_per_node "
+                        f"{config.tp}); this run has {d.world}",
+                        hint="data parallelism beside tensor parallelism is not built yet")
+    # under --tp every process sees the same batch: one data-parallel rank
+    data_rank, data_world = (0, 1) if tp else (d.rank, d.world)
+    plan = make_plan(config, seq_len, data_world, len(train_samples))
     batcher = Batcher(train_samples, tokenizer, config.seed, config.fim_rate, config.fim_spm_rate)
     val_batcher = Batcher(val_samples, tokenizer, config.seed + VAL_SEED_OFFSET, config.fim_rate,
                           config.fim_spm_rate)
@@ -177,8 +185,15 @@ def train_loop(
     if config.activation_checkpointing:
         enable_activation_checkpointing(raw)
     fsdp = config.distributed == "fsdp"
-    if fsdp:
-        model: nn.Module = shard_fsdp(raw, d, _blocks(raw))
+    order = tensor_parallel.plain_param_order(raw)
+    if tp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        if fsdp:
+            raise UserError("--tp with --distributed fsdp is not built yet")
+        model: nn.Module = tensor_parallel.parallelize(raw, init_device_mesh(d.device.type, (d.world,)))
+    elif fsdp:
+        model = shard_fsdp(raw, d, _blocks(raw))
     elif d.world > 1:
         model = DDP(raw, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     else:
@@ -191,7 +206,7 @@ def train_loop(
     # transformers' Trainer defaults to it too. FSDP2's sharded DTensors keep torch's default.
     optimizer = torch.optim.AdamW(param_groups(raw, config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), eps=config.eps,
-                                  fused=None if fsdp else d.device.type in ("cuda", "cpu"))
+                                  fused=None if fsdp or tp else d.device.type in ("cuda", "cpu"))
     bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
     autocast = (torch.autocast(d.device.type, dtype=torch.bfloat16) if bf16 and not fsdp
                 else contextlib.nullcontext())
@@ -205,7 +220,10 @@ def train_loop(
             raise UserError(f"the checkpoint in {out} was made with seq_len {state['seq_len']} and "
                             f"{state['global_seqs']} sequences per step; this run has {seq_len} and "
                             f"{plan.global_seqs}", hint="resume with the same batch settings")
-        _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
+        if tp:
+            tensor_parallel.load_plain_state(model, optimizer, state, order)
+        else:
+            _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
         start_step, tokens_seen = state["step"], state["tokens"]
         elapsed_before = state.get("elapsed", 0.0)
         plan.decay_steps = state["decay_steps"] if config.decay_steps is None else config.decay_steps
@@ -215,7 +233,7 @@ def train_loop(
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume else None) if d.main else None
     peak = config.peak_flops or device_peak_flops(d.device)
     fpt = flops_per_token(n_params, model_config.n_layer, model_config.n_embd, seq_len)
-    per_rank = plan.global_seqs // d.world
+    per_rank = plan.global_seqs // data_world
     B = config.micro_batch_size
 
     def evaluate() -> float | None:
@@ -225,7 +243,7 @@ def train_loop(
         total = 0.0
         with torch.no_grad():
             for b in range(config.eval_batches):
-                first = (b * d.world + d.rank) * B
+                first = (b * data_world + data_rank) * B
                 x, y = val_batcher.batch(range(first, first + B))
                 with autocast:
                     loss = model(x.to(d.device), labels=y.to(d.device))
@@ -234,7 +252,8 @@ def train_loop(
         return d.mean(total / config.eval_batches)
 
     def save(step: int, elapsed: float) -> None:
-        model_sd, optim_sd = _state_dicts(model if fsdp else raw, optimizer, fsdp)
+        model_sd, optim_sd = (tensor_parallel.plain_state(model, optimizer, order) if tp
+                              else _state_dicts(model if fsdp else raw, optimizer, fsdp))
         if d.main:
             ckpt.save_checkpoint(out, {
                 "step": step, "tokens": tokens_seen, "model": model_sd, "optimizer": optim_sd,
@@ -260,7 +279,7 @@ def train_loop(
                     group["lr"] = lr
                 loss_sum = 0.0
                 for micro in range(plan.accum):
-                    first = step * plan.global_seqs + d.rank * per_rank + micro * B
+                    first = step * plan.global_seqs + data_rank * per_rank + micro * B
                     x, y = batcher.batch(range(first, first + B))
                     if isinstance(model, DDP):
                         model.require_backward_grad_sync = micro == plan.accum - 1
@@ -268,8 +287,12 @@ def train_loop(
                         loss = model(x.to(d.device, non_blocking=True), labels=y.to(d.device, non_blocking=True))
                     (loss / plan.accum).backward()
                     loss_sum += float(loss.detach())
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")))
+                max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+                if tp:
+                    tensor_parallel.sync_replicated_grads(model)
+                    grad_norm = tensor_parallel.clip_grad_norm(model, max_norm)
+                else:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -309,10 +332,11 @@ def train_loop(
     result.steps, result.tokens, result.val_loss = step, tokens_seen, last_val
     if metrics is not None:
         plot_loss(metrics.records(), out / "loss.png")
-    if fsdp:
+    if fsdp or tp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = (tensor_parallel.plain_state(model, optimizer, order)[0] if tp else
+                get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
         if d.main:
             raw, model_config, _ = build_model(config, len(tokenizer))
             raw.load_state_dict(full)
