@@ -47,6 +47,8 @@ def test_pack_then_train_from_the_dataset(train_dataset_dir: Path, train_tokeniz
     (["train", "--tokenizer", "t", "--out", "m", "--tokens", "x", "--preset", "huge"], "key 'preset'"),
     (["train", "pack", "--dataset", "nowhere", "--tokenizer", "t", "--out", "o"], "dataset nowhere does not exist"),
     (["train", "pack", "--tokenizer", "t", "--out", "o"], "missing --dataset"),
+    # a path that reads as rich markup is printed as it is (it crashed the error printer)
+    (["train", "--tokens", "[/x]", "--tokenizer", "[/x]", "--out", "o"], "[/x]"),
 ])
 def test_errors_are_one_line(argv: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:

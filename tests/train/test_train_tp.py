@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_ddp import FLAGS, torchrun
 
 from codefoundry.train import PackConfig, TrainConfig, pack, train
-from test_train_ddp import FLAGS, torchrun
 
 TP_FLAGS = {**FLAGS, "micro_batch_size": 8}      # one micro-batch of the whole global batch on every process
 
@@ -64,3 +64,24 @@ def test_tp_refuses_what_it_cannot_split(tokens: Path, train_tokenizer_dir: Path
     assert proc.returncode != 0
     assert "error: --tp 3 needs exactly 3 processes" in proc.stderr       # our one line (torchrun adds its own)
     assert "internal error" not in proc.stderr
+
+
+def test_pp2_matches_one_process_and_resumes_at_pp1(tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
+    # 2 micro-batches of 4 per step: accumulated in one process, pipelined (1F1B) over 2 stages
+    single = train(tmp_path / "one", train_tokenizer_dir, tokens=tokens,
+                   config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4))
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"checkpoint_interval": 2, "decay_steps": 4}))
+    proc = torchrun(tmp_path / "pp", tokens, train_tokenizer_dir, "--pp", "2", "--config", str(config_file),
+                    flags={**FLAGS, "max_steps": 2})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, pp = _losses(single), _losses(tmp_path / "pp")
+    print(f"1 process: {one}\n--pp 2: {pp}")
+    assert pp == pytest.approx(one[:2], rel=1e-4, abs=1e-5)
+    val_one = [json.loads(line).get("val_loss") for line in (single / "metrics.jsonl").read_text().splitlines()]
+    val_pp = [json.loads(line).get("val_loss") for line in (tmp_path / "pp" / "metrics.jsonl").read_text().splitlines()]
+    assert val_pp[1] == pytest.approx(val_one[1], rel=1e-4)
+
+    train(tmp_path / "pp", train_tokenizer_dir, tokens=tokens, resume=True,
+          config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4))
+    assert _losses(tmp_path / "pp")[2:] == pytest.approx(one[2:], rel=1e-4, abs=1e-5)

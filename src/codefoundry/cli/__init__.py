@@ -16,6 +16,7 @@ import sys
 import traceback
 
 import typer
+from rich.markup import escape
 
 from codefoundry import __version__
 from codefoundry.cli import data, demo, eval, model, serve, tokenizer, train
@@ -84,13 +85,13 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         ctx = getattr(e, "ctx", None)
         where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        console.print(f"[red]error:[/red] {e.format_message()}{where}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(e.format_message())}{escape(where)}", highlight=False, soft_wrap=True)
         return 2
     except UserError as e:
         if verbose:
             traceback.print_exc()
         hint = f" ({e.hint})" if e.hint else ""
-        console.print(f"[red]error:[/red] {e}{hint}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}{escape(hint)}", highlight=False, soft_wrap=True)
         return 1
     except (KeyboardInterrupt, typer.Abort):
         console.print("[yellow]interrupted[/yellow]: rerun the same command to resume", highlight=False)
@@ -100,8 +101,8 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             logging.getLogger(__name__).debug("internal error", exc_info=True)
-            console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --verbose for the "
-                          "traceback, and please report it)", highlight=False, soft_wrap=True)
+            console.print(f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (rerun with --verbose "
+                          "for the traceback, and please report it)", highlight=False, soft_wrap=True)
         return 1
 
 

@@ -72,6 +72,8 @@ def train(
     fim_rate: Annotated[float | None, typer.Option("--fim-rate", help="FIM probability per document.")] = None,
     distributed: Annotated[str | None, typer.Option("--distributed", help="ddp or fsdp (under torchrun).")] = None,
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel processes (under torchrun).")] = None,
+    pp: Annotated[int | None, typer.Option("--pp", min=1, help="Pipeline stages, one per process (under torchrun).")
+                  ] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.",
                                                  show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
@@ -92,7 +94,7 @@ def train(
         raise UserError("give exactly one of --dataset DIR or --tokens DIR")
     cfg = stage_config(TrainConfig, config, preset=preset, max_steps=max_steps, max_tokens=max_tokens,
                        max_time=parse_duration(max_time), seq_len=seq_len, micro_batch_size=micro_batch_size,
-                       batch_tokens=batch_tokens, lr=lr, fim_rate=fim_rate, distributed=distributed, tp=tp,
+                       batch_tokens=batch_tokens, lr=lr, fim_rate=fim_rate, distributed=distributed, tp=tp, pp=pp,
                        compile=compile, seed=seed, **{"pack.workers": workers, "pack.seed": seed})
     run_training(out, tokenizer, dataset=dataset, tokens=tokens, config=cfg, resume=resume)
 

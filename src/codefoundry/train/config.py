@@ -70,6 +70,8 @@ class TrainConfig(StageConfig):
     """Recompute each block's activations in backward (memory for compute)."""
     tp: int = Field(1, ge=1)
     """Tensor-parallel processes (Megatron's column/row split of every block; train/tensor_parallel.py)."""
+    pp: int = Field(1, ge=1)
+    """Pipeline stages, one per process (1F1B over the accumulation micro-batches; train/pipeline_parallel.py)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP, or FSDP2 (`fully_shard`, gated by a gradient-parity check on gloo)."""
     log_interval: int = Field(1, ge=1)

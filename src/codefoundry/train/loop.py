@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from codefoundry.errors import ArtifactError, UserError
 from codefoundry.train import checkpoint as ckpt
-from codefoundry.train import tensor_parallel
+from codefoundry.train import pipeline_parallel, tensor_parallel
 from codefoundry.train.config import TrainConfig
 from codefoundry.train.distributed import Dist, setup, shard_fsdp
 from codefoundry.train.live import LiveView
@@ -168,13 +168,15 @@ def train_loop(
     val_samples = PackedSamples(tokens_dir, "validation", seq_len, config.seed, shuffle=False)
     if not len(train_samples):
         train_samples.context(0)  # raises the "too little data" error
-    tp = config.tp > 1
-    if tp and d.world != config.tp:
-        raise UserError(f"--tp {config.tp} needs exactly {config.tp} processes (torchrun --nproc_per_node "
-                        f"{config.tp}); this run has {d.world}",
-                        hint="data parallelism beside tensor parallelism is not built yet")
-    # under --tp every process sees the same batch: one data-parallel rank
-    data_rank, data_world = (0, 1) if tp else (d.rank, d.world)
+    tp, pp = config.tp > 1, config.pp > 1
+    if tp and pp:
+        raise UserError("--tp with --pp is not built yet")
+    for flag, n in (("--tp", config.tp), ("--pp", config.pp)):
+        if n > 1 and d.world != n:
+            raise UserError(f"{flag} {n} needs exactly {n} processes (torchrun --nproc_per_node {n}); this run "
+                            f"has {d.world}", hint=f"data parallelism beside {flag} is not built yet")
+    # under --tp and --pp every process sees the same batch: one data-parallel rank
+    data_rank, data_world = (0, 1) if tp or pp else (d.rank, d.world)
     plan = make_plan(config, seq_len, data_world, len(train_samples))
     batcher = Batcher(train_samples, tokenizer, config.seed, config.fim_rate, config.fim_spm_rate)
     val_batcher = Batcher(val_samples, tokenizer, config.seed + VAL_SEED_OFFSET, config.fim_rate,
@@ -192,6 +194,13 @@ def train_loop(
         if fsdp:
             raise UserError("--tp with --distributed fsdp is not built yet")
         model: nn.Module = tensor_parallel.parallelize(raw, init_device_mesh(d.device.type, (d.world,)))
+    elif pp:
+        if fsdp:
+            raise UserError("--pp with --distributed fsdp is not built yet")
+        model, schedule = pipeline_parallel.build(raw, config.pp, d.rank, plan.accum, config.micro_batch_size,
+                                                  seq_len, d.device)
+        eval_schedule = pipeline_parallel.eval_schedule(model, config.pp, d.rank, config.eval_batches,
+                                                        config.micro_batch_size, seq_len, d.device)
     elif fsdp:
         model = shard_fsdp(raw, d, _blocks(raw))
     elif d.world > 1:
@@ -204,7 +213,7 @@ def train_loop(
     # Fused AdamW (one kernel over all parameters) on GPU and CPU: on CPU it is ~4x faster than the
     # per-tensor loop torch picks by default (6 vs 21-31 ms a step at the small preset, bench/RESULTS.md);
     # transformers' Trainer defaults to it too. FSDP2's sharded DTensors keep torch's default.
-    optimizer = torch.optim.AdamW(param_groups(raw, config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.AdamW(param_groups(model if pp else raw, config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), eps=config.eps,
                                   fused=None if fsdp or tp else d.device.type in ("cuda", "cpu"))
     bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
@@ -220,8 +229,8 @@ def train_loop(
             raise UserError(f"the checkpoint in {out} was made with seq_len {state['seq_len']} and "
                             f"{state['global_seqs']} sequences per step; this run has {seq_len} and "
                             f"{plan.global_seqs}", hint="resume with the same batch settings")
-        if tp:
-            tensor_parallel.load_plain_state(model, optimizer, state, order)
+        if tp or pp:
+            (tensor_parallel if tp else pipeline_parallel).load_plain_state(model, optimizer, state, order)
         else:
             _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
         start_step, tokens_seen = state["step"], state["tokens"]
@@ -241,6 +250,9 @@ def train_loop(
             return None
         model.eval()
         total = 0.0
+        if pp:
+            return pipeline_parallel.evaluate(model, eval_schedule, val_batcher, config.eval_batches, B, d.device,
+                                              config.pp)
         with torch.no_grad():
             for b in range(config.eval_batches):
                 first = (b * data_world + data_rank) * B
@@ -252,8 +264,8 @@ def train_loop(
         return d.mean(total / config.eval_batches)
 
     def save(step: int, elapsed: float) -> None:
-        model_sd, optim_sd = (tensor_parallel.plain_state(model, optimizer, order) if tp
-                              else _state_dicts(model if fsdp else raw, optimizer, fsdp))
+        model_sd, optim_sd = ((tensor_parallel if tp else pipeline_parallel).plain_state(model, optimizer, order)
+                              if tp or pp else _state_dicts(model if fsdp else raw, optimizer, fsdp))
         if d.main:
             ckpt.save_checkpoint(out, {
                 "step": step, "tokens": tokens_seen, "model": model_sd, "optimizer": optim_sd,
@@ -278,7 +290,11 @@ def train_loop(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 loss_sum = 0.0
-                for micro in range(plan.accum):
+                if pp:
+                    loss_sum = plan.accum * pipeline_parallel.train_step(
+                        model, schedule, batcher, [step * plan.global_seqs + micro * B for micro in range(plan.accum)],
+                        B, d.device, config.pp)
+                for micro in range(plan.accum if not pp else 0):
                     first = step * plan.global_seqs + data_rank * per_rank + micro * B
                     x, y = batcher.batch(range(first, first + B))
                     if isinstance(model, DDP):
@@ -291,6 +307,9 @@ def train_loop(
                 if tp:
                     tensor_parallel.sync_replicated_grads(model)
                     grad_norm = tensor_parallel.clip_grad_norm(model, max_norm)
+                elif pp:
+                    pipeline_parallel.sync_tied_grads(model, config.pp)
+                    grad_norm = pipeline_parallel.clip_grad_norm(model, max_norm)
                 else:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
                 optimizer.step()
@@ -332,10 +351,10 @@ def train_loop(
     result.steps, result.tokens, result.val_loss = step, tokens_seen, last_val
     if metrics is not None:
         plot_loss(metrics.records(), out / "loss.png")
-    if fsdp or tp:
+    if fsdp or tp or pp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = (tensor_parallel.plain_state(model, optimizer, order)[0] if tp else
+        full = ((tensor_parallel if tp else pipeline_parallel).plain_state(model, optimizer, order)[0] if tp or pp else
                 get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
         if d.main:
             raw, model_config, _ = build_model(config, len(tokenizer))

@@ -1,0 +1,228 @@
+"""Pipeline parallelism for pretraining through `torch.distributed.pipelining` (1F1B schedule).
+
+The blocks are cut into `pp` consecutive stages, one per process; a step's micro-batches (the
+gradient-accumulation micro-batches of a one-process run, in the same order) flow through them
+under PyTorch's 1F1B schedule, which scales each micro-batch's gradient by 1/micro-batches as
+accumulation does. The first stage holds the embeddings, the last the final LayerNorm and the
+head. The head is tied to the token embedding, so, as in Megatron, the last stage keeps a copy
+and the two copies' gradients are summed after every backward (`sync_tied_grads`): they start
+equal, get equal gradients and equal optimizer steps, and stay equal.
+
+Checkpoints and the model directory are in the one-process layout (`plain_state`,
+`load_plain_state`), so a `--pp 2` run resumes at `--pp 1` and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from codefoundry.errors import UserError
+from codefoundry.model.loss import linear_cross_entropy
+
+TIED = "transformer.wte.weight"
+
+
+class Stage(nn.Module):
+    """Blocks `first`…`last - 1` of a GPTBigCode model, with the embeddings and/or the head at the ends."""
+
+    def __init__(self, model: nn.Module, first: int, last: int, is_first: bool, is_last: bool) -> None:
+        super().__init__()
+        t = model.transformer
+        self.is_first, self.is_last = is_first, is_last
+        self.h = nn.ModuleDict({str(i): t.h[i] for i in range(first, last)})    # names keep the block index
+        if is_first:
+            self.wte, self.wpe = t.wte, t.wpe
+        if is_last:
+            self.ln_f = t.ln_f
+            self.lm_head = nn.Linear(t.wte.weight.shape[1], t.wte.weight.shape[0], bias=False)
+            with torch.no_grad():
+                self.lm_head.weight.copy_(t.wte.weight)        # the tied head's own copy (summed grads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_first:
+            x = self.wte(x) + self.wpe(torch.arange(x.shape[1], device=x.device))
+        for block in self.h.values():
+            x = block(x)
+        return self.ln_f(x) if self.is_last else x
+
+    def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The one-process model's loss on the last stage's output."""
+        return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm_head.weight, labels.reshape(-1))
+
+    def plain_name(self, name: str) -> str | None:
+        """This stage's parameter name in the one-process model (None: the head's tied copy)."""
+        if name == "lm_head.weight":
+            return None
+        return f"transformer.{name}"
+
+
+def _pipeline_stage(stage: Stage, rank: int, pp: int, device: torch.device) -> Any:
+    from torch.distributed.pipelining import PipelineStage
+
+    return PipelineStage(stage, rank, pp, device)          # shapes inferred on the first step
+
+
+def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int, seq_len: int,
+          device: torch.device) -> tuple[Stage, Any]:
+    """This process's stage of `model` and its 1F1B schedule."""
+    from torch.distributed.pipelining import Schedule1F1B
+
+    n_layer = len(model.transformer.h)
+    if n_layer < pp:
+        raise UserError(f"--pp {pp} needs at least {pp} layers; the model has {n_layer}")
+    if n_microbatches < pp:
+        raise UserError(f"--pp {pp} needs at least {pp} micro-batches per step (1F1B); this run has {n_microbatches}",
+                        hint="raise --batch-tokens or lower --micro-batch-size")
+    cuts = [round(i * n_layer / pp) for i in range(pp + 1)]
+    stage = Stage(model, cuts[rank], cuts[rank + 1], rank == 0, rank == pp - 1).to(device)
+    pipe = _pipeline_stage(stage, rank, pp, device)
+    # a loss_fn on every stage, though only the last calls it: without one a stage runs no backward
+    return stage, Schedule1F1B(pipe, n_microbatches, loss_fn=stage.loss)
+
+
+def sync_tied_grads(stage: Stage, pp: int) -> None:
+    """Sum the token embedding's gradient (first stage) and the head copy's (last stage)."""
+    if pp == 1:
+        return
+    group = _ends_group(pp)
+    if stage.is_first:
+        dist.all_reduce(stage.wte.weight.grad, group=group)
+    if stage.is_last:
+        dist.all_reduce(stage.lm_head.weight.grad, group=group)
+
+
+_GROUPS: dict[int, Any] = {}
+
+
+def _ends_group(pp: int) -> Any:
+    if pp not in _GROUPS:
+        _GROUPS[pp] = dist.new_group([0, pp - 1])            # every process must create it, in the same order
+    return _GROUPS[pp]
+
+
+def clip_grad_norm(stage: Stage, max_norm: float) -> float:
+    """The global gradient norm over all stages (the tied weight counted once), then clipped."""
+    params = [p for n, p in stage.named_parameters() if p.grad is not None]
+    squares = sum(float(p.grad.double().pow(2).sum()) for n, p in stage.named_parameters()
+                  if p.grad is not None and stage.plain_name(n) is not None)
+    total = torch.tensor([squares], dtype=torch.float64)
+    dist.all_reduce(total)
+    norm = float(total.sqrt())
+    coef = min(1.0, max_norm / (norm + 1e-6))
+    if coef < 1.0:
+        for p in params:
+            p.grad.mul_(coef)
+    return norm
+
+
+def last_rank_value(value: float, pp: int) -> float:
+    """A number known on the last stage, on every process."""
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, src=pp - 1)
+    return float(t.item())
+
+
+# ---- checkpoints in the one-process layout -------------------------------------------------------
+
+def plain_state(stage: Stage, optimizer: torch.optim.Optimizer, order: list[str]) -> tuple[dict, dict]:
+    """The whole model's and optimizer's state on rank 0, as a one-process run saves them (collective)."""
+    names = [n for n, _ in stage.named_parameters()]
+    by_param = optimizer.state_dict()
+    ids = [i for g in by_param["param_groups"] for i in g["params"]]
+    params = dict(stage.named_parameters())
+    param_of_id = dict(zip(ids, _optimizer_params(optimizer), strict=True))
+    name_of_param = {id(params[n]): n for n in names}
+    mine_model = {stage.plain_name(n): t.detach().cpu() for n, t in stage.state_dict().items()
+                  if stage.plain_name(n) is not None}
+    mine_optim = {stage.plain_name(name_of_param[id(param_of_id[i])]): s for i, s in by_param["state"].items()
+                  if stage.plain_name(name_of_param[id(param_of_id[i])]) is not None}
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (mine_model, mine_optim, by_param["param_groups"]))
+    if dist.get_rank() != 0:
+        return {}, {}
+    model_sd: dict[str, torch.Tensor] = {}
+    optim_by_name: dict[str, Any] = {}
+    for m, o, _ in gathered:
+        model_sd |= m
+        optim_by_name |= o
+    model_sd["lm_head.weight"] = model_sd[TIED]
+    decayed = sum(model_sd[n].dim() >= 2 for n in order)
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in gathered[0][2]]
+    groups = [{**hyper[0], "params": list(range(decayed))}, {**hyper[1], "params": list(range(decayed, len(order)))}]
+    return model_sd, {"state": {order.index(n): s for n, s in optim_by_name.items()}, "param_groups": groups}
+
+
+def load_plain_state(stage: Stage, optimizer: torch.optim.Optimizer, state: dict, order: list[str]) -> None:
+    """Load a one-process checkpoint into this stage and its optimizer."""
+    model_sd = state["model"]
+    by_name = {order[int(i)]: s for i, s in state["optimizer"]["state"].items()}
+    own = {n: model_sd[stage.plain_name(n) or TIED] for n, _ in stage.named_parameters()}
+    stage.load_state_dict(own, strict=True)
+    groups, index, moments = [], 0, {}
+    for group in optimizer.param_groups:
+        ids = []
+        for p in group["params"]:
+            name = next(n for n, q in stage.named_parameters() if q is p)
+            entry = by_name.get(stage.plain_name(name) or TIED)
+            if entry is not None:
+                moments[index] = entry
+            ids.append(index)
+            index += 1
+        hyper = state["optimizer"]["param_groups"][len(groups)]
+        groups.append({**{k: v for k, v in hyper.items() if k != "params"}, "params": ids})
+    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
+# ---- a step and an evaluation ----------------------------------------------------------------------
+
+def _whole_batch(batcher: Any, firsts: list[int], size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The micro-batches starting at `firsts` (each `size` sequences), stacked in order."""
+    pairs = [batcher.batch(range(f, f + size)) for f in firsts]
+    return torch.cat([x for x, _ in pairs]).to(device), torch.cat([y for _, y in pairs]).to(device)
+
+
+def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int, train: bool) -> float:
+    losses: list[torch.Tensor] = []
+    run = schedule.step if train else schedule.eval
+    if stage.is_first:
+        run(x)
+    elif stage.is_last:
+        run(target=y, losses=losses)
+    else:
+        run()
+    mean = float(torch.stack([loss.detach().float() for loss in losses]).mean()) if stage.is_last else 0.0
+    return last_rank_value(mean, pp)
+
+
+def train_step(stage: Stage, schedule: Any, batcher: Any, firsts: list[int], size: int, device: torch.device,
+               pp: int) -> float:
+    """Forward and backward of one optimizer step's micro-batches; their mean loss, on every process."""
+    x, y = _whole_batch(batcher, firsts, size, device)
+    return _run(stage, schedule, x, y, pp, train=True)
+
+
+def eval_schedule(stage: Stage, pp: int, rank: int, n_batches: int, micro: int, seq_len: int,
+                  device: torch.device) -> Any:
+    """A forward-only GPipe schedule over `n_batches` validation micro-batches, on the same stage."""
+    from torch.distributed.pipelining import ScheduleGPipe
+
+    return ScheduleGPipe(_pipeline_stage(stage, rank, pp, device), n_batches,
+                         loss_fn=stage.loss)
+
+
+def evaluate(stage: Stage, schedule: Any, batcher: Any, n_batches: int, size: int, device: torch.device,
+             pp: int) -> float:
+    """The one-process run's validation loss: the mean over `n_batches` batches of `size` sequences."""
+    x, y = _whole_batch(batcher, [b * size for b in range(n_batches)], size, device)
+    with torch.no_grad():
+        value = _run(stage, schedule, x, y, pp, train=False)
+    stage.train()
+    return value
