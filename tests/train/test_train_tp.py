@@ -69,9 +69,9 @@ def test_tp_refuses_what_it_cannot_split(tokens: Path, train_tokenizer_dir: Path
 def test_pp2_matches_one_process_and_resumes_at_pp1(tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
     # 2 micro-batches of 4 per step: accumulated in one process, pipelined (1F1B) over 2 stages
     single = train(tmp_path / "one", train_tokenizer_dir, tokens=tokens,
-                   config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4))
+                   config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4, eval_interval=2))
     config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps({"checkpoint_interval": 2, "decay_steps": 4}))
+    config_file.write_text(json.dumps({"checkpoint_interval": 2, "decay_steps": 4, "eval_interval": 2}))
     proc = torchrun(tmp_path / "pp", tokens, train_tokenizer_dir, "--pp", "2", "--config", str(config_file),
                     flags={**FLAGS, "max_steps": 2})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,5 +83,5 @@ def test_pp2_matches_one_process_and_resumes_at_pp1(tokens: Path, train_tokenize
     assert val_pp[1] == pytest.approx(val_one[1], rel=1e-4)
 
     train(tmp_path / "pp", train_tokenizer_dir, tokens=tokens, resume=True,
-          config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4))
+          config=TrainConfig(**FLAGS, checkpoint_interval=2, decay_steps=4, eval_interval=2))
     assert _losses(tmp_path / "pp")[2:] == pytest.approx(one[2:], rel=1e-4, abs=1e-5)
