@@ -256,12 +256,14 @@ def run(names: list[str], dtypes: list[str], repeats: int, timeout: float, keep:
                 rows.append(Row(name, dtype, "codefoundry", statistics.median(r[0] for r in runs),
                                 statistics.median(r[1] for r in runs), ready[0], ready[1], after[0],
                                 max(r[3][2] for r in runs)))
+                print(rows[-1], file=sys.stderr, flush=True)     # progress: a row can take minutes
                 if name != "smollm2-gguf":                     # its anchor is smollm2's (the same weights)
                     anchor = [measure_anchor(hf_dir, dtype, timeout) for _ in range(repeats)]
                     mem = anchor[-1][2]
                     rows.append(Row(name, dtype, "transformers", statistics.median(r[0] for r in anchor),
                                     statistics.median(r[1] for r in anchor), mem[0], mem[1], None,
                                     max(r[2][2] for r in anchor)))
+                    print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
