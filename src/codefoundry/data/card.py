@@ -19,6 +19,19 @@ from codefoundry.data.dedup import NearDedup
 from codefoundry.data.optout import OptOutList
 
 TOP_ROWS = 30
+SUBSET_TEXT = {
+    "files": "Source files, one row per file (The Stack).",
+    "notebooks": "Jupyter notebooks parsed with nbformat, one row per notebook and form: structured "
+                 "(`<jupyter_start><jupyter_text>…<jupyter_code>…<jupyter_output>…`, outputs truncated, images and "
+                 "other binary outputs dropped) and/or script (jupytext percent format, markdown as comments); "
+                 "`lang` is the kernel language.",
+    "commits": "Git commits, one row per changed file: `<commit_before>{old}<commit_msg>{message}<commit_after>{new}`; "
+               "merges, bot commits, uninformative messages and large diffs removed; no author e-mail in the text; "
+               "`path` is the changed file, the license the repository's.",
+    "issues": "GitHub issues, one row per issue: `<issue_start>Title: …\\nusername_0: …<issue_comment>username_1: …"
+              "<issue_closed>`; logins replaced by username_0, username_1, … within each issue; bot comments and "
+              "bot-only issues removed; `path` is `issues/<number>`.",
+}
 
 
 def front_matter(subsets: Sequence[str]) -> str:
@@ -53,7 +66,8 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
              "from repositories, a language per file, a license per repository, and BigCode's quality "
              "filters. Every removed file is kept in `removed/` with its `reason`.\n",
              "## Load it\n", "```python", "import datasets",
-             'ds = datasets.load_dataset("path/to/this/dir", "files", split="train")', "```",
+             *[f'{name} = datasets.load_dataset("path/to/this/dir", "{name}", split="train")' for name in subsets],
+             "```",
              "DuckDB: `SELECT lang, count(*) FROM 'data/files/*.parquet' GROUP BY lang`.\n",
              "## Sources\n", *[f"- `{s}`" for s in sources], "",
              "## Policies\n",
@@ -67,12 +81,12 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
                                                    config.removed_content else "no."),
              "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
                                                for name in type(config.filters).model_fields) + ".",
-             *step_policies(config), ""]
+             *step_policies(config), *subset_policies(config, subsets), ""]
     for name in subsets:
         s = stats["subsets"][name]
         t = s["totals"]
-        parts += [f"## Subset `{name}`\n",
-                  f"{t['kept_files']:,} files kept ({_mb(t['kept_bytes'])} MB) of {t['files']:,} seen "
+        parts += [f"## Subset `{name}`\n", SUBSET_TEXT.get(name, "") + "\n",
+                  f"{t['kept_files']:,} rows kept ({_mb(t['kept_bytes'])} MB) of {t['files']:,} seen "
                   f"({_mb(t['bytes'])} MB); {t['removed_files']:,} removed.\n",
                   _table("Languages", ["language", "files", "MB", "removed files"], _group_rows(s["languages"])),
                   _table("Licenses", ["license", "files", "MB", "removed files"], _group_rows(s["licenses"])),
@@ -87,6 +101,26 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
               "hexsha (git blob id), size, ext, lang, repo_name, path, licenses (SPDX), license_type, stars, forks, "
               "content, avg_line_length, max_line_length, alphanum_fraction — as in The Stack.\n"]
     return "\n".join(parts)
+
+
+def subset_policies(config: CurateConfig, subsets: Sequence[str]) -> list[str]:
+    """Card lines on the settings of the subsets beside files that this dataset has."""
+    lines = []
+    if "notebooks" in subsets:
+        nb = config.notebooks
+        lines.append(f"- Notebooks: forms {', '.join(nb.forms)}; outputs truncated to {nb.max_output_chars:,} "
+                     f"characters; {nb.min_chars:,}–{nb.max_chars:,} characters, lines ≤ {nb.line_max:,}, "
+                     f"alphanumeric share ≥ {nb.alpha_frac}; each form deduplicated on its own.")
+    if "commits" in subsets:
+        c = config.commits
+        lines.append(f"- Commits: ≤ {c.max_commits_per_repo:,} per repository; ≤ {c.max_changed_lines:,} changed "
+                     f"lines per file, ≤ {c.max_files_per_commit} files per commit, files ≤ {c.max_file_bytes:,} "
+                     f"bytes; messages ≥ {c.min_message_chars} characters; exact dedup only.")
+    if "issues" in subsets:
+        i = config.issues
+        lines.append(f"- Issues: {i.min_chars:,}–{i.max_chars:,} characters, ≤ {i.max_comments} comments of "
+                     f"≤ {i.max_comment_chars:,} characters; common-English-word share ≥ {i.min_natural_language}.")
+    return lines
 
 
 def step_policies(config: CurateConfig) -> list[str]:

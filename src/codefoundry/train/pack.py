@@ -143,7 +143,9 @@ def tokenize_unit(unit: Unit) -> dict[str, int]:
         with atomic_open(f"{unit.stem}.{split}.bin") as f:
             for start in range(0, len(chosen), ENCODE_BATCH):
                 batch = chosen[start:start + ENCODE_BATCH]
-                texts = [with_metadata(r, unit.metadata_rate, unit.seed) for r in batch]
+                # StarCoder's metadata prefixes belong to files; other subsets carry their own tokens
+                rate = unit.metadata_rate if unit.subset == "files" else 0.0
+                texts = [with_metadata(r, rate, unit.seed) for r in batch]
                 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
                     ids.append(eod)
                     f.write(np.asarray(ids, dtype=dtype).tobytes())
