@@ -79,4 +79,4 @@ def test_issues_unit_and_rewrite(tmp_path: Path) -> None:
     assert dict(zip(removed.column("path").to_pylist(), removed.column("reason").to_pylist(), strict=True)) == {
         "issues/3": "issue:bot_only", "issues/4": "issue:not_natural_language", "issues/6": "opt_out"}
     assert removed.column("content").null_count == removed.num_rows  # raw JSON (with logins) never kept
-    assert step.stats.counters["bot_posts_dropped"] == 2 and "issues/5" in texts  # too short: a later filter
+    assert step.stats.counters["bot_posts_dropped"] == 4 and "issues/5" in texts  # too short: a later filter
