@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from nbformat import v4
+from test_subset_commits import build_history, commit
+from test_subset_issues import issues_lines
+from test_subset_notebooks import plot_notebook, r_notebook
 
 from codefoundry.cli import run
 from codefoundry.data import contains, lookup, search
 from codefoundry.manifest import read_manifest
 from conftest import MIT_LICENSE, make_git_repo
-from test_subset_commits import build_history, commit
-from test_subset_issues import issues_lines
-from test_subset_notebooks import plot_notebook, r_notebook
 
 
 def _leaver_notebook() -> str:
@@ -146,3 +146,43 @@ def test_opt_out_removes_a_users_notebooks_commits_and_issues(curated: Path, tmp
     assert not search(out, "no_proxy") and contains(out, LEAVER_ISSUE["body"]).coverage == 0
     stats = json.loads((out / "stats.json").read_text())["subsets"]
     assert stats["issues"]["removed"]["opt_out"]["files"] == 1
+
+
+def test_special_tokens_of_every_format_encode_to_single_ids(curated: Path, tmp_path: Path) -> None:
+    from codefoundry.data.subsets import commits, issues, notebooks
+    from codefoundry.tokenizer import SPECIAL_TOKENS, TokenizerTrainConfig, load_tokenizer, train_tokenizer
+
+    formats = {"notebooks": notebooks.TOKENS, "commits": commits.TOKENS, "issues": issues.TOKENS}
+    assert set().union(*formats.values()) <= set(SPECIAL_TOKENS)
+    tok = load_tokenizer(train_tokenizer(curated, tmp_path / "tok", TokenizerTrainConfig(vocab_size=400)))
+    for subset, tokens in formats.items():
+        used = set()
+        for row in _rows(curated, subset):
+            ids = tok(row["content"], add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == row["content"]
+            pieces = tok.convert_ids_to_tokens(ids)
+            for token in tokens:
+                count = row["content"].count(token)
+                assert pieces.count(token) == count  # each occurrence is one id: never split into pieces
+                assert ids.count(SPECIAL_TOKENS.index(token)) == count
+                used |= {token} if count else set()
+        assert used >= set(tokens) - {"<issue_closed>"} - ({"<empty_output>"} if subset != "notebooks" else set())
+
+
+def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tmp_path: Path) -> None:
+    from codefoundry.errors import UserError
+    from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
+    from codefoundry.train import PackConfig, pack
+
+    only_issues = {"files": 0.0, "notebooks": 0.0, "commits": 0.0, "issues": 1.0}
+    tok = train_tokenizer(curated, tmp_path / "tok", TokenizerTrainConfig(vocab_size=400, subset_weights=only_issues))
+    kept_issues = json.loads((curated / "stats.json").read_text())["subsets"]["issues"]["totals"]["kept_files"]
+    assert read_manifest(tok, kind="tokenizer").extra["documents"] == kept_issues
+    with pytest.raises(UserError, match="subsets the dataset does not have: wiki"):
+        train_tokenizer(curated, tmp_path / "bad", TokenizerTrainConfig(vocab_size=400, subset_weights={"wiki": 1}))
+    tokens = pack(curated, tok, tmp_path / "tokens", PackConfig(workers=1, validation_fraction=0.0,
+                                                                 subset_weights={"commits": 0.5}))
+    index = json.loads((tokens / "index.json").read_text())["splits"]["train"]
+    assert set(index) == {"files", "notebooks", "commits", "issues"}
+    assert index["commits"]["weight"] == 0.5 and index["issues"]["weight"] == 1.0
+    assert all(entry["num_documents"] > 0 for entry in index.values())

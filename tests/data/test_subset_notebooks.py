@@ -55,6 +55,7 @@ def test_structured_form_keeps_text_outputs_and_drops_images() -> None:
 
 def test_script_form_is_jupytext_percent_with_markdown_as_comments() -> None:
     text, lang, _ = rewrite(plot_notebook(), "script", max_output_chars=100)
+    assert lang == "Python"
     assert text.startswith("# %% [markdown]\n# # Sales report\n# We load the data and plot the totals.\n\n# %%\n")
     assert "# %%\ntotals = [3, 5, 8]\nprint(sum(totals))\n" in text
     assert "16" not in text.replace("5000", "") and "<jupyter" not in text  # no outputs, no tokens

@@ -19,8 +19,8 @@ through which steps, with which settings. `make_dataset(job)` guards the output 
 the job's run key (the same job resumes, another one is refused), runs the local executor and
 `finalize`s: shards, stats, card and README, indexes, manifest, in that order, then removes
 `.work`. The other subsets are `parts` of the job: the executor runs each in `.work/subsets/<key>/`
-and finalize writes them beside files, through the same code. A verb's dataset carries its input's removed rows and step stats over and records the
-input's manifest hash.
+and finalize writes them beside files, through the same code. A verb's dataset carries its
+input's removed rows and step stats over and records the input's manifest hash.
 """
 
 from __future__ import annotations

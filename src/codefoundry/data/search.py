@@ -85,7 +85,8 @@ def search(dataset: str | Path, query: str, limit: int = 10) -> list[Hit]:
 
 def subset_shards(dataset: Path, folder: str = "data") -> list[Path]:
     """Every `<folder>/<subset>/*.parquet` of a dataset, files first, then the other subsets by name."""
-    return sorted((dataset / folder).glob("*/*.parquet"), key=lambda p: (p.parent.name != "files", p.parent.name, p.name))
+    return sorted((dataset / folder).glob("*/*.parquet"),
+                  key=lambda p: (p.parent.name != "files", p.parent.name, p.name))
 
 
 @dataclass(frozen=True)

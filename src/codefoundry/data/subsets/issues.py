@@ -48,9 +48,12 @@ _API_REPO = re.compile(r"/repos/([^/]+/[^/]+)/?$")
 _MENTION = re.compile(r"(?<![\w/@.])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _WORD = re.compile(r"[^\W\d_]+")
-STOPWORDS = frozenset("the a an and or but is are was were be been to of in on for with this that it not i you we "
-                      "they he she my your our can could should would will do does did have has had if when what "
-                      "how why there here from by as so no yes".split())  # not "at": stack traces are full of it
+STOPWORDS = frozenset({  # common English words; not "at": stack traces are full of it
+    "the", "a", "an", "and", "or", "but", "is", "are", "was", "were", "be", "been", "to", "of", "in", "on", "for",
+    "with", "this", "that", "it", "not", "i", "you", "we", "they", "he", "she", "my", "your", "our", "can",
+    "could", "should", "would", "will", "do", "does", "did", "have", "has", "had", "if", "when", "what", "how",
+    "why", "there", "here", "from", "by", "as", "so", "no", "yes",
+})
 
 
 def _default_bots() -> list[str]:
