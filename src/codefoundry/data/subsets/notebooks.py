@@ -77,7 +77,7 @@ def parse(text: str) -> Any:
             nb = nbformat.reads(text, as_version=4, capture_validation_error=captured)
     except nbformat.reader.NotJSONError:
         raise NotebookError("notebook:invalid_json") from None
-    except Exception:
+    except Exception:  # nbformat raises ValidationError, KeyError, TypeError… on bad shapes
         raise NotebookError("notebook:invalid_schema") from None
     if captured or not isinstance(nb.get("cells"), list):
         raise NotebookError("notebook:invalid_schema")
