@@ -149,13 +149,21 @@ def test_opt_out_removes_a_users_notebooks_commits_and_issues(curated: Path, tmp
     assert stats["issues"]["removed"]["opt_out"]["files"] == 1
 
 
-def test_special_tokens_of_every_format_encode_to_single_ids(curated: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tokenizer_dir(curated: Path) -> Path:
+    """Our tokenizer stage trained on every subset of the curated dataset."""
+    from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    return train_tokenizer(curated, curated.parent / "tokenizer", TokenizerTrainConfig(vocab_size=400))
+
+
+def test_special_tokens_of_every_format_encode_to_single_ids(curated: Path, tokenizer_dir: Path) -> None:
     from codefoundry.data.subsets import commits, issues, notebooks
-    from codefoundry.tokenizer import SPECIAL_TOKENS, TokenizerTrainConfig, load_tokenizer, train_tokenizer
+    from codefoundry.tokenizer import SPECIAL_TOKENS, load_tokenizer
 
     formats = {"notebooks": notebooks.TOKENS, "commits": commits.TOKENS, "issues": issues.TOKENS}
     assert set().union(*formats.values()) <= set(SPECIAL_TOKENS)
-    tok = load_tokenizer(train_tokenizer(curated, tmp_path / "tok", TokenizerTrainConfig(vocab_size=400)))
+    tok = load_tokenizer(tokenizer_dir)
     for subset, tokens in formats.items():
         used = set()
         for row in _rows(curated, subset):
@@ -170,7 +178,8 @@ def test_special_tokens_of_every_format_encode_to_single_ids(curated: Path, tmp_
         assert used >= set(tokens) - {"<issue_closed>"} - ({"<empty_output>"} if subset != "notebooks" else set())
 
 
-def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tmp_path: Path) -> None:
+def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tokenizer_dir: Path, tmp_path: Path
+                                                           ) -> None:
     from codefoundry.errors import UserError
     from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
     from codefoundry.train import PackConfig, pack
@@ -181,7 +190,7 @@ def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tmp_pa
     assert read_manifest(tok, kind="tokenizer").extra["documents"] == kept_issues
     with pytest.raises(UserError, match="subsets the dataset does not have: wiki"):
         train_tokenizer(curated, tmp_path / "bad", TokenizerTrainConfig(vocab_size=400, subset_weights={"wiki": 1}))
-    tokens = pack(curated, tok, tmp_path / "tokens", PackConfig(workers=1, validation_fraction=0.0,
+    tokens = pack(curated, tokenizer_dir, tmp_path / "tokens", PackConfig(workers=1, validation_fraction=0.0,
                                                                  subset_weights={"commits": 0.5}))
     index = json.loads((tokens / "index.json").read_text())["splits"]["train"]
     assert set(index) == {"files", "notebooks", "commits", "issues"}
