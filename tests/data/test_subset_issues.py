@@ -80,3 +80,14 @@ def test_issues_unit_and_rewrite(tmp_path: Path) -> None:
         "issues/3": "issue:bot_only", "issues/4": "issue:not_natural_language", "issues/6": "opt_out"}
     assert removed.column("content").null_count == removed.num_rows  # raw JSON (with logins) never kept
     assert step.stats.counters["bot_posts_dropped"] == 4 and "issues/5" in texts  # too short: a later filter
+
+
+def test_cli_issue_mistakes_are_one_line(tmp_path: Path, capsys) -> None:
+    from codefoundry.cli import run
+
+    assert run(["data", "curate", "--issues", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "error: --issues" in err and "no such file" in err and "Traceback" not in err
+    assert run(["data", "curate", "--out", str(tmp_path / "o"), "--max-commits-per-repo", "0"]) != 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
