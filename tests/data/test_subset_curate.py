@@ -68,7 +68,7 @@ def test_every_subset_loads_with_datasets_and_counts_in_stats(curated: Path, tmp
     assert sorted(stats) == ["commits", "files", "issues", "notebooks"]
     assert read_manifest(curated, kind="dataset").extra["subsets"] == ["files", "notebooks", "commits", "issues"]
     front = yaml.safe_load((curated / "README.md").read_text().split("---")[1])
-    assert [c["config_name"] for c in front["configs"]] == ["commits", "files", "issues", "notebooks"]
+    assert [c["config_name"] for c in front["configs"]] == ["files", "notebooks", "commits", "issues"]
     for subset in stats:
         # a cache of its own: `datasets` keys a local folder's cache by its name ("dataset") and config,
         # so another run's dataset of the same name could answer

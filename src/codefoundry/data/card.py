@@ -17,6 +17,7 @@ from codefoundry.data.config import CurateConfig
 from codefoundry.data.decontam import benchmark_names
 from codefoundry.data.dedup import NearDedup
 from codefoundry.data.optout import OptOutList
+from codefoundry.data.subsets.part import SUBSETS
 
 TOP_ROWS = 30
 SUBSET_TEXT = {
@@ -60,7 +61,8 @@ def _group_rows(group: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
 
 def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequence[str]) -> str:
     """The dataset card text (deterministic: no dates, no timings)."""
-    subsets = sorted(stats["subsets"])
+    # files first: `datasets` loads the first config when none is named
+    subsets = sorted(stats["subsets"], key=lambda n: (SUBSETS.index(n) if n in SUBSETS else len(SUBSETS), n))
     parts = [front_matter(subsets), "# Dataset card\n",
              "Source code curated with `codefoundry data curate`, following The Stack / StarCoderData: files "
              "from repositories, a language per file, a license per repository, and BigCode's quality "
