@@ -20,7 +20,7 @@ from test_subset_notebooks import plot_notebook, r_notebook
 from codefoundry.cli import run
 from codefoundry.data import contains, lookup, search
 from codefoundry.manifest import read_manifest
-from conftest import MIT_LICENSE, make_git_repo
+from conftest import MIT_LICENSE, make_git_repo, stdlib_files
 
 
 def _leaver_notebook() -> str:
@@ -29,6 +29,17 @@ def _leaver_notebook() -> str:
                 v4.new_code_cell("import urllib.request\nhandler = urllib.request.ProxyHandler({'http': 'proxy:3128'})"
                                  "\nopener = urllib.request.build_opener(handler)\nprint(opener.handlers)",
                                  outputs=[v4.new_output("stream", name="stdout", text="[<ProxyHandler>]\n")])]
+    return nbformat.writes(nb)
+
+
+def _eda_notebook() -> str:
+    nb = v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "P"}})
+    nb.cells = [v4.new_markdown_cell("# Exploring fetch timings\nHow long do the nightly fetches take per host?"),
+                v4.new_code_cell("import statistics\ntimings = {'alpha': [1.2, 0.9, 1.4], 'beta': [3.1, 2.8]}\n"
+                                 "for host, values in timings.items():\n"
+                                 "    print(host, round(statistics.mean(values), 2), max(values))",
+                                 outputs=[v4.new_output("stream", name="stdout",
+                                                        text="alpha 1.17 1.4\nbeta 2.95 3.1\n")])]
     return nbformat.writes(nb)
 
 
@@ -53,12 +64,19 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            remote="https://github.com/leaver/tools.git")
     commit(leaver, "Read no_proxy before choosing the proxy handler",
            {"proxy.py": "import os\n\n\ndef bypass(host):\n    return host in os.environ.get('no_proxy', '')\n"})
+    stack = root / "stack.jsonl"  # a table source (an export of The Stack) with a notebook among its rows
+    stack.write_text("\n".join(json.dumps(r) for r in [
+        {"content": _eda_notebook(), "path": "eda/explore.ipynb", "repo_name": "kaggle/eda", "licenses": ["MIT"]},
+        {"content": stdlib_files("colorsys.py")["colorsys.py"], "path": "eda/colorsys.py", "repo_name": "kaggle/eda",
+         "licenses": ["MIT"]}]) + "\n")
     issues = root / "issues.jsonl"
     issues.write_text("\n".join([*issues_lines(), json.dumps(LEAVER_ISSUE)]) + "\n")
     config = root / "c.yaml"
-    config.write_text("workers: 1\ncommits: {max_changed_lines: 1000}\nnotebooks: {max_output_chars: 200}\n")
+    config.write_text("workers: 1\ncommits: {max_changed_lines: 1000}\n"
+                      "notebooks: {max_output_chars: 200}\n")
     out = root / "dataset"
-    assert run(["data", "curate", str(root / "repos"), "--out", str(out), "--config", str(config), "--commits",
+    assert run(["data", "curate", str(root / "repos"), str(stack), "--out", str(out), "--config", str(config),
+                "--commits",
                 "--max-commits-per-repo", "50", "--issues", str(issues)]) == 0
     return out
 
@@ -76,7 +94,7 @@ def test_every_subset_loads_with_datasets_and_counts_in_stats(curated: Path, tmp
         assert len(ds) == stats[subset]["totals"]["kept_files"] > 0, subset
         assert "content" in ds.column_names
     files = {r["path"] for r in _rows(curated, "files")}
-    assert "fetch.py" in files and not any(p.endswith(".ipynb") for p in files)  # notebooks are their own subset
+    assert {"fetch.py", "eda/colorsys.py"} <= files and not any(p.endswith(".ipynb") for p in files)  # own subset
     card = (curated / "card.md").read_text()
     for subset in stats:
         assert f"## Subset `{subset}`" in card
@@ -90,6 +108,7 @@ def test_notebooks_subset(curated: Path) -> None:
     # report.ipynb and its copy: one of them per form (exact dedup keeps the first path), both forms kept
     assert forms == [("notebooks/copy.ipynb", False), ("notebooks/copy.ipynb", True)]
     assert {r["lang"] for r in kept} == {"Python"}  # the R notebook is too short for the notebook filter
+    assert {r["path"] for r in kept if r["repo_name"] == "kaggle/eda"} == {"eda/explore.ipynb"}  # from the table
     removed = sorted((r["path"], r["reason"]) for r in _rows(curated, "notebooks", "removed"))
     assert removed == [("notebooks/broken.ipynb", "notebook:invalid_json")] * 2 + \
         [("notebooks/model.ipynb", "notebook:too_short")] * 2 + [("notebooks/report.ipynb", "exact_dedup")] * 2

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from codefoundry.data.annotate import Annotate
 from codefoundry.data.config import CurateConfig
@@ -37,22 +39,41 @@ from codefoundry.data.subsets.text_filter import TextFilter
 NO_NEAR_DEDUP = frozenset({"commits"})
 
 
-def _has_notebooks(unit: WorkUnit) -> bool:
-    """Whether a source unit may hold notebooks (a cheap listing; tables and archives are read to know)."""
+def _table_has_notebooks(path: Path) -> bool:
+    """Whether a table source names any `.ipynb` path: its bytes (JSONL) or its `path` column."""
+    if path.is_dir() or path.suffix.lower() in (".parquet", ".arrow"):
+        return True  # read to know: the notebooks part reads only the rows whose path ends in .ipynb
+    opener = gzip.open if path.name.endswith(".gz") else open
+    needle, tail = SUFFIX.encode(), b""
+    with opener(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            if needle in (tail + chunk).lower():
+                return True
+            tail = chunk[-len(needle):]
+    return False
+
+
+def _has_notebooks(unit: WorkUnit, tables: dict[Path, bool]) -> bool:
+    """Whether a source unit may hold notebooks, from a cheap listing (archives are read to know)."""
     if isinstance(unit, GitRepo):
         out = subprocess.run(["git", "-C", str(unit.root), "ls-tree", "-r", "--name-only", "-z", "HEAD"],
                              capture_output=True, check=False).stdout
         return any(n.lower().endswith(SUFFIX.encode()) for n in out.split(b"\0"))
     if isinstance(unit, DirectoryRepo):
         return any(rel.lower().endswith(SUFFIX) for rel, _ in walk(unit.root))
-    return isinstance(unit, ArchiveRepo | TableChunk)
+    if isinstance(unit, TableChunk):
+        if unit.path not in tables:
+            tables[unit.path] = _table_has_notebooks(unit.path)
+        return tables[unit.path]
+    return isinstance(unit, ArchiveRepo)
 
 
 def notebook_units(file_units: Sequence[WorkUnit]) -> list[WorkUnit]:
     """The files' units again, reading only `.ipynb` files (units that cannot hold any are left out)."""
     out: list[WorkUnit] = []
+    tables: dict[Path, bool] = {}
     for unit in file_units:
-        if _has_notebooks(unit):
+        if _has_notebooks(unit, tables):
             options = dataclasses.replace(unit.options, only_suffixes=(SUFFIX,), skip_suffixes=())  # type: ignore[attr-defined]
             out.append(dataclasses.replace(unit, options=options))  # type: ignore[type-var]
     return out
