@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import nbformat
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -200,7 +201,7 @@ def test_special_tokens_of_every_format_encode_to_single_ids(curated: Path, toke
 def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tokenizer_dir: Path, tmp_path: Path
                                                            ) -> None:
     from codefoundry.errors import UserError
-    from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
+    from codefoundry.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
     from codefoundry.train import PackConfig, pack
 
     only_issues = {"files": 0.0, "notebooks": 0.0, "commits": 0.0, "issues": 1.0}
@@ -209,9 +210,15 @@ def test_tokenizer_and_pack_read_every_subset_with_weights(curated: Path, tokeni
     assert read_manifest(tok, kind="tokenizer").extra["documents"] == kept_issues
     with pytest.raises(UserError, match="subsets the dataset does not have: wiki"):
         train_tokenizer(curated, tmp_path / "bad", TokenizerTrainConfig(vocab_size=400, subset_weights={"wiki": 1}))
-    tokens = pack(curated, tokenizer_dir, tmp_path / "tokens", PackConfig(workers=1, validation_fraction=0.0,
-                                                                 subset_weights={"commits": 0.5}))
-    index = json.loads((tokens / "index.json").read_text())["splits"]["train"]
-    assert set(index) == {"files", "notebooks", "commits", "issues"}
-    assert index["commits"]["weight"] == 0.5 and index["issues"]["weight"] == 1.0
-    assert all(entry["num_documents"] > 0 for entry in index.values())
+    config = PackConfig(workers=1, validation_fraction=0.0, subset_weights={"commits": 0.5}, metadata_rate=1.0)
+    tokens = pack(curated, tokenizer_dir, tmp_path / "tokens", config)
+    index = json.loads((tokens / "index.json").read_text())
+    train = index["splits"]["train"]
+    assert set(train) == {"files", "notebooks", "commits", "issues"}
+    assert train["commits"]["weight"] == 0.5 and train["issues"]["weight"] == 1.0
+    assert all(entry["num_documents"] > 0 for entry in train.values())
+    tok = load_tokenizer(tokenizer_dir)
+    for subset, entry in train.items():  # StarCoder's <reponame>/<filename> prefixes are for files only
+        ids = np.fromfile(tokens / entry["file"], dtype=index["dtype"])
+        first = tok.decode(ids[: np.load(tokens / entry["documents"])[1]].tolist())
+        assert first.startswith("<reponame>") == (subset == "files"), (subset, first[:40])
