@@ -99,3 +99,11 @@ def test_malformed_notebooks_leave_with_reasons_and_good_ones_get_new_hashes() -
     assert step.stats.counters["binary_outputs_dropped"] == 1
     script = NotebookRewrite("script", 200)(_batch(contents)).kept
     assert set(script.column("hexsha").to_pylist()).isdisjoint(kept.column("hexsha").to_pylist())
+
+
+def test_script_form_keeps_markdown_line_breaks_as_jupytext_does() -> None:
+    nb = v4.new_notebook()
+    nb.cells = [v4.new_markdown_cell("First line  \nsecond line\n\nnew paragraph"), v4.new_code_cell("x = 1")]
+    text, _, _ = rewrite(nbformat.writes(nb), "script", 100)
+    # two trailing spaces are a markdown hard break; an empty line is the bare comment mark
+    assert text.startswith("# %% [markdown]\n# First line  \n# second line\n#\n# new paragraph\n\n# %%\nx = 1\n")

@@ -152,7 +152,8 @@ def script(nb: Any, lang: str) -> str:
             blocks.append(f"{mark} %%\n{source}")
         elif source.strip():
             kind = "markdown" if cell.get("cell_type") == "markdown" else "raw"
-            commented = "\n".join(f"{mark} {line}".rstrip() for line in source.split("\n"))
+            # trailing spaces stay (two of them break a markdown line); an empty line is the bare mark, as jupytext
+            commented = "\n".join(f"{mark} {line}" if line else mark for line in source.split("\n"))
             blocks.append(f"{mark} %% [{kind}]\n{commented}")
     return "\n\n".join(blocks) + "\n"
 
