@@ -120,3 +120,13 @@ def test_commit_limits(history: Path) -> None:
                   ("fmt/textwrap.py", "commit:diff_too_big"), ("fetch.py", "commit:generic_message")]
     initial = _rows(history, CommitsConfig(enabled=True, max_changed_lines=5000, max_files_per_commit=2))[-1]
     assert initial["reason"] == "commit:too_many_files"
+
+
+def test_scrub_replaces_the_historys_addresses_only() -> None:
+    from codefoundry.data.subsets.commits import clean_message, scrub
+
+    bot = "49699333+dependabot[bot]@users.noreply.github.com"
+    assert scrub(f"from {bot} and Alice@Example.org, not help@python.org", {bot, "alice@example.org"}) == \
+        "from <EMAIL> and <EMAIL>, not help@python.org"
+    assert clean_message("Fix the parser\n\nCo-authored-by: Bob <bob@x.org>\nSigned-off-by: A <a@y.org>", set()) \
+        == "Fix the parser"

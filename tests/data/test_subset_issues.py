@@ -91,3 +91,13 @@ def test_cli_issue_mistakes_are_one_line(tmp_path: Path, capsys) -> None:
     assert run(["data", "curate", "--out", str(tmp_path / "o"), "--max-commits-per-repo", "0"]) != 0
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_mentions_are_replaced_outside_code_only() -> None:
+    from codefoundry.data.subsets.issues import Usernames
+
+    users = Usernames()
+    assert users("Alice") == "username_0"
+    text = "Thanks @alice and @bob! Use `@pytest.fixture` here:\n```python\n@pytest.fixture\ndef db(): ...\n```\n@BOB"
+    assert users.mentions(text) == ("Thanks @username_0 and @username_1! Use `@pytest.fixture` here:\n"
+                                    "```python\n@pytest.fixture\ndef db(): ...\n```\n@username_1")

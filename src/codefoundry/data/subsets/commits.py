@@ -45,7 +45,7 @@ _RECORD, _FIELD, _BODY_END = "\x1e", "\x1f", "\x1d"
 _FORMAT = f"{_RECORD}%H{_FIELD}%P{_FIELD}%an{_FIELD}%ae{_FIELD}%cn{_FIELD}%ce{_FIELD}%B{_BODY_END}"
 _TRAILER = re.compile(r"^\s*(signed-off-by|co-authored-by|reviewed-by|acked-by|tested-by|reported-by|cc)\s*:.*$",
                       re.IGNORECASE | re.MULTILINE)
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"[\w.+\[\]-]+@[\w-]+(?:\.[\w-]+)+")  # brackets: 123+dependabot[bot]@users.noreply…
 
 
 def _default_bots() -> list[str]:

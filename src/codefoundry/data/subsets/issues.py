@@ -47,6 +47,7 @@ TOKENS = (ISSUE_START, ISSUE_COMMENT, ISSUE_CLOSED)
 _API_REPO = re.compile(r"/repos/([^/]+/[^/]+)/?$")
 _MENTION = re.compile(r"(?<![\w/@.])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))\b")
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]+`)", re.DOTALL)  # one group: split() keeps the code parts
 _WORD = re.compile(r"[^\W\d_]+")
 STOPWORDS = frozenset({  # common English words; not "at": stack traces are full of it
     "the", "a", "an", "and", "or", "but", "is", "are", "was", "were", "be", "been", "to", "of", "in", "on", "for",
@@ -190,8 +191,11 @@ class Usernames:
         return self.names[key]
 
     def mentions(self, text: str) -> str:
-        """`@login` of anyone in this issue (or any other mention) → `@username_k`."""
-        return _MENTION.sub(lambda m: "@" + self(m.group(1)), text)
+        """`@login` of anyone in this issue (or any other mention) → `@username_k`, outside code
+        (fenced blocks and `inline code` keep their decorators and e-mail-like strings)."""
+        parts = _CODE.split(text)
+        return "".join(part if k % 2 else _MENTION.sub(lambda m: "@" + self(m.group(1)), part)
+                       for k, part in enumerate(parts))
 
 
 _MARKUP = re.compile(r"<issue_(?:start|comment|closed)>|^Title: |username_\d+", re.MULTILINE)
