@@ -19,9 +19,10 @@ app = typer.Typer(help="Curate code into a dataset/ artifact (The Stack's pipeli
                       "codefoundry data dedup dataset/ --out dataset-dedup/",
                   ))
 
-SourcesArg = Annotated[list[str], typer.Argument(
+SourcesArg = Annotated[list[str] | None, typer.Argument(
     help="Directories, git repositories, folders of repositories, .tar.gz/.zip archives, .jsonl/.parquet files, "
-         "save_to_disk directories, or the embedded corpus: site-packages, stdlib.", show_default=False)]
+         "save_to_disk directories, or the embedded corpus: site-packages, stdlib. Their .ipynb files become the "
+         "notebooks subset.", show_default=False)]
 
 
 def _curate_config() -> type:
@@ -30,16 +31,20 @@ def _curate_config() -> type:
     return CurateConfig
 
 
-@app.command("curate", cls=defaults_from(_curate_config, max_file_bytes="limits.max_file_bytes"), epilog=examples(
+@app.command("curate", cls=defaults_from(_curate_config, max_file_bytes="limits.max_file_bytes",
+                                        commits="commits.enabled",
+                                        max_commits_per_repo="commits.max_commits_per_repo",
+                                        notebooks="notebooks.enabled"), epilog=examples(
     "codefoundry data curate site-packages stdlib --out dataset/",
     "codefoundry data curate ./my-repos --out dataset/ --license-policy permissive+no_license -j 4",
     "codefoundry data curate the-stack-export.jsonl --out dataset/ --languages python,go",
     "codefoundry data curate repo.tar.gz --out dataset/ --config curate.yaml --max-file-bytes 200000",
     "codefoundry data curate ./my-repos --out /shared/dataset/ --executor ray --ray-address auto",
+    "codefoundry data curate ./my-repos --out dataset/ --commits --max-commits-per-repo 500 --issues issues.jsonl",
 ))
 def curate(
-    sources: SourcesArg,
     out: OutOpt,
+    sources: SourcesArg = None,
     config: ConfigOpt = None,
     workers: WorkersOpt = None,
     languages: Annotated[str | None, typer.Option(
@@ -65,9 +70,22 @@ def curate(
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="With --executor ray: auto, HOST:6379 or ray://HOST:10001 (default: a Ray instance "
         "started on this machine).", show_default=False)] = None,
+    commits: Annotated[bool | None, typer.Option(
+        "--commits/--no-commits", help="Also curate the history of the git repositories among the sources into "
+        "the commits subset (default: {default}).", show_default=False)] = None,
+    max_commits_per_repo: Annotated[int | None, typer.Option(
+        "--max-commits-per-repo", min=1, help="With --commits: commits read per repository, newest first "
+        "(default: {default}).", show_default=False)] = None,
+    issues: Annotated[list[Path] | None, typer.Option(
+        "--issues", help="JSONL export of GitHub issues, one per line (repeatable): the issues subset.",
+        show_default=False)] = None,
+    notebooks: Annotated[bool | None, typer.Option(
+        "--notebooks/--no-notebooks", help="Curate .ipynb files as the notebooks subset (default: {default}).",
+        show_default=False)] = None,
 ) -> None:
     """Curate SOURCE... into a dataset: language, license, quality filters, removed/ with reasons.
 
+    Subsets beside files: notebooks (.ipynb of the sources), commits (--commits), issues (--issues FILE).
     Interrupted runs resume: run the same command again.
     """
     from codefoundry.data import CurateConfig
@@ -76,8 +94,10 @@ def curate(
     langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
     cfg = stage_config(CurateConfig, config, workers=workers, languages=langs, license_policy=license_policy,
                        removed_content=removed_content, executor=executor, ray_address=ray_address,
-                       **{"limits.max_file_bytes": max_file_bytes, "opt_out.file": opt_out})
-    run_curate(sources, Path(out), cfg, overwrite=overwrite)
+                       **{"limits.max_file_bytes": max_file_bytes, "opt_out.file": opt_out,
+                          "commits.enabled": commits, "commits.max_commits_per_repo": max_commits_per_repo,
+                          "issues.files": issues or None, "notebooks.enabled": notebooks})
+    run_curate(sources or [], Path(out), cfg, overwrite=overwrite)
 
 
 DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `codefoundry data curate`.",
@@ -111,7 +131,7 @@ def lookup_cmd(
                                              show_default=False)] = None,
     repo: Annotated[str | None, typer.Option("--repo", help="One repository, OWNER/NAME.", show_default=False)] = None,
 ) -> None:
-    """List a user's or repository's files in DATASET: kept, or why each was removed."""
+    """List a user's or repository's rows in every subset of DATASET: kept, or why each was removed."""
     from codefoundry.console import console
     from codefoundry.data import lookup
 
@@ -121,9 +141,9 @@ def lookup_cmd(
         return
     width = max(len(f"{r.repo}/{r.path}") for r in rows)
     for r in rows:
-        typer.echo(f"{r.repo}/{r.path:<{width - len(r.repo) - 1}}  {r.language or '?':<12} {r.status}")
+        typer.echo(f"{r.subset:<9} {r.repo}/{r.path:<{width - len(r.repo) - 1}}  {r.language or '?':<12} {r.status}")
     kept = sum(r.status == "kept" for r in rows)
-    console.print(f"{len(rows)} files: {kept} kept, {len(rows) - kept} removed", highlight=False)
+    console.print(f"{len(rows)} rows: {kept} kept, {len(rows) - kept} removed", highlight=False)
 
 
 @app.command("search", epilog=examples(
@@ -139,7 +159,7 @@ def search_cmd(
     from codefoundry.data import search
 
     for hit in search(dataset, query, limit):
-        typer.echo(f"{hit.repo}/{hit.path}  [{hit.language or '?'}; {hit.license or 'no license'}]")
+        typer.echo(f"{hit.repo}/{hit.path}  [{hit.subset}; {hit.language or '?'}; {hit.license or 'no license'}]")
         typer.echo("    " + " ".join(hit.snippet.split()))
 
 

@@ -1,5 +1,7 @@
 """Data curation: sources → language, license, quality filters, opt-out, dedup, decontamination, PII
-→ the dataset/ artifact, and the queries that inspect one.
+→ the dataset/ artifact, and the queries that inspect one. Beside `files`, a dataset may hold
+StarCoderData's other subsets (subsets/): `notebooks` (the sources' .ipynb files), `commits`
+(git history, `commits.enabled`) and `issues` (a JSONL export, `issues.files`).
 
 Public API:
     curate(sources, out, config) -> Path          `codefoundry data curate`
@@ -9,7 +11,8 @@ Public API:
     dedup_dataset, decontaminate_dataset,         a finished dataset through one section's steps
     redact_pii_dataset, opt_out_dataset           into a new one (derive.py)
     lookup(dataset, user=|repo=), search(dataset, query), contains(dataset, snippet)
-                                                  "Am I in the dataset?" (search.py, contains.py)
+                                                  "Am I in the dataset?", over every subset (search.py,
+                                                  contains.py)
     Annotate, filters, selection steps            usable alone on Arrow tables or `datasets` batches
     pipeline                                      the step/executor contract (pipeline/__init__.py)
 """

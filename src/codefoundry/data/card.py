@@ -17,8 +17,22 @@ from codefoundry.data.config import CurateConfig
 from codefoundry.data.decontam import benchmark_names
 from codefoundry.data.dedup import NearDedup
 from codefoundry.data.optout import OptOutList
+from codefoundry.data.subsets.part import SUBSETS
 
 TOP_ROWS = 30
+SUBSET_TEXT = {
+    "files": "Source files, one row per file (The Stack).",
+    "notebooks": "Jupyter notebooks parsed with nbformat, one row per notebook and form: structured "
+                 "(`<jupyter_start><jupyter_text>…<jupyter_code>…<jupyter_output>…`, outputs truncated, images and "
+                 "other binary outputs dropped) and/or script (jupytext percent format, markdown as comments); "
+                 "`lang` is the kernel language.",
+    "commits": "Git commits, one row per changed file: `<commit_before>{old}<commit_msg>{message}<commit_after>{new}`; "
+               "merges, bot commits, uninformative messages and large diffs removed; no author e-mail in the text; "
+               "`path` is the changed file, the license the repository's.",
+    "issues": "GitHub issues, one row per issue: `<issue_start>Title: …\\nusername_0: …<issue_comment>username_1: …"
+              "<issue_closed>`; logins replaced by username_0, username_1, … within each issue; bot comments and "
+              "bot-only issues removed; `path` is `issues/<number>`.",
+}
 
 
 def front_matter(subsets: Sequence[str]) -> str:
@@ -47,13 +61,15 @@ def _group_rows(group: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
 
 def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequence[str]) -> str:
     """The dataset card text (deterministic: no dates, no timings)."""
-    subsets = sorted(stats["subsets"])
+    # files first: `datasets` loads the first config when none is named
+    subsets = sorted(stats["subsets"], key=lambda n: (SUBSETS.index(n) if n in SUBSETS else len(SUBSETS), n))
     parts = [front_matter(subsets), "# Dataset card\n",
              "Source code curated with `codefoundry data curate`, following The Stack / StarCoderData: files "
              "from repositories, a language per file, a license per repository, and BigCode's quality "
              "filters. Every removed file is kept in `removed/` with its `reason`.\n",
              "## Load it\n", "```python", "import datasets",
-             'ds = datasets.load_dataset("path/to/this/dir", "files", split="train")', "```",
+             *[f'{name} = datasets.load_dataset("path/to/this/dir", "{name}", split="train")' for name in subsets],
+             "```",
              "DuckDB: `SELECT lang, count(*) FROM 'data/files/*.parquet' GROUP BY lang`.\n",
              "## Sources\n", *[f"- `{s}`" for s in sources], "",
              "## Policies\n",
@@ -67,12 +83,12 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
                                                    config.removed_content else "no."),
              "- Quality filters: " + ", ".join(f"{name} ({'on' if getattr(config.filters, name).enabled else 'off'})"
                                                for name in type(config.filters).model_fields) + ".",
-             *step_policies(config), ""]
+             *step_policies(config), *subset_policies(config, subsets), ""]
     for name in subsets:
         s = stats["subsets"][name]
         t = s["totals"]
-        parts += [f"## Subset `{name}`\n",
-                  f"{t['kept_files']:,} files kept ({_mb(t['kept_bytes'])} MB) of {t['files']:,} seen "
+        parts += [f"## Subset `{name}`\n", SUBSET_TEXT.get(name, "") + "\n",
+                  f"{t['kept_files']:,} rows kept ({_mb(t['kept_bytes'])} MB) of {t['files']:,} seen "
                   f"({_mb(t['bytes'])} MB); {t['removed_files']:,} removed.\n",
                   _table("Languages", ["language", "files", "MB", "removed files"], _group_rows(s["languages"])),
                   _table("Licenses", ["license", "files", "MB", "removed files"], _group_rows(s["licenses"])),
@@ -87,6 +103,26 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
               "hexsha (git blob id), size, ext, lang, repo_name, path, licenses (SPDX), license_type, stars, forks, "
               "content, avg_line_length, max_line_length, alphanum_fraction — as in The Stack.\n"]
     return "\n".join(parts)
+
+
+def subset_policies(config: CurateConfig, subsets: Sequence[str]) -> list[str]:
+    """Card lines on the settings of the subsets beside files that this dataset has."""
+    lines = []
+    if "notebooks" in subsets:
+        nb = config.notebooks
+        lines.append(f"- Notebooks: forms {', '.join(nb.forms)}; outputs truncated to {nb.max_output_chars:,} "
+                     f"characters; {nb.min_chars:,}–{nb.max_chars:,} characters, lines ≤ {nb.line_max:,}, "
+                     f"alphanumeric share ≥ {nb.alpha_frac}; each form deduplicated on its own.")
+    if "commits" in subsets:
+        c = config.commits
+        lines.append(f"- Commits: ≤ {c.max_commits_per_repo:,} per repository; ≤ {c.max_changed_lines:,} changed "
+                     f"lines per file, ≤ {c.max_files_per_commit} files per commit, files ≤ {c.max_file_bytes:,} "
+                     f"bytes; messages ≥ {c.min_message_chars} characters; exact dedup only.")
+    if "issues" in subsets:
+        i = config.issues
+        lines.append(f"- Issues: {i.min_chars:,}–{i.max_chars:,} characters, ≤ {i.max_comments} comments of "
+                     f"≤ {i.max_comment_chars:,} characters; common-English-word share ≥ {i.min_natural_language}.")
+    return lines
 
 
 def step_policies(config: CurateConfig) -> list[str]:

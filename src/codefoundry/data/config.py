@@ -26,6 +26,7 @@ from codefoundry.data.optout import OptOutConfig
 from codefoundry.data.pii.redact import PiiConfig
 from codefoundry.data.pipeline import LocalExecutor, RayExecutor
 from codefoundry.data.sources.unit import SourceLimits
+from codefoundry.data.subsets import CommitsConfig, IssuesConfig, NotebooksConfig
 
 
 class CurateConfig(StageConfig):
@@ -51,6 +52,12 @@ class CurateConfig(StageConfig):
     """Files holding benchmark material are removed."""
     pii: PiiConfig = PiiConfig()
     """PII redaction (regular expressions and detect-secrets; no NER model)."""
+    notebooks: NotebooksConfig = NotebooksConfig()
+    """The `notebooks` subset: `.ipynb` files of the sources, parsed and rewritten (StarCoderData's forms)."""
+    commits: CommitsConfig = CommitsConfig()
+    """The `commits` subset: the history of git sources (`--commits`)."""
+    issues: IssuesConfig = IssuesConfig()
+    """The `issues` subset: JSONL exports of GitHub issues (`--issues FILE`)."""
     inspection_indexes: bool = True
     """Build index/ for `data search` (SQLite FTS5) and `data contains` (Bloom filter)."""
     workers: int | None = Field(None, ge=1)

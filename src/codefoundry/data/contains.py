@@ -71,9 +71,9 @@ def _file_grams(text: str) -> list[str]:
 
 
 def build_contains_index(dataset: str | Path) -> Path:
-    """Bloom filter of every kept file's 50-character n-grams (stride 50)."""
+    """Bloom filter of the 50-character n-grams (stride 50) of every kept row of every subset."""
     dataset = Path(dataset)
-    shards = sorted((dataset / "data" / "files").glob("*.parquet"))
+    shards = sorted((dataset / "data").glob("*/*.parquet"))
     n = 0
     for shard in shards:
         for batch in pq.ParquetFile(shard).iter_batches(columns=["content"]):

@@ -1,7 +1,8 @@
 """`codefoundry data curate`: sources → work units → the curation steps → the dataset/ artifact.
 
 Sources become work units (`sources/`), the config becomes the step list (`steps.py`), and
-`finalize.make_dataset` runs them and writes the dataset (layout in finalize.py). An
+`finalize.make_dataset` runs them and writes the dataset (layout in finalize.py). The other
+subsets (notebooks, commits, issues) are parts of the same job (`subsets/parts.py`). An
 interrupted run resumes when the same command runs again.
 """
 
@@ -14,10 +15,15 @@ from codefoundry.data.config import CurateConfig
 from codefoundry.data.finalize import Job, make_dataset
 from codefoundry.data.sources import ReadOptions, resolve
 from codefoundry.data.steps import build_steps
+from codefoundry.data.subsets.notebooks import SUFFIX as NOTEBOOK_SUFFIX
+from codefoundry.data.subsets.parts import subset_parts
 
 
 def read_options(config: CurateConfig) -> ReadOptions:
-    return ReadOptions(config.limits, tuple(config.permissive_licenses), config.license_threshold, config.batch_rows)
+    """How sources are read for `files` (notebooks, when curated as their own subset, are left to it)."""
+    skip = (NOTEBOOK_SUFFIX,) if config.notebooks.enabled and config.notebooks.forms else ()
+    return ReadOptions(config.limits, tuple(config.permissive_licenses), config.license_threshold, config.batch_rows,
+                       skip_suffixes=skip)
 
 
 def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None,
@@ -25,5 +31,6 @@ def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig 
     """Curate `sources` into the dataset artifact `out`; resumes an interrupted run of the same settings."""
     config = config or CurateConfig()
     names = [str(s) for s in sources]
-    units = resolve(names, read_options(config))
-    return make_dataset(Job(Path(out), units, build_steps(config), config, names), overwrite=overwrite)
+    units = resolve(names, read_options(config)) if names or not config.issues.files else []
+    return make_dataset(Job(Path(out), units, build_steps(config), config, names, parts=subset_parts(config, units)),
+                        overwrite=overwrite)

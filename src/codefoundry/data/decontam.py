@@ -104,6 +104,10 @@ def benchmark_names(config: DecontamConfig) -> list[str]:
     return [*config.benchmarks, *(Path(p).stem for p in config.extra_jsonl)]
 
 
+_INDEXES: dict[str, tuple[Any, Any]] = {}
+"""Built benchmark indexes by config (JSON), shared by the step's copies in one process."""
+
+
 class Decontaminate(Filter):
     """Remove files containing a benchmark string (case- and whitespace-insensitive)."""
 
@@ -117,6 +121,14 @@ class Decontaminate(Filter):
         self._near: NearIndex | None = None
 
     def setup(self) -> None:
+        # one index per process and config: a curation's subsets each run their own copy of this step
+        key = self.config.model_dump_json()
+        if key not in _INDEXES:
+            self._build()
+            _INDEXES[key] = (self._automaton, self._near)
+        self._automaton, self._near = _INDEXES[key]
+
+    def _build(self) -> None:
         automaton = ahocorasick.Automaton()
         strings = benchmark_strings(self.config)
         for bench, item, text in strings:

@@ -5,7 +5,8 @@
     redact_pii_dataset      `data redact-pii`      PII redaction
     opt_out_dataset         `data opt-out`         repositories left out (the list's sha256 in the manifest)
 
-The input's `data/files` shards become the work units of the same executor curate uses, so
+The input's `data/<subset>` shards become the work units of the same executor curate uses
+(files, and each other subset as a part of the job with its own copy of the steps), so
 global steps (dedup) shuffle through the same partitions, and the new dataset is made by the
 same `make_dataset` (resumable, guarded by its run key). Its config is the input's with the
 verb's section replaced, so `removed_content` and every other setting carry over; its
@@ -14,6 +15,7 @@ removed/ holds the input's removed rows and the new ones.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from codefoundry.data.optout import OptOut, OptOutConfig, OptOutList
 from codefoundry.data.pii import PiiConfig
 from codefoundry.data.pipeline import REMOVED_SCHEMA, Step, conform
 from codefoundry.data.steps import decontamination_steps, dedup_steps, pii_steps
+from codefoundry.data.subsets.part import SUBSETS, Part
+from codefoundry.data.subsets.parts import NO_NEAR_DEDUP
 from codefoundry.errors import UserError
 from codefoundry.manifest import read_manifest
 
@@ -61,7 +65,16 @@ def derive(dataset: str | Path, out: str | Path, steps: list[Step], section: Map
     config = CurateConfig.model_validate(manifest.config).model_copy(update=update)
     units = [ShardUnit(p, config.batch_rows) for p in sorted((dataset / "data" / SUBSET).glob("*.parquet"))]
     sources = [str(s) for s in manifest.extra.get("sources", [])]
-    return make_dataset(Job(out, units, steps, config, sources, base=dataset, extra=extra or {}), overwrite=overwrite)
+    parts = [Part(subset, subset, [ShardUnit(p, config.batch_rows) for p in shards], _steps_for(subset, steps))
+             for subset in SUBSETS[1:]
+             if (shards := sorted((dataset / "data" / subset).glob("*.parquet")))]
+    return make_dataset(Job(out, units, steps, config, sources, base=dataset, extra=extra or {}, parts=parts),
+                        overwrite=overwrite)
+
+
+def _steps_for(subset: str, steps: list[Step]) -> list[Step]:
+    """A subset's own copy of a verb's steps (without near dedup where the subset has none)."""
+    return [copy.deepcopy(s) for s in steps if not (subset in NO_NEAR_DEDUP and s.name == "near_dedup")]
 
 
 def dedup_dataset(dataset: str | Path, out: str | Path, config: DedupConfig | None = None, *,

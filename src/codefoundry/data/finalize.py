@@ -4,6 +4,8 @@
       data/files/train-0000i-of-0000n.parquet     kept rows (FILES_SCHEMA), ≤ shard_max_bytes each
       removed/files/train-0000i-of-0000n.parquet  removed rows + `reason` (content only with removed_content,
                                                   never for an opted-out repository)
+      data/<subset>/…, removed/<subset>/…         the same for notebooks, commits, issues (subsets/), each
+                                                  written when the run saw any of its rows
       stats.json                                  counts (schema: pipeline/stats.py)
       card.md, README.md                          dataset card (same text); its `configs:` front matter lets
                                                   datasets.load_dataset(DIR, "files") work (datasets reads README.md)
@@ -16,8 +18,9 @@ A `Job` says what goes in (work units, and for a verb the finished dataset it st
 through which steps, with which settings. `make_dataset(job)` guards the output directory by
 the job's run key (the same job resumes, another one is refused), runs the local executor and
 `finalize`s: shards, stats, card and README, indexes, manifest, in that order, then removes
-`.work`. A verb's dataset carries its input's removed rows and step stats over and records the
-input's manifest hash.
+`.work`. The other subsets are `parts` of the job: the executor runs each in `.work/subsets/<key>/`
+and finalize writes them beside files, through the same code. A verb's dataset carries its
+input's removed rows and step stats over and records the input's manifest hash.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from codefoundry.data.pipeline.executor import WORK, gather_stats, step_seconds,
 from codefoundry.data.pipeline.stats import merge_all
 from codefoundry.data.search import build_search_index
 from codefoundry.data.steps import decontaminated_against
+from codefoundry.data.subsets.part import SUBSETS, Part
 from codefoundry.errors import UserError
 from codefoundry.manifest import MANIFEST_NAME, Manifest, manifest_sha256, read_manifest, write_manifest
 
@@ -70,13 +74,16 @@ class Job:
     """The finished dataset a verb starts from: its removed rows and step stats carry over."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """More manifest fields (e.g. the opt-out list's sha256)."""
+    parts: Sequence[Part] = ()
+    """The other subsets' units and steps (notebooks, commits, issues)."""
 
     def run_key(self) -> str:
         """What makes two runs the same run: config (less where it runs), sources, units, steps, input dataset."""
         blob = json.dumps({"config": self.config.model_dump(mode="json", exclude=RUN_INDEPENDENT),
                            "sources": self.sources, "units": [u.describe() for u in self.units],
                            "steps": [s.name for s in self.steps],
-                           "base": manifest_sha256(self.base) if self.base else None}, sort_keys=True)
+                           "base": manifest_sha256(self.base) if self.base else None,
+                           **({"parts": [p.describe() for p in self.parts]} if self.parts else {})}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def base_manifest(self) -> Manifest | None:
@@ -120,21 +127,38 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path:
                                            "units": [u.describe() for u in job.units]})
     start = time.perf_counter()
     plan = executor.run(work, job.units, job.steps)
-    finalize(job, key, plan, time.perf_counter() - start)
+    part_plans = [executor.run(part_work(work, p), p.units, p.steps) for p in job.parts]
+    finalize(job, key, plan, time.perf_counter() - start, part_plans)
     return job.out
 
 
-def finalize(job: Job, key: str, plan: list[Phase], seconds: float) -> dict[str, Any]:
+def part_work(work: Path, part: Part) -> Path:
+    """Where the executor runs a part (files run in `.work` itself)."""
+    return work / "subsets" / part.key
+
+
+def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
+             part_plans: Sequence[list[Phase]] = ()) -> dict[str, Any]:
     """Shards, stats, card and README, indexes, manifest (last) from a finished executor run; returns stats."""
     out, config = job.out, job.config
     work = out / WORK
     outputs = list(unit_outputs(work, plan, len(job.units)))
-    base_removed = sorted((job.base / "removed" / SUBSET).glob("*.parquet")) if job.base else []
     new_removed = [f for o in outputs for f in o[1]]
-    write_shards([o[0] for o in outputs], out / "data" / SUBSET, FILES_SCHEMA, config.shard_max_bytes)
-    write_shards(base_removed + new_removed, out / "removed" / SUBSET, REMOVED_SCHEMA, config.shard_max_bytes,
-                 transform=_removed_rows(job))
-    stats = _stats(job, outputs, base_removed)
+    subset_outputs: dict[str, list[tuple[Path, list[Path], dict[str, Any]]]] = {SUBSET: outputs}
+    for part, part_plan in zip(job.parts, part_plans, strict=True):
+        found = list(unit_outputs(part_work(work, part), part_plan, len(part.units)))
+        subset_outputs.setdefault(part.subset, []).extend(found)
+        new_removed += [f for o in found for f in o[1]]
+    trees, written = [], []
+    for subset in sorted(subset_outputs, key=SUBSETS.index):
+        tree = _write_subset(job, subset, subset_outputs[subset])
+        if subset == SUBSET or tree["subsets"][subset]["totals"].get("files", 0):
+            trees.append(tree)
+            written.append(subset)
+        else:  # a subset nothing was found for stays out of the dataset
+            shutil.rmtree(out / "data" / subset, ignore_errors=True)
+            shutil.rmtree(out / "removed" / subset, ignore_errors=True)
+    stats = merge_all(trees)
     atomic_write_json(out / "stats.json", stats)
     card = render_card(stats, config, job.sources)
     atomic_write_text(out / "card.md", card)
@@ -144,14 +168,21 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float) -> dict[str,
         build_contains_index(out)
     removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
     timings = step_seconds(work, plan, outputs)
+    for part, part_plan in zip(job.parts, part_plans, strict=True):
+        found = list(unit_outputs(part_work(work, part), part_plan, len(part.units)))
+        timings |= {f"{part.key}/{n}": t for n, t in step_seconds(part_work(work, part), part_plan, found).items()}
     write_manifest(out, "dataset", config, inputs={"dataset": job.base} if job.base else None,
-                   extra=_manifest_extra(job, key, seconds, timings))
+                   extra=_manifest_extra(job, key, seconds, timings, written))
     shutil.rmtree(work)
     totals = stats["subsets"][SUBSET]["totals"]
     by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
         f"{totals['removed_files']:,} removed"
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
                   f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
+    for subset in written[1:]:
+        t = stats["subsets"][subset]["totals"]
+        console.print(f"  {subset}: kept {t['kept_files']:,} of {t['files']:,} rows ({t['kept_bytes'] / 1e6:.1f} MB)",
+                      highlight=False)
     console.print(time_table(stats["subsets"][SUBSET].get("steps", {}), timings, [s.name for s in job.steps],
                              seconds))
     return stats
@@ -191,26 +222,42 @@ def _removed_rows(job: Job) -> Callable[[pa.Table], pa.Table] | None:
     return transform
 
 
-def _stats(job: Job, outputs: list[tuple[Path, list[Path], dict[str, Any]]], base_removed: list[Path]
-           ) -> dict[str, Any]:
+def _write_subset(job: Job, subset: str, outputs: list[tuple[Path, list[Path], dict[str, Any]]]
+                  ) -> dict[str, Any]:
+    """One subset's kept and removed shards; returns its stats tree."""
+    out, config = job.out, job.config
+    base_removed = sorted((job.base / "removed" / subset).glob("*.parquet")) if job.base else []
+    write_shards([o[0] for o in outputs], out / "data" / subset, FILES_SCHEMA, config.shard_max_bytes)
+    write_shards(base_removed + [f for o in outputs for f in o[1]], out / "removed" / subset, REMOVED_SCHEMA,
+                 config.shard_max_bytes, transform=_removed_rows(job))
+    return _stats(job, outputs, base_removed, subset)
+
+
+def _stats(job: Job, outputs: list[tuple[Path, list[Path], dict[str, Any]]], base_removed: list[Path],
+           subset: str = SUBSET) -> dict[str, Any]:
     """stats.json: this run's units, plus the input dataset's removed rows and step stats for a verb."""
-    stats = gather_stats(outputs, SUBSET)
+    stats = gather_stats(outputs, subset)
+    if not outputs:  # no unit: an empty subset tree
+        stats = count_files(FILES_SCHEMA.empty_table(), REMOVED_SCHEMA.empty_table(), subset=subset)
     if job.base is None:
         return stats
-    carried = [count_files(FILES_SCHEMA.empty_table(), pq.read_table(f, columns=STAT_COLUMNS)) for f in base_removed]
+    carried = [count_files(FILES_SCHEMA.empty_table(), pq.read_table(f, columns=STAT_COLUMNS), subset=subset)
+               for f in base_removed]
     merged = merge_all([stats, *carried])
-    previous = json.loads((job.base / "stats.json").read_text(encoding="utf-8"))["subsets"][SUBSET].get("steps", {})
-    merged["subsets"][SUBSET]["steps"] = {**previous, **stats["subsets"][SUBSET].get("steps", {})}
+    base_stats = json.loads((job.base / "stats.json").read_text(encoding="utf-8"))["subsets"]
+    previous = base_stats.get(subset, {}).get("steps", {})
+    merged["subsets"][subset]["steps"] = {**previous, **stats["subsets"][subset].get("steps", {})}
     return merged
 
 
-def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, float]) -> dict[str, Any]:
+def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, float],
+                    subsets: Sequence[str] = (SUBSET,)) -> dict[str, Any]:
     base = job.base_manifest()
     previous = dict(base.extra) if base else {}
     benchmarks = set(previous.get("decontaminated_against") or [])
     if any(isinstance(s, Decontaminate) for s in job.steps):
         benchmarks |= set(decontaminated_against(job.config))
     return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
-            "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": [SUBSET],
+            "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": list(subsets),
             "seconds": round(seconds, 3), "step_seconds": {n: round(t, 6) for n, t in timings.items()},
             "decontaminated_against": sorted(benchmarks), **job.extra}

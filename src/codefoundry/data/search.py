@@ -1,7 +1,7 @@
-"""Full-text search over a dataset's kept files: SQLite FTS5 (standard library, works offline).
+"""Full-text search over a dataset's kept rows: SQLite FTS5 (standard library, works offline).
 
-The index is built at curate time into `DATASET/index/search.sqlite`: one row per kept file
-(repo, path, language, license, content). `search(dataset, "query")` returns the best
+The index is built at curate time into `DATASET/index/search.sqlite`: one row per kept row of
+every subset (repo, path, language, license, content, subset). `search(dataset, "query")` returns the best
 matches (bm25) with a snippet. Queries use FTS5 syntax (`"exact phrase"`, `a OR b`,
 `lang:Python`-style column filters as `lang : Python`); text that is not valid FTS5 syntax is
 searched as a phrase, as StarCoder Search did with `match_phrase` for quoted queries.
@@ -30,10 +30,11 @@ class Hit:
     language: str
     license: str
     snippet: str
+    subset: str = "files"
 
 
 def build_search_index(dataset: str | Path, batch_rows: int = 2048) -> Path:
-    """(Re)build `dataset/index/search.sqlite` from `data/files/*.parquet`."""
+    """(Re)build `dataset/index/search.sqlite` from every subset's `data/<subset>/*.parquet`."""
     dataset = Path(dataset)
     target = dataset / INDEX
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -43,14 +44,16 @@ def build_search_index(dataset: str | Path, batch_rows: int = 2048) -> Path:
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
-        con.execute("CREATE VIRTUAL TABLE files USING fts5(repo, path, lang, license, content, "
+        con.execute("CREATE VIRTUAL TABLE files USING fts5(repo, path, lang, license, content, subset UNINDEXED, "
                     "tokenize='unicode61')")
-        for shard in sorted((dataset / "data" / "files").glob("*.parquet")):
+        for shard in subset_shards(dataset):
+            subset = shard.parent.name
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS):
                 d = batch.to_pydict()
-                con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", zip(
+                con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", zip(
                     d["repo_name"], d["path"], [x or "" for x in d["lang"]],
-                    [" ".join(x or []) for x in d["licenses"]], [x or "" for x in d["content"]], strict=True))
+                    [" ".join(x or []) for x in d["licenses"]], [x or "" for x in d["content"]],
+                    [subset] * batch.num_rows, strict=True))
         con.execute("INSERT INTO files(files) VALUES ('optimize')")
         con.commit()
     finally:
@@ -68,7 +71,7 @@ def search(dataset: str | Path, query: str, limit: int = 10) -> list[Hit]:
     if not query.strip():
         raise UserError("the search query is empty")
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    sql = ("SELECT repo, path, lang, license, snippet(files, 4, '[', ']', ' … ', 16) FROM files "
+    sql = ("SELECT repo, path, lang, license, snippet(files, 4, '[', ']', ' … ', 16), subset FROM files "
            "WHERE files MATCH ? ORDER BY bm25(files) LIMIT ?")
     try:
         try:
@@ -80,16 +83,23 @@ def search(dataset: str | Path, query: str, limit: int = 10) -> list[Hit]:
     return [Hit(*row) for row in rows]
 
 
+def subset_shards(dataset: Path, folder: str = "data") -> list[Path]:
+    """Every `<folder>/<subset>/*.parquet` of a dataset, files first, then the other subsets by name."""
+    return sorted((dataset / folder).glob("*/*.parquet"),
+                  key=lambda p: (p.parent.name != "files", p.parent.name, p.name))
+
+
 @dataclass(frozen=True)
 class FileStatus:
     repo: str
     path: str
     language: str
     status: str   # "kept" or the removal reason
+    subset: str = "files"
 
 
 def lookup(dataset: str | Path, user: str | None = None, repo: str | None = None) -> list[FileStatus]:
-    """Every file of a user's (or one repository's) repositories in the dataset: kept, or why it was removed."""
+    """Every row of a user's (or one repository's) repositories in every subset: kept, or why it was removed."""
     if (user is None) == (repo is None):
         raise UserError("give exactly one of --user NAME or --repo OWNER/NAME")
     dataset = Path(dataset)
@@ -99,14 +109,14 @@ def lookup(dataset: str | Path, user: str | None = None, repo: str | None = None
     cond = (names == repo.lower()) if repo else pc.starts_with(names, (user or "").lower() + "/")
     out: list[FileStatus] = []
     for sub, status_col in (("data", None), ("removed", "reason")):
-        folder = dataset / sub / "files"
-        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-        if not files:
-            continue
-        cols = ["repo_name", "path", "lang"] + ([status_col] if status_col else [])
-        table = ds.dataset(files, format="parquet").to_table(columns=cols, filter=cond)
-        d = table.to_pydict()
-        for i in range(table.num_rows):
-            out.append(FileStatus(d["repo_name"][i], d["path"][i], d["lang"][i] or "",
-                                  d[status_col][i] if status_col else "kept"))
-    return sorted(out, key=lambda f: (f.repo, f.path, f.status))
+        by_subset: dict[str, list[Path]] = {}
+        for shard in subset_shards(dataset, sub):
+            by_subset.setdefault(shard.parent.name, []).append(shard)
+        for subset, files in by_subset.items():
+            cols = ["repo_name", "path", "lang"] + ([status_col] if status_col else [])
+            table = ds.dataset(files, format="parquet").to_table(columns=cols, filter=cond)
+            d = table.to_pydict()
+            for i in range(table.num_rows):
+                out.append(FileStatus(d["repo_name"][i], d["path"][i], d["lang"][i] or "",
+                                      d[status_col][i] if status_col else "kept", subset))
+    return sorted(out, key=lambda f: (f.subset != "files", f.subset, f.repo, f.path, f.status))

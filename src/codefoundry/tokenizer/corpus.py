@@ -8,7 +8,10 @@ A dataset/ artifact holds `data/<subset>/*.parquet` shards with The Stack's colu
 
 Each language's share of the budget is proportional to `bytes ** alpha` (alpha = 1: as in the
 data; alpha < 1 lifts rare languages, as multilingual tokenizers and models do), capped at the
-bytes the language has. Sampling is seeded per shard, so a rerun yields the same rows.
+bytes the language has. Every subset is read (files, notebooks, commits, issues); a subset's
+weight (`subset_weights`, as `train pack` has them: missing subsets weigh 1.0, 0 leaves one out)
+scales its bytes in the budget and the chance of keeping each of its rows. Sampling is seeded
+per shard, so a rerun yields the same rows.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from codefoundry.errors import ArtifactError
+from codefoundry.errors import ArtifactError, UserError
 
 UNKNOWN_LANG = "unknown"
 BATCH_ROWS = 1024
@@ -44,16 +47,35 @@ def dataset_shards(dataset: str | Path) -> list[Path]:
     return shards
 
 
-def language_bytes(shards: list[Path]) -> Counter[str]:
-    """Bytes of content per language over all shards (from `size`, or content lengths if absent)."""
+def subset_of(shard: Path) -> str:
+    """The subset a `data/<subset>/*.parquet` shard belongs to."""
+    return shard.parent.name
+
+
+def check_subset_weights(shards: list[Path], weights: dict[str, float]) -> None:
+    """An error naming the subsets `weights` names that the dataset does not have."""
+    have = sorted({subset_of(s) for s in shards})
+    unknown = sorted(set(weights) - set(have))
+    if unknown:
+        raise UserError(f"subset_weights names subsets the dataset does not have: {', '.join(unknown)} "
+                        f"(it has: {', '.join(have)})")
+
+
+def language_bytes(shards: list[Path], weights: dict[str, float] | None = None) -> Counter[str]:
+    """Bytes of content per language over all shards (from `size`, or content lengths if absent),
+    each subset's bytes scaled by its weight."""
     totals: Counter[str] = Counter()
+    weights = weights or {}
     for shard in shards:
+        weight = weights.get(subset_of(shard), 1.0)
+        if weight <= 0:
+            continue
         names = pq.read_schema(shard).names
         columns = (["lang"] if "lang" in names else []) + (["size"] if "size" in names else ["content"])
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=BATCH_ROWS * 8, columns=columns):
             langs, sizes = _langs(batch), _sizes(batch)
             for lang, size in zip(langs, sizes, strict=True):
-                totals[lang] += size
+                totals[lang] += round(size * weight)
     return totals
 
 
@@ -84,9 +106,13 @@ class SampleStats:
 
 
 def sample_documents(shards: list[Path], keep: dict[str, float], seed: int, stats: SampleStats,
-                     max_document_bytes: int) -> Iterator[str]:
+                     max_document_bytes: int, weights: dict[str, float] | None = None) -> Iterator[str]:
     """Yield the kept rows' content; `stats` counts what was yielded."""
+    weights = weights or {}
     for index, shard in enumerate(shards):
+        weight = weights.get(subset_of(shard), 1.0)
+        if weight <= 0:
+            continue
         rng = np.random.default_rng([seed, index])
         names = pq.read_schema(shard).names
         columns = ["content"] + (["lang"] if "lang" in names else [])
@@ -95,7 +121,7 @@ def sample_documents(shards: list[Path], keep: dict[str, float], seed: int, stat
             langs = _langs(batch)
             contents = batch.column("content").to_pylist()
             for text, lang, u in zip(contents, langs, draws, strict=True):
-                if text is None or u >= keep.get(lang, 0.0):
+                if text is None or u >= min(1.0, keep.get(lang, 0.0) * weight):
                     continue
                 size = len(text.encode("utf-8"))
                 if size > max_document_bytes:

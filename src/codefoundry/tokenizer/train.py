@@ -22,6 +22,7 @@ from codefoundry.errors import ConfigError, UserError
 from codefoundry.manifest import write_manifest
 from codefoundry.tokenizer.corpus import (
     SampleStats,
+    check_subset_weights,
     dataset_shards,
     language_bytes,
     language_targets,
@@ -46,6 +47,9 @@ class TokenizerTrainConfig(StageConfig):
     """A pair is merged only if it occurs at least this often (HF tokenizers' BpeTrainer option)."""
     max_document_bytes: int = Field(1_000_000, gt=0)
     """Skip larger files (The Stack kept files up to 1 MB)."""
+    subset_weights: dict[str, float] = Field(default_factory=dict)
+    """Weight per subset (`data/<subset>/`: files, notebooks, commits, issues), as `train pack` has them:
+    missing subsets weigh 1.0, 0 leaves one out."""
     seed: int = 0
 
 
@@ -85,7 +89,8 @@ def train_tokenizer(dataset: str | Path, out_dir: str | Path,
     """Train on `dataset`'s shards and save an HF tokenizer directory to `out_dir`."""
     config = config or TokenizerTrainConfig()
     shards = dataset_shards(dataset)
-    totals = language_bytes(shards)
+    check_subset_weights(shards, config.subset_weights)
+    totals = language_bytes(shards, config.subset_weights)
     if not totals:
         raise UserError(f"dataset {dataset} has no code to train a tokenizer on (all shards are empty)")
     keep = language_targets(totals, config.byte_budget, config.language_alpha)
@@ -103,7 +108,8 @@ def train_tokenizer(dataset: str | Path, out_dir: str | Path,
         task = progress.add_task("reading code", total=expected)
 
         def documents():
-            for text in sample_documents(shards, keep, config.seed, stats, config.max_document_bytes):
+            for text in sample_documents(shards, keep, config.seed, stats, config.max_document_bytes,
+                                         config.subset_weights):
                 progress.update(task, completed=stats.bytes)
                 yield text
 

@@ -43,6 +43,8 @@ SPLITS = ("train", "validation")
 INDEX_NAME = "index.json"
 METADATA_TOKENS = ("<reponame>", "<filename>", "<gh_stars>")
 ENCODE_BATCH = 256
+FORMATTED_SUBSETS = frozenset({"notebooks", "commits", "issues"})
+"""Subsets whose rows are StarCoderData's formats (`<jupyter_start>…`, `<commit_before>…`, `<issue_start>…`)."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -143,7 +145,10 @@ def tokenize_unit(unit: Unit) -> dict[str, int]:
         with atomic_open(f"{unit.stem}.{split}.bin") as f:
             for start in range(0, len(chosen), ENCODE_BATCH):
                 batch = chosen[start:start + ENCODE_BATCH]
-                texts = [with_metadata(r, unit.metadata_rate, unit.seed) for r in batch]
+                # StarCoder's metadata prefixes belong to source files; StarCoderData's formatted
+                # subsets carry their own tokens
+                rate = 0.0 if unit.subset in FORMATTED_SUBSETS else unit.metadata_rate
+                texts = [with_metadata(r, rate, unit.seed) for r in batch]
                 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
                     ids.append(eod)
                     f.write(np.asarray(ids, dtype=dtype).tobytes())

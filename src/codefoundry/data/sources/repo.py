@@ -88,19 +88,27 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+def _selected(path: str, only: tuple[str, ...], skip: tuple[str, ...]) -> bool:
+    name = path.lower()
+    return (not only or name.endswith(only)) and not (skip and name.endswith(skip))
+
+
 def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],
                  license_threshold: float, evidence: LicenseEvidence | None = None,
-                 batch_rows: int = 2048) -> Iterator[pa.Table]:
+                 batch_rows: int = 2048, only_suffixes: tuple[str, ...] = (),
+                 skip_suffixes: tuple[str, ...] = ()) -> Iterator[pa.Table]:
     """Rows (REMOVED_SCHEMA, `reason` null for usable files) for a repository, in path order.
 
     License evidence comes from every license/metadata file of the repository (even beyond
     `max_files_per_repo`, and whatever their encoding) and from the `SPDX-License-Identifier`
     lines of the files read; pass `evidence` to start from what the source already knows
-    (a distribution's METADATA).
+    (a distribution's METADATA). `only_suffixes` / `skip_suffixes` select the files listed (a
+    subset such as notebooks reads its own); license evidence still comes from every file.
     """
     evidence = evidence or LicenseEvidence()
     entries = sorted(entries, key=lambda e: e.path)
-    chosen = entries[: limits.max_files_per_repo] if limits.max_files_per_repo else entries
+    selected = [e for e in entries if _selected(e.path, only_suffixes, skip_suffixes)]
+    chosen = selected[: limits.max_files_per_repo] if limits.max_files_per_repo else selected
     first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
     for e in entries:
         if _is_utf8(e.path) and (is_license_file(e.path) or is_metadata_file(e.path)):

@@ -120,6 +120,15 @@ class TableChunk:
             return None  # a malformed line or mixed types: fall back to json.loads per line
 
     def read(self) -> Iterator[pa.Table]:
+        """The chunk's rows whose path the options select (a subset such as notebooks reads its own)."""
+        selecting = bool(self.options.only_suffixes or self.options.skip_suffixes)
+        for batch in self._read_rows():
+            if selecting and batch.num_rows:
+                paths = batch.column("path").to_pylist()
+                batch = batch.filter(pa.array([self.options.selects(p or "") for p in paths], pa.bool_()))
+            yield batch
+
+    def _read_rows(self) -> Iterator[pa.Table]:
         table = self._arrow()
         if table is not None:
             rows = _rows_from_table(table, self.options)

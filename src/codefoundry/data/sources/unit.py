@@ -29,7 +29,19 @@ class ReadOptions:
     permissive: tuple[str, ...] = PERMISSIVE
     license_threshold: float = DEFAULT_THRESHOLD
     batch_rows: int = 2048
+    only_suffixes: tuple[str, ...] = ()
+    """Read only files whose names end in one of these (lowercase, e.g. ".ipynb"); empty: every file."""
+    skip_suffixes: tuple[str, ...] = ()
+    """Leave out files whose names end in one of these (another subset reads them)."""
 
     def kwargs(self) -> dict[str, Any]:
         return {"limits": self.limits, "permissive": self.permissive, "license_threshold": self.license_threshold,
-                "batch_rows": self.batch_rows}
+                "batch_rows": self.batch_rows, "only_suffixes": self.only_suffixes,
+                "skip_suffixes": self.skip_suffixes}
+
+    def selects(self, path: str) -> bool:
+        """Whether a file of this path is read by these options (the suffix selection)."""
+        name = path.lower()
+        if self.only_suffixes and not name.endswith(self.only_suffixes):
+            return False
+        return not (self.skip_suffixes and name.endswith(self.skip_suffixes))
