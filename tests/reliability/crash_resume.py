@@ -1,12 +1,13 @@
 """Crash-resume harness: run a stage's real CLI in a subprocess, SIGKILL it at a seeded random point, resume it.
 
-    ref = reference(stage, inputs, tmp / "ref")               # one uninterrupted run, timed
-    kill = run_killed(stage, inputs, out, random.Random(seed), ref.work_seconds)
-    resume(stage, inputs, out)                                # the stage's own resume: the same command, or --resume
+    ref = reference(stage, inputs, tmp / "ref")        # one uninterrupted run, timed (in this process)
+    kill = run_killed(stage, inputs, out, seed, ref.work_seconds)   # the CLI in a subprocess, SIGKILLed
+    resume(stage, inputs, out)                         # the stage's own resume (same command, or --resume)
     assert stage.artifact(out) == stage.artifact(ref.out)
 
 A `Stage` says how to run it (`command`, `resume_command`), when its work has visibly begun
-(kill points are drawn after that, over the reference run's working time), what its finished
+(kill points are drawn after that, over the reference run's duration; the reference and the
+resume run in this process through the same CLI entry point, the killed run in a subprocess), what its finished
 artifact is (bytes, with what legitimately differs between two runs — wall times, the run's
 own path — taken out by its `artifact` function), and which scratch paths must be gone once it
 finishes. The whole process group is killed, worker processes included, as an OOM kill or a
@@ -47,7 +48,7 @@ class Stage:
 class Reference:
     out: Path
     seconds: float
-    work_seconds: float          # from `begun` to the end: where kill points are drawn
+    work_seconds: float          # the span kill points are drawn over
 
 
 @dataclass
@@ -81,29 +82,20 @@ def _wait_begun(stage: Stage, proc: subprocess.Popen, out: Path, timeout: float)
     return time.perf_counter()
 
 
-def run(args: list[str], log: Path, timeout: float = 300) -> None:
-    """Run the CLI to the end; fail with its output unless it exits 0."""
-    proc = _start(args, log)
-    try:
-        code = proc.wait(timeout=timeout)
-    finally:
-        _kill_group(proc)
-    assert code == 0, f"`codefoundry {' '.join(args)}` exited {code}:\n{log.read_text(errors='replace')[-4000:]}"
+def run_in_process(args: list[str]) -> float:
+    """Run the CLI to the end in this process (no start-up cost: the imports are loaded); returns its seconds."""
+    from codefoundry.cli import run
 
-
-def reference(stage: Stage, inputs: Inputs, out: Path, timeout: float = 300) -> Reference:
-    """One uninterrupted run, timed from `begun` to its end."""
-    log = out.parent / f"{out.name}.log"
     start = time.perf_counter()
-    proc = _start(stage.command(inputs, out), log)
-    try:
-        begun = _wait_begun(stage, proc, out, timeout)
-        code = proc.wait(timeout=timeout)
-    finally:
-        _kill_group(proc)
-    assert code == 0, f"{stage.name} failed:\n{log.read_text(errors='replace')[-4000:]}"
-    end = time.perf_counter()
-    return Reference(out, end - start, max(end - begun, 0.05))
+    code = run(args)
+    assert code == 0, f"`codefoundry {' '.join(args)}` exited {code}"
+    return time.perf_counter() - start
+
+
+def reference(stage: Stage, inputs: Inputs, out: Path) -> Reference:
+    """One uninterrupted run; its duration (in process, so all work) is the span kill points are drawn over."""
+    seconds = run_in_process(stage.command(inputs, out))
+    return Reference(out, seconds, max(seconds, 0.05))
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -137,9 +129,9 @@ def run_killed(stage: Stage, inputs: Inputs, out: Path, seed: int, work_seconds:
     return Kill(seed, delay, killed, state)
 
 
-def resume(stage: Stage, inputs: Inputs, out: Path, timeout: float = 300) -> None:
-    command = (stage.resume_command or stage.command)(inputs, out)
-    run(command, out.parent / f"{out.name}.resume.log", timeout)
+def resume(stage: Stage, inputs: Inputs, out: Path) -> None:
+    """The stage's own way to continue: the same command again, or its resume command."""
+    run_in_process((stage.resume_command or stage.command)(inputs, out))
 
 
 def leftovers(stage: Stage, out: Path) -> list[str]:
