@@ -90,7 +90,7 @@ class ServerProcess:
 
 
 @contextmanager
-def serve(model: str | Path, log: Path, *extra: str, timeout: float = 300) -> Iterator[ServerProcess]:
+def serve(model: str | Path, log: Path, *extra: str, timeout: float = 900) -> Iterator[ServerProcess]:
     """Start the server CLI, wait for /health, yield it, then stop it with SIGTERM (a drain)."""
     cli = Path(sys.executable).parent / "codefoundry"
     argv = [str(cli) if cli.exists() else sys.executable, *([] if cli.exists() else ["-m", "codefoundry"]),
@@ -640,8 +640,10 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    model = args.model or default_model()
     os.environ.setdefault("CODEFOUNDRY_CACHE", str(Path(tempfile.gettempdir()) / "codefoundry-soak-cache"))
+    from codefoundry.model import resolve_model_path
+
+    model = resolve_model_path(args.model or default_model())   # a .gguf imports here once, not in the server
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log",
                                                      "--max-concurrent-requests", str(args.max_concurrent_requests),
