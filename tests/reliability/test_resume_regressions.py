@@ -46,3 +46,29 @@ def test_train_killed_after_its_last_checkpoint_keeps_its_final_loss(train_datas
     assert training["steps"] == 4
     assert training["loss"] == round(log[-1]["loss"], 4)
     assert training["val_loss"] == round(log[-1]["val_loss"], 4)
+
+
+def test_pack_rerun_with_other_settings_does_not_reuse_units_of_the_killed_run(
+        train_dataset_dir: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
+    """A pack killed part-way, then run again with another --metadata-rate: every unit is tokenized with the
+    new setting (the killed run's finished units were reused as they were, mixing two settings in one file)."""
+    out = tmp_path / "tokens"
+    base = ["train", "pack", "--dataset", str(train_dataset_dir), "--tokenizer", str(train_tokenizer_dir),
+            "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "codefoundry", *base, "--metadata-rate", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while proc.poll() is None:
+            if any((out / "work").glob("*/*.done")):
+                os.killpg(proc.pid, signal.SIGKILL)   # one shard packed, the others not yet
+                break
+            time.sleep(0.002)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "index.json").exists()
+
+    assert run([*base, "--metadata-rate", "1"]) == 0
+    fresh = tmp_path / "fresh"
+    assert run([*base[:-3], str(fresh), "--workers", "1", "--metadata-rate", "1"]) == 0
+    for name in ("train/files.bin", "train/tests.bin", "index.json"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
