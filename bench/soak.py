@@ -653,7 +653,8 @@ def main() -> int:
         run_soak(server.url, SoakConfig(requests=60, concurrency=args.concurrency, burst_every=0, seed=10**6))
         wait_idle(server.url)
         baseline = server.rss()
-        print(f"server {server.url} (pid {server.proc.pid}), model {model}; baseline RSS {baseline / 2**20:.0f} MiB")
+        print(f"server {server.url} (pid {server.proc.pid}), model {model}; baseline RSS {baseline / 2**20:.0f} MiB",
+              flush=True)
         for round_ in range(args.rounds):
             config = SoakConfig(requests=args.requests, concurrency=args.concurrency, burst_size=args.burst_size,
                                 max_new_tokens=args.max_new_tokens, seed=args.seed + round_)
@@ -664,7 +665,7 @@ def main() -> int:
                        "kv_blocks_used_after": idle["codefoundry_kv_blocks_used"],
                        "queue_after": idle["tgi_queue_size"], "rss_mib_after": round(rss / 2**20),
                        "rss_growth_vs_baseline": round(rss / baseline - 1, 3)}
-            print(json.dumps(summary))
+            print(json.dumps(summary), flush=True)
             for o in report.problems[:20]:
                 print(f"  problem: {o.kind} {o.status}: {o.problem}")
             failures += [f"round {round_ + 1}: {len(report.problems)} problems"] if report.problems else []
