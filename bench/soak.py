@@ -447,7 +447,7 @@ async def no_api_key(ctx: Ctx):
 
 @kind("wrong_api_key", "hostile", 1)
 async def wrong_api_key(ctx: Ctx):
-    key = ctx.rng.choice([API_KEY + "x", API_KEY[:-1], "", API_KEY.upper(), "Basic " + API_KEY, "wrong"])
+    key = ctx.rng.choice([API_KEY + "x", API_KEY[:-1], API_KEY.upper(), "Basic " + API_KEY, "wrong"])
     header = key if key.startswith("Basic") else f"Bearer {key}"
     r = await ctx.client.post("/generate", json={"inputs": "x"}, headers={"Authorization": header})
     return judge_refusal(r)

@@ -150,7 +150,7 @@ def test_hostile_inputs_are_skipped_with_reasons(hostile_sources) -> None:
     over_budget = [r for r in removed if r["repo_name"] == "zipbomb" and r["reason"] == "archive:too_big"]
     assert over_budget, [r["reason"] for r in removed if r["repo_name"] == "zipbomb"]
     assert all(r["content"] is None or len(r["content"]) <= MB for r in removed + kept)
-    assert seconds < 120, f"curation of hostile input took {seconds:.0f} s"
+    assert seconds < 400, f"curation of hostile input took {seconds:.0f} s"   # no hang (a FIFO read would block)
     if peak_kib > before:  # the run's own peak (a larger earlier child would hide it)
         assert peak_kib < 1_500_000, f"curation peaked at {peak_kib / 1024:.0f} MiB on a 3 GB sparse file and bombs"
     stats = json.loads((out / "stats.json").read_text())
