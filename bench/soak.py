@@ -597,7 +597,9 @@ async def run_soak_async(url: str, config: SoakConfig) -> SoakReport:
     for name in plan:
         queue.put_nowait(name)
     outcomes: list[Outcome] = []
-    limits = httpx.Limits(max_connections=config.concurrency + config.burst_size + 4, max_keepalive_connections=16)
+    # a new connection per request: a kept-alive one may be closed by the server's idle timeout just as it is
+    # reused (an HTTP race any client sees), and then a read error would be no finding about the server
+    limits = httpx.Limits(max_connections=config.concurrency + config.burst_size + 4, max_keepalive_connections=0)
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=config.request_timeout, limits=limits) as client:
         async def worker(seed: int) -> None:
