@@ -62,6 +62,7 @@ class Validator:
 
     def tokenize(self, text: str) -> list[int]:
         """Special tokens in the text (`<fim_prefix>`, …) are recognised as such, as llm-ls expects."""
+        check_unicode(text)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def validate(self, inputs: str, parameters: GenerateParameters | None, *, stream: bool,
@@ -128,6 +129,14 @@ class Validator:
         if max_new != params.max_new_tokens:
             params = dataclasses.replace(params, max_new_tokens=max_new)
         return ValidRequest(ids, params.with_seed(), inputs, return_full_text)
+
+
+def check_unicode(text: str) -> None:
+    """JSON can carry a lone surrogate (`"\\ud800"`), which is no Unicode text: the tokenizer cannot take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise validation(f"`inputs` is not valid Unicode text: a lone surrogate at character {e.start}") from None
 
 
 def check_prompt_count(prompts: list[str], max_client_batch_size: int) -> None:

@@ -348,6 +348,11 @@ def train_loop(
             if d.main:
                 log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
         raise
+    if step == start_step and metrics is not None:
+        # resumed from the final checkpoint (killed while writing the model): its numbers are in the log
+        records = metrics.records()
+        result.losses = [r["loss"] for r in records if "loss" in r][-1:]
+        last_val = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
     result.steps, result.tokens, result.val_loss = step, tokens_seen, last_val
     if metrics is not None:
         plot_loss(metrics.records(), out / "loss.png")

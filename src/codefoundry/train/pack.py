@@ -177,6 +177,23 @@ def _merge(units: list[Unit], out: Path, split: str, subset: str, dtype: np.dtyp
             "tokens": int(starts[-1]), "num_documents": len(all_lengths)}
 
 
+def _run_key(shards: list[tuple[str, Path]], tokenizer: Path, config: PackConfig) -> str:
+    """What makes two packs the same run: the shards (name, size, mtime), the tokenizer's bytes, the settings."""
+    blob = json.dumps({"shards": [(s, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for s, p in shards],
+                       "tokenizer": hashlib.sha256((tokenizer / "tokenizer.json").read_bytes()).hexdigest(),
+                       "config": config.model_dump(mode="json", exclude={"workers"})}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _claim_work(work: Path, key: str) -> None:
+    """Keep `work/` only for a resume of the same run: an interrupted pack of other inputs or settings left
+    units that this one must not reuse."""
+    plan = work / "plan.json"
+    if work.exists() and (not plan.exists() or json.loads(plan.read_text(encoding="utf-8")).get("run_key") != key):
+        shutil.rmtree(work)
+    atomic_write_json(plan, {"run_key": key})
+
+
 def pack(dataset: str | Path, tokenizer: str | Path, out: str | Path, config: PackConfig | None = None) -> Path:
     """Tokenize `dataset` with `tokenizer` into the `tokens/` artifact at `out`; resumable."""
     config = config or PackConfig()
@@ -198,6 +215,7 @@ def pack(dataset: str | Path, tokenizer: str | Path, out: str | Path, config: Pa
     clean_temp_files(out)
     held_out = frozenset(validation_repos(shards, config.validation_fraction, config.seed))
     work = out / "work"
+    _claim_work(work, _run_key(shards, tokenizer_dir, config))
     units = [Unit(subset, shard, work, tokenizer_dir.resolve(), held_out, config.metadata_rate, config.seed)
              for subset, shard in shards]
     todo = [u for u in units if not u.done.exists()]

@@ -20,6 +20,7 @@ from codefoundry.serve.schemas import (
     StreamResponse,
 )
 from codefoundry.serve.state import ServerState, State, require_api_key
+from codefoundry.serve.validation import check_unicode
 
 router = APIRouter(tags=["Text Generation Inference"], dependencies=[Depends(require_api_key)])
 STREAM_DOC = {200: {"model": StreamResponse, "description": "Generated tokens as server-sent events (`data:` + "
@@ -82,6 +83,7 @@ async def generate_stream(state: State, body: GenerateRequest) -> StreamingRespo
 async def tokenize(state: State, body: GenerateRequest) -> list[dict[str, Any]]:
     if not body.inputs:
         raise validation("`inputs` cannot be empty")
+    check_unicode(body.inputs)
     enc = state.tokenizer(body.inputs, add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
