@@ -4,8 +4,6 @@ and the API-key-guarded routes load and unload them at run time."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,7 +147,14 @@ def test_load_and_unload_at_run_time_need_the_key_and_stay_under_the_root(server
         client.completions.create(model="c", prompt=PROMPT, max_tokens=2)
 
 
-def test_cli_adapter_flag_errors_are_one_line(tmp_path: Path, lora_bases: dict[str, Path]) -> None:
-    run = subprocess.run([sys.executable, "-m", "codefoundry", "serve", "--model", str(lora_bases[ARCH]),
-                          "--adapter", "no-equals-sign"], capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "is not NAME=DIR" in run.stderr and "Traceback" not in run.stderr
+def test_cli_adapter_errors_are_one_line(tmp_path: Path, lora_bases: dict[str, Path],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from codefoundry.cli import run
+
+    base = str(lora_bases[ARCH])
+    assert run(["serve", "--model", base, "--adapter", "no-equals-sign"]) == 1
+    assert "error: --adapter 'no-equals-sign' is not NAME=DIR" in capsys.readouterr().err
+    assert run(["serve", "--model", base, "--adapter", f"x={tmp_path / 'missing'}", "--port", "0",
+                "--max-batch-total-tokens", "256", "--max-batch-prefill-tokens", "64"]) == 1
+    out = capsys.readouterr().err
+    assert "error: adapter directory" in out and "does not exist" in out and "Traceback" not in out
