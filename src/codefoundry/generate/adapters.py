@@ -81,6 +81,7 @@ class AdapterRegistry:
     def unload(self, name: str) -> LoadedAdapter:
         loaded = self.get(name)
         del self._by_name[name], self._by_key[loaded.key]
+        self.layers.forget(loaded.adapter)
         if not self._by_name:
             self.layers.detach()           # no adapter left: the model runs without hooks
         return loaded

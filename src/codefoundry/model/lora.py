@@ -15,8 +15,8 @@ PEFT's inference formula (dropout is off at inference).
 
 `LoraLayers` applies a set of adapters to a model in one forward: forward hooks on the target
 modules add each adapter's delta to the rows of the batch that use it (`LoraBatch`: the
-adapter of every flat token), one gather, two small matmuls and one scatter-add per
-(module, adapter present), never one forward per adapter. With no batch active the hooks
+adapter of every flat token), with the adapters present stacked side by side: two small
+matmuls per module whatever the number of adapters, never one forward per adapter. With no batch active the hooks
 return at once and the base path is unchanged; the hooks work over any module that maps
 `[N, in]` to `[N, out]` (a quantized linear too), and the state dict is left untouched.
 """
@@ -28,7 +28,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -174,46 +174,84 @@ def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
 
 @dataclass
 class LoraBatch:
-    """Which adapter each row of one flat batch uses, as row groups per adapter.
+    """Which adapter each row of one flat batch uses: `adapters[slot]`, slot -1 = the base model.
 
-    `groups[rows]` lists (adapter, its row indices, or None when it has every row) for a module
-    input of `rows` rows: the step's N flat tokens, and the L rows a model keeps before its head
-    (`lm_head` sees only those), when L differs.
+    `slots[rows]` is, for a module input of `rows` rows, each row's slot and the one slot all
+    rows share (None if they differ): the step's N flat tokens, and the L rows a model keeps
+    before its head (`lm_head` sees only those), when L differs. Masks are made once per step.
     """
 
-    groups: dict[int, list[tuple[LoraAdapter, torch.Tensor | None]]]
+    adapters: tuple[LoraAdapter, ...]
+    slots: dict[int, tuple[torch.Tensor, int | None]]
+    _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, adapters: Sequence[LoraAdapter], slots: Sequence[int], logits_rows: Sequence[int] | None,
               device: torch.device) -> LoraBatch:
         """`slots[i]` indexes `adapters` for flat token i (-1: the base model); built on the host, no syncs."""
-        def grouped(row_slots: Sequence[int]) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
-            rows: dict[int, list[int]] = {}
-            for i, slot in enumerate(row_slots):
-                if slot >= 0:
-                    rows.setdefault(slot, []).append(i)
-            return [(adapters[slot], None if len(index) == len(row_slots)
-                     else torch.tensor(index, dtype=torch.long, device=device))
-                    for slot, index in rows.items()]
+        def entry(row_slots: Sequence[int]) -> tuple[torch.Tensor, int | None]:
+            shared = row_slots[0] if len(set(row_slots)) == 1 else None
+            return torch.tensor(row_slots, dtype=torch.long, device=device), shared
 
-        groups = {len(slots): grouped(slots)}
-        if logits_rows is not None and len(logits_rows) not in groups:
-            groups[len(logits_rows)] = grouped([slots[i] for i in logits_rows])
-        return cls(groups)
+        by_rows = {len(slots): entry(slots)}
+        if logits_rows is not None and len(logits_rows) not in by_rows:
+            by_rows[len(logits_rows)] = entry([slots[i] for i in logits_rows])
+        return cls(tuple(adapters), by_rows)
 
-    def rows(self, n: int) -> list[tuple[LoraAdapter, torch.Tensor | None]]:
-        if n not in self.groups:
-            raise ValueError(f"a LoRA target module got {n} rows; this batch has row groups for {sorted(self.groups)}")
-        return self.groups[n]
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(a.digest for a in self.adapters)
+
+    def rows(self, n: int) -> tuple[torch.Tensor, int | None]:
+        if n not in self.slots:
+            raise ValueError(f"a LoRA target module got {n} rows; this batch has {sorted(self.slots)}")
+        return self.slots[n]
+
+    def mask(self, n: int, layout: tuple[tuple[int, int], ...], dtype: torch.dtype) -> torch.Tensor:
+        """[n, sum of ranks] 1 where a row's adapter owns the column (`layout`: (slot, rank) per stacked block)."""
+        key = (n, layout, dtype)
+        if key not in self._masks:
+            slots = self.rows(n)[0]
+            owner = torch.tensor([slot for slot, rank in layout for _ in range(rank)], device=slots.device)
+            self._masks[key] = (slots[:, None] == owner[None, :]).to(dtype)
+        return self._masks[key]
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """One module's updates of every adapter in a batch, side by side: x @ lora_a gives each its own columns."""
+
+    lora_a: torch.Tensor                   # [in, R]: each adapter's A.T, R = the sum of their ranks
+    lora_b: torch.Tensor                   # [R, out]: each adapter's B.T * scaling
+    layout: tuple[tuple[int, int], ...]    # (slot, rank) of each block of columns
+
+    @classmethod
+    def of(cls, name: str, adapters: Sequence[LoraAdapter]) -> _Stacked | None:
+        parts = [(slot, a.modules[name]) for slot, a in enumerate(adapters) if name in a.modules]
+        if not parts:
+            return None
+        return cls(torch.cat([m.lora_a for _, m in parts]).T.contiguous(),
+                   torch.cat([(m.lora_b * m.scaling).T for _, m in parts]).contiguous(),
+                   tuple((slot, m.rank) for slot, m in parts))
 
 
 class LoraLayers:
-    """Forward hooks on a model's LoRA target modules that apply the active `LoraBatch`."""
+    """Forward hooks on a model's LoRA target modules that apply the active `LoraBatch`.
+
+    Per module, the adapters present are stacked (cached per set of adapters, as the same few
+    sets recur step after step): `out += ((x @ A) * mask) @ B`, one shrink and one expand
+    matmul over every row whatever the number of adapters, the mask zeroing the columns of
+    adapters a row does not use (no mask when one adapter has every row). Rows of the base
+    model get exact zeros.
+    """
+
+    MAX_CACHED_SETS = 8
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.active: LoraBatch | None = None
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self._stacks: dict[tuple[str, ...], dict[str, _Stacked | None]] = {}
 
     def attach(self, module_names: Sequence[str]) -> None:
         """Hook these modules (once each); called for every adapter loaded."""
@@ -227,6 +265,11 @@ class LoraLayers:
         for handle in self._hooks.values():
             handle.remove()
         self._hooks.clear()
+        self._stacks.clear()
+
+    def forget(self, adapter: LoraAdapter) -> None:
+        """Drop the stacked copies that hold `adapter`'s weights (it was unloaded)."""
+        self._stacks = {k: v for k, v in self._stacks.items() if adapter.digest not in k}
 
     @property
     def attached(self) -> int:
@@ -241,23 +284,36 @@ class LoraLayers:
         finally:
             self.active = None
 
+    def _stacked(self, batch: LoraBatch, name: str) -> _Stacked | None:
+        key = batch.key
+        per = self._stacks.pop(key, None)
+        if per is None:
+            per = {}
+            while len(self._stacks) >= self.MAX_CACHED_SETS:
+                self._stacks.pop(next(iter(self._stacks)))
+        self._stacks[key] = per                      # most recently used last
+        if name not in per:
+            per[name] = _Stacked.of(name, batch.adapters)
+        return per[name]
+
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
             batch = self.active
             if batch is None:
                 return None
             x = inputs[0]
-            lead = x.shape[:-1]
-            x2, out2 = x.reshape(-1, x.shape[-1]), output.view(-1, output.shape[-1])
-            for adapter, rows in batch.rows(x2.shape[0]):
-                update = adapter.modules.get(name)
-                if update is None:
-                    continue
-                xs = x2 if rows is None else x2.index_select(0, rows)
-                delta = (xs @ update.lora_a.T) @ update.lora_b.T * update.scaling
-                if rows is None:
-                    out2.add_(delta)
-                else:
-                    out2.index_add_(0, rows, delta)
-            return out2.view(*lead, -1)
+            x2 = x.reshape(-1, x.shape[-1])
+            n = x2.shape[0]
+            _, shared = batch.rows(n)
+            stacked = self._stacked(batch, name)
+            if stacked is None or shared == -1:
+                return None
+            if shared is not None and all(slot != shared for slot, _ in stacked.layout):
+                return None                          # every row's adapter leaves this module alone
+            h = x2 @ stacked.lora_a
+            if not (shared is not None and len(stacked.layout) == 1):
+                h.mul_(batch.mask(n, stacked.layout, h.dtype))
+            out2 = output.reshape(-1, output.shape[-1])   # a view of the output (a copy only if it is strided)
+            out2.addmm_(h, stacked.lora_b)
+            return out2.view(output.shape)
         return hook
