@@ -4,9 +4,10 @@
     .venv/bin/python bench/lora_serve.py --requests 16 --new-tokens 32 --rank 16 --threads 2
     .venv/bin/python bench/lora_serve.py --model model/ --device cuda --dtype bfloat16
 
-The same B requests (greedy, EOS ignored, one shared prompt set) run through `generate()` with
-their adapters assigned round-robin over k adapters (k = 0 is the base model alone): every
-step is one forward over the whole batch, each adapter's rows going through its own low-rank
+The same B requests (greedy, EOS ignored, one shared prompt set) run through one `Engine` with
+the four adapters loaded (as in a server; prefix caching off, so no run reuses another's KV),
+assigned round-robin over k adapters (k = 0 is the base model alone): every step is one
+forward over the whole batch, each adapter's rows going through its own low-rank
 update. The adapters are made by `peft` (`get_peft_model` on the same checkpoint, every
 projection of every layer targeted, random lora_B so they change the output) and saved in
 PEFT format. The anchor beside it is peft's own mixed-adapter batch inference
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from codefoundry.generate import SamplingParams, generate
+from codefoundry.generate import Engine, SamplingParams
 from codefoundry.model import load_model
 from codefoundry.tokenizer import load_tokenizer
 
@@ -74,12 +75,19 @@ def assign(k: int, n: int) -> list[str | None]:
     return [None] * n if k == 0 else [f"lora{i % k}" for i in range(n)]
 
 
-def run_ours(model, tok, prompts: list[str], names: list[str | None], adapters: dict[str, Path],
-             new_tokens: int) -> tuple[float, list[list[int]]]:
-    params = [SamplingParams(max_new_tokens=new_tokens, ignore_eos=True, adapter_id=n) for n in names]
+def run_ours(engine: Engine, prompts: list[str], names: list[str | None], new_tokens: int
+             ) -> tuple[float, list[list[int]]]:
+    """Seconds for the engine (adapters already loaded, as in a server) to complete every request."""
+    ids = [engine.tokenizer.encode(p) for p in prompts]
     start = time.perf_counter()
-    done = generate(model, tok, prompts, params, adapters=adapters)
-    return time.perf_counter() - start, [c.token_ids for c in done]
+    for i, (prompt, name) in enumerate(zip(ids, names, strict=True)):
+        engine.add_request(i, prompt, SamplingParams(max_new_tokens=new_tokens, ignore_eos=True, adapter_id=name))
+    done: dict[int, list[int]] = {}
+    while engine.has_unfinished():
+        for out in engine.step().outputs:
+            if out.completion is not None:
+                done[out.request_id] = out.completion.token_ids
+    return time.perf_counter() - start, [done[i] for i in range(len(prompts))]
 
 
 def run_peft(peft_model, tok, prompts: list[str], names: list[str | None], new_tokens: int) -> float:
@@ -111,8 +119,11 @@ def main() -> int:
         model_dir = args.model or smollm2_dir(work)
         adapters = make_adapters(model_dir, work, 4, args.rank)
         model, tok = load_model(model_dir, dtype=dtype, device=args.device), load_tokenizer(model_dir)
+        engine = Engine(model, tok, num_blocks=args.requests * 8, block_size=16, enable_prefix_caching=False)
+        for name, path in adapters.items():
+            engine.add_adapter(name, str(path))
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
-        run_ours(model, tok, prompts[:2], assign(1, 2), adapters, 4)           # warm-up
+        run_ours(engine, prompts[:2], assign(2, 2), 4)                         # warm-up
         peft_model = None
         if not args.no_peft:
             import peft
@@ -131,7 +142,7 @@ def main() -> int:
         base_ours = base_peft = None
         for k in (0, 1, 2, 4):
             names = assign(k, args.requests)
-            seconds, got = run_ours(model, tok, prompts, names, adapters, args.new_tokens)
+            seconds, got = run_ours(engine, prompts, names, args.new_tokens)
             ours = tokens / seconds
             base_ours = base_ours or ours
             row = f"{k:>8} {ours:>11.1f} {ours / base_ours:>8.2f}"
@@ -142,7 +153,7 @@ def main() -> int:
             print(row, flush=True)
             if args.check:
                 for i in range(0, args.requests, max(args.requests // 4, 1)):
-                    _, alone = run_ours(model, tok, [prompts[i]], [names[i]], adapters, args.new_tokens)
+                    _, alone = run_ours(engine, [prompts[i]], [names[i]], args.new_tokens)
                     assert alone[0] == got[i], f"request {i} (adapter {names[i]}) differs from its tokens alone"
         if args.check:
             print("check: sampled requests' tokens in the batch == their tokens alone")

@@ -35,20 +35,25 @@ def _peft_logits(base_dir: Path, adapter_dir: Path | None, ids: list[int], dtype
         return model.eval()(torch.tensor([ids])).logits[0]
 
 
-def _engine(base_dir: Path, dtype: torch.dtype, adapters: dict[str, Path]) -> Engine:
-    engine = Engine(load_model(base_dir, dtype=dtype), load_tokenizer(base_dir), num_blocks=64, block_size=4)
+def _engine(base_dir: Path, dtype: torch.dtype, adapters: dict[str, Path], device: str = "cpu") -> Engine:
+    engine = Engine(load_model(base_dir, dtype=dtype, device=device), load_tokenizer(base_dir), num_blocks=64,
+                    block_size=4)
     for name, path in adapters.items():
         engine.add_adapter(name, str(path))
     return engine
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_float64_logits_equal_peft_for_two_adapters_and_base_in_one_forward(
-        arch: str, lora_bases: dict[str, Path], lora_adapters: dict[str, dict[str, Path]]) -> None:
+        arch: str, device: str, lora_bases: dict[str, Path], lora_adapters: dict[str, dict[str, Path]]) -> None:
     base, adapters = lora_bases[arch], lora_adapters[arch]
     tok = load_tokenizer(base)
     ids = [tok.encode(p) for p in PROMPTS[:3]]
-    engine = _engine(base, torch.float64, adapters)
+    engine = _engine(base, torch.float64, adapters, device)
     keys = [engine.lora.key("a"), None, engine.lora.key("b")]
     # one step: three sequences (adapter a, base, adapter b), every prompt token's logits, blocks disjoint
     seqs, first = [], 0
@@ -56,7 +61,7 @@ def test_float64_logits_equal_peft_for_two_adapters_and_base_in_one_forward(
         blocks = list(range(first, first + -(-len(seq_ids) // 4)))
         first += len(blocks)
         seqs.append(ScheduledSequence(seq_ids, 0, len(seq_ids), blocks, all_logits=True, adapter_id=key))
-    ours = engine.runner.execute(seqs).all
+    ours = [t.cpu() for t in engine.runner.execute(seqs).all]
     for seq_ids, name, got in zip(ids, ["a", None, "b"], ours, strict=True):
         want = _peft_logits(base, adapters[name] if name else None, seq_ids, torch.float64)
         assert (got - want).abs().max().item() <= 1e-9, name
