@@ -59,7 +59,7 @@ def test_serve_validation_special_tokens_recognised(validator: Validator) -> Non
     ({"repetition_penalty": float("nan")}, False, "`repetition_penalty` must be a finite number"),
     ({"stop": [""]}, False, "`stop` must be a list of non-empty strings"),
     ({"watermark": True}, False, "watermark is not supported"),
-    ({"adapter_id": "lora"}, False, "adapters are not supported"),
+    ({"adapter_id": "lora"}, False, "adapter 'lora' is not loaded"),
 ])
 def test_serve_validation_rules(validator: Validator, params: dict, stream: bool, message: str) -> None:
     error = _error(validator, "x", stream=stream, **params)

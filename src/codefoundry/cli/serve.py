@@ -9,6 +9,7 @@ import typer
 
 from codefoundry.cli.common import ConfigOpt, ModelOpt, examples
 from codefoundry.config import load_config
+from codefoundry.errors import UserError
 from codefoundry.serve import ServeConfig
 
 COMMAND = {
@@ -17,6 +18,8 @@ COMMAND = {
         "codefoundry serve --model model/",
         "codefoundry serve --model model/ --host 0.0.0.0 --port 3000 --api-key SECRET --max-concurrent-requests 64",
         "codefoundry serve --model model/ --cors-allow-origin https://playground.example --allowed-host devbox.lan",
+        "codefoundry serve --model model/ --adapter sql=adapters/sql --adapter docs=adapters/docs "
+        "--adapter-root adapters/",
         "codefoundry serve --model model/ --max-total-tokens 2048 --max-batch-prefill-tokens 4096 "
         "--otlp-endpoint http://127.0.0.1:4318",
     ),
@@ -66,11 +69,18 @@ def command(
     no_prefix_caching: Annotated[bool, _opt(
         "--no-prefix-caching", "Turn off prefix caching (on by default: the KV blocks of prompt prefixes seen "
                                "before are reused; outputs are the same either way).")] = False,
+    adapter: Annotated[list[str] | None, _opt(
+        "--adapter", "A LoRA adapter to serve, NAME=DIR (PEFT format; repeatable); requests name it by TGI's "
+                     "adapter_id or OpenAI's model.")] = None,
+    adapter_root: Annotated[Path | None, _opt(
+        "--adapter-root", "Allow loading adapters at run time (POST /v1/adapters, with the API key if set) from "
+                          "under this directory. Default: off.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
     requests and exits 0). Routes: POST / /generate /generate_stream /tokenize /v1/completions
-    /v1/chat/completions; GET /health /info /metrics /v1/models /docs."""
+    /v1/chat/completions /v1/adapters; GET /health /info /metrics /v1/models /v1/adapters /docs;
+    DELETE /v1/adapters/NAME."""
     from codefoundry.serve import serve
 
     flags = {"model": Path(model) if model else None, "host": host, "port": port, "api_key": api_key,
@@ -78,5 +88,21 @@ def command(
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
              "max_batch_total_tokens": max_batch_total_tokens, "max_stop_sequences": max_stop_sequences,
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
-             "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None}
+             "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
+             "adapters": _adapters(adapter), "adapter_root": adapter_root}
     serve(load_config(ServeConfig, config, flags))
+
+
+def _adapters(flags: list[str] | None) -> dict[str, Path] | None:
+    """`--adapter NAME=DIR` flags as a mapping (None when none given, so a --config file's list stays)."""
+    if not flags:
+        return None
+    out: dict[str, Path] = {}
+    for flag in flags:
+        name, sep, path = flag.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--adapter {flag!r} is not NAME=DIR", "e.g. --adapter sql=adapters/sql")
+        if name in out:
+            raise UserError(f"--adapter {name} is given twice")
+        out[name] = Path(path)
+    return out

@@ -8,6 +8,10 @@ is done, and the scheduler takes the results back (tokens appended, finished req
 freed). A preempted request is recomputed later from its prompt and the tokens it already
 has, so its output does not change.
 
+LoRA adapters (`add_adapter(name, dir)`, PEFT format) apply per request: a request names one
+in `SamplingParams.adapter_id`, and one step's forward runs every request through its own
+adapter or the base model together (`generate.adapters`, `model.lora`).
+
 Prefix caching is on by default (`enable_prefix_caching`): a request whose prompt starts
 with full KV blocks that an earlier request computed (same tokens, same adapter) reuses them
 and computes only the rest, with identical outputs; `stats()` reports the hit rate.
@@ -25,13 +29,15 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from codefoundry.console import progress_bar
+from codefoundry.generate.adapters import AdapterError, AdapterRegistry
 from codefoundry.generate.detokenizer import IncrementalDetokenizer
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
@@ -146,7 +152,8 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
-        self.runner = ModelRunner(model, num_blocks, block_size)
+        self.lora = AdapterRegistry(model)
+        self.runner = ModelRunner(model, num_blocks, block_size, adapters=self.lora)
         self.sampler = Sampler()
         config = model.config
         self.max_positions: int = config.n_positions
@@ -168,9 +175,14 @@ class Engine:
         if need > self.kv.num_blocks:
             raise ValidationError(f"a sequence of {len(ids)} + {params.max_new_tokens} tokens needs {need} KV blocks "
                                   f"of {self.kv.block_size} tokens but the pool has num_blocks={self.kv.num_blocks}")
+        adapter_key = None
+        if params.adapter_id is not None:
+            if params.adapter_id not in self.lora:
+                raise ValidationError(f"adapter {params.adapter_id!r} is not loaded; {self.lora.known()}")
+            adapter_key = self.lora.key(params.adapter_id)
         seed = (params.seed if params.seed is not None else secrets.randbits(64)) if params.sampling else None
         # prompt logprobs need logits at every prompt position: no cached prefix for them (vLLM does the same)
-        request = Request(request_id, ids, use_prefix_cache=not params.decoder_input_details)
+        request = Request(request_id, ids, adapter_id=adapter_key, use_prefix_cache=not params.decoder_input_details)
         self.scheduler.add_request(request)
         self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids)
         return seed
@@ -182,6 +194,22 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def add_adapter(self, name: str, path: str) -> dict:
+        """Load a PEFT LoRA adapter; requests then name it in `SamplingParams.adapter_id`. Returns its description."""
+        return self.lora.load(name, path).describe()
+
+    def remove_adapter(self, name: str) -> dict:
+        """Unload an adapter no queued or running request uses (`AdapterError` otherwise)."""
+        key = self.lora.key(name)
+        users = sum(1 for st in self._states.values() if st.request.adapter_id == key)
+        if users:
+            raise AdapterError(f"adapter {name!r} is in use by {users} request(s); unload it once they finish")
+        return self.lora.unload(name).describe()
+
+    def adapters(self) -> list[dict]:
+        """The loaded adapters: name, path, rank, alpha, base model, target modules."""
+        return self.lora.describe()
 
     def stats(self) -> EngineStats:
         s, kv = self.scheduler, self.kv
@@ -202,7 +230,7 @@ class Engine:
         states = [self._states[s.request_id] for s in plan.scheduled]
         logits = self.runner.execute([
             ScheduledSequence(st.request.token_ids, s.num_computed_tokens, s.num_new_tokens, s.block_ids,
-                              all_logits=st.wants_prompt_logits)
+                              all_logits=st.wants_prompt_logits, adapter_id=st.request.adapter_id)
             for s, st in zip(plan.scheduled, states, strict=True)])
         ready: list[int] = []
         for row, (s, st) in enumerate(zip(plan.scheduled, states, strict=True)):
@@ -281,12 +309,13 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
              params: SamplingParams | Sequence[SamplingParams] | None = None, *,
              max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
              block_size: int = 16, num_blocks: int | None = None, enable_prefix_caching: bool = True,
-             progress: bool = False) -> list[Completion]:
+             progress: bool = False, adapters: Mapping[str, str | Path] | None = None) -> list[Completion]:
     """Complete every prompt (text, or token ids) with `model`; one `Completion` per prompt, in order.
 
     `params` is one `SamplingParams` for all prompts or one per prompt. `num_blocks` sizes the
     KV pool (default: room for every sequence at full length, capped at 1 GiB of K/V). The
-    model runs in eval mode and is put back in its previous mode afterwards.
+    model runs in eval mode and is put back in its previous mode afterwards. `adapters` (name →
+    PEFT LoRA directory) are loaded for the call; a prompt's `SamplingParams.adapter_id` names one.
     """
     if isinstance(params, SamplingParams) or params is None:
         params = [params or SamplingParams()] * len(prompts)
@@ -303,6 +332,16 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Seq
     engine = Engine(model, tokenizer, num_blocks=num_blocks, block_size=block_size,
                     max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                     enable_prefix_caching=enable_prefix_caching)
+    try:
+        for name, path in (adapters or {}).items():
+            engine.add_adapter(name, str(path))
+        return _run_all(engine, model, ids, params, progress)
+    finally:
+        engine.lora.layers.detach()       # the model is the base model again
+
+
+def _run_all(engine: Engine, model: torch.nn.Module, ids: list[list[int]], params: Sequence[SamplingParams],
+             progress: bool) -> list[Completion]:
     for i, (prompt_ids, p) in enumerate(zip(ids, params, strict=True)):
         try:
             engine.add_request(i, prompt_ids, p)

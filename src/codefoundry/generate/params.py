@@ -57,6 +57,7 @@ class SamplingParams:
     top_n_tokens: int = 0                     # alternatives per generated token (TGI caps at 5 in the server)
     details: bool = False                     # per-token details wanted (the engine always records logprobs)
     decoder_input_details: bool = False       # logprobs of the prompt tokens too
+    adapter_id: str | None = None             # the LoRA adapter to generate with, by name (TGI); None = base model
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

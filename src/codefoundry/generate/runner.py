@@ -9,11 +9,13 @@ reaches `len(token_ids)`, and only then are its logits used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
+from codefoundry.generate.adapters import AdapterRegistry
 from codefoundry.model import PagedAttention, allocate_kv_cache
 
 
@@ -26,6 +28,7 @@ class ScheduledSequence:
     num_new: int                # tokens to compute now: token_ids[num_computed : num_computed + num_new]
     block_table: list[int]      # its cache blocks, holding at least num_computed + num_new slots
     all_logits: bool = False    # logits for every new token (prompt logprobs), not only the last
+    adapter_id: Hashable | None = None   # the LoRA adapter its tokens run through (None: the base model)
 
 
 @dataclass
@@ -38,8 +41,9 @@ class ModelRunner:
     """Owns the KV cache tensors of one model; `execute(seqs)` runs one step."""
 
     def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int,
-                 kv_dtype: torch.dtype | None = None) -> None:
+                 kv_dtype: torch.dtype | None = None, adapters: AdapterRegistry | None = None) -> None:
         self.model = model
+        self.adapters = adapters          # LoRA adapters a sequence may name (its adapter_id is a registry key)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.block_size, self.num_blocks = block_size, num_blocks
@@ -88,7 +92,8 @@ class ModelRunner:
         if not seqs:
             raise ValueError("execute() needs at least one scheduled sequence")
         input_ids, positions, attn = self.prepare(seqs)
-        logits = self.model.forward_paged(input_ids, positions, attn, self.kv_caches)   # (L, V)
+        with self._lora(seqs):
+            logits = self.model.forward_paged(input_ids, positions, attn, self.kv_caches)   # (L, V)
         last_rows, all_logits, row = [], [], 0
         for s in seqs:
             n = s.num_new if s.all_logits else 1
@@ -97,3 +102,13 @@ class ModelRunner:
             last_rows.append(row - 1)
         last = logits if row == len(seqs) else logits[last_rows]   # one row per sequence: already the last
         return StepLogits(last=last, all=all_logits)
+
+    def _lora(self, seqs: Sequence[ScheduledSequence]) -> AbstractContextManager[None]:
+        """Each sequence's rows through its adapter, all in this one forward (nothing when none names one)."""
+        if self.adapters is None or all(s.adapter_id is None for s in seqs):
+            return nullcontext()
+        logits_rows, first = [], 0
+        for s in seqs:
+            logits_rows.extend(range(first, first + s.num_new) if s.all_logits else (first + s.num_new - 1,))
+            first += s.num_new
+        return self.adapters.step([s.adapter_id for s in seqs], [s.num_new for s in seqs], logits_rows)

@@ -39,6 +39,8 @@ class ServeConfig(StageConfig):
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None = bf16 on cuda, fp32 on cpu
     model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
     log_prompts: bool = False                         # never log prompt text unless asked
+    adapters: dict[str, Path] = Field(default_factory=dict)  # LoRA adapters loaded at start: name → PEFT dir
+    adapter_root: Path | None = None                  # POST /v1/adapters loads only from under it; None = off
 
     @property
     def loopback(self) -> bool:

@@ -13,6 +13,7 @@ error and frees their blocks; the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -101,6 +102,15 @@ class EngineLoop:
             self._inbox.append(("abort", request_id, None))
             self._cond.notify()
 
+    async def call(self, method: str, *args: object) -> object:
+        """`engine.<method>(*args)` run on the engine thread between steps (the engine is not thread-safe);
+        its result, or its exception raised here."""
+        future = asyncio.get_running_loop().create_future()
+        with self._cond:
+            self._inbox.append(("call", -1, (method, args, future)))
+            self._cond.notify()
+        return await future
+
     # ---- engine thread ----
 
     def _run(self) -> None:
@@ -112,7 +122,10 @@ class EngineLoop:
                     return
                 commands, self._inbox = self._inbox, []
             for kind, rid, payload in commands:
-                self._add(rid, *payload) if kind == "add" else self._abort(rid)
+                if kind == "call":
+                    self._call(*payload)
+                else:
+                    self._add(rid, *payload) if kind == "add" else self._abort(rid)
             if self.engine.has_unfinished():
                 self._step()
             self._update_gauges()
@@ -123,6 +136,19 @@ class EngineLoop:
             self.engine.add_request(rid, valid.input_ids, valid.params)
         except ValidationError as e:
             self._deliver(rid, ServeError("validation", str(e)))
+
+    def _call(self, method: str, args: tuple, future: asyncio.Future) -> None:
+        try:
+            result, error = getattr(self.engine, method)(*args), None
+        except Exception as e:  # the caller's to handle (e.g. an adapter that cannot be loaded)
+            result, error = None, e
+        loop = future.get_loop()
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result(result) if error is None else future.set_exception(error)
+        with contextlib.suppress(RuntimeError):    # the caller's event loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle)
 
     def _abort(self, rid: int) -> None:
         if self._streams.pop(rid, None) is not None and self.engine.abort(rid):

@@ -15,6 +15,9 @@ ERROR_KINDS: dict[str, tuple[int, str]] = {
     "payload_too_large": (413, ""),
     "host_not_allowed": (403, ""),   # a Host header a loopback-bound server does not answer to (DNS rebinding)
     "healthcheck": (503, ""),
+    "not_found": (404, ""),          # an OpenAI `model` (an adapter) or an adapter route's name nobody loaded
+    "forbidden": (403, ""),          # loading an adapter from outside --adapter-root (or with none set)
+    "conflict": (409, ""),           # an adapter name taken, or unloading one that requests still use
     "shutting_down": (503, ""),
 }
 

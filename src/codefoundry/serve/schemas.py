@@ -42,7 +42,8 @@ class GenerateParameters(_Lenient):
     seed: int | None = Field(None, description="u64 sampling seed; random when null.")
     top_n_tokens: int | None = Field(None, description="Alternatives per token (<= max_top_n_tokens).")
     grammar: Any | None = Field(None, description="Not supported; a grammar is rejected with 422.")
-    adapter_id: str | None = Field(None, description="Not supported; an adapter id is rejected with 422.")
+    adapter_id: str | None = Field(None, description="A loaded LoRA adapter's name (GET /v1/adapters); null or "
+                                                     "the model id = the base model; unknown = 422.")
 
 
 class GenerateRequest(_Lenient):
@@ -133,6 +134,7 @@ class Info(BaseModel):
     version: str = __version__
     sha: str | None = None
     docker_label: str | None = None
+    adapters: list[str] = Field(default_factory=list, description="LoRA adapters loaded (names for adapter_id)")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -30,6 +30,7 @@ from codefoundry.serve.app import create_app
 from codefoundry.serve.config import ServeConfig
 from codefoundry.serve.engine_loop import EngineLoop, warmup
 from codefoundry.serve.metrics import Metrics
+from codefoundry.serve.routes.adapters import publish as publish_adapters
 from codefoundry.serve.schemas import Info
 from codefoundry.serve.state import ServerState
 from codefoundry.serve.tracing import make_tracer_provider
@@ -104,19 +105,26 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
                     max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1),
                     enable_prefix_caching=cfg.enable_prefix_caching)
     seconds = warmup(engine, prefill)
+    model_id = cfg.model_id or Path(cfg.model).resolve().name
+    for name, path in cfg.adapters.items():
+        if name == model_id:
+            raise UserError(f"--adapter {name}=…: the name is the base model's", "pick another adapter name")
+        engine.add_adapter(name, str(path))
     log.info("Setting max batch total tokens to %d (%d blocks); warmup prefill of %d tokens took %.2fs",
              pool_tokens, num_blocks, prefill, seconds)
     metrics = Metrics(max_input, max_total)
     metrics.batch_max_total_tokens.set(pool_tokens)
     loop = EngineLoop(engine, metrics)
-    info = Info(model_id=cfg.model_id or Path(cfg.model).resolve().name, model_dtype=str(dtype).removeprefix("torch."),
+    info = Info(model_id=model_id, model_dtype=str(dtype).removeprefix("torch."),
                 model_device_type=device.type, max_concurrent_requests=cfg.max_concurrent_requests,
                 max_stop_sequences=cfg.max_stop_sequences, max_input_tokens=max_input, max_total_tokens=max_total,
                 max_batch_total_tokens=pool_tokens, max_batch_prefill_tokens=cfg.max_batch_prefill_tokens,
                 max_client_batch_size=cfg.max_client_batch_size)
-    validator = Validator(tokenizer, Limits(max_input, max_total, cfg.max_stop_sequences, cfg.max_top_n_tokens))
+    validator = Validator(tokenizer, Limits(max_input, max_total, cfg.max_stop_sequences, cfg.max_top_n_tokens),
+                          model_id=model_id)
     state = ServerState(config=cfg, tokenizer=tokenizer, validator=validator, engine_loop=loop, metrics=metrics,
                         info=info, tracer_provider=make_tracer_provider(cfg.otlp_endpoint, span_processor))
+    publish_adapters(state, engine.adapters())
     loop.start()
     state.ready = True
     return state

@@ -57,8 +57,23 @@ def sampling_params(make: Callable[..., SamplingParams], **kwargs: Any) -> Sampl
 class Validator:
     """Tokenizes and checks requests against the server's limits."""
 
-    def __init__(self, tokenizer: Any, limits: Limits) -> None:
-        self.tokenizer, self.limits = tokenizer, limits
+    def __init__(self, tokenizer: Any, limits: Limits, model_id: str | None = None) -> None:
+        self.tokenizer, self.limits, self.model_id = tokenizer, limits, model_id
+        self.adapters: set[str] = set()   # the LoRA adapters loaded in the engine (kept current by their routes)
+
+    def adapter(self, name: str | None, *, openai: bool = False) -> str | None:
+        """The adapter a request names (None: the base model), or 422 (TGI) / 404 (OpenAI) with the known names.
+
+        The base model's name, an empty name and TGI's "tgi" select the base model. Without any adapter
+        loaded, an OpenAI `model` is not checked: clients send whatever name they were configured with.
+        """
+        if name in (None, "", "tgi", self.model_id) or (openai and not self.adapters):
+            return None
+        if name in self.adapters:
+            return name
+        known = ", ".join(sorted(self.adapters)) or "none"
+        message = f"adapter {name!r} is not loaded (base model: {self.model_id!r}; adapters: {known})"
+        raise ServeError("not_found", message) if openai else validation(message)
 
     def tokenize(self, text: str) -> list[int]:
         """Special tokens in the text (`<fim_prefix>`, …) are recognised as such, as llm-ls expects."""
@@ -73,8 +88,7 @@ class Validator:
         p = parameters
         if p.grammar is not None:
             raise validation("grammar is not supported")
-        if p.adapter_id is not None:
-            raise validation("adapters are not supported (this server loads no LoRA adapters)")
+        adapter = self.adapter(p.adapter_id)
         if p.watermark:
             raise validation("watermark is not supported")
         if p.best_of is not None:
@@ -88,15 +102,20 @@ class Validator:
             SamplingParams, do_sample=bool(p.do_sample), temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
             typical_p=p.typical_p, repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty,
             seed=p.seed, stop=tuple(p.stop or ()), top_n_tokens=p.top_n_tokens or 0, details=bool(p.details),
-            decoder_input_details=bool(p.decoder_input_details),
+            decoder_input_details=bool(p.decoder_input_details), adapter_id=adapter,
             **({} if p.max_new_tokens is None else {"max_new_tokens": p.max_new_tokens}))
         full = p.return_full_text if p.return_full_text is not None else default_return_full_text
         return self.check(inputs, params, fill=p.max_new_tokens is None, truncate=p.truncate,
                           return_full_text=bool(full))
 
-    def validate_openai(self, prompt: str, *, max_tokens: int | None, **openai: Any) -> ValidRequest:
-        """An OpenAI prompt and its parameters (`SamplingParams.from_openai`); a null max_tokens fills the budget."""
+    def validate_openai(self, prompt: str, *, max_tokens: int | None, model: str | None = None,
+                        **openai: Any) -> ValidRequest:
+        """An OpenAI prompt and its parameters (`SamplingParams.from_openai`); a null max_tokens fills the budget;
+        `model` names an adapter (or the base model)."""
+        adapter = self.adapter(model, openai=True)
         params = sampling_params(SamplingParams.from_openai, max_new_tokens=max_tokens, details=True, **openai)
+        if adapter is not None:
+            params = dataclasses.replace(params, adapter_id=adapter)
         return self.check(prompt, params, fill=max_tokens is None)
 
     def check(self, inputs: str, params: SamplingParams, *, fill: bool = False, truncate: int | None = None,

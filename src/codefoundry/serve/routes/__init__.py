@@ -1,5 +1,6 @@
 """One `APIRouter` per API: `tgi` (TGI's generation routes), `openai` (completions, chat, models),
-`operations` (health, info, metrics), `playground` (the /ui page); `codefoundry.serve.app.create_app` mounts them."""
+`adapters` (LoRA adapters loaded and unloaded at run time), `operations` (health, info, metrics),
+`playground` (the /ui page); `codefoundry.serve.app.create_app` mounts them."""
 
 from __future__ import annotations
 

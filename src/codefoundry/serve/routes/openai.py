@@ -36,7 +36,7 @@ def _validate(state: ServerState, prompts: list[str], body: CompletionRequest | 
               max_tokens: int | None) -> list[tuple[ValidRequest, RequestTimes]]:
     openai = {"temperature": body.temperature, "top_p": body.top_p, "frequency_penalty": body.frequency_penalty,
               "presence_penalty": body.presence_penalty, "seed": body.seed, "stop": body.stop,
-              "repetition_penalty": getattr(body, "repetition_penalty", None)}
+              "repetition_penalty": getattr(body, "repetition_penalty", None), "model": body.model}
     return [inference.validated(state, p, lambda p=p: state.validator.validate_openai(p, max_tokens=max_tokens,
                                                                                       **openai))
             for p in prompts]
@@ -93,10 +93,11 @@ async def _run(state: ServerState, request: Request, prompts: list[str], body: C
     return EventStreamResponse(events(), headers=inference.stream_headers(state))
 
 
-@router.get("/v1/models", summary="The served model")
+@router.get("/v1/models", summary="The served model and its LoRA adapters (each a `model` to ask for)")
 async def models(state: State) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0,
-                                        "owned_by": state.model_id}]}
+    base = {"id": state.model_id, "object": "model", "created": 0, "owned_by": state.model_id}
+    return {"object": "list", "data": [base, *({**base, "id": name, "parent": state.model_id}
+                                               for name in sorted(state.validator.adapters))]}
 
 
 @router.post("/v1/completions", dependencies=protected, responses=ERROR_RESPONSES, summary="OpenAI completions")
@@ -106,6 +107,7 @@ async def completions(state: State, request: Request, body: CompletionRequest) -
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     check_prompt_count(prompts, state.config.max_client_batch_size)
     _check_n(body.n)
+    state.validator.adapter(body.model, openai=True)      # an unknown model is a 404 before any stream starts
     rid = f"cmpl-{uuid.uuid4().hex}"
     model = body.model or state.model_id
 
@@ -130,6 +132,7 @@ async def chat(state: State, request: Request, body: ChatRequest) -> Response:
     if not body.messages:
         raise validation("`messages` cannot be empty")
     _check_n(body.n)
+    state.validator.adapter(body.model, openai=True)      # an unknown model is a 404 before any stream starts
     messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
     prompt = chat_prompt(state.tokenizer, messages)
     rid = f"chatcmpl-{uuid.uuid4().hex}"

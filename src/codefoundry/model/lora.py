@@ -1,0 +1,319 @@
+"""LoRA adapters in PEFT's format, applied per row of a flat batch: many adapters in one forward.
+
+An adapter directory is what `peft`'s `save_pretrained` writes (`adapters/NAME/`):
+`adapter_config.json` (`peft_type` LORA, `r`, `lora_alpha`, `use_rslora`, `rank_pattern`,
+`alpha_pattern`, …) and `adapter_model.safetensors` with, per target module,
+
+    base_model.model.<module path>.lora_A.weight   [r, in_features]
+    base_model.model.<module path>.lora_B.weight   [out_features, r]
+
+Our module trees are HF's (see `gpt_bigcode.py`, `rotary.py`), so `<module path>` names our
+module directly: GPTBigCode's fused `c_attn` is one Linear here as in HF, and its `lora_B`
+rows follow the same `[Q | K | V]` layout, so no splitting is needed. A module's output
+gains `scaling * (x @ A.T) @ B.T`, with `scaling = alpha / r` (`alpha / sqrt(r)` with rsLoRA),
+PEFT's inference formula (dropout is off at inference).
+
+`LoraLayers` applies a set of adapters to a model in one forward: forward hooks on the target
+modules add each adapter's delta to the rows of the batch that use it (`LoraBatch`: the
+adapter of every flat token), with the adapters present stacked side by side: two small
+matmuls per module whatever the number of adapters, never one forward per adapter. With no batch active the hooks
+return at once and the base path is unchanged; the hooks work over any module that maps
+`[N, in]` to `[N, out]` (a quantized linear too), and the state dict is left untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from codefoundry.errors import ArtifactError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_PREFIX = "base_model.model."
+_UNSUPPORTED = {"use_dora": "DoRA", "lora_bias": "LoRA biases"}
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One target module's low-rank update: delta = scaling * (x @ A.T) @ B.T."""
+
+    lora_a: torch.Tensor        # [r, in_features]
+    lora_b: torch.Tensor        # [out_features, r]
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return self.lora_a.shape[0]
+
+
+@dataclass
+class LoraAdapter:
+    """An adapter read from a PEFT directory, its tensors on the model's device and in its dtype."""
+
+    path: Path
+    config: dict
+    modules: dict[str, LoraModule]      # our module path → its update
+    digest: str                         # of the config and weights: the same bytes give the same digest
+
+    @property
+    def rank(self) -> int:
+        return int(self.config.get("r", 8))
+
+    @property
+    def alpha(self) -> float:
+        return float(self.config.get("lora_alpha", 8))
+
+    @property
+    def base_model(self) -> str | None:
+        return self.config.get("base_model_name_or_path")
+
+    def describe(self) -> dict:
+        """What a server shows of it (no tensors)."""
+        return {"rank": self.rank, "alpha": self.alpha, "base_model": self.base_model,
+                "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.modules})}
+
+
+def read_adapter_config(path: Path) -> dict:
+    """`adapter_config.json` of a PEFT LoRA adapter, checked for what this module can apply."""
+    file = path / CONFIG_FILE
+    if not path.is_dir():
+        raise ArtifactError(f"adapter directory {path} does not exist")
+    if not file.is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise ArtifactError(f"{path} is not a PEFT adapter: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{file}: expected a JSON object")
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ArtifactError(f"{file}: peft_type {config.get('peft_type')!r} is not LORA")
+    for key, what in _UNSUPPORTED.items():
+        if config.get(key):
+            raise ArtifactError(f"{file}: {what} ({key}) is not supported for serving; merge the adapter instead")
+    if config.get("bias", "none") != "none":
+        raise ArtifactError(f"{file}: bias={config['bias']!r} trains base biases; only bias='none' can be "
+                            "served beside the base model (merge the adapter instead)")
+    if config.get("modules_to_save"):
+        raise ArtifactError(f"{file}: modules_to_save {config['modules_to_save']} replaces base weights; "
+                            "it cannot be served beside the base model (merge the adapter instead)")
+    if config.get("fan_in_fan_out"):
+        raise ArtifactError(f"{file}: fan_in_fan_out adapters (GPT-2 Conv1D layers) do not fit these models")
+    return config
+
+
+def _scaling(config: dict, module: str, rank: int) -> float:
+    """PEFT's scale for one module: alpha / r, or alpha / sqrt(r) with rsLoRA; per-module patterns win."""
+    alpha = float(config.get("lora_alpha", 8))
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if module == pattern or module.endswith("." + pattern):
+            alpha = float(value)
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
+    """Read a PEFT LoRA adapter for `model`: every key must name one of its modules, every shape must fit."""
+    path = Path(path)
+    config = read_adapter_config(path)
+    weights_file = path / WEIGHTS_FILE
+    raw = weights_file.read_bytes()
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + raw).hexdigest()[:16]
+    try:
+        tensors = load_file(str(weights_file))
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise ArtifactError(f"{weights_file}: cannot read ({e})") from None
+    param = next(model.parameters())
+    modules = dict(model.named_modules())
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        name = key.removeprefix(_PREFIX)
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in name:
+                module, _, tail = name.partition(marker)
+                if tail not in ("weight", "default.weight"):
+                    break
+                pairs.setdefault(module, {})[part] = tensor
+                break
+        else:
+            raise ArtifactError(f"{weights_file}: tensor {key!r} is not a LoRA A/B weight "
+                                "(embedding LoRA, DoRA and saved modules are not supported)")
+    if not pairs:
+        raise ArtifactError(f"{weights_file}: no LoRA weights in it")
+    out: dict[str, LoraModule] = {}
+    for module, ab in sorted(pairs.items()):
+        if set(ab) != {"lora_A", "lora_B"}:
+            raise ArtifactError(f"{weights_file}: {module} has {sorted(ab)} but needs lora_A and lora_B")
+        target = modules.get(module)
+        if target is None:
+            raise ArtifactError(f"{path}: the adapter targets {module}, which this model does not have "
+                                f"(an adapter for another architecture?)")
+        a, b = ab["lora_A"], ab["lora_B"]
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
+            raise ArtifactError(f"{weights_file}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, "
+                                "which do not form a low-rank pair")
+        want_in, want_out = getattr(target, "in_features", None), getattr(target, "out_features", None)
+        if (want_in is not None and a.shape[1] != want_in) or (want_out is not None and b.shape[0] != want_out):
+            raise ArtifactError(f"{path}: {module} maps {want_in} → {want_out} features but the adapter's "
+                                f"update maps {a.shape[1]} → {b.shape[0]} (an adapter for another model size?)")
+        rank = a.shape[0]
+        out[module] = LoraModule(a.to(param.device, param.dtype).contiguous(),
+                                 b.to(param.device, param.dtype).contiguous(), _scaling(config, module, rank))
+    return LoraAdapter(path, config, out, digest)
+
+
+@dataclass
+class LoraBatch:
+    """Which adapter each row of one flat batch uses: `adapters[slot]`, slot -1 = the base model.
+
+    `slots[rows]` is, for a module input of `rows` rows, each row's slot and the one slot all
+    rows share (None if they differ): the step's N flat tokens, and the L rows a model keeps
+    before its head (`lm_head` sees only those), when L differs. Masks are made once per step.
+    """
+
+    adapters: tuple[LoraAdapter, ...]
+    slots: dict[int, tuple[torch.Tensor, int | None]]
+    _masks: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, adapters: Sequence[LoraAdapter], slots: Sequence[int], logits_rows: Sequence[int] | None,
+              device: torch.device) -> LoraBatch:
+        """`slots[i]` indexes `adapters` for flat token i (-1: the base model); built on the host, no syncs."""
+        def entry(row_slots: Sequence[int]) -> tuple[torch.Tensor, int | None]:
+            shared = row_slots[0] if len(set(row_slots)) == 1 else None
+            return torch.tensor(row_slots, dtype=torch.long, device=device), shared
+
+        by_rows = {len(slots): entry(slots)}
+        if logits_rows is not None and len(logits_rows) not in by_rows:
+            by_rows[len(logits_rows)] = entry([slots[i] for i in logits_rows])
+        return cls(tuple(adapters), by_rows)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(a.digest for a in self.adapters)
+
+    def rows(self, n: int) -> tuple[torch.Tensor, int | None]:
+        if n not in self.slots:
+            raise ValueError(f"a LoRA target module got {n} rows; this batch has {sorted(self.slots)}")
+        return self.slots[n]
+
+    def mask(self, n: int, layout: tuple[tuple[int, int], ...], dtype: torch.dtype) -> torch.Tensor:
+        """[n, sum of ranks] 1 where a row's adapter owns the column (`layout`: (slot, rank) per stacked block)."""
+        key = (n, layout, dtype)
+        if key not in self._masks:
+            slots = self.rows(n)[0]
+            owner = torch.tensor([slot for slot, rank in layout for _ in range(rank)], device=slots.device)
+            self._masks[key] = (slots[:, None] == owner[None, :]).to(dtype)
+        return self._masks[key]
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """One module's updates of every adapter in a batch, side by side: x @ lora_a gives each its own columns."""
+
+    lora_a: torch.Tensor                   # [in, R]: each adapter's A.T, R = the sum of their ranks
+    lora_b: torch.Tensor                   # [R, out]: each adapter's B.T * scaling
+    layout: tuple[tuple[int, int], ...]    # (slot, rank) of each block of columns
+
+    @classmethod
+    def of(cls, name: str, adapters: Sequence[LoraAdapter]) -> _Stacked | None:
+        parts = [(slot, a.modules[name]) for slot, a in enumerate(adapters) if name in a.modules]
+        if not parts:
+            return None
+        return cls(torch.cat([m.lora_a for _, m in parts]).T.contiguous(),
+                   torch.cat([(m.lora_b * m.scaling).T for _, m in parts]).contiguous(),
+                   tuple((slot, m.rank) for slot, m in parts))
+
+
+class LoraLayers:
+    """Forward hooks on a model's LoRA target modules that apply the active `LoraBatch`.
+
+    Per module, the adapters present are stacked (cached per set of adapters, as the same few
+    sets recur step after step): `out += ((x @ A) * mask) @ B`, one shrink and one expand
+    matmul over every row whatever the number of adapters, the mask zeroing the columns of
+    adapters a row does not use (no mask when one adapter has every row). Rows of the base
+    model get exact zeros.
+    """
+
+    MAX_CACHED_SETS = 8
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.active: LoraBatch | None = None
+        self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self._stacks: dict[tuple[str, ...], dict[str, _Stacked | None]] = {}
+
+    def attach(self, module_names: Sequence[str]) -> None:
+        """Hook these modules (once each); called for every adapter loaded."""
+        modules = dict(self.model.named_modules())
+        for name in module_names:
+            if name not in self._hooks:
+                self._hooks[name] = modules[name].register_forward_hook(self._hook(name))
+
+    def detach(self) -> None:
+        """Remove every hook: the model is exactly the base model again."""
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
+        self._stacks.clear()
+
+    def forget(self, adapter: LoraAdapter) -> None:
+        """Drop the stacked copies that hold `adapter`'s weights (it was unloaded)."""
+        self._stacks = {k: v for k, v in self._stacks.items() if adapter.digest not in k}
+
+    @property
+    def attached(self) -> int:
+        return len(self._hooks)
+
+    @contextmanager
+    def batch(self, batch: LoraBatch | None) -> Iterator[None]:
+        """Apply `batch` to every forward inside (None: the base model)."""
+        self.active = batch
+        try:
+            yield
+        finally:
+            self.active = None
+
+    def _stacked(self, batch: LoraBatch, name: str) -> _Stacked | None:
+        key = batch.key
+        per = self._stacks.pop(key, None)
+        if per is None:
+            per = {}
+            while len(self._stacks) >= self.MAX_CACHED_SETS:
+                self._stacks.pop(next(iter(self._stacks)))
+        self._stacks[key] = per                      # most recently used last
+        if name not in per:
+            per[name] = _Stacked.of(name, batch.adapters)
+        return per[name]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            batch = self.active
+            if batch is None:
+                return None
+            x = inputs[0]
+            x2 = x.reshape(-1, x.shape[-1])
+            n = x2.shape[0]
+            _, shared = batch.rows(n)
+            stacked = self._stacked(batch, name)
+            if stacked is None or shared == -1:
+                return None
+            if shared is not None and all(slot != shared for slot, _ in stacked.layout):
+                return None                          # every row's adapter leaves this module alone
+            h = x2 @ stacked.lora_a
+            if not (shared is not None and len(stacked.layout) == 1):
+                h.mul_(batch.mask(n, stacked.layout, h.dtype))
+            out2 = output.reshape(-1, output.shape[-1])   # a view of the output (a copy only if it is strided)
+            out2.addmm_(h, stacked.lora_b)
+            return out2.view(output.shape)
+        return hook
