@@ -39,7 +39,8 @@ def _curate_config() -> type:
 ))
 def curate(
     sources: SourcesArg,
-    out: OutOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output dataset directory, or an fsspec URL "
+                                     "(s3://bucket/dataset, memory://…; made locally, then uploaded).")],
     config: ConfigOpt = None,
     workers: WorkersOpt = None,
     languages: Annotated[str | None, typer.Option(
@@ -77,7 +78,7 @@ def curate(
     cfg = stage_config(CurateConfig, config, workers=workers, languages=langs, license_policy=license_policy,
                        removed_content=removed_content, executor=executor, ray_address=ray_address,
                        **{"limits.max_file_bytes": max_file_bytes, "opt_out.file": opt_out})
-    run_curate(sources, Path(out), cfg, overwrite=overwrite)
+    run_curate(sources, out, cfg, overwrite=overwrite)
 
 
 DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `codefoundry data curate`.",

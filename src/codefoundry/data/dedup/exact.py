@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from codefoundry.config import StageConfig
-from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
+from codefoundry.data.dedup.partitions import read_partition, save, unit_ids, write_partitions
 from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
 from codefoundry.data.pipeline import GlobalStep, UnitContext
 
@@ -47,7 +47,8 @@ class ExactDedup(GlobalStep):
         super().__init__()
         self.config = config or ExactDedupConfig()
         self.num_partitions = self.config.num_partitions
-        self._remove: np.ndarray | None = None
+        self._scratch: Path | None = None
+        self._unit: tuple[int, np.ndarray] | None = None
 
     def map(self, batch: pa.Table, ctx: UnitContext) -> None:
         ranks = rank_records(batch, ctx.row_ids(batch.num_rows).to_numpy())
@@ -68,9 +69,12 @@ class ExactDedup(GlobalStep):
         save(scratch / "reduce" / f"remove-{partition:04d}.npy", remove)
 
     def load(self, scratch: Path) -> None:
-        self._remove = np.sort(read_all(scratch / "reduce", "remove-*.npy", np.dtype("<i8")))
+        self._scratch, self._unit = scratch, None
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
+        if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
+            files = sorted((self._scratch or ctx.scratch).joinpath("reduce").glob("remove-*.npy"))
+            self._unit = (ctx.unit_index, unit_ids(files, ctx.unit_index))
         ids = ctx.row_ids(batch.num_rows).to_numpy()
-        gone = np.isin(ids, self._remove if self._remove is not None else np.empty(0, np.int64))
+        gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]
