@@ -40,7 +40,15 @@ from codefoundry.data.dedup.minhash import (
     unique_per_doc,
 )
 from codefoundry.data.dedup.minhash import optimal_param as _optimal_param
-from codefoundry.data.dedup.partitions import read_all, read_partition, save, unit_ids, write_partitions
+from codefoundry.data.dedup.partitions import (
+    files_key,
+    open_ids,
+    read_all,
+    read_partition,
+    save,
+    unit_ids,
+    write_partitions,
+)
 from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
 from codefoundry.data.pipeline import GlobalStep, UnitContext
 
@@ -148,7 +156,7 @@ class NearDedup(GlobalStep):
                                                   o.threshold or c.threshold, o.bands, o.rows,
                                                   o.false_positive_weight or fp)
                           for lang, o in sorted(c.languages.items())}
-        self._scratch: Path | None = None
+        self._removed: tuple[str, list[np.ndarray]] | None = None  # (files_key, memory-mapped sorted ids)
         self._unit: tuple[int, np.ndarray] | None = None
 
     # -- map -------------------------------------------------------------------------------------
@@ -236,12 +244,16 @@ class NearDedup(GlobalStep):
         with FileLock(str(scratch / "reduce" / "remove.lock")):
             if not result.exists():
                 save(result, removal_set(scratch))
-        self._scratch, self._unit = scratch, None
+        key = files_key([result])
+        if self._removed is None or self._removed[0] != key:  # once per worker, not per unit
+            self._removed, self._unit = (key, open_ids([result])), None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**super().__getstate__(), "_removed": None, "_unit": None}  # memory maps stay in their process
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
-            result = (self._scratch or ctx.scratch) / "reduce" / "remove.npy"
-            self._unit = (ctx.unit_index, unit_ids([result], ctx.unit_index))
+            self._unit = (ctx.unit_index, unit_ids(self._removed[1] if self._removed else [], ctx.unit_index))
         ids = ctx.row_ids(batch.num_rows).to_numpy()
         gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]

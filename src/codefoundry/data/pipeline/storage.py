@@ -7,7 +7,8 @@ after the URL, so an interrupted run (driver crash, lost upload) resumes from it
 units when the same command runs again. On a multi-node Ray cluster the staging root must be a
 path every node sees (`CODEFOUNDRY_STAGING=/shared/…`), as for a local `--out`.
 
-`file://` URLs and plain paths are local: no staging, no upload.
+`file://` URLs and plain paths are local: no staging, no upload. Table sources (`.jsonl`, `.parquet`)
+behind a URL are read through fsspec by each unit (`sources/remote.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from codefoundry.errors import UserError
 
-LOCAL_PROTOCOLS = {"file", "local"}
+LOCAL_PROTOCOLS = {"file"}
+"""Protocols taken as plain paths. fsspec's `local://` goes through fsspec like a remote one (tests use it)."""
 STAGING_ENV = "CODEFOUNDRY_STAGING"
 MANIFEST = "manifest.json"
 
