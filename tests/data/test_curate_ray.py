@@ -149,6 +149,7 @@ def test_an_unreachable_ray_address_is_one_error_line_at_once(tiny_repos: Path, 
     assert not (tmp_path / "d" / "data").exists()
 
 
+@pytest.mark.slow
 def test_ray_reads_and_writes_fsspec_urls_with_the_local_bytes(ray_cluster: str, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Units read their rows through fsspec in Ray workers (`local://`); the dataset is published to `memory://`."""
