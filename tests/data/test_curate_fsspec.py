@@ -157,7 +157,7 @@ def test_cli_remote_source_errors_are_one_line(tmp_path: Path) -> None:
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert lines[0].startswith("error:") and "does not exist" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    with pytest.raises(UserError, match="only .jsonl and .parquet"):
+    with pytest.raises(UserError, match=r"only \.jsonl and \.parquet"):
         curate(["memory://nowhere/repo.tar.gz"], tmp_path / "e", CurateConfig.model_validate(CONFIG))
 
 
