@@ -155,7 +155,10 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path | str:
         if _prepare_remote(job, key, overwrite):
             console.print(f"{job.url}: already complete ({len(job.units)} work units)", highlight=False)
             return job.url
-        if not (job.out / MANIFEST_NAME).exists():  # a finished staging copy is published as it is
+        staged = job.out / MANIFEST_NAME
+        if staged.exists() and read_manifest(job.out).extra.get("run_key") != key:
+            storage.clear_staging(job.out)  # another run's finished copy never goes to this URL
+        if not staged.exists():  # this run's finished staging copy (an upload failed) is published as it is
             _run(job, key, executor, overwrite=False)
         files = storage.publish(job.out, job.url)
         storage.clear_staging(job.out)
