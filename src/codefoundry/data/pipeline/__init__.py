@@ -42,8 +42,9 @@ Executors (`executor.py`)
     be fsspec URLs (`storage.py`: a remote dataset is staged locally, then published).
     Finalizing (`codefoundry.data.finalize`) gathers units in plan order into bounded shards
     `data/<subset>/train-*.parquet` and `removed/<subset>/…`, merges stats (`stats.py`, schema
-    documented there: per subset, language, license, license type, reason, step), renders `card.md` from stats.json (every step's removals
-    appear in its tables automatically) and writes `manifest.json`.
+    documented there: per subset, language, license, license type, reason, step), renders
+    `card.md` from stats.json (every step's removals appear in its tables automatically) and
+    writes `manifest.json`.
     `RayExecutor(workers, …, address)` (`ray_executor.py`) runs the same unit tasks, reduce
     partitions and markers as Ray tasks: same bytes, and either executor resumes the other's run.
 """
