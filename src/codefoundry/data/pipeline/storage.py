@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from codefoundry.data.pipeline.executor import remove_tree
 from codefoundry.errors import UserError
 
 LOCAL_PROTOCOLS = {"file"}
@@ -95,6 +96,4 @@ def remove_remote(url: str) -> None:
 
 
 def clear_staging(local: Path) -> None:
-    from codefoundry.data.pipeline.executor import remove_tree
-
     remove_tree(local)
