@@ -147,3 +147,66 @@ def test_an_unreachable_ray_address_is_one_error_line_at_once(tiny_repos: Path, 
     assert lines[0].startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port}"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "d" / "data").exists()
+
+
+@pytest.mark.slow
+def test_ray_reads_and_writes_fsspec_urls_with_the_local_bytes(ray_cluster: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Units read their rows through fsspec in Ray workers (`local://`); the dataset is published to `memory://`."""
+    import json
+
+    import fsspec
+
+    from codefoundry.data.pipeline import storage
+
+    monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path / "staging"))
+    rows = [{"content": f"def f{i}(x):\n    return x * {i % 5}\n" * (3 + i % 4), "path": f"m{i}.py",
+             "repo_name": f"acme/r{i % 3}", "licenses": ["MIT"]} for i in range(40)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {**CONFIG, "inspection_indexes": False, "limits": {"table_rows_per_unit": 6}}
+    local = tmp_path / "local"
+    curate([f"local://{source}"], local, CurateConfig.model_validate(config))
+    url = "memory://ray/dataset"
+    try:
+        curate([f"local://{source}"], url, CurateConfig.model_validate({**config, "executor": "ray",
+                                                                         "ray_address": ray_cluster}))
+        fs, root = storage.filesystem(url)
+        for name, data in snapshot(local).items():
+            assert fs.cat_file(f"{root}/{name}") == data, name
+        assert fsspec.open(f"{url}/manifest.json", "rb").open().read()
+        stats = json.loads((local / "stats.json").read_text())["subsets"]["files"]
+        assert stats["totals"]["files"] == 40 and stats["steps"]["exact_dedup"]["rows_in"] > 0
+    finally:
+        storage.remove_remote(url)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_in_the_dedup_reduce_costs_nothing(
+        local_reference: dict[str, bytes], ray_cluster: str, tiny_repos: Path, tmp_path: Path) -> None:
+    """The kill lands after every unit's first phase: on a dedup reduce partition or a later unit task."""
+    out = tmp_path / "dataset"
+    killed: list[int] = []
+    stop = threading.Event()
+    n_units = len([p for p in tiny_repos.iterdir() if p.is_dir()])
+
+    def kill_after_first_phase() -> None:
+        while not stop.is_set() and not killed:
+            if len(list((out / ".work" / "phase0").glob("*.done"))) >= n_units:
+                for pid in ray_task_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_after_first_phase, daemon=True)
+    killer.start()
+    try:
+        proc = subprocess.run(curate_cmd(tiny_repos, out, ray_cluster), capture_output=True, text=True,
+                              timeout=180, env=_env())
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray worker was caught running a task after the first phase"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert snapshot(out) == local_reference

@@ -139,6 +139,33 @@ def test_resume_skips_marked_units_and_redoes_unmarked(tmp_path: Path) -> None:
     assert pq.read_table(work / "phase0" / "000001" / "kept.parquet").column("content").to_pylist() == ["b = 2\n"]
 
 
+def test_a_marker_whose_scratch_file_was_lost_is_redone(tmp_path: Path) -> None:
+    """Scratch files skip fsync: after a machine crash a marker may outlive its unit's rows. Such a unit is redone."""
+    units = [Unit("r1", ["a = 1\n", "b = 2\n"]), Unit("r2", ["c = 3\n"])]
+    work = tmp_path / "w"
+    plan = LocalExecutor(1).run(work, units, [Annotate()])
+    marker = json.loads((work / "phase0" / "000000.done").read_text())
+    assert marker["kept_rows"] == 2 and marker["steps"]["annotate"]["rows_in"] == 2
+    untouched = (work / "phase0" / "000001" / "kept.parquet").stat().st_mtime_ns
+    (work / "phase0" / "000000" / "kept.parquet").write_bytes(b"")  # what a crash before writeback leaves
+    LocalExecutor(1).run(work, units, [Annotate()])
+    kept = [pq.read_table(o[0]).column("content").to_pylist() for o in unit_outputs(work, plan, 2)]
+    assert kept == [["a = 1\n", "b = 2\n"], ["c = 3\n"]]
+    assert (work / "phase0" / "000001" / "kept.parquet").stat().st_mtime_ns == untouched
+
+
+def test_no_removed_file_for_a_unit_that_removed_nothing(tmp_path: Path) -> None:
+    units = [Unit("r1", ["a = 1\n"]), Unit("r2", ["b\t= 2\n", "c = 3\n"])]
+    work = tmp_path / "w"
+    plan = LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
+    assert not (work / "phase0" / "000000" / "removed.parquet").exists()
+    outputs = list(unit_outputs(work, plan, 2))
+    assert outputs[0][1] == [] and len(outputs[1][1]) == 1
+    stats = gather_stats(outputs, "files")["subsets"]["files"]
+    assert stats["totals"]["removed_files"] == 1 and stats["totals"]["kept_files"] == 2
+    assert not list(work.rglob(".tmp-*"))
+
+
 def test_shards_are_bounded_and_ordered(tmp_path: Path) -> None:
     files = []
     for i in range(3):

@@ -122,3 +122,33 @@ def test_quality_on_labelled_pairs(tmp_path: Path) -> None:
     label = {(n >> 32) * unit + (n & 0xFFFFFFFF): lab for n, lab in zip(nodes.tolist(), labels.tolist(), strict=True)}
     s = score(q.pairs, lambda a, b: a in label and label.get(a) == label.get(b))
     assert s.f1 >= 0.95, s
+
+
+def test_bounded_memory_settings_give_the_same_removals(tmp_path: Path) -> None:
+    """One unit's shingle sets at a time in a reduce, and many small partitions: the same rows leave."""
+    from codefoundry.data.dedup.near import SetStore
+
+    texts = real_texts("textwrap.py", "shlex.py", "heapq.py", "bisect.py", "fnmatch.py")
+    rng = random.Random(1)
+    units = [_rows([rename(t, 0.02, rng) for t in texts[i % 5:] + texts[:i % 5]][:3]) for i in range(6)]
+    removed = []
+    for name, config in (("default", NearDedupConfig()),
+                         ("bounded", NearDedupConfig(num_partitions=37, verify_cache_units=1))):
+        results = run_global_step(NearDedup(config), units, tmp_path / name)
+        removed.append([r.removed.column("content").to_pylist() for r in results])
+    assert removed[0] == removed[1] and sum(map(len, removed[0])) >= 5
+    store = SetStore(tmp_path / "bounded", max_units=2)
+    for unit in (0, 1, 2, 0):
+        store.get(unit << 32)
+    assert list(store._units) == [2, 0]  # least recently used left first
+
+
+def test_a_filter_reads_only_its_units_ids(tmp_path: Path) -> None:
+    from codefoundry.data.dedup.partitions import open_ids, save, unit_ids
+
+    ids = np.array(sorted([(0 << 32) + 5, (1 << 32) + 2, (1 << 32) + 9, (3 << 32) + 1]), dtype=np.int64)
+    save(tmp_path / "a.npy", ids[:2])
+    save(tmp_path / "b.npy", ids[2:])
+    arrays = open_ids([tmp_path / "a.npy", tmp_path / "b.npy"])
+    assert unit_ids(arrays, 1).tolist() == [(1 << 32) + 2, (1 << 32) + 9]
+    assert unit_ids(arrays, 2).tolist() == []

@@ -43,7 +43,8 @@ def _curate_config() -> type:
     "codefoundry data curate ./my-repos --out dataset/ --commits --max-commits-per-repo 500 --issues issues.jsonl",
 ))
 def curate(
-    out: OutOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output dataset directory, or an fsspec URL "
+                                     "(s3://bucket/dataset, memory://…; made locally, then uploaded).")],
     sources: SourcesArg = None,
     config: ConfigOpt = None,
     workers: WorkersOpt = None,
@@ -97,7 +98,7 @@ def curate(
                        **{"limits.max_file_bytes": max_file_bytes, "opt_out.file": opt_out,
                           "commits.enabled": commits, "commits.max_commits_per_repo": max_commits_per_repo,
                           "issues.files": issues or None, "notebooks.enabled": notebooks})
-    run_curate(sources or [], Path(out), cfg, overwrite=overwrite)
+    run_curate(sources or [], out, cfg, overwrite=overwrite)
 
 
 DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `codefoundry data curate`.",

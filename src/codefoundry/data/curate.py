@@ -13,6 +13,7 @@ from pathlib import Path
 
 from codefoundry.data.config import CurateConfig
 from codefoundry.data.finalize import Job, make_dataset
+from codefoundry.data.pipeline.storage import is_remote, local_path, staging_dir
 from codefoundry.data.sources import ReadOptions, resolve
 from codefoundry.data.steps import build_steps
 from codefoundry.data.subsets.notebooks import SUFFIX as NOTEBOOK_SUFFIX
@@ -27,10 +28,16 @@ def read_options(config: CurateConfig) -> ReadOptions:
 
 
 def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None,
-           overwrite: bool = False) -> Path:
-    """Curate `sources` into the dataset artifact `out`; resumes an interrupted run of the same settings."""
+           overwrite: bool = False) -> Path | str:
+    """Curate `sources` into the dataset artifact `out` (a path, or an fsspec URL such as `s3://bucket/ds`);
+    resumes an interrupted run of the same settings."""
     config = config or CurateConfig()
     names = [str(s) for s in sources]
     units = resolve(names, read_options(config)) if names or not config.issues.files else []
-    return make_dataset(Job(Path(out), units, build_steps(config), config, names, parts=subset_parts(config, units)),
+    parts = subset_parts(config, units)
+    if is_remote(out):
+        url = str(out)
+        return make_dataset(Job(staging_dir(url), units, build_steps(config), config, names, url=url, parts=parts),
+                            overwrite=overwrite)
+    return make_dataset(Job(local_path(out), units, build_steps(config), config, names, parts=parts),
                         overwrite=overwrite)

@@ -45,8 +45,24 @@ from codefoundry.data.config import CurateConfig, make_executor
 from codefoundry.data.contains import build_contains_index
 from codefoundry.data.decontam import Decontaminate
 from codefoundry.data.optout import OptOut, forget
-from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, Phase, Step, WorkUnit, count_files
-from codefoundry.data.pipeline.executor import WORK, gather_stats, step_seconds, unit_outputs, write_shards
+from codefoundry.data.pipeline import (
+    FILES_SCHEMA,
+    REMOVED_SCHEMA,
+    LocalExecutor,
+    Phase,
+    Step,
+    WorkUnit,
+    count_files,
+    storage,
+)
+from codefoundry.data.pipeline.executor import (
+    WORK,
+    gather_stats,
+    remove_tree,
+    step_seconds,
+    unit_outputs,
+    write_shards,
+)
 from codefoundry.data.pipeline.stats import merge_all
 from codefoundry.data.search import build_search_index
 from codefoundry.data.steps import decontaminated_against
@@ -76,6 +92,9 @@ class Job:
     """More manifest fields (e.g. the opt-out list's sha256)."""
     parts: Sequence[Part] = ()
     """The other subsets' units and steps (notebooks, commits, issues)."""
+    url: str | None = None
+    """An fsspec URL (`s3://…`, `memory://…`) the finished dataset is published to; `out` is then the local
+    staging directory it is made in (`pipeline/storage.py`)."""
 
     def run_key(self) -> str:
         """What makes two runs the same run: config (less where it runs), sources, units, steps, input dataset."""
@@ -94,11 +113,11 @@ def prepare(out: Path, key: str, overwrite: bool) -> bool:
     """Make `out` ready for the run `key`; True if it already holds that run's finished dataset."""
     work = out / WORK
     if overwrite and out.exists():
-        shutil.rmtree(out)
+        remove_tree(out)
     if (out / MANIFEST_NAME).exists():  # written last: its presence means a finished run
         manifest = read_manifest(out)
         if manifest.kind == "dataset" and manifest.extra.get("run_key") == key:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             return True
         raise UserError(f"{out} already holds a {manifest.kind} artifact made with other settings",
                         "choose another --out, or pass --overwrite to replace it")
@@ -115,13 +134,52 @@ def prepare(out: Path, key: str, overwrite: bool) -> bool:
     return False
 
 
-def make_dataset(job: Job, overwrite: bool = False) -> Path:
-    """Run `job` into `job.out` (resuming an interrupted run of the same job) and finalize the dataset."""
+def _prepare_remote(job: Job, key: str, overwrite: bool) -> bool:
+    """`prepare` for a dataset published to `job.url`: True if the URL already holds this run's dataset."""
+    url = job.url or ""
+    if overwrite:
+        storage.remove_remote(url)
+        storage.clear_staging(job.out)
+    text = storage.remote_manifest(url)
+    if text is not None:
+        manifest = json.loads(text)
+        if manifest.get("kind") == "dataset" and manifest.get("extra", {}).get("run_key") == key:
+            storage.clear_staging(job.out)
+            return True
+        raise UserError(f"{url} already holds a {manifest.get('kind')} artifact made with other settings",
+                        "choose another --out, or pass --overwrite to replace it")
+    if not job.out.exists() and not storage.remote_is_empty(url):
+        raise UserError(f"{url} is not empty and is not a dataset from this command",
+                        "choose an empty or new --out, or pass --overwrite to replace it")
+    return False
+
+
+def make_dataset(job: Job, overwrite: bool = False) -> Path | str:
+    """Run `job` into `job.out` (resuming an interrupted run of the same job) and finalize the dataset;
+    with `job.url`, publish it there (returns the URL)."""
     key = job.run_key()
     executor = make_executor(job.config)  # first: a missing Ray is an error before anything is written
+    if job.url is not None:
+        if _prepare_remote(job, key, overwrite):
+            console.print(f"{job.url}: already complete ({len(job.units)} work units)", highlight=False)
+            return job.url
+        staged = job.out / MANIFEST_NAME
+        if staged.exists() and read_manifest(job.out).extra.get("run_key") != key:
+            storage.clear_staging(job.out)  # another run's finished copy never goes to this URL
+        if not staged.exists():  # this run's finished staging copy (an upload failed) is published as it is
+            _run(job, key, executor, overwrite=False)
+        files = storage.publish(job.out, job.url)
+        storage.clear_staging(job.out)
+        console.print(f"{job.url}: published {files} files", highlight=False)
+        return job.url
+    _run(job, key, executor, overwrite)
+    return job.out
+
+
+def _run(job: Job, key: str, executor: LocalExecutor, overwrite: bool) -> None:
     if prepare(job.out, key, overwrite):
         console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
-        return job.out
+        return
     work = job.out / WORK
     atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
                                            "units": [u.describe() for u in job.units]})
@@ -129,7 +187,6 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path:
     plan = executor.run(work, job.units, job.steps)
     part_plans = [executor.run(part_work(work, p), p.units, p.steps) for p in job.parts]
     finalize(job, key, plan, time.perf_counter() - start, part_plans)
-    return job.out
 
 
 def part_work(work: Path, part: Part) -> Path:
@@ -173,7 +230,7 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
         timings |= {f"{part.key}/{n}": t for n, t in step_seconds(part_work(work, part), part_plan, found).items()}
     write_manifest(out, "dataset", config, inputs={"dataset": job.base} if job.base else None,
                    extra=_manifest_extra(job, key, seconds, timings, written))
-    shutil.rmtree(work)
+    remove_tree(work)
     totals = stats["subsets"][SUBSET]["totals"]
     by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
         f"{totals['removed_files']:,} removed"

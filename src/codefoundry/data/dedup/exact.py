@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from codefoundry.config import StageConfig
-from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
+from codefoundry.data.dedup.partitions import files_key, open_ids, read_partition, save, unit_ids, write_partitions
 from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
 from codefoundry.data.pipeline import GlobalStep, UnitContext
 
@@ -47,7 +47,8 @@ class ExactDedup(GlobalStep):
         super().__init__()
         self.config = config or ExactDedupConfig()
         self.num_partitions = self.config.num_partitions
-        self._remove: np.ndarray | None = None
+        self._removed: tuple[str, list[np.ndarray]] | None = None  # (files_key, memory-mapped sorted ids)
+        self._unit: tuple[int, np.ndarray] | None = None
 
     def map(self, batch: pa.Table, ctx: UnitContext) -> None:
         ranks = rank_records(batch, ctx.row_ids(batch.num_rows).to_numpy())
@@ -68,9 +69,17 @@ class ExactDedup(GlobalStep):
         save(scratch / "reduce" / f"remove-{partition:04d}.npy", remove)
 
     def load(self, scratch: Path) -> None:
-        self._remove = np.sort(read_all(scratch / "reduce", "remove-*.npy", np.dtype("<i8")))
+        files = sorted((scratch / "reduce").glob("remove-*.npy"))
+        key = files_key(files)
+        if self._removed is None or self._removed[0] != key:  # once per worker, not per unit
+            self._removed, self._unit = (key, open_ids(files)), None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**super().__getstate__(), "_removed": None, "_unit": None}  # memory maps stay in their process
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
+        if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
+            self._unit = (ctx.unit_index, unit_ids(self._removed[1] if self._removed else [], ctx.unit_index))
         ids = ctx.row_ids(batch.num_rows).to_numpy()
-        gone = np.isin(ids, self._remove if self._remove is not None else np.empty(0, np.int64))
+        gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]

@@ -14,6 +14,7 @@ Phases (a `GlobalStep`; any executor runs them, the partitions are its unit of d
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,15 @@ from codefoundry.data.dedup.minhash import (
     unique_per_doc,
 )
 from codefoundry.data.dedup.minhash import optimal_param as _optimal_param
-from codefoundry.data.dedup.partitions import read_all, read_partition, save, write_partitions
+from codefoundry.data.dedup.partitions import (
+    files_key,
+    open_ids,
+    read_all,
+    read_partition,
+    save,
+    unit_ids,
+    write_partitions,
+)
 from codefoundry.data.dedup.ranking import RANK_DTYPE, best_per_group, rank_records
 from codefoundry.data.pipeline import GlobalStep, UnitContext
 
@@ -81,7 +90,12 @@ class NearDedupConfig(StageConfig):
     verify: bool = True
     """Check the exact Jaccard of candidate pairs and keep only edges ≥ threshold (each document's shingle set is
     written in the map phase). False: BigCode's unverified LSH (25×10 at 0.7: F1 ≈ 0.85 on our labelled set)."""
-    num_partitions: int = Field(16, ge=1)        # band buckets are hash-partitioned into this many reduce tasks
+    num_partitions: int = Field(16, ge=1)
+    """Band buckets are hash-partitioned into this many reduce tasks: a reduce holds about
+    rows × bands × 16 bytes / num_partitions (raise it to bound a worker's memory on a large dataset)."""
+    verify_cache_units: int = Field(32, ge=1)
+    """With `verify`: how many work units' shingle sets a reduce task keeps loaded at once (least recently used
+    leave first); bounds a reduce's memory with the partition's records."""
     languages: dict[str, NearDedupOverride] = Field(default_factory=_language_defaults)
     """Per-language overrides, keyed by The Stack's language name. A language with overrides is deduplicated
     only against files of the same parameters."""
@@ -142,7 +156,8 @@ class NearDedup(GlobalStep):
                                                   o.threshold or c.threshold, o.bands, o.rows,
                                                   o.false_positive_weight or fp)
                           for lang, o in sorted(c.languages.items())}
-        self._remove: np.ndarray | None = None
+        self._removed: tuple[str, list[np.ndarray]] | None = None  # (files_key, memory-mapped sorted ids)
+        self._unit: tuple[int, np.ndarray] | None = None
 
     # -- map -------------------------------------------------------------------------------------
     def groups(self, langs: list[str | None]) -> list[tuple[int, LshParams, np.ndarray]]:
@@ -216,7 +231,7 @@ class NearDedup(GlobalStep):
                 edges = np.unique(np.stack([u, v], axis=1), axis=0)
                 u, v = edges[:, 0], edges[:, 1]
                 if self.config.verify:
-                    ok = SetStore(scratch).verify(u, v)
+                    ok = SetStore(scratch, self.config.verify_cache_units).verify(u, v)
                     u, v = u[ok], v[ok]
                 nodes, roots = components(u, v)
                 pairs = np.zeros(len(nodes), dtype=PAIR)
@@ -229,11 +244,18 @@ class NearDedup(GlobalStep):
         with FileLock(str(scratch / "reduce" / "remove.lock")):
             if not result.exists():
                 save(result, removal_set(scratch))
-        self._remove = np.load(result)
+        key = files_key([result])
+        if self._removed is None or self._removed[0] != key:  # once per worker, not per unit
+            self._removed, self._unit = (key, open_ids([result])), None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**super().__getstate__(), "_removed": None, "_unit": None}  # memory maps stay in their process
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
+        if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
+            self._unit = (ctx.unit_index, unit_ids(self._removed[1] if self._removed else [], ctx.unit_index))
         ids = ctx.row_ids(batch.num_rows).to_numpy()
-        gone = np.isin(ids, self._remove if self._remove is not None else np.empty(0, np.int64))
+        gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]
 
 
@@ -248,8 +270,10 @@ def removal_set(scratch: Path) -> np.ndarray:
     nodes, labels = clusters(scratch)
     if not len(nodes):
         return np.empty(0, np.int64)
-    ranks = read_all(scratch / "map", "*/nodes-*.npy", RANK_DTYPE)
-    ranks = ranks[np.isin(ranks["id"], nodes)]
+    # only clustered rows' ranks are kept, file by file: memory follows the duplicates, not the dataset
+    parts = [r[np.isin(r["id"], nodes)] for f in sorted((scratch / "map").glob("*/nodes-*.npy"))
+             for r in [np.load(f)]]
+    ranks = np.concatenate(parts) if parts else np.empty(0, RANK_DTYPE)
     ranks = ranks[np.argsort(ranks["id"])]
     label_of = labels[np.searchsorted(nodes, ranks["id"])]
     keep = best_per_group(label_of, ranks)
@@ -259,12 +283,17 @@ def removal_set(scratch: Path) -> np.ndarray:
 class SetStore:
     """Shingle sets saved by the map phase, loaded one unit at a time to verify candidate pairs."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, max_units: int = 32) -> None:
         self.scratch = scratch
-        self._units: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+        self.max_units = max_units
+        self._units: OrderedDict[int, tuple[np.ndarray, list[np.ndarray]]] = OrderedDict()
 
     def _unit(self, unit: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        if unit not in self._units:
+        if unit in self._units:
+            self._units.move_to_end(unit)
+        else:
+            while len(self._units) >= self.max_units:
+                self._units.popitem(last=False)
             indexes, hashes = [], []
             for k, f in enumerate(sorted((self.scratch / "map" / f"{unit:06d}").glob("sets-*.index.npy"))):
                 index = np.load(f)

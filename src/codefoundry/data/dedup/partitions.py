@@ -1,11 +1,14 @@
-"""Hash-partitioned files of the dedup shuffle: each unit writes one file per partition, each reduce reads one.
+"""Hash-partitioned files of the dedup shuffle: each batch writes one file, each reduce reads its slice of each.
 
-    <scratch>/map/<unit>/p0003-0000004096.npy   records whose key falls in partition 3, from the
-                                                 batch starting at row 4096 of that unit
+    <scratch>/map/<unit>/parts-0000004096.npy   two .npy arrays back to back: P + 1 offsets, then the records
+                                                of the batch starting at row 4096 of that unit ordered by
+                                                partition (key % P): partition p is records[off[p]:off[p+1]]
     <scratch>/map/<unit>/nodes-0000004096.npy    rank records of that batch's rows
     <scratch>/reduce/…                           one result file per partition
 
-Only keys and row ids travel; a reduce holds one partition, never all signatures.
+One file per batch whatever P is (scratch files cost more to delete than to write on some disks);
+a reduce reads each batch's offsets and seeks to its partition's records. Only keys and row ids
+travel; a reduce holds one partition, never all signatures.
 """
 
 from __future__ import annotations
@@ -26,22 +29,67 @@ def save(path: Path, array: np.ndarray) -> None:
 
 
 def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: np.ndarray, n: int) -> None:
-    """Write `records` (one per key) to `map_dir/p<part>-<first_row>.npy` by `keys % n`."""
+    """Write `records` (one per key) ordered by partition `keys % n`, after the partitions' offsets."""
     part = (keys % np.uint64(n)).astype(np.int64)
     order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(n + 1))
-    for p in range(n):
-        lo, hi = bounds[p], bounds[p + 1]
-        if hi > lo:
-            save(map_dir / f"p{p:04d}-{first_row:010d}.npy", records[order[lo:hi]])
+    bounds = np.searchsorted(part[order], np.arange(n + 1)).astype(np.int64)
+    path = map_dir / f"parts-{first_row:010d}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array(f, bounds, allow_pickle=False)
+        np.lib.format.write_array(f, records[order], allow_pickle=False)
+    os.replace(tmp, path)
+
+
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_slice(path: Path, p: int) -> np.ndarray | None:
+    """Partition `p`'s records of one batch file: its offsets, then a seek to the slice."""
+    with open(path, "rb") as f:
+        bounds = np.lib.format.read_array(f, allow_pickle=False)
+        if p + 1 >= len(bounds):
+            raise ValueError(f"{path} has {len(bounds) - 1} partitions, not more than {p}")
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        if hi <= lo:
+            return None
+        _, _, dtype = _HEADERS[np.lib.format.read_magic(f)](f)
+        f.seek(f.tell() + lo * dtype.itemsize)
+        return np.fromfile(f, dtype, count=hi - lo)
 
 
 def read_partition(scratch: Path, p: int, dtype: np.dtype) -> np.ndarray:
     """Every unit's records of partition `p`, in unit and batch order."""
-    files = sorted((scratch / "map").glob(f"*/p{p:04d}-*.npy"))
-    return np.concatenate([np.load(f) for f in files]) if files else np.empty(0, dtype)
+    chunks = [c for f in sorted((scratch / "map").glob("*/parts-*.npy")) if (c := _read_slice(f, p)) is not None]
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 
 def read_all(scratch: Path, pattern: str, dtype: np.dtype) -> np.ndarray:
     files = sorted(scratch.glob(pattern))
     return np.concatenate([np.load(f) for f in files]) if files else np.empty(0, dtype)
+
+
+def unit_slice(sorted_ids: np.ndarray, unit_index: int) -> np.ndarray:
+    """The ids of one work unit in a sorted id array (`UnitContext.row_ids`: unit_index << 32 | offset)."""
+    lo, hi = np.searchsorted(sorted_ids, [unit_index << 32, (unit_index + 1) << 32])
+    return np.asarray(sorted_ids[lo:hi])
+
+
+def open_ids(files: list[Path]) -> list[np.ndarray]:
+    """Sorted id files, memory-mapped (small ones read): a filter then touches only its unit's pages."""
+    return [np.load(f, mmap_mode="r") if f.stat().st_size > MMAP_MIN_BYTES else np.load(f) for f in files]
+
+
+MMAP_MIN_BYTES = 1 << 20
+
+
+def unit_ids(arrays: list[np.ndarray], unit_index: int) -> np.ndarray:
+    """The ids of one work unit across sorted id arrays: a filter holds one unit's ids, never all."""
+    parts = [unit_slice(a, unit_index) for a in arrays]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def files_key(files: list[Path]) -> str:
+    """Names, sizes and times of `files`: loaded results are reused while this stays the same."""
+    return "|".join(f"{f}:{(st := f.stat()).st_size}:{st.st_mtime_ns}" for f in files)

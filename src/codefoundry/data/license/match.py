@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 _COPYRIGHT_LINE = re.compile(  # "COPYRIGHT HOLDERS BE LIABLE" / "AUTHORS OR …" wrapped to a line start are license text
@@ -128,7 +128,13 @@ def examine(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[Section]:
 
     Sections cut by separator lines ("-----", "=====") are matched apart, as bundled-license files
     put one license per section."""
-    return [_examine_section(section, threshold) for section in _SEPARATOR.split(text)]
+    return list(_examine(text, threshold))
+
+
+@lru_cache(maxsize=256)
+def _examine(text: str, threshold: float) -> tuple[Section, ...]:
+    # Many repositories ship the very same license file (Apache-2.0, MIT verbatim): matched once per worker.
+    return tuple(_examine_section(section, threshold) for section in _SEPARATOR.split(text))
 
 
 def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import Any
 
 from codefoundry.data.pii.assignments import assigned_secrets
 from codefoundry.data.pii.gibberish import detector
+from codefoundry.data.pii.prefilter import Prefilter
 from codefoundry.data.pii.values import is_placeholder, is_sequential
 from codefoundry.data.pii.vendors import private_keys, vendor_matches
 
@@ -45,7 +47,7 @@ PLACEHOLDER_USERS = {"git", "noreply", "no-reply", "user", "username", "name", "
                      "someone", "xxx", "test", "john.doe", "jane.doe"}
 
 IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")  # candidates; ipaddress decides
-IPV6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")  # every IPv6 address has two colons this close; cheap to find
+# every IPv6 address has two colons with at most 4 hex digits between them: Prefilter.ipv6_seeds finds these
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2,37}(?<![^:]:)(?![\w:])")
 POPULAR_DNS = {"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "76.76.19.19", "76.223.122.150", "9.9.9.9",
                "149.112.112.112", "208.67.222.222", "208.67.220.220", "8.26.56.26", "8.20.247.20", "94.140.14.14",
@@ -111,29 +113,31 @@ def _ip_ok(text: str, start: int, end: int, value: str) -> bool:
     return True
 
 
-def _ipv6_windows(text: str) -> Iterator[tuple[int, int]]:
+def _ipv6_windows(text: str, pre: Prefilter) -> Iterator[tuple[int, int]]:
     """Stretches of hex digits, colons and dots around each `:…:` seed: where an IPv6 address can be."""
     end = 0
-    for m in IPV6_SEED.finditer(text):
-        if m.start() < end:
+    for seed_start, seed_end in pre.ipv6_seeds():
+        if seed_start < end:
             continue
-        start = m.start()
+        start = seed_start
         while start and text[start - 1] in IP_CHARS:
             start -= 1
-        end = m.end()
+        end = seed_end
         while end < len(text) and text[end] in IP_CHARS:
             end += 1
         yield start, end
 
 
-def ip_addresses(text: str) -> Iterator[Span]:
-    for m in IPV4.finditer(text):
-        value = m.group(0)
-        if m.start() and (text[m.start() - 1] == "." or WORD_CHAR.match(text, m.start() - 1)):
-            continue  # inside a longer dotted number or a word
-        if _ip_ok(text, m.start(), m.end(), value):
-            yield Span(m.start(), m.end(), "ip_address", value, "ip_address")
-    for start, end in _ipv6_windows(text):
+def ip_addresses(text: str, pre: Prefilter | None = None) -> Iterator[Span]:
+    pre = pre or Prefilter(text)
+    for line_start, line_end in pre.ipv4_lines():  # the pattern stays within a line
+        for m in IPV4.finditer(text, line_start, line_end):
+            value = m.group(0)
+            if m.start() and (text[m.start() - 1] == "." or WORD_CHAR.match(text, m.start() - 1)):
+                continue  # inside a longer dotted number or a word
+            if _ip_ok(text, m.start(), m.end(), value):
+                yield Span(m.start(), m.end(), "ip_address", value, "ip_address")
+    for start, end in _ipv6_windows(text, pre):
         for m in IPV6.finditer(text, start, end):
             value = m.group(0)
             if value.count(":") < 2 or len(value) < 7:
@@ -147,6 +151,20 @@ def _entropy_plugins() -> tuple[list[Any], Any]:
     from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
 
     return [Base64HighEntropyString(limit=4.5), HexHighEntropyString(limit=3.0)], detector()  # bigcode-dataset limits
+
+
+def _plugin_strings(plugin: Any, line: str) -> list[str]:
+    """What `plugin.analyze_line(…)` reports for `line` (its quoted strings above its entropy limit, each once),
+    without building detect-secrets' `PotentialSecret` records: the plugin's own regex and entropy, and first a
+    bound that skips most strings (a string of k distinct characters has at most log2(k) bits per character)."""
+    found: dict[str, None] = {}
+    for match in plugin.regex.findall(line):
+        value = match[1] if isinstance(match, tuple) else match
+        if value in found or math.log2(len(set(value))) <= plugin.entropy_limit:
+            continue
+        if plugin.calculate_shannon_entropy(value) > plugin.entropy_limit:
+            found[value] = None
+    return list(found)
 
 
 def _generic_false_positive(value: str, line: str) -> bool:
@@ -173,8 +191,7 @@ def _high_entropy(text: str, lines: list[tuple[int, int]]) -> Iterator[Span]:
     for start, end in lines:
         line = text[start:end]
         for plugin in plugins:
-            for s in plugin.analyze_line(filename="f", line=line, line_number=0):
-                value = s.secret_value or ""
+            for value in _plugin_strings(plugin, line):
                 if len(value) <= 8 or len(value) > 100 or "base64," in line:
                     continue
                 if not HEX.fullmatch(value) and not gib.is_gibberish(value):
@@ -205,20 +222,23 @@ def _repeats(text: str, spans: list[Span]) -> Iterator[Span]:
             i = text.find(value, j)
 
 
-def secrets(text: str) -> Iterator[Span]:
+def secrets(text: str, pre: Prefilter | None = None) -> Iterator[Span]:
     """Keys and passwords: vendor patterns and private-key blocks (whole text), high-entropy strings (lines with a
     quoted 16+-character token holding a digit), named assignments and positional forms (lines with a secret word,
     `://`, `-u`, `-p`), then every other occurrence of each value found."""
-    found = [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text)
+    pre = pre or Prefilter(text)
+    found = [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text, pre)
              if not is_placeholder(text[s:e])]
     found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]
     candidates = {_line_bounds(text, m.start()) for m in KEY_CANDIDATE.finditer(text)
                   if DIGIT.search(text, m.start(), m.end())}
     found += _high_entropy(text, sorted(candidates))
     lower = text.lower()  # a search of the lower-cased text is much faster than a case-insensitive one
-    hints = NAME_HINT.finditer(lower) if len(lower) == len(text) else NAME_HINT_ANY_CASE.finditer(text)
-    hinted = {_line_bounds(text, m.start()) for m in hints}
-    for start, end in sorted(hinted):
+    if len(lower) == len(text):
+        hinted = pre.hint_lines(lower)
+    else:
+        hinted = sorted({_line_bounds(text, m.start()) for m in NAME_HINT_ANY_CASE.finditer(text)})
+    for start, end in hinted:
         if end - start <= 2000:
             found += [Span(start + s, start + e, kind, text[start + s:start + e], rule)
                       for rule, kind, s, e in assigned_secrets(text[start:end])]
@@ -232,12 +252,13 @@ PRIORITY = {"key": 0, "password": 1, "email": 2, "ip_address": 3}
 def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY)) -> list[Span]:
     """Non-overlapping PII spans, in text order; on overlap the higher-priority kind (key first) wins."""
     spans: list[Span] = []
+    pre = Prefilter(text)  # one pass decides which lines the IP, key and credential detectors read
     if "email" in kinds:
         spans += emails(text)
     if "ip_address" in kinds:
-        spans += ip_addresses(text)
+        spans += ip_addresses(text, pre)
     if kinds & {"key", "password"}:
-        spans += [s for s in secrets(text) if s.kind in kinds]
+        spans += [s for s in secrets(text, pre) if s.kind in kinds]
     spans.sort(key=lambda s: (PRIORITY[s.kind], s.start, -s.end))
     chosen: list[Span] = []  # in text order, non-overlapping: a new span only meets its two neighbours
     starts: list[int] = []

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from codefoundry.data.pii.prefilter import Prefilter
+
 # name → (literals of which a match contains one, tested with `in` before a regex that is slower than that test,
 # or none; pattern; secret group). Patterns start with a literal so the regex engine skips ahead fast; the character
 # before a secret must not be a word character (checked in `vendor_matches`, cheaper than a leading look-behind).
@@ -57,11 +59,21 @@ LEFT_PARTS = {"mailchimp": re.compile(r"[0-9a-f]{32}$"), "discord": re.compile(r
 WORD = re.compile(r"\w")
 
 
-def vendor_matches(text: str) -> Iterator[tuple[str, int, int]]:
+HEX32_PATTERNS = {"twilio", "mailchimp"}
+"""Patterns that need 32 lowercase hex digits in a row: skipped where `Prefilter.has_hex32` finds none."""
+
+
+def vendor_matches(text: str, pre: Prefilter | None = None) -> Iterator[tuple[str, int, int]]:
     """(pattern name, start, end) of every vendor-pattern secret in `text`."""
+    hex32: bool | None = None
     for name, (markers, pattern, group) in COMPILED.items():
         if markers and not any(marker in text for marker in markers):
             continue
+        if name in HEX32_PATTERNS:
+            if hex32 is None:
+                hex32 = (pre or Prefilter(text)).has_hex32()
+            if not hex32:
+                continue
         for m in pattern.finditer(text):
             g = group or next((i for i in range(1, (m.lastindex or 0) + 1) if m.group(i) is not None), 0)
             start, end = m.start(g), m.end(g)

@@ -36,13 +36,15 @@ Executors (`executor.py`)
     Work units (`WorkUnit`: `describe()`, `read() -> batches`) are independent slices of
     the input (one repository, one chunk of a table). `LocalExecutor(workers).run(work, units,
     steps)` cuts the step list into phases at global steps, runs each unit's phase in a
-    worker, writes `.work/phase<i>/<unit>/{kept,removed}.parquet` + `steps.json` and then a
-    `.done` marker; a rerun skips marked units, so a run killed at any point resumes and
-    ends with identical bytes. Finalizing (`codefoundry.data.finalize`) gathers units in plan
-    order into bounded shards `data/<subset>/train-*.parquet` and `removed/<subset>/…`,
-    merges stats (`stats.py`, schema documented there: per subset, language, license,
-    license type, reason, step), renders `card.md` from stats.json (every step's removals
-    appear in its tables automatically) and writes `manifest.json`.
+    worker, writes `.work/phase<i>/<unit>/kept.{arrow,parquet}` (+ `removed.parquet` when rows
+    left) and then a `.done` marker holding the unit's step stats; a rerun skips marked units,
+    so a run killed at any point resumes and ends with identical bytes. Inputs and `--out` may
+    be fsspec URLs (`storage.py`: a remote dataset is staged locally, then published).
+    Finalizing (`codefoundry.data.finalize`) gathers units in plan order into bounded shards
+    `data/<subset>/train-*.parquet` and `removed/<subset>/…`, merges stats (`stats.py`, schema
+    documented there: per subset, language, license, license type, reason, step), renders
+    `card.md` from stats.json (every step's removals appear in its tables automatically) and
+    writes `manifest.json`.
     `RayExecutor(workers, …, address)` (`ray_executor.py`) runs the same unit tasks, reduce
     partitions and markers as Ray tasks: same bytes, and either executor resumes the other's run.
 """

@@ -6,6 +6,7 @@
     DIR                             a plain folder: one repository
     FILE.tar.gz|.tgz|.tar|.zip      an archived repository (bounded in-memory extraction)
     FILE.jsonl[.gz] | FILE.parquet  rows with content + path (e.g. an export of The Stack)
+    URL.jsonl | URL.parquet         the same behind an fsspec URL (s3://, gs://, memory://; file:// is local)
     DIR with state.json             a Hugging Face `datasets` save_to_disk directory
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codefoundry.data.pipeline import WorkUnit
+from codefoundry.data.pipeline.storage import is_remote, local_path
 from codefoundry.data.sources.archive import ArchiveRepo, is_archive
 from codefoundry.data.sources.git import GitRepo, is_git_repo
 from codefoundry.data.sources.local import SKIP_DIRS, DirectoryRepo
@@ -25,6 +27,7 @@ from codefoundry.data.sources.python_env import (
     distributions,
     stdlib_dir,
 )
+from codefoundry.data.sources.remote import is_remote_table, remote_table_units
 from codefoundry.data.sources.tables import is_hf_dataset, is_jsonl, is_parquet, table_units
 from codefoundry.data.sources.unit import ReadOptions
 from codefoundry.errors import UserError
@@ -49,7 +52,11 @@ def units_for(source: str, options: ReadOptions) -> list[WorkUnit]:
         return [DistributionRepo(d, options) for d in distributions()][:limit]
     if source == "stdlib":
         return [StdlibRepo(stdlib_dir(), options)]
-    path = Path(source)
+    if is_remote(source):
+        if not is_remote_table(source):
+            raise UserError(f"source {source}: only .jsonl and .parquet files are read from a URL")
+        return list(remote_table_units(source, options))
+    path = local_path(source)
     if not path.exists():
         raise UserError(f"source {source} does not exist",
                         f"give a directory, git repository, archive, JSONL/Parquet file, or one of "
