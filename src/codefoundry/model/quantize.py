@@ -83,7 +83,7 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        x2 = (x if x.dim() == 2 else x.reshape(-1, self.in_features)).to(self.compute_dtype)
         if self.packed and x2.shape[0] <= PACKED_KERNEL_MAX_ROWS:
             if self.mode == "int8":
                 y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)
@@ -94,7 +94,7 @@ class QuantizedLinear(nn.Module):
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
-        return y.view(*lead, self.out_features)
+        return y if x.dim() == 2 else y.view(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.mode == "int4" else ""
@@ -209,6 +209,7 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
     head = getattr(model, "lm_head", None)
     embeddings = {id(m.weight): (name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
     tied = embeddings.get(id(head.weight)) if isinstance(head, nn.Linear) else None
+    _fuse_projections(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
@@ -224,6 +225,33 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
         setattr(owner, attr, QuantizedEmbedding(model.lm_head, emb.weight.dtype))
     model.eval()
     return model
+
+
+def _fuse_projections(model: nn.Module) -> None:
+    """q/k/v (and a SwiGLU's gate/up) into one linear layer each: one kernel call where there were three.
+
+    Rows are only stacked, and both quantizations work row by row (per channel, or per group
+    of one row), so the fused layer holds exactly the values the separate ones would.
+    """
+    for module in model.modules():
+        if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj")) \
+                and hasattr(module, "qkv_proj"):
+            module.qkv_proj = _stacked([module.q_proj, module.k_proj, module.v_proj])
+            del module.q_proj, module.k_proj, module.v_proj
+        if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("gate_proj", "up_proj")) \
+                and hasattr(module, "gate_up_proj"):
+            module.gate_up_proj = _stacked([module.gate_proj, module.up_proj])
+            del module.gate_proj, module.up_proj
+
+
+def _stacked(layers: list[nn.Linear]) -> nn.Linear:
+    first = layers[0]
+    fused = nn.Linear(first.in_features, sum(m.out_features for m in layers), bias=first.bias is not None,
+                      device="meta")
+    fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]), requires_grad=False)
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]), requires_grad=False)
+    return fused
 
 
 def weight_bytes(model: nn.Module) -> int:
