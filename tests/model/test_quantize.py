@@ -174,7 +174,7 @@ def test_serve_quantize_flag_serves_and_rejects_a_bad_mode(tiny_model_dir: Path,
         proc = subprocess.Popen(cli, stdout=f, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(proc, url, log)
+        wait_until_healthy(proc, url, log, timeout=300)
         r = httpx.post(url + "/generate", json={"inputs": "def add(a, b):",
                                                 "parameters": {"max_new_tokens": 5, "details": True}}, timeout=60)
         assert r.status_code == 200, r.text
