@@ -19,7 +19,7 @@ from codefoundry.model import load_model
 from codefoundry.tokenizer import load_tokenizer
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from quantize import smollm2_paths  # noqa: E402
+from quantize import smollm2_paths
 
 
 def main() -> None:
