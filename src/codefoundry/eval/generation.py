@@ -293,12 +293,12 @@ def _fit_max_new_tokens(r: httpx.Response) -> int | None:
 class LocalGenerator:
     """Completions from a model directory through `codefoundry.generate` (batched, paged KV cache)."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path, device: str = "cpu", quantize: str | None = None) -> None:
         from codefoundry.model import load_model
         from codefoundry.tokenizer import load_tokenizer
 
         self.model_dir = model_dir
-        self.model = load_model(model_dir, device=device)
+        self.model = load_model(model_dir, device=device, quantize=quantize)
         self.model.eval()
         self.tokenizer = load_tokenizer(model_dir)
 

@@ -83,6 +83,8 @@ class EvalConfig(StageConfig):
     chunk: int = Field(32, ge=1)
     """Problems generated per batch (and per resume checkpoint)."""
     device: str = "cpu"
+    quantize: Literal["int8", "int4"] | None = None
+    """Weight-only quantized linear layers for a local --model (see codefoundry.model.quantize)."""
 
 
 @dataclass
@@ -172,7 +174,7 @@ def make_generator(config: EvalConfig) -> Generator:
     model = resolve_model_path(config.model)                # a .gguf file: the directory it imports to
     if not (model / "config.json").exists():
         raise UserError(f"{config.model} is not a model directory (no config.json)")
-    return LocalGenerator(model, config.device)
+    return LocalGenerator(model, config.device, config.quantize)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -12,6 +12,7 @@ import torch
 
 from codefoundry.model.checkpoint import CausalLM, ModelConfig, read_config, read_model
 from codefoundry.model.gguf_import import imported_dir
+from codefoundry.model.quantize import QuantizeMode, quantize_model
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -27,6 +28,11 @@ def load_config(path: str | Path) -> ModelConfig:
     return read_config(resolve_model_path(path))
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CausalLM:
-    """The model at `path` (a directory, ours or saved by transformers, or a `.gguf` file) in eval mode."""
-    return read_model(resolve_model_path(path), dtype, device)
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+               quantize: QuantizeMode | None = None) -> CausalLM:
+    """The model at `path` (a directory, ours or saved by transformers, or a `.gguf` file) in eval mode.
+
+    `quantize` ("int8", "int4") makes its linear layers weight-only quantized (`model.quantize`).
+    """
+    model = read_model(resolve_model_path(path), dtype, device)
+    return quantize_model(model, quantize) if quantize else model

@@ -214,15 +214,24 @@ class RotaryAttention(nn.Module):
         self.window = window
         self.attention_dropout = config.attention_dropout
         self.resid_dropout = nn.Dropout(residual_dropout)
+        # q, k, v in one projection (set by `model.quantize`, which then drops q/k/v_proj): one kernel call
+        self.qkv_proj: nn.Module | None = None
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [..., C] → q [..., H, hd], k, v [..., kv_heads, hd], q and k rotated."""
         lead = x.shape[:-1]
-        q = self.q_proj(x).view(*lead, self.n_head, self.head_dim)
-        k = self.k_proj(x).view(*lead, self.kv_heads, self.head_dim)
-        v = self.v_proj(x).view(*lead, self.kv_heads, self.head_dim)
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+        if self.qkv_proj is not None:
+            qk, v = self.qkv_proj(x).view(*lead, self.n_head + 2 * self.kv_heads, self.head_dim).split(
+                (self.n_head + self.kv_heads, self.kv_heads), dim=-2)
+        else:
+            q = self.q_proj(x).view(*lead, self.n_head, self.head_dim)
+            k = self.k_proj(x).view(*lead, self.kv_heads, self.head_dim)
+            v = self.v_proj(x).view(*lead, self.kv_heads, self.head_dim)
+            qk = torch.cat((q, k), dim=-2)
+        # q and k rotated together: one set of elementwise ops instead of two (the same numbers)
+        q, k = apply_rotary(qk, cos, sin).split((self.n_head, self.kv_heads), dim=-2)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape

@@ -37,6 +37,7 @@ class ServeConfig(StageConfig):
     cpu_kv_cache_bytes: int = Field(1 << 30, ge=1)    # cap on the KV pool when serving on CPU
     device: str | None = None                         # None = cuda when available, else cpu
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None = bf16 on cuda, fp32 on cpu
+    quantize: Literal["int8", "int4"] | None = None   # weight-only quantized linear layers (model.quantize)
     model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
     log_prompts: bool = False                         # never log prompt text unless asked
     adapters: dict[str, Path] = Field(default_factory=dict)  # LoRA adapters loaded at start: name → PEFT dir

@@ -72,7 +72,7 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model_dir = resolve_model_path(cfg.model)        # a .gguf file: the directory it imports to
-    model = load_model(model_dir, dtype=dtype, device=device)
+    model = load_model(model_dir, dtype=dtype, device=device, quantize=cfg.quantize)
     tokenizer = load_tokenizer(model_dir)
     n_positions = model.config.n_positions
 
