@@ -39,6 +39,7 @@ class ServeConfig(StageConfig):
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None = bf16 on cuda, fp32 on cpu
     model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
     log_prompts: bool = False                         # never log prompt text unless asked
+    engine_process: bool = True                       # the engine core in its own process (vLLM v1); False: a thread
 
     @property
     def loopback(self) -> bool:

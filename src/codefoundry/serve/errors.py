@@ -16,6 +16,7 @@ ERROR_KINDS: dict[str, tuple[int, str]] = {
     "host_not_allowed": (403, ""),   # a Host header a loopback-bound server does not answer to (DNS rebinding)
     "healthcheck": (503, ""),
     "shutting_down": (503, ""),
+    "engine_unavailable": (503, "Engine unavailable: "),   # the engine process died (the server exits soon)
 }
 
 
