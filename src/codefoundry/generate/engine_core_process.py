@@ -283,7 +283,7 @@ class _EngineCoreLoop:
             if method.startswith("_"):
                 raise AttributeError(f"engine method {method!r} is private")
             target = getattr(self.engine, method)
-            value = target(*args) if callable(target) else target
+            value = msgspec.to_builtins(target(*args) if callable(target) else target)
             msgspec.msgpack.encode(value)             # fail here, as the call's error, not in the frame's send
             return call_id, True, value
         except Exception as e:

@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+import msgspec
+
 from codefoundry.generate import Engine, ValidationError
 from codefoundry.serve.engine_metrics import EngineMetrics
 from codefoundry.serve.errors import ServeError
@@ -73,7 +75,8 @@ class EngineLoop:
         self._command("abort", request_id, None)
 
     async def call(self, method: str, *args: Any) -> Any:
-        """Run `engine.<method>(*args)` on the engine thread between two steps (or read the attribute)."""
+        """Run `engine.<method>(*args)` on the engine thread between two steps (or read the attribute); the result
+        as plain data (a dataclass becomes a dict), or the method's exception raised here."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._command("call", 0, (method, args, loop, future))
@@ -124,7 +127,8 @@ class EngineLoop:
             if method.startswith("_"):
                 raise AttributeError(f"engine method {method!r} is private")
             target = getattr(self.engine, method)
-            value = target(*args) if callable(target) else target
+            # plain data, as across the process boundary: a route sees the same result from either back end
+            value = msgspec.to_builtins(target(*args) if callable(target) else target)
         except Exception as e:
             loop.call_soon_threadsafe(_settle, future, None, e)
         else:
