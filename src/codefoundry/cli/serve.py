@@ -66,10 +66,9 @@ def command(
     no_prefix_caching: Annotated[bool, _opt(
         "--no-prefix-caching", "Turn off prefix caching (on by default: the KV blocks of prompt prefixes seen "
                                "before are reused; outputs are the same either way).")] = False,
-    engine_process: Annotated[bool | None, typer.Option(
-        "--engine-process/--no-engine-process", show_default=False,
-        help="Run the engine core (scheduler, KV cache, model) in its own process, apart from HTTP and "
-             "detokenized streaming (default), or on a thread of the server's process.")] = None,
+    no_engine_process: Annotated[bool, _opt(
+        "--no-engine-process", "Run the engine core (scheduler, KV cache, model) on a thread of the server's "
+                               "process (default: in its own process, apart from HTTP and streaming).")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
@@ -83,5 +82,5 @@ def command(
              "max_batch_total_tokens": max_batch_total_tokens, "max_stop_sequences": max_stop_sequences,
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
-             "engine_process": engine_process}
+             "engine_process": False if no_engine_process else None}
     serve(load_config(ServeConfig, config, flags))

@@ -183,6 +183,7 @@ def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple
     inp.connect(input_address)
     out = ctx.socket(zmq.PUSH)
     out.setsockopt(zmq.LINGER, 5000)
+    out.setsockopt(zmq.SNDTIMEO, int(PARENT_CHECK_S * 1000))   # a send to a vanished parent must not block forever
     out.connect(output_address)
     try:
         try:
@@ -195,16 +196,40 @@ def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple
             return
         out.send(encode([READY, info]))
         _EngineCoreLoop(engine, inp, out, parent_pid).run()
+    except _ParentGone:
+        log.warning("the server process is gone: the engine core stops")
     finally:
         inp.close(linger=0)
         out.close()
         ctx.term()
 
 
+class _ParentGone(Exception):
+    pass
+
+
 class _EngineCoreLoop:
     def __init__(self, engine: Engine, inp: Any, out: Any, parent_pid: int) -> None:
         self.engine, self.inp, self.out, self.parent_pid = engine, inp, out, parent_pid
         self.live: set[int] = set()                   # requests added and not finished, failed or aborted
+        self._checked = time.monotonic()
+
+    def _check_parent(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._checked >= PARENT_CHECK_S:
+            self._checked = now
+            if os.getppid() != self.parent_pid:      # the server is gone without a SHUTDOWN: nobody to serve
+                raise _ParentGone
+
+    def _send(self, frame: bytes) -> None:
+        import zmq
+
+        while True:
+            try:
+                self.out.send(frame)
+                return
+            except zmq.Again:                         # the parent is not reading: still there?
+                self._check_parent(force=True)
 
     def run(self) -> None:
         import zmq
@@ -219,8 +244,7 @@ class _EngineCoreLoop:
                         frames.append(self.inp.recv(zmq.NOBLOCK))
                     except zmq.Again:
                         break
-            elif os.getppid() != self.parent_pid:     # the server is gone without a SHUTDOWN: nobody to serve
-                return
+            self._check_parent()
             errors: list[tuple[int, str, str]] = []
             aborted: list[int] = []
             results: list[tuple[int, bool, Any]] = []
@@ -260,7 +284,7 @@ class _EngineCoreLoop:
                 seconds = (time.time_ns() - start) / 1e9
             if frames or stepped:
                 s = engine.stats()
-                self.out.send(encode([STEP, outputs, errors, aborted, results, stepped, start, seconds,
+                self._send(encode([STEP, outputs, errors, aborted, results, stepped, start, seconds,
                                       num_scheduled, admitted, dataclasses.astuple(s)]))
             if stop:
                 for rid in self.live:
