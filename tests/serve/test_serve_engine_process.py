@@ -165,6 +165,7 @@ def _start_cli(model: Path, tmp_path: Path) -> tuple[subprocess.Popen, str, Path
     return proc, url, log
 
 
+@pytest.mark.slow
 def test_cli_sigterm_drains_then_server_and_engine_exit_0(tiny_model_dir: Path, tmp_path: Path):
     proc, url, log = _start_cli(tiny_model_dir, tmp_path)
     try:

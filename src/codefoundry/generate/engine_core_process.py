@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +191,8 @@ def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple
             out.send(encode([FAILED, str(e) + (f" ({e.hint})" if e.hint else "")]))
             return
         except Exception as e:
-            out.send(encode([FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"]))
+            log.exception("building the engine failed")      # the traceback on stderr, the summary to the parent
+            out.send(encode([FAILED, f"building the engine failed: {type(e).__name__}: {e}"]))
             return
         out.send(encode([READY, info]))
         _EngineCoreLoop(engine, inp, out, parent_pid).run()
