@@ -216,3 +216,19 @@ def test_cli_engine_killed_fails_stream_and_exits_nonzero(tiny_model_dir: Path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_engine_process_start_up_failure_is_one_error_line(tiny_model_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A model the engine process cannot load: `codefoundry serve` exits 1 with one `error:` line, no traceback."""
+    import shutil
+
+    from codefoundry.cli import run
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert run(["serve", "--model", str(broken), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err.split("error:", 1)[1]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import logging
 import os
 import pickle
@@ -165,14 +166,21 @@ def main() -> None:
     """The engine-core process's entry point: its arguments come pickled on stdin (from `start_engine_core`)."""
     make_engine, args, inp, out, parent_pid = pickle.loads(sys.stdin.buffer.read())
     logging.basicConfig(level=logging.WARNING, format="engine-core: %(levelname)s %(name)s: %(message)s")
-    run_engine_core(make_engine, args, inp, out, parent_pid)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 PID`: where a stuck core is
+    code = run_engine_core(make_engine, args, inp, out, parent_pid)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip the interpreter's teardown: collecting the model and the KV pool can take many seconds on a busy
+    # machine, and nothing is left to save (the sockets are closed)
+    os._exit(code)
 
 
 # ---- the child's side: the loop ----
 
 def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple, input_address: str,
-                    output_address: str, parent_pid: int) -> None:
-    """The engine-core process's main: build the engine, say READY, then serve commands and step until SHUTDOWN."""
+                    output_address: str, parent_pid: int) -> int:
+    """The engine-core process's main: build the engine, say READY, then serve commands and step until SHUTDOWN;
+    the process's exit code (1: the engine could not be built)."""
     import zmq
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the whole group: the parent drains, then stops us
@@ -189,11 +197,11 @@ def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple
             engine, info = make_engine(*args)
         except UserError as e:
             out.send(encode([FAILED, str(e) + (f" ({e.hint})" if e.hint else "")]))
-            return
+            return 1
         except Exception as e:
             log.exception("building the engine failed")      # the traceback on stderr, the summary to the parent
             out.send(encode([FAILED, f"building the engine failed: {type(e).__name__}: {e}"]))
-            return
+            return 1
         out.send(encode([READY, info]))
         _EngineCoreLoop(engine, inp, out, parent_pid).run()
     except _ParentGone:
@@ -202,6 +210,7 @@ def run_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: tuple
         inp.close(linger=0)
         out.close()
         ctx.term()
+    return 0
 
 
 class _ParentGone(Exception):
