@@ -133,6 +133,7 @@ def test_serve_sigterm_drains_in_flight_then_exits(small_server):
     assert events[-1]["details"]["generated_tokens"] == 200
     small_server.thread.join(timeout=30)
     assert not small_server.thread.is_alive()
+    assert small_server.state.engine_loop.stop() == 0           # the engine process exits 0 after the drain
 
 
 @pytest.mark.slow

@@ -77,6 +77,9 @@ def command(
     adapter_root: Annotated[Path | None, _opt(
         "--adapter-root", "Allow loading adapters at run time (POST /v1/adapters, with the API key if set) from "
                           "under this directory. Default: off.")] = None,
+    no_engine_process: Annotated[bool, _opt(
+        "--no-engine-process", "Run the engine core (scheduler, KV cache, model) on a thread of the server's "
+                               "process (default: in its own process, apart from HTTP and streaming).")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
@@ -92,7 +95,8 @@ def command(
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
              "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
-             "adapters": _adapters(adapter), "adapter_root": adapter_root}
+             "adapters": _adapters(adapter), "adapter_root": adapter_root,
+             "engine_process": False if no_engine_process else None}
     serve(load_config(ServeConfig, config, flags))
 
 

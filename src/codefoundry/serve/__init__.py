@@ -6,9 +6,13 @@
 
 Layers (TGI router / vLLM v1): `validation` (bodies → `ValidRequest`) → `app` (one router per
 API in `routes/`: TGI, OpenAI, operations; `guard`: Host check and payload limit; auth, CORS,
-errors) → `inference` (requests through the engine loop) → `engine_loop` (a thread stepping
-`codefoundry.generate.Engine`, whose scheduler does continuous batching, chunked prefill and
-preemption over the paged KV cache).
+errors) → `inference` (requests through the engine back end) → `engine_client` (the engine core
+in its own process, `codefoundry.generate.engine_core_process`, over ZeroMQ; the default) or
+`engine_loop` (a thread of this process stepping the engine); both hand `StepOutput`s to the
+requests through `request_streams` and feed `engine_metrics`. The engine
+(`codefoundry.generate.Engine`, built by `engine_builder`) does continuous batching, chunked
+prefill and preemption over the paged KV cache. Routes call other engine methods with
+`await state.engine_loop.call("method", *args)`, whichever back end runs.
 
 Names load on first use, so `ServeConfig` (what the CLI's help reads its defaults from) comes
 without torch, FastAPI and the model code.

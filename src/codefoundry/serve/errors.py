@@ -19,6 +19,7 @@ ERROR_KINDS: dict[str, tuple[int, str]] = {
     "forbidden": (403, ""),          # loading an adapter from outside --adapter-root (or with none set)
     "conflict": (409, ""),           # an adapter name taken, or unloading one that requests still use
     "shutting_down": (503, ""),
+    "engine_unavailable": (503, "Engine unavailable: "),   # the engine process died (the server exits soon)
 }
 
 

@@ -1,17 +1,18 @@
-"""Start-up, warmup and shutdown: load the model, size the KV pool, warm up, then listen; drain on SIGTERM.
+"""Start-up, warmup and shutdown: start the engine (its own process by default), then listen; drain on SIGTERM.
 
-    state = build_state(ServeConfig(model=Path("model/")))   # loads, sizes the pool, runs a maximal prefill
+    state = build_state(ServeConfig(model=Path("model/")))   # engine process up, pool sized, warmed up
     serve(cfg)                                               # the CLI: blocks until SIGTERM/SIGINT, exit 0
 
-Warmup follows TGI: one forward at the full prefill budget first (a too-large budget fails
-here, not under load), then the KV pool takes `memory_fraction` of the memory still free
-(on CPU: of available RAM, capped by `cpu_kv_cache_bytes`). The socket is bound only after.
+The engine core (scheduler, KV cache, model runner, sampler) runs in its own process, as
+vLLM v1's does, unless `cfg.engine_process` is False (then on a thread of this process);
+`engine_builder.build_engine` loads the model and warms up there (TGI's order), and this
+process derives its limits from what it reports. The socket is bound only after. If the
+engine process dies, requests fail with 503 and `serve` exits non-zero.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -20,112 +21,82 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import uvicorn
 
 from codefoundry.console import console
 from codefoundry.errors import UserError
-from codefoundry.generate import Engine
 from codefoundry.serve.app import create_app
 from codefoundry.serve.config import ServeConfig
-from codefoundry.serve.engine_loop import EngineLoop, warmup
+from codefoundry.serve.engine_builder import EngineInfo, build_engine, build_engine_for_process
+from codefoundry.serve.engine_loop import EngineLoop
 from codefoundry.serve.metrics import Metrics
 from codefoundry.serve.routes.adapters import publish as publish_adapters
 from codefoundry.serve.schemas import Info
-from codefoundry.serve.state import ServerState
+from codefoundry.serve.state import EngineBackend, ServerState
 from codefoundry.serve.tracing import make_tracer_provider
 from codefoundry.serve.validation import Limits, Validator
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # ServeConfig.dtype's values
 
 
-def _free_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 1 << 30
-
-
-def size_kv_pool(cfg: ServeConfig, model_config: Any, dtype: torch.dtype, device: torch.device) -> int:
-    """Blocks in the KV pool: `--max-batch-total-tokens` if given, else what the free memory holds."""
-    from codefoundry.model import kv_cache_bytes_per_block
-
-    if cfg.max_batch_total_tokens is not None:
-        return -(-cfg.max_batch_total_tokens // cfg.block_size)
-    per_block = kv_cache_bytes_per_block(model_config, cfg.block_size, dtype)
-    budget = int(_free_memory_bytes(device) * cfg.memory_fraction)
-    if device.type != "cuda":
-        budget = min(budget, cfg.cpu_kv_cache_bytes)
-    return max(budget // per_block, 1)
-
-
-def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
-    """Load the model and tokenizer, warm up, and return the (ready) server state with its engine thread running."""
-    from codefoundry.model import load_model, resolve_model_path
-    from codefoundry.tokenizer import load_tokenizer
-
-    if cfg.model is None:
-        raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model_dir = resolve_model_path(cfg.model)        # a .gguf file: the directory it imports to
-    model = load_model(model_dir, dtype=dtype, device=device, quantize=cfg.quantize)
-    tokenizer = load_tokenizer(model_dir)
-    n_positions = model.config.n_positions
-
-    # 1. a maximal prefill on a pool just big enough for it (TGI: fail early on a too-large prefill budget)
-    prefill = min(cfg.max_batch_prefill_tokens, n_positions - 1, cfg.max_input_tokens or n_positions)
-    probe = Engine(model, tokenizer, num_blocks=-(-(prefill + 1) // cfg.block_size), block_size=cfg.block_size,
-                   max_batch_tokens=cfg.max_batch_prefill_tokens)
-    try:
-        warmup(probe, prefill)
-    except torch.OutOfMemoryError:
-        raise UserError(f"Not enough memory to handle {prefill} prefill tokens. "
-                        "You need to decrease `--max-batch-prefill-tokens`") from None
-    del probe
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    # 2. the pool from what is left, then the limits it implies
-    num_blocks = size_kv_pool(cfg, model.config, dtype, device)
-    pool_tokens = num_blocks * cfg.block_size
-    max_total = cfg.max_total_tokens or min(n_positions, pool_tokens)
+def _limits(cfg: ServeConfig, info: EngineInfo) -> tuple[int, int, int]:
+    """(pool tokens, max_total_tokens, max_input_tokens), checked against the model and the pool."""
+    pool_tokens = info.num_blocks * info.block_size
+    max_total = cfg.max_total_tokens or min(info.n_positions, pool_tokens)
     max_input = cfg.max_input_tokens or max_total - 1
-    if max_total > n_positions:
-        raise UserError(f"--max-total-tokens {max_total} exceeds the model's n_positions {n_positions}")
+    if max_total > info.n_positions:
+        raise UserError(f"--max-total-tokens {max_total} exceeds the model's n_positions {info.n_positions}")
     if max_total > pool_tokens:
         raise UserError(f"--max-total-tokens {max_total} exceeds the KV pool of {pool_tokens} tokens",
                         "raise --max-batch-total-tokens or lower --max-total-tokens")
     if max_input >= max_total:
         raise UserError(f"--max-input-tokens ({max_input}) must be < --max-total-tokens ({max_total})")
-    engine = Engine(model, tokenizer, num_blocks=num_blocks, block_size=cfg.block_size,
-                    max_batch_tokens=cfg.max_batch_prefill_tokens,
-                    max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1),
-                    enable_prefix_caching=cfg.enable_prefix_caching)
-    seconds = warmup(engine, prefill)
+    return pool_tokens, max_total, max_input
+
+
+def _start_engine(cfg: ServeConfig) -> tuple[EngineBackend, EngineInfo, Any]:
+    """The engine back end (not yet reading), what it reported, and the tokenizer for this process."""
+    from codefoundry.tokenizer import load_tokenizer
+
+    if cfg.engine_process:
+        from codefoundry.serve.engine_client import EngineClient
+
+        client = EngineClient(build_engine_for_process, (cfg,))
+        return client, EngineInfo(**client.info), load_tokenizer(cfg.model)
+    engine, info = build_engine(cfg)
+    return EngineLoop(engine), info, engine.tokenizer
+
+
+def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
+    """Start the engine (load, warm up), and return the (ready) server state with the engine running."""
+    from codefoundry.model import resolve_model_path
+
+    if cfg.model is None:
+        raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     model_id = cfg.model_id or Path(cfg.model).resolve().name
-    for name, path in cfg.adapters.items():
-        if name == model_id:
-            raise UserError(f"--adapter {name}=…: the name is the base model's", "pick another adapter name")
-        engine.add_adapter(name, str(path))
+    # a .gguf file: the directory it imports to, imported once here (not by the engine process too)
+    cfg = cfg.model_copy(update={"model": resolve_model_path(cfg.model), "model_id": model_id})
+    backend, info, tokenizer = _start_engine(cfg)
+    try:
+        pool_tokens, max_total, max_input = _limits(cfg, info)
+    except UserError:
+        backend.stop()
+        raise
     log.info("Setting max batch total tokens to %d (%d blocks); warmup prefill of %d tokens took %.2fs",
-             pool_tokens, num_blocks, prefill, seconds)
+             pool_tokens, info.num_blocks, info.prefill_tokens, info.warmup_seconds)
     metrics = Metrics(max_input, max_total)
     metrics.batch_max_total_tokens.set(pool_tokens)
-    loop = EngineLoop(engine, metrics)
-    info = Info(model_id=model_id, model_dtype=str(dtype).removeprefix("torch."),
-                model_device_type=device.type, max_concurrent_requests=cfg.max_concurrent_requests,
-                max_stop_sequences=cfg.max_stop_sequences, max_input_tokens=max_input, max_total_tokens=max_total,
-                max_batch_total_tokens=pool_tokens, max_batch_prefill_tokens=cfg.max_batch_prefill_tokens,
-                max_client_batch_size=cfg.max_client_batch_size)
+    backend.start(metrics)
+    info_body = Info(model_id=model_id, model_dtype=info.dtype, model_device_type=info.device_type,
+                     max_concurrent_requests=cfg.max_concurrent_requests, max_stop_sequences=cfg.max_stop_sequences,
+                     max_input_tokens=max_input, max_total_tokens=max_total, max_batch_total_tokens=pool_tokens,
+                     max_batch_prefill_tokens=cfg.max_batch_prefill_tokens,
+                     max_client_batch_size=cfg.max_client_batch_size)
     validator = Validator(tokenizer, Limits(max_input, max_total, cfg.max_stop_sequences, cfg.max_top_n_tokens),
                           model_id=model_id)
-    state = ServerState(config=cfg, tokenizer=tokenizer, validator=validator, engine_loop=loop, metrics=metrics,
-                        info=info, tracer_provider=make_tracer_provider(cfg.otlp_endpoint, span_processor))
-    publish_adapters(state, engine.adapters())
-    loop.start()
+    state = ServerState(config=cfg, tokenizer=tokenizer, validator=validator, engine_loop=backend, metrics=metrics,
+                        info=info_body, tracer_provider=make_tracer_provider(cfg.otlp_endpoint, span_processor))
+    publish_adapters(state, info.adapters)
     state.ready = True
     return state
 
@@ -182,12 +153,20 @@ def serve(cfg: ServeConfig) -> None:
                   f"(KV pool {state.info.max_batch_total_tokens} tokens, "
                   f"max_total_tokens {state.info.max_total_tokens})")
     server = make_server(state, cfg.grace_period_s)
+    backend = state.engine_loop
+    if hasattr(backend, "on_death"):         # the engine process died: its requests failed; stop serving
+        backend.on_death.append(lambda: setattr(server, "should_exit", True))
     try:
         server.run(sockets=[sock])
     finally:
-        state.engine_loop.stop()
+        exitcode = backend.stop()
         if state.tracer_provider is not None:
             state.tracer_provider.shutdown()
+    if getattr(backend, "dead", False) or exitcode not in (None, 0):
+        from codefoundry.serve.engine_client import EngineProcessDied, describe_exit
+
+        raise EngineProcessDied(f"the engine process died ({describe_exit(exitcode)})",
+                                "its log lines above say why")
 
 
 @dataclass

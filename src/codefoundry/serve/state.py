@@ -6,17 +6,34 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from opentelemetry.sdk.trace import TracerProvider
 
 from codefoundry.serve.config import ServeConfig
-from codefoundry.serve.engine_loop import EngineLoop
 from codefoundry.serve.errors import OVERLOADED, ServeError
 from codefoundry.serve.metrics import Metrics
+from codefoundry.serve.request_streams import RequestHandle
 from codefoundry.serve.schemas import Info
-from codefoundry.serve.validation import Limits, Validator
+from codefoundry.serve.tracing import RequestTimes
+from codefoundry.serve.validation import Limits, Validator, ValidRequest
+
+
+class EngineBackend(Protocol):
+    """What routes use of the engine: `engine_loop.EngineLoop` (a thread here) or `engine_client.EngineClient`
+    (the engine in its own process). A route calls an engine method with `await state.engine_loop.call(name, …)`."""
+
+    special_ids: set[int]
+    steps: int
+
+    @property
+    def healthy(self) -> bool: ...
+    def start(self, metrics: Metrics) -> None: ...
+    def submit(self, valid: ValidRequest, times: RequestTimes) -> RequestHandle: ...
+    def abort(self, request_id: int) -> None: ...
+    async def call(self, method: str, *args: Any) -> Any: ...
+    def stop(self) -> Any: ...
 
 
 @dataclass
@@ -26,13 +43,17 @@ class ServerState:
     config: ServeConfig
     tokenizer: Any
     validator: Validator
-    engine_loop: EngineLoop
+    engine_loop: EngineBackend
     metrics: Metrics
     info: Info
     tracer_provider: TracerProvider | None = None
     ready: bool = False
     draining: bool = False
     in_flight: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready and not self.draining and self.engine_loop.healthy
 
     @property
     def model_id(self) -> str:
@@ -52,6 +73,8 @@ class ServerState:
         self.metrics.request_count.inc()
         if self.draining:
             raise ServeError("shutting_down", "the server is shutting down")
+        if not self.engine_loop.healthy:
+            raise ServeError("engine_unavailable", "the engine is not running")
         if self.in_flight >= self.config.max_concurrent_requests:
             self.metrics.request_failure.labels(err="overloaded").inc()
             raise ServeError("overloaded", OVERLOADED)

@@ -24,7 +24,7 @@ async def info(state: State) -> Info:
 @router.get("/ping", include_in_schema=False)
 @router.get("/", include_in_schema=False)
 async def health(state: State) -> Response:
-    if not state.ready or state.draining:
+    if not state.healthy:
         return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
     return Response(status_code=200)
 

@@ -35,7 +35,7 @@ async def _generate_json(state: ServerState, request: Request, body: GenerateReq
             state, body.inputs, lambda: state.validator.validate(body.inputs, body.parameters, stream=False))
         c = await inference.complete(state, request, valid, t)
         inference.record(state, route, valid, c, t)
-    payload = R.tgi_generate(valid, c, state.tokenizer, state.engine_loop.engine.special_ids)
+    payload = R.tgi_generate(valid, c, state.tokenizer, state.engine_loop.special_ids)
     return payload, inference.timing_headers(state, valid, c, t)
 
 
@@ -45,7 +45,7 @@ def _stream(state: ServerState, body: GenerateRequest, route: str) -> StreamingR
             with state.admit():
                 valid, t = inference.validated(
                     state, body.inputs, lambda: state.validator.validate(body.inputs, body.parameters, stream=True))
-                special = state.engine_loop.engine.special_ids
+                special = state.engine_loop.special_ids
                 index = 0
                 async for out in inference.events(state, valid, t):
                     index += 1
