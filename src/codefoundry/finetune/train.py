@@ -57,7 +57,7 @@ def _check_out(out: Path, resume: bool) -> None:
 def finetune(model: str | Path, data: str | Path, out: str | Path, config: FinetuneConfig | None = None,
              resume: bool = False) -> Path:
     """Fine-tune a LoRA adapter for `model` (a model directory or `.gguf` file) on `data`; write it to `out`."""
-    from codefoundry.model import load_config, load_model, resolve_model_path
+    from codefoundry.model import load_config, load_model, model_class, resolve_model_path
     from codefoundry.tokenizer import load_tokenizer
 
     config = config or FinetuneConfig()
@@ -73,6 +73,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
         log.info("seq_len %d is above the model's %d positions: using %d", config.seq_len,
                  model_config.n_positions, model_config.n_positions)
         config = config.model_copy(update={"seq_len": model_config.n_positions})
+    with torch.device("meta"):                                       # the module tree, no weights: check names early
+        targets = target_modules(model_class(model_config)(model_config), config.lora.target_modules)
     tokenizer = load_tokenizer(base_dir)
     out.mkdir(parents=True, exist_ok=True)
     fim_rate = None
@@ -87,7 +89,6 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     base = load_model(base_dir, dtype=torch.bfloat16 if bf16 else torch.float32, device=device)
     torch.manual_seed(config.seed)                                   # LoRA A's init
-    targets = target_modules(base, config.lora.target_modules)
     peft_model = add_lora(base, config.lora.model_copy(update={"target_modules": targets}))
     trainable, total = trainable_parameters(peft_model)
     log.info("LoRA on %s: %s trainable of %s parameters (%.3f%%)", ", ".join(targets), f"{trainable:,}",
