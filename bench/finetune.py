@@ -1,7 +1,7 @@
 """LoRA fine-tuning of SmolLM2-135M-Instruct: codefoundry's `finetune` vs transformers + peft, same data.
 
-    .venv/bin/python bench/finetune.py                      # 30 steps of 4 × 2 rows, seq ≤ 512, r 16
-    .venv/bin/python bench/finetune.py --steps 60 --lr 5e-4
+    .venv/bin/python bench/finetune.py                      # 10 steps of 4 rows, seq ≤ 256, r 16, lr 1e-3
+    .venv/bin/python bench/finetune.py --steps 60 --accum 4 --seq-len 512 --lr 3e-4 --eval-rows 64
     .venv/bin/python bench/finetune.py --device cuda        # on a GPU (bf16 base + autocast on both sides)
 
 The data is made here from codefoundry's own code (not a benchmark): every function or method of
@@ -70,7 +70,7 @@ def config_for(args: argparse.Namespace):
 
     return FinetuneConfig(seq_len=args.seq_len, micro_batch_size=args.micro_batch, grad_accum=args.accum,
                           max_steps=args.steps, lr=args.lr, eval_interval=args.steps, checkpoint_interval=args.steps,
-                          eval_max_sequences=512, device=args.device, seed=0,
+                          eval_max_sequences=args.eval_rows, device=args.device, seed=0,
                           lora=LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "v_proj"]),
                           data=FinetuneDataSettings(template="chat", validation_fraction=0.1))
 
@@ -131,8 +131,9 @@ def run_anchor(args: argparse.Namespace) -> dict:
         model.eval()
         total = count = 0
         with torch.no_grad():
-            for first in range(0, min(len(val), 512), config.micro_batch_size):
-                b = val.batch(range(first, min(len(val), first + config.micro_batch_size)))
+            n_val = min(len(val), config.eval_max_sequences)
+            for first in range(0, n_val, config.micro_batch_size):
+                b = val.batch(range(first, min(n_val, first + config.micro_batch_size)))
                 n = int((b.y != -100).sum())
                 total, count = total + float(loss_of(b)) * n, count + n
         model.train()
@@ -161,11 +162,12 @@ def run_anchor(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("side", nargs="?", choices=["ours", "anchor"], help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--accum", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--accum", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-rows", type=int, default=32, help="Held-out rows scored before and after.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -183,7 +185,7 @@ def main() -> None:
         for side in ("ours", "anchor"):
             cmd = [sys.executable, __file__, side, "--rows", str(rows), "--work", work, "--steps", str(args.steps),
                    "--micro-batch", str(args.micro_batch), "--accum", str(args.accum), "--seq-len", str(args.seq_len),
-                   "--lr", str(args.lr), "--device", args.device]
+                   "--lr", str(args.lr), "--device", args.device, "--eval-rows", str(args.eval_rows)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if done.returncode or line is None:

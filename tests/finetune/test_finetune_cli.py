@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_finetune_lora import make_base, write_rows
 
 from codefoundry.cli import run
-from test_finetune_lora import make_base, write_rows
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -57,7 +57,7 @@ def test_prompt_tokens_are_masked_from_the_loss(tmp_path: Path, train_tokenizer_
     rows = _write(tmp_path / "rows.jsonl", [{"instruction": "Square it.", "response": "return x * x"},
                                             {"instruction": "A much longer instruction here.", "response": "pass"}])
     prompt = tok.encode("Question: Square it.\n\nAnswer: ", add_special_tokens=False)
-    answer = tok.encode("return x * x", add_special_tokens=False) + [tok.eos_token_id]
+    answer = [*tok.encode("return x * x", add_special_tokens=False), tok.eos_token_id]
     masked, _, _ = jsonl_batches(rows, tok, _config())
     b = masked.batch([0, 1]) if masked.example(0).n_prompt == len(prompt) else masked.batch([1, 0])
     n = len(prompt) + len(answer) - 1

@@ -102,8 +102,8 @@ def test_peft_opens_our_adapter_with_our_logits(tmp_path: Path, train_tokenizer_
 def test_base_weights_unchanged_in_memory(tmp_path: Path, train_tokenizer_dir: Path) -> None:
     """Only LoRA tensors get gradients: every base parameter is bit-identical after training."""
     from codefoundry.finetune.data import jsonl_batches
-    from codefoundry.finetune.lora import add_lora, trainable_parameters
     from codefoundry.finetune.loop import finetune_loop
+    from codefoundry.finetune.lora import add_lora, trainable_parameters
 
     base_dir = make_base("llama", train_tokenizer_dir, tmp_path / "base")
     model = load_model(base_dir)
@@ -166,3 +166,17 @@ def _interrupt_after(steps: int, run) -> None:
         run()
     finally:
         torch.optim.AdamW.step = original
+
+
+def test_a_time_budget_stops_after_the_step_that_reaches_it(tmp_path: Path, train_tokenizer_dir: Path) -> None:
+    from codefoundry.finetune.data import jsonl_batches
+    from codefoundry.finetune.lora import add_lora
+    from codefoundry.finetune.loop import finetune_loop
+
+    base_dir = make_base("gpt_bigcode", train_tokenizer_dir, tmp_path / "base")
+    config = small_config(max_steps=None, max_time=1e-6)
+    train, val, _ = jsonl_batches(write_rows(tmp_path / "rows.jsonl"), load_tokenizer(base_dir), config)
+    result = finetune_loop(add_lora(load_model(base_dir), config.lora), train, val, config, tmp_path / "run",
+                           torch.device("cpu"))
+    assert result.steps == 1 and result.val_loss is not None and result.val_loss_before is not None
+    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"] == 1

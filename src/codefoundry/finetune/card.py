@@ -39,18 +39,25 @@ def write_adapter_card(out: Path, base: dict[str, Any], model_type: str, config:
     lora = config["lora"]
     skipped = ", ".join(f"{r} ×{n}" for r, n in (data.get("skipped") or {}).items()) or "none"
     before, after = results.get("val_loss_before"), results.get("val_loss")
+    memory = results.get("peak_memory_bytes")
+    gguf = f" (imported from `{base['gguf']}`)" if base.get("gguf") else ""
+    facts = [
+        f"Base model: `{base['path']}`{gguf}.",
+        f"Data: `{data['path']}` ({data['format']}, sha256 `{data.get('sha256') or '-'}`): {data['kept']} of "
+        f"{data['rows']} rows kept, {data['train_sequences']} training and {data['validation_sequences']} "
+        f"validation sequences; skipped: {skipped}.",
+        f"Training: {results['steps']} steps, {results['tokens']:,} tokens, {results.get('tokens_per_s') or '-'} "
+        f"tokens/s; {results['trainable_parameters']:,} trainable of {results['total_parameters']:,} parameters; "
+        f"peak memory {f'{memory / 2**20:,.0f} MiB' if memory else '-'} ({results.get('peak_memory_kind') or '-'}).",
+        f"Validation loss: {before} (base) → {after}.",
+    ]
+    bullets = "\n".join(f"- {line}" for line in facts)
     body = f"""# {out.name}
 
-A LoRA adapter for `{base.get('name') or base['path']}` ({model_type}), fine-tuned by `codefoundry finetune`
-with PEFT (r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets
-{', '.join(results['target_modules'])}).
+A LoRA adapter for `{base.get('name') or base['path']}` ({model_type}), fine-tuned by `codefoundry finetune` with
+PEFT: r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {', '.join(results['target_modules'])}.
 
-- Base model: `{base['path']}`{f" (imported from `{base['gguf']}`)" if base.get('gguf') else ''}.
-- Data: `{data['path']}` ({data['format']}, sha256 `{data.get('sha256') or '-'}`): {data['kept']} of
-  {data['rows']} rows kept, {data['train_sequences']} training and {data['validation_sequences']} validation
-  sequences; skipped: {skipped}.
-- Training: {results['steps']} steps, {results['tokens']:,} tokens; {results['trainable_parameters']:,} trainable of
-  {results['total_parameters']:,} parameters; validation loss {before} (base) → {after}.
+{bullets}
 
 ## Use
 

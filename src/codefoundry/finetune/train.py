@@ -4,7 +4,7 @@
       adapter_config.json         PEFT's LoraConfig (task_type CAUSAL_LM, base_model_name_or_path)
       adapter_model.safetensors   the LoRA weights only
       README.md                   the adapter card (base model, data and its skipped rows, results)
-      manifest.json               kind "adapter"; inputs: the base model (and the dataset/); written last
+      manifest.json               kind "adapter"; inputs: the base model (and the dataset/); after the weights
       metrics.jsonl, loss.png, checkpoints/   as in pretraining (tokens/ too, for a dataset/)
 """
 
@@ -20,8 +20,8 @@ from codefoundry.errors import ArtifactError, UserError
 from codefoundry.finetune.card import base_model_facts, write_adapter_card
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import dataset_batches, jsonl_batches
-from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
 from codefoundry.finetune.loop import FinetuneResult, finetune_loop
+from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
 from codefoundry.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,11 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
         inputs["dataset"] = data
     write_manifest(out, "adapter", config, seed=config.seed, inputs=inputs,
                    extra={"base_model": str(base_dir.resolve()), "data": data_facts, "training": results})
-    write_adapter_card(out, base_model_facts(base_dir), model_config.to_hf_dict()["model_type"], config.model_dump(mode="json"),
-                       data_facts, results)
-    log.info("adapter written to %s: validation loss %s → %s", out, results["val_loss_before"], results["val_loss"])
+    model_type = model_config.to_hf_dict()["model_type"]
+    write_adapter_card(out, base_model_facts(base_dir), model_type, config.model_dump(mode="json"), data_facts, results)
+    log.info("adapter written to %s: validation loss %s → %s; %s tokens/s; peak memory %.0f MiB (%s)", out,
+             results["val_loss_before"], results["val_loss"], results["tokens_per_s"],
+             (results["peak_memory_bytes"] or 0) / 2**20, results["peak_memory_kind"])
     return out
 
 
