@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from test_finetune_lora import make_base, small_config, write_rows
 
 from codefoundry.finetune import LoraSettings, finetune, open_adapter
 from codefoundry.model import load_model
-from test_finetune_lora import make_base, small_config, write_rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

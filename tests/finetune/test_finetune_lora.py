@@ -170,8 +170,8 @@ def _interrupt_after(steps: int, run) -> None:
 
 def test_a_time_budget_stops_after_the_step_that_reaches_it(tmp_path: Path, train_tokenizer_dir: Path) -> None:
     from codefoundry.finetune.data import jsonl_batches
-    from codefoundry.finetune.lora import add_lora
     from codefoundry.finetune.loop import finetune_loop
+    from codefoundry.finetune.lora import add_lora
 
     base_dir = make_base("gpt_bigcode", train_tokenizer_dir, tmp_path / "base")
     config = small_config(max_steps=None, max_time=1e-6)
