@@ -65,7 +65,7 @@ def test_instruction_rows_then_merge_on_the_command_line(tmp_path: Path, train_t
     assert json.loads((merged / "config.json").read_text())["model_type"] == "starcoder2"
 
 
-@pytest.mark.parametrize("case", ["empty", "no_model", "not_adapter", "bad_target", "bad_format"])
+@pytest.mark.parametrize("case", ["empty", "no_model", "not_adapter", "bad_target", "bad_format", "out_is_model"])
 def test_user_mistakes_are_one_error_line(tmp_path: Path, train_tokenizer_dir: Path, case: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     base = make_base("llama", train_tokenizer_dir, tmp_path / "base")
@@ -84,8 +84,11 @@ def test_user_mistakes_are_one_error_line(tmp_path: Path, train_tokenizer_dir: P
     elif case == "bad_target":
         argv, expected = ["finetune", "--model", str(base), "--data", str(rows), "--out", out,
                           "--target-modules", "q_proj,c_attn"], "c_attn not in this model's linear layers"
-    else:
+    elif case == "bad_format":
         argv, expected = ["finetune", "--model", str(base), "--data", str(rows), "--out", out,
                           "--format", "dataset"], "--format dataset needs a curated dataset/ directory"
+    else:
+        argv, expected = ["finetune", "--model", str(base), "--data", str(rows), "--out", str(base)], \
+            "already holds a model artifact, not an adapter"
     assert run(argv if argv[1] == "merge" else [*argv, *SMALL]) == 1
     assert expected in _one_error_line(capsys)

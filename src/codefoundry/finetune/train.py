@@ -49,6 +49,8 @@ def _check_out(out: Path, resume: bool) -> None:
             kind = None
         if kind == "adapter":
             raise UserError(f"{out} already holds a fine-tuned adapter", hint="choose another --out")
+        raise UserError(f"{out} already holds a {kind or 'codefoundry'} artifact, not an adapter",
+                        hint="choose another --out, e.g. adapters/NAME")
     if (out / "checkpoints" / "latest.json").exists():
         raise UserError(f"{out} has checkpoints of an unfinished run",
                         hint="add --resume to continue it, or choose another --out")
