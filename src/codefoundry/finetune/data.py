@@ -227,7 +227,7 @@ def jsonl_batches(path: Path, tokenizer, config: FinetuneConfig) -> tuple[Exampl
     if not path.exists():
         raise UserError(f"--data {path} does not exist")
     rows = read_jsonl(path)
-    if not rows and not path.is_dir():
+    if not rows:
         raise UserError(f"--data {path} has no rows", hint="one JSON object per line, e.g. "
                         '{"instruction": "…", "response": "…"}')
     fmt = resolve_format(path, config.data.format, rows)

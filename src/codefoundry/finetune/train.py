@@ -100,8 +100,6 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     save_adapter(peft_model, out, base_dir)
     results = _results(result, trainable, total, targets, fim_rate)
     data_facts = report.to_json()
-    if data.is_dir():
-        data_facts["sha256"] = None
     inputs: dict[str, Path] = {}
     if (base_dir / MANIFEST_NAME).exists():
         inputs["model"] = base_dir
