@@ -42,7 +42,7 @@ def test_continued_pretraining_on_a_dataset_with_fim(tmp_path: Path, train_datas
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["library_name"] == "peft" and meta["base_model"] == str(base.resolve())
     assert {e["role"] for e in meta["codefoundry"]["lineage"]} >= {"adapter/model", "adapter/dataset"}
-    assert "validation loss" in card and "finetune merge" in card
+    assert "Validation loss:" in card and "finetune merge" in card
 
 
 def test_instruction_rows_then_merge_on_the_command_line(tmp_path: Path, train_tokenizer_dir: Path,
