@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from codefoundry import __version__
-from codefoundry.cli import data, demo, eval, model, serve, tokenizer, train
+from codefoundry.cli import data, demo, eval, finetune, model, serve, tokenizer, train
 from codefoundry.cli.common import examples
 from codefoundry.console import LOG_LEVELS, console, setup_logging
 from codefoundry.errors import UserError
@@ -42,6 +42,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
+app.add_typer(finetune.app, name="finetune")
 app.command("eval", **eval.COMMAND)(eval.command)
 app.command("serve", **serve.COMMAND)(serve.command)
 app.command("demo", **demo.COMMAND)(demo.command)
