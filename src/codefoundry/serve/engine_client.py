@@ -1,6 +1,6 @@
 """The server's side of the engine-core process: start it, send it requests, route its step reports to requests.
 
-    client = EngineClient(build_engine_for_process, (cfg,))    # spawns the core, waits for READY
+    client = EngineClient(build_engine_for_process, (cfg.model_dump(mode="json"),))  # spawns the core, waits for READY
     client.info                                                 # what build_engine reported (pool size, …)
     client.start(metrics)                                       # the reader thread
     handle = client.submit(valid, times)                        # in a route: async for out in handle: …
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import shutil
@@ -32,7 +33,7 @@ from typing import Any
 import zmq
 
 from codefoundry.errors import UserError
-from codefoundry.generate import EngineStats, StepOutput
+from codefoundry.generate import EngineStats, SamplingParams, StepOutput
 from codefoundry.generate import engine_core_process as core
 from codefoundry.serve.engine_metrics import EngineMetrics
 from codefoundry.serve.errors import ServeError
@@ -158,7 +159,7 @@ class EngineClient:
             stream.queue.put_nowait(self._dead_error())
         else:
             self._streams.add(rid, stream)
-            self._send([[core.ADD, rid, valid.input_ids, valid.params, getattr(valid, "adapter_id", None)]])
+            self._send([[core.ADD, rid, valid.input_ids, _encodable(valid.params), getattr(valid, "adapter_id", None)]])
         return RequestHandle(rid, self.abort, stream)
 
     def abort(self, request_id: int) -> None:
@@ -279,3 +280,13 @@ def _settle_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future, 
             future.set_exception(error) if error is not None else future.set_result(value)
     with contextlib.suppress(RuntimeError):    # that event loop is closed: nobody awaits the call
         loop.call_soon_threadsafe(settle)
+
+
+TOP_K_CAP = 2**31 - 1      # more than any vocabulary: the same as no cut, and msgpack carries it (10**30 it cannot)
+
+
+def _encodable(params: SamplingParams) -> SamplingParams:
+    """`params` with a legal but huge top_k capped, so it crosses the process boundary."""
+    if params.top_k is not None and params.top_k > TOP_K_CAP:
+        return dataclasses.replace(params, top_k=TOP_K_CAP)
+    return params

@@ -61,7 +61,7 @@ def _start_engine(cfg: ServeConfig) -> tuple[EngineBackend, EngineInfo, Any]:
     if cfg.engine_process:
         from codefoundry.serve.engine_client import EngineClient
 
-        client = EngineClient(build_engine_for_process, (cfg,))
+        client = EngineClient(build_engine_for_process, (cfg.model_dump(mode="json"),))
         return client, EngineInfo(**client.info), load_tokenizer(cfg.model)
     engine, info = build_engine(cfg)
     return EngineLoop(engine), info, engine.tokenizer

@@ -1,4 +1,4 @@
-"""Fixtures of the generation tests."""
+"""Fixtures of the generation tests (shared: pytest_plugins in tests/conftest.py)."""
 
 from __future__ import annotations
 
