@@ -96,14 +96,17 @@ def kernel_table(model, tokenizer, batch: list[list[int]], device: str, top: int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cuda (default when there is one), or cpu to check the script")
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--single", type=int, default=4, help="requests timed one at a time")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     args = ap.parse_args()
-    device = args.device
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        print("gpu_engine: no CUDA device here, nothing measured (run it on a GPU; --device cpu checks the script)")
+        return 0
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
