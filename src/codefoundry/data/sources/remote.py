@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from codefoundry.data.pipeline import REMOVED_SCHEMA, from_records
 from codefoundry.data.pipeline.storage import filesystem
-from codefoundry.data.sources.tables import _check_columns, _row, _rows_from_table
+from codefoundry.data.sources.tables import _check_columns, _row, _rows_from_table, jsonl_unit_offsets
 from codefoundry.data.sources.unit import ReadOptions
 from codefoundry.errors import UserError
 
@@ -62,7 +62,9 @@ class RemoteTableChunk:
                 yield rows.slice(start, self.options.batch_rows)
             return
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # a malformed line or mixed types: line by line, as for a local file
+            yield from self._read_line_by_line(data)    # a malformed line or mixed types: as for a local file
+
+    def _read_line_by_line(self, data: bytes) -> Iterator[pa.Table]:
         records = []
         for i, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), self.start):
             if not line.strip():
@@ -90,23 +92,10 @@ def remote_table_units(url: str, options: ReadOptions) -> list[RemoteTableChunk]
                 meta = pq.ParquetFile(f).metadata
             except (pa.ArrowInvalid, OSError) as e:
                 raise UserError(f"{url} is not a readable Parquet file: {e}") from None
-        _check_columns(meta.schema.names, url)  # type: ignore[arg-type]
+        _check_columns(meta.schema.names, url)
         n = meta.num_rows
         return [RemoteTableChunk(url, "parquet", s, min(s + per_unit, n), options) for s in range(0, n, per_unit)]
-    offsets, n, pos, first = [0], 0, 0, b""
     with fs.open(path, "rb") as f:
-        for line in f:
-            if n == 0:
-                first = line
-            elif n % per_unit == 0:
-                offsets.append(pos)
-            pos += len(line)
-            n += 1
-    offsets.append(pos)
-    if first.strip():
-        try:
-            _check_columns(list(json.loads(first)), url)  # type: ignore[arg-type]
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
-            raise UserError(f"{url}: first line is not a JSON object") from None
+        offsets, n = jsonl_unit_offsets(f, per_unit, url)
     return [RemoteTableChunk(url, "jsonl", s, min(s + per_unit, n), options, offsets[k], offsets[k + 1])
             for k, s in enumerate(range(0, n, per_unit))]

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,7 +62,7 @@ def _row(raw: dict[str, Any], opts: ReadOptions) -> dict[str, Any]:
                   "license_type": license_type(licenses, opts.permissive), "repo_name": out["repo_name"] or ""}
 
 
-def _check_columns(names: list[str], where: Path) -> None:
+def _check_columns(names: list[str], where: Path | str) -> None:
     have = {ALIASES.get(n, n) for n in names}
     missing = [c for c in REQUIRED if c not in have]
     if missing:
@@ -194,28 +194,33 @@ def _read_arrow(path: Path) -> pa.Table:
             return pa.ipc.open_file(source).read_all()
 
 
+def jsonl_unit_offsets(f: BinaryIO, per_unit: int, where: Path | str) -> tuple[list[int], int]:
+    """(byte offset of each unit's first line, then the end; number of lines) of the JSONL file `f`, whose
+    first line must name The Stack's columns."""
+    offsets, n, pos, first = [0], 0, 0, b""
+    for line in f:
+        if n == 0:
+            first = line
+        elif n % per_unit == 0:
+            offsets.append(pos)
+        pos += len(line)
+        n += 1
+    offsets.append(pos)
+    if first.strip():
+        try:
+            _check_columns(list(json.loads(first)), where)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+            raise UserError(f"{where}: first line is not a JSON object") from None
+    return offsets, n
+
+
 def table_units(path: Path, options: ReadOptions) -> list[TableChunk]:
     """Work units for a JSONL file, a Parquet file or a `save_to_disk` directory."""
     per_unit = options.limits.table_rows_per_unit
     if is_jsonl(path):
         gz = path.name.endswith(".gz")
-        offsets = [0]  # byte offset of each unit's first line (plain files only)
-        n = 0
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            first = f.readline()
-            pos = len(first)
-            n = 1 if first else 0
-            for line in f:
-                if n % per_unit == 0:
-                    offsets.append(pos)
-                pos += len(line)
-                n += 1
-            offsets.append(pos)
-        if first.strip():
-            try:
-                _check_columns(list(json.loads(first)), path)
-            except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
-                raise UserError(f"{path}: first line is not a JSON object") from None
+            offsets, n = jsonl_unit_offsets(f, per_unit, path)
         if gz:
             return [TableChunk(path, "jsonl", s, min(s + per_unit, n), options) for s in range(0, n, per_unit)]
         return [TableChunk(path, "jsonl", s, min(s + per_unit, n), options, offsets[k], offsets[k + 1])
