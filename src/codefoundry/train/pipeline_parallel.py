@@ -130,16 +130,13 @@ def last_rank_value(value: float, pp: int) -> float:
 
 def plain_state(stage: Stage, optimizer: torch.optim.Optimizer, order: list[str]) -> tuple[dict, dict]:
     """The whole model's and optimizer's state on rank 0, as a one-process run saves them (collective)."""
-    names = [n for n, _ in stage.named_parameters()]
+    name_of = {id(p): n for n, p in stage.named_parameters()}
     by_param = optimizer.state_dict()
     ids = [i for g in by_param["param_groups"] for i in g["params"]]
-    params = dict(stage.named_parameters())
-    param_of_id = dict(zip(ids, _optimizer_params(optimizer), strict=True))
-    name_of_param = {id(params[n]): n for n in names}
+    plain_of = {i: stage.plain_name(name_of[id(p)]) for i, p in zip(ids, _optimizer_params(optimizer), strict=True)}
     mine_model = {stage.plain_name(n): t.detach().cpu() for n, t in stage.state_dict().items()
                   if stage.plain_name(n) is not None}
-    mine_optim = {stage.plain_name(name_of_param[id(param_of_id[i])]): s for i, s in by_param["state"].items()
-                  if stage.plain_name(name_of_param[id(param_of_id[i])]) is not None}
+    mine_optim = {plain_of[i]: s for i, s in by_param["state"].items() if plain_of[i] is not None}
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, (mine_model, mine_optim, by_param["param_groups"]))
     if dist.get_rank() != 0:
