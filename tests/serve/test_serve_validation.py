@@ -50,15 +50,15 @@ def test_serve_validation_special_tokens_recognised(validator: Validator) -> Non
 
 
 @pytest.mark.parametrize(("params", "stream", "message"), [
-    ({"best_of": 2}, False, "`best_of` must be > 0 and <= 1. Given: 2"),
-    ({"best_of": 2}, True, "`best_of` != 1 is not allowed for this endpoint"),
+    ({"best_of": 2}, False, "you must use sampling when `best_of` is > 1"),
+    ({"best_of": 3, "do_sample": True}, False, "`best_of` must be > 0 and <= 2. Given: 3"),
+    ({"best_of": 2, "do_sample": True}, True, "`best_of` != 1 is not supported when streaming tokens"),
     ({"decoder_input_details": True}, True, "`decoder_input_details` == true is not supported when streaming"),
     ({"seed": -1}, False, "`seed` must be an unsigned 64-bit integer"),
     ({"typical_p": 0.0}, False, "`typical_p` must be > 0.0 and < 1.0. Given: 0.0"),
     ({"frequency_penalty": 3.0}, False, "`frequency_penalty` must be >= -2.0 and <= 2.0. Given: 3.0"),
     ({"repetition_penalty": float("nan")}, False, "`repetition_penalty` must be a finite number"),
     ({"stop": [""]}, False, "`stop` must be a list of non-empty strings"),
-    ({"watermark": True}, False, "watermark is not supported"),
     ({"adapter_id": "lora"}, False, "adapter 'lora' is not loaded"),
 ])
 def test_serve_validation_rules(validator: Validator, params: dict, stream: bool, message: str) -> None:

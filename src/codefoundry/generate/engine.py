@@ -76,6 +76,7 @@ class Completion:
     prompt_token_ids: list[int]
     stop_sequence: str | None = None
     prefill_logprobs: list[float | None] | None = None   # per prompt token (first None), if asked
+    prefill_top_tokens: list[list[tuple[int, float]]] | None = None   # per prompt token (first []), with top_n_tokens
 
     @property
     def logprobs(self) -> list[float]:
@@ -137,6 +138,8 @@ class _RequestState:
         self.tokens: list[GeneratedToken] = []
         self.text = ""
         self.prefill_logprobs: list[float | None] | None = [None] if params.decoder_input_details else None
+        self.prefill_top: list[list[tuple[int, float]]] | None = (
+            [[]] if params.decoder_input_details and params.top_n_tokens else None)
 
     @property
     def wants_prompt_logits(self) -> bool:
@@ -223,6 +226,7 @@ class Engine:
             state = self._states[request_id]
             if state.wants_prompt_logits:              # its prompt logprobs are recomputed from the start
                 state.prefill_logprobs = [None]
+                state.prefill_top = [[]] if state.prefill_top is not None else None
         outputs = self._execute(plan) if not plan.is_empty else []
         return EngineOutputs(outputs, len(plan.scheduled), plan.admitted_ids, plan.preempted_ids)
 
@@ -290,7 +294,7 @@ class Engine:
         return Completion(text=st.text, token_ids=generated, finish_reason=stop.reason,
                           generated_tokens=len(generated), seed=st.seed, tokens=st.tokens,
                           prompt_token_ids=request.prompt_token_ids, stop_sequence=stop.stop_sequence,
-                          prefill_logprobs=st.prefill_logprobs)
+                          prefill_logprobs=st.prefill_logprobs, prefill_top_tokens=st.prefill_top)
 
 
 def _record_prefill_logprobs(st: _RequestState, logits: torch.Tensor, start: int, n: int) -> None:
@@ -303,6 +307,10 @@ def _record_prefill_logprobs(st: _RequestState, logits: torch.Tensor, start: int
     lp = torch.log_softmax(logits[:len(targets)].double(), dim=-1)
     ids = torch.tensor([prompt[t] for t in targets], device=lp.device)
     st.prefill_logprobs.extend(lp.gather(1, ids[:, None]).squeeze(1).tolist())
+    if st.prefill_top is not None:             # the prompt's alternatives too (OpenAI's echo with logprobs)
+        values, top_ids = lp.topk(min(st.params.top_n_tokens, lp.shape[1]), dim=-1)
+        st.prefill_top.extend([list(zip(i, v, strict=True)) for i, v in zip(top_ids.tolist(), values.tolist(),
+                                                                              strict=True)])
 
 
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | Sequence[int]],

@@ -58,6 +58,9 @@ class SamplingParams:
     details: bool = False                     # per-token details wanted (the engine always records logprobs)
     decoder_input_details: bool = False       # logprobs of the prompt tokens too
     adapter_id: str | None = None             # the LoRA adapter to generate with, by name (TGI); None = base model
+    # API completeness: TGI's watermark and OpenAI's penalty definitions
+    watermark: bool = False                   # Kirchenbauer et al. green-list bias, as TGI (sampler.apply_watermark)
+    openai_penalties: bool = False            # frequency/presence count generated tokens only, not normalized (OpenAI)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -104,12 +107,14 @@ class SamplingParams:
                     max_new_tokens: int | None = None, stop: str | Sequence[str] | None = None,
                     seed: int | None = None, frequency_penalty: float | None = None,
                     presence_penalty: float | None = None, repetition_penalty: float | None = None,
-                    details: bool = False) -> SamplingParams:
+                    details: bool = False, top_n_tokens: int = 0,
+                    decoder_input_details: bool = False) -> SamplingParams:
         """OpenAI's parameters (what `/v1/completions` takes and the eval harness sets) as `SamplingParams`.
 
         Temperature 0 is greedy whatever top_p says (OpenAI, vLLM); a null temperature samples at 1
         (OpenAI's default); top_p of 1 or more means no nucleus filter. `max_new_tokens` None keeps
-        the default (a server resolves a missing `max_tokens` against its own budget).
+        the default (a server resolves a missing `max_tokens` against its own budget). Frequency and
+        presence penalties follow OpenAI's definition (counts of generated tokens, not normalized).
         """
         greedy = temperature == 0
         return cls(do_sample=not greedy, temperature=None if greedy else temperature,
@@ -117,7 +122,8 @@ class SamplingParams:
                    frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                    repetition_penalty=repetition_penalty, seed=seed,
                    max_new_tokens=cls.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                   stop=() if stop is None else stop, details=details)
+                   stop=() if stop is None else stop, details=details, top_n_tokens=top_n_tokens,
+                   decoder_input_details=decoder_input_details, openai_penalties=True)
 
     def with_seed(self) -> SamplingParams:
         """A copy whose seed is fixed: drawn at random when sampling without one, so replies can report it."""

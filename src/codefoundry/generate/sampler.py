@@ -1,8 +1,18 @@
 """The one sampler: a batch of logits with per-row parameters → next tokens and their logprobs.
 
-Logit processing follows TGI's `HeterogeneousNextTokenChooser` order: repetition penalty,
+Logit processing follows TGI's `HeterogeneousNextTokenChooser` order: watermark, repetition penalty,
 frequency and presence penalties, then the warpers temperature, top-k, top-p, typical-p (HF's definitions),
-then greedy argmax or a random draw. Each step is one vectorized op over the rows that use it.
+then greedy argmax or a random draw. Each step is one vectorized op over the rows that use it, and a
+row pays only for the processors its parameters turn on (a greedy batch is one argmax over log-softmax).
+
+Frequency and presence penalties have two definitions: TGI's (`count / tokens so far`, over prompt
+and generated tokens) on TGI's routes, and OpenAI's (`count`, over generated tokens only, as the
+OpenAI API reference and vLLM define them) for rows with `openai_penalties`.
+
+The watermark is Kirchenbauer et al.'s "A Watermark for Large Language Models" as TGI implements
+it (`utils/watermark.py`): the previous token seeds a generator with `HASH_KEY * token`, a random
+permutation of the vocabulary picks the green list (its first `gamma * V` ids), and green logits
+get `+delta`. The generator is always a CPU one, so a detector reproduces the list on any device.
 
 Randomness is counter-based: row r draws one uniform `u = hash(seed_r, step_r)` (splitmix64)
 and takes the token where the cumulative distribution passes `u` (inverse-CDF sampling).
@@ -25,6 +35,9 @@ import torch
 from codefoundry.generate.params import SamplingParams
 
 MASK64 = 2**64 - 1
+WATERMARK_GAMMA = 0.5          # TGI's defaults (its WATERMARK_GAMMA / WATERMARK_DELTA)
+WATERMARK_DELTA = 2.0
+WATERMARK_HASH_KEY = 15485863  # a large prime, as in the paper's reference code and TGI
 
 
 def splitmix64(x: int) -> int:
@@ -68,7 +81,9 @@ class Sampler:
         params = [r.params for r in rows]
         device = scores.device
 
+        apply_watermark(scores, rows)
         self._penalize(scores, rows)
+        apply_openai_penalties(scores, rows)
         self._warp(scores, params)
 
         logprobs = torch.log_softmax(scores, dim=-1)                       # (B, V)
@@ -101,8 +116,9 @@ class Sampler:
     def _penalize(scores: torch.Tensor, rows: Sequence[SampleRow]) -> None:
         """Repetition (HF/CTRL), frequency (TGI: penalty × count / len) and presence penalties, in place."""
         rep = [i for i, r in enumerate(rows) if r.params.repetition_penalty not in (None, 1.0)]
-        freq = [i for i, r in enumerate(rows) if r.params.frequency_penalty not in (None, 0.0)]
-        pres = [i for i, r in enumerate(rows) if r.params.presence_penalty not in (None, 0.0)]
+        tgi = [i for i, r in enumerate(rows) if not r.params.openai_penalties]
+        freq = [i for i in tgi if rows[i].params.frequency_penalty not in (None, 0.0)]
+        pres = [i for i in tgi if rows[i].params.presence_penalty not in (None, 0.0)]
         if not rep and not freq and not pres:
             return
         V, device = scores.shape[1], scores.device
@@ -175,3 +191,41 @@ class Sampler:
             last = (cum < mass).sum(dim=1).clamp(max=s.shape[1] - 1)
             remove = sorted_shift > sorted_shift.gather(1, last.unsqueeze(-1))
             scores[idx] = s.masked_fill(remove.scatter(1, sorted_i, remove), -float("inf"))
+
+
+def watermark_greenlist(prev_token: int, vocab_size: int, gamma: float = WATERMARK_GAMMA) -> torch.Tensor:
+    """The green token ids after `prev_token` (TGI's `_get_greenlist_ids`, on a CPU generator)."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(WATERMARK_HASH_KEY * prev_token)
+    return torch.randperm(vocab_size, generator=generator)[:int(vocab_size * gamma)]
+
+
+def apply_watermark(scores: torch.Tensor, rows: Sequence[SampleRow], delta: float = WATERMARK_DELTA) -> None:
+    """Add `delta` to the green list of every row with `watermark`, in place (TGI applies it before penalties)."""
+    for i, row in enumerate(rows):
+        if row.params.watermark and row.token_ids:
+            green = watermark_greenlist(int(row.token_ids[-1]), scores.shape[1]).to(scores.device)
+            scores[i, green] += delta
+
+
+def apply_openai_penalties(scores: torch.Tensor, rows: Sequence[SampleRow]) -> None:
+    """OpenAI's frequency and presence penalties, in place, for rows with `openai_penalties`:
+    `logit[j] -= frequency_penalty * c[j] + presence_penalty * (c[j] > 0)`, c counting generated tokens only."""
+    which = [i for i, r in enumerate(rows) if r.params.openai_penalties
+             and (r.params.frequency_penalty not in (None, 0.0) or r.params.presence_penalty not in (None, 0.0))
+             and r.step > 0]
+    if not which:
+        return
+    V, device = scores.shape[1], scores.device
+    counts = torch.zeros(len(which), V, dtype=scores.dtype, device=device)
+    for j, i in enumerate(which):
+        generated = list(rows[i].token_ids[len(rows[i].token_ids) - rows[i].step:])
+        ids = torch.as_tensor(generated, dtype=torch.long, device=device)
+        ids = ids[ids < V]
+        counts[j].scatter_add_(0, ids, torch.ones_like(ids, dtype=scores.dtype))
+    freq = torch.tensor([rows[i].params.frequency_penalty or 0.0 for i in which], dtype=scores.dtype,
+                        device=device).unsqueeze(-1)
+    pres = torch.tensor([rows[i].params.presence_penalty or 0.0 for i in which], dtype=scores.dtype,
+                        device=device).unsqueeze(-1)
+    idx = torch.tensor(which, device=device)
+    scores[idx] -= freq * counts + pres * (counts > 0).to(scores.dtype)

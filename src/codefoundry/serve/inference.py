@@ -3,11 +3,18 @@
 `validated` times validation; `events` yields a request's `StepOutput`s; `complete` runs one
 to its `Completion` (a client that disconnects first aborts it); `record` feeds the metrics and
 the spans once a request is done; `timing_headers` are TGI's `x-*` response headers.
+
+Several sequences of one prompt (OpenAI's `n` and `best_of`, TGI's `best_of`) are `fan_out`
+copies run by `group_events` / `complete_group`: the first runs alone until its prompt is
+computed (its first token arrives), then the others start and find the prompt's full KV
+blocks in the prefix cache, so the prompt is computed once (TGI primes its prefix cache for
+best_of the same way); only the last, partial block is computed again per copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import Request
 
 from codefoundry.generate import Completion, StepOutput
+from codefoundry.generate.sampler import MASK64
 from codefoundry.serve.errors import ServeError
 from codefoundry.serve.state import ServerState
 from codefoundry.serve.tracing import RequestTimes, record_request_spans
@@ -66,6 +74,90 @@ async def complete(state: ServerState, request: Request, valid: ValidRequest, t:
         task.cancel()
         raise ServeError("generation", "client disconnected")
     return task.result()
+
+
+def fan_out(valid: ValidRequest, count: int) -> list[ValidRequest]:
+    """`count` sequences of one request: copy i samples with seed + i (copy 0 is the request itself, so n=1 and
+    n>1 agree on the first choice), and only copy 0 computes the prompt's logprobs (the others would repeat them)."""
+    copies = [valid]
+    for i in range(1, count):
+        p = valid.params
+        seed = None if p.seed is None else (p.seed + i) & MASK64
+        copies.append(dataclasses.replace(valid, params=dataclasses.replace(p, seed=seed,
+                                                                            decoder_input_details=False)))
+    return copies
+
+
+def group_times(t: RequestTimes, count: int) -> list[RequestTimes]:
+    """One `RequestTimes` per sequence of a group (each is scheduled and finishes on its own)."""
+    return [t] + [RequestTimes(start=t.start, validated=t.validated) for _ in range(count - 1)]
+
+
+async def group_events(state: ServerState, valids: list[ValidRequest],
+                       times: list[RequestTimes]) -> AsyncIterator[tuple[int, StepOutput]]:
+    """`(copy index, StepOutput)` of every sequence of a group until all are complete (see the module docstring)."""
+    if len(valids) == 1:
+        async for out in events(state, valids[0], times[0]):
+            yield 0, out
+        return
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for out in events(state, valids[i], times[i]):
+                await merged.put((i, out))
+        except ServeError as e:
+            await merged.put((i, e))
+
+    tasks = [asyncio.ensure_future(pump(0))]
+    finished = 0
+    try:
+        while finished < len(valids):
+            i, out = await merged.get()
+            if isinstance(out, ServeError):
+                raise out
+            if len(tasks) == 1:          # the prompt is computed and its blocks registered: the others may start
+                tasks += [asyncio.ensure_future(pump(j)) for j in range(1, len(valids))]
+            finished += out.completion is not None
+            yield i, out
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def complete_group(state: ServerState, request: Request, valids: list[ValidRequest],
+                         times: list[RequestTimes]) -> list[Completion]:
+    """Run a group to completion (one `Completion` per copy, in order); a client that disconnects first aborts it."""
+    if len(valids) == 1:
+        return [await complete(state, request, valids[0], times[0])]
+
+    async def run() -> list[Completion]:
+        done: dict[int, Completion] = {}
+        async for i, out in group_events(state, valids, times):
+            if out.completion is not None:
+                done[i] = out.completion
+        return [done[i] for i in range(len(valids))]
+
+    task = asyncio.ensure_future(run())
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ServeError("generation", "client disconnected")
+    return task.result()
+
+
+def mean_logprob(c: Completion) -> float:
+    """What best_of ranks sequences by: the mean logprob of the generated tokens (TGI, OpenAI's docs)."""
+    return sum(t.logprob for t in c.tokens) / max(len(c.tokens), 1)
 
 
 def record(state: ServerState, route: str, valid: ValidRequest, c: Completion, t: RequestTimes) -> None:

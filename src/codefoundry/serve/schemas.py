@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from codefoundry import __version__
 
-MAX_BEST_OF = 1                       # one sequence per request (best_of > 1 is refused with 422)
+MAX_BEST_OF = 2                       # TGI's default --max-best-of
+MAX_CHOICES = 16                      # OpenAI's n and best_of, per prompt (the server's own cap)
 
 
 class _Lenient(BaseModel):
@@ -36,7 +37,8 @@ class GenerateParameters(_Lenient):
     return_full_text: bool | None = Field(None, description="Prepend the prompt to generated_text.")
     stop: list[str] | None = Field(None, description="Stop strings (at most max_stop_sequences); kept in the text.")
     truncate: int | None = Field(None, description="Keep the last N input tokens (0 < N <= max_input_tokens).")
-    watermark: bool | None = Field(None, description="Not supported; true is rejected.")
+    watermark: bool | None = Field(None, description="Kirchenbauer et al. green-list watermark (TGI's gamma 0.5, "
+                                                     "delta 2.0, seeded by the previous token).")
     details: bool | None = Field(None, description="Return per-token details.")
     decoder_input_details: bool | None = Field(None, description="Return prompt token logprobs (not when streaming).")
     seed: int | None = Field(None, description="u64 sampling seed; random when null.")
@@ -68,6 +70,16 @@ class PrefillToken(BaseModel):
     logprob: float | None
 
 
+class BestOfSequence(BaseModel):
+    generated_text: str
+    finish_reason: Literal["length", "eos_token", "stop_sequence"]
+    generated_tokens: int
+    seed: int | None
+    prefill: list[PrefillToken]
+    tokens: list[Token]
+    top_tokens: list[list[Token]] | None = None
+
+
 class Details(BaseModel):
     finish_reason: Literal["length", "eos_token", "stop_sequence"]
     generated_tokens: int
@@ -75,6 +87,7 @@ class Details(BaseModel):
     prefill: list[PrefillToken]
     tokens: list[Token]
     top_tokens: list[list[Token]] | None = None
+    best_of_sequences: list[BestOfSequence] | None = None
 
 
 class GenerateResponse(BaseModel):
@@ -151,8 +164,10 @@ class StreamOptions(_Lenient):
 
 class CompletionRequest(_Lenient):
     model: str | None = None
-    prompt: str | list[str]
-    suffix: str | None = Field(None, description="Rejected with 422, as TGI.")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids (at most max_client_batch_size prompts).")
+    suffix: str | None = Field(None, description="Text after the completion: the prompt becomes the model's "
+                                                 "fill-in-the-middle prompt (422 for a model without FIM tokens).")
     max_tokens: int | None = None
     temperature: float | None = Field(None, description="0 means greedy.")
     top_p: float | None = None
@@ -163,13 +178,19 @@ class CompletionRequest(_Lenient):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, description="Only 1 is supported.")
-    echo: bool | None = None
+    n: int | None = Field(None, description="Choices per prompt; they share the prompt's KV blocks.")
+    best_of: int | None = Field(None, description="Sequences generated per prompt; the n with the highest mean "
+                                                  "token logprob are returned (not with stream).")
+    logprobs: int | None = Field(None, description="Logprobs of each token and of the `logprobs` most likely ones.")
+    echo: bool | None = Field(None, description="Prepend the prompt (and its tokens' logprobs) to the choice.")
 
 
 class ChatMessage(_Lenient):
     role: str
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class ChatRequest(_Lenient):
@@ -185,9 +206,12 @@ class ChatRequest(_Lenient):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, description="Only 1 is supported.")
+    n: int | None = Field(None, description="Choices; they share the prompt's KV blocks.")
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description="Rendered by the model's chat template (422 when "
+                                                                 "the template does not take tools).")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="`auto` or `none`.")
 
 
 class Usage(BaseModel):

@@ -17,7 +17,10 @@ from typing import Any
 
 from codefoundry.generate import SamplingParams, ValidationError
 from codefoundry.serve.errors import ServeError, validation
-from codefoundry.serve.schemas import MAX_BEST_OF, GenerateParameters
+from codefoundry.serve.schemas import MAX_BEST_OF, MAX_CHOICES, GenerateParameters
+
+OPENAI_MAX_LOGPROBS = 5              # OpenAI's limit on completions' `logprobs`
+OPENAI_MAX_TOP_LOGPROBS = 20         # and on chat's `top_logprobs`
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Limits:
     max_total_tokens: int
     max_stop_sequences: int = 4
     max_top_n_tokens: int = 5
+    max_best_of: int = MAX_BEST_OF    # TGI's best_of
+    max_choices: int = MAX_CHOICES    # OpenAI's n and best_of
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class ValidRequest:
     params: SamplingParams
     inputs: str                       # the text of `input_ids` (after truncation), for return_full_text
     return_full_text: bool = False
+    best_of: int = 1                  # TGI: sequences to generate, the best returned (the others in details)
 
     @property
     def details(self) -> bool:
@@ -89,51 +95,84 @@ class Validator:
         if p.grammar is not None:
             raise validation("grammar is not supported")
         adapter = self.adapter(p.adapter_id)
-        if p.watermark:
-            raise validation("watermark is not supported")
-        if p.best_of is not None:
-            if stream and p.best_of != 1:
-                raise validation("`best_of` != 1 is not allowed for this endpoint")
-            if not 0 < p.best_of <= MAX_BEST_OF:
-                raise validation(f"`best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {p.best_of}")
+        best_of = self._best_of(p, stream=stream)
         if stream and p.decoder_input_details:
             raise validation("`decoder_input_details` == true is not supported when streaming tokens")
         params = sampling_params(
             SamplingParams, do_sample=bool(p.do_sample), temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
             typical_p=p.typical_p, repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty,
             seed=p.seed, stop=tuple(p.stop or ()), top_n_tokens=p.top_n_tokens or 0, details=bool(p.details),
-            decoder_input_details=bool(p.decoder_input_details), adapter_id=adapter,
+            decoder_input_details=bool(p.decoder_input_details), adapter_id=adapter, watermark=bool(p.watermark),
             **({} if p.max_new_tokens is None else {"max_new_tokens": p.max_new_tokens}))
         full = p.return_full_text if p.return_full_text is not None else default_return_full_text
-        return self.check(inputs, params, fill=p.max_new_tokens is None, truncate=p.truncate,
-                          return_full_text=bool(full))
+        valid = self.check(inputs, params, fill=p.max_new_tokens is None, truncate=p.truncate,
+                           return_full_text=bool(full))
+        return dataclasses.replace(valid, best_of=best_of) if best_of != 1 else valid
 
-    def validate_openai(self, prompt: str, *, max_tokens: int | None, model: str | None = None,
-                        **openai: Any) -> ValidRequest:
-        """An OpenAI prompt and its parameters (`SamplingParams.from_openai`); a null max_tokens fills the budget;
-        `model` names an adapter (or the base model)."""
+    def _best_of(self, p: GenerateParameters, *, stream: bool) -> int:
+        """TGI's best_of rules, in its order and with its messages (`router/src/validation.rs`)."""
+        best_of = 1 if p.best_of is None else p.best_of
+        if best_of == 1:
+            return 1
+        sampling = bool(p.do_sample) or any(v is not None for v in (p.temperature, p.top_k, p.top_p, p.typical_p))
+        if best_of > 1 and not sampling:
+            raise validation("you must use sampling when `best_of` is > 1")
+        if best_of > 1 and p.seed is not None:
+            raise validation("`seed` must not be set when `best_of` > 1")
+        if stream:
+            raise validation("`best_of` != 1 is not supported when streaming tokens")
+        if self.limits.max_best_of == 1:
+            raise validation("`best_of` != 1 is not allowed for this endpoint")
+        if not 0 < best_of <= self.limits.max_best_of:
+            raise validation(f"`best_of` must be > 0 and <= {self.limits.max_best_of}. Given: {best_of}")
+        return best_of
+
+    def validate_openai(self, prompt: str | list[int], *, max_tokens: int | None, model: str | None = None,
+                        logprobs: int | None = None, echo: bool = False,
+                        max_logprobs: int = OPENAI_MAX_LOGPROBS, **openai: Any) -> ValidRequest:
+        """An OpenAI prompt (text or token ids) and its parameters (`SamplingParams.from_openai`); a null max_tokens
+        fills the budget; `model` names an adapter (or the base model). `logprobs` (the number of alternatives per
+        token) asks for the tokens' logprobs, and with `echo` for the prompt's too."""
         adapter = self.adapter(model, openai=True)
-        params = sampling_params(SamplingParams.from_openai, max_new_tokens=max_tokens, details=True, **openai)
+        if logprobs is not None and not 0 <= logprobs <= max_logprobs:
+            name = "logprobs" if max_logprobs == OPENAI_MAX_LOGPROBS else "top_logprobs"
+            raise validation(f"`{name}` must be >= 0 and <= {max_logprobs}. Given: {logprobs}")
+        params = sampling_params(SamplingParams.from_openai, max_new_tokens=max_tokens, details=True,
+                                 top_n_tokens=logprobs or 0, decoder_input_details=bool(echo and logprobs is not None),
+                                 **openai)
         if adapter is not None:
             params = dataclasses.replace(params, adapter_id=adapter)
-        return self.check(prompt, params, fill=max_tokens is None)
+        if isinstance(prompt, list):
+            return self.check(self._prompt_text(prompt), params, fill=max_tokens is None, input_ids=prompt,
+                              max_top_n=max_logprobs)
+        return self.check(prompt, params, fill=max_tokens is None, max_top_n=max_logprobs)
+
+    def _prompt_text(self, ids: list[int]) -> str:
+        vocab = len(self.tokenizer)
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise validation(f"`prompt` token ids must be >= 0 and < {vocab} (the vocabulary). Given: {bad[0]}")
+        return self.tokenizer.decode(ids)
 
     def check(self, inputs: str, params: SamplingParams, *, fill: bool = False, truncate: int | None = None,
-              return_full_text: bool = False) -> ValidRequest:
-        """The server's limits and the token budgets, once; `fill`: max_new_tokens not given, take what fits."""
+              return_full_text: bool = False, input_ids: list[int] | None = None,
+              max_top_n: int | None = None) -> ValidRequest:
+        """The server's limits and the token budgets, once; `fill`: max_new_tokens not given, take what fits.
+        `input_ids`: the prompt as token ids (OpenAI), used as given; `max_top_n`: the route's own cap on
+        alternatives per token (OpenAI's), instead of `max_top_n_tokens`."""
         lim = self.limits
-        if not inputs:
+        if not inputs and not input_ids:
             raise validation("`inputs` cannot be empty")
         if len(params.stop) > lim.max_stop_sequences:
             raise validation(f"`stop` supports up to {lim.max_stop_sequences} stop sequences. "
                              f"Given: {len(params.stop)}")
-        if params.top_n_tokens > lim.max_top_n_tokens:
+        if max_top_n is None and params.top_n_tokens > lim.max_top_n_tokens:
             raise validation(f"`top_n_tokens` must be >= 0 and <= {lim.max_top_n_tokens}. "
                              f"Given: {params.top_n_tokens}")
         if truncate is not None and not 0 < truncate <= lim.max_input_tokens:
             raise validation(f"`truncate` must be strictly positive and less than {lim.max_input_tokens}. "
                              f"Given: {truncate}")
-        ids = self.tokenize(inputs)
+        ids = list(input_ids) if input_ids else self.tokenize(inputs)
         if not ids:
             raise validation("`inputs` cannot be empty")
         if truncate is not None and len(ids) > truncate:
@@ -164,3 +203,16 @@ def check_prompt_count(prompts: list[str], max_client_batch_size: int) -> None:
     if len(prompts) > max_client_batch_size:
         raise ServeError("validation", f"Number of prompts exceeds the maximum allowed batch size of "
                                        f"{max_client_batch_size}. Given: {len(prompts)}")
+
+
+def check_choices(n: int | None, best_of: int | None, *, stream: bool, limit: int) -> tuple[int, int]:
+    """OpenAI's `n` and `best_of` (best_of >= n; best_of > n cannot stream, as OpenAI documents); both resolved."""
+    n = 1 if n is None else n
+    if not 1 <= n <= limit:
+        raise validation(f"`n` must be >= 1 and <= {limit}. Given: {n}")
+    best_of = n if best_of is None else best_of
+    if not n <= best_of <= limit:
+        raise validation(f"`best_of` must be >= `n` and <= {limit}. Given: best_of={best_of}, n={n}")
+    if stream and best_of > n:
+        raise validation("`best_of` > `n` is not supported when streaming (the best are known only at the end)")
+    return n, best_of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,9 +34,14 @@ async def _generate_json(state: ServerState, request: Request, body: GenerateReq
     with state.admit():
         valid, t = inference.validated(
             state, body.inputs, lambda: state.validator.validate(body.inputs, body.parameters, stream=False))
-        c = await inference.complete(state, request, valid, t)
-        inference.record(state, route, valid, c, t)
-    payload = R.tgi_generate(valid, c, state.tokenizer, state.engine_loop.special_ids)
+        valids, times = inference.fan_out(valid, valid.best_of), inference.group_times(t, valid.best_of)
+        done = await inference.complete_group(state, request, valids, times)
+        for v, c, ti in zip(valids, done, times, strict=True):
+            inference.record(state, route, v, c, ti)
+    best = max(range(len(done)), key=lambda i: inference.mean_logprob(done[i]))   # first of equals, as TGI
+    c = dataclasses.replace(done[best], prefill_logprobs=done[0].prefill_logprobs)   # copy 0 computed the prompt's
+    others = [o for i, o in enumerate(done) if i != best] if valid.best_of > 1 else None
+    payload = R.tgi_generate(valid, c, state.tokenizer, state.engine_loop.special_ids, others)
     return payload, inference.timing_headers(state, valid, c, t)
 
 
