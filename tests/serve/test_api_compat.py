@@ -380,11 +380,11 @@ def test_chat_tools_rendered_by_template_or_refused(tools_server, tiny_chat_serv
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         oai(tiny_chat_server).chat.completions.create(model="tiny", messages=messages, tools=[WEATHER_TOOL],
                                                       max_tokens=2)
-    assert "does not render tools" in refused.value.body["error"]
+    assert "does not render tools" in refused.value.response.json()["error"]
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         oai(tools_server).chat.completions.create(model="tiny", messages=messages, tools=[WEATHER_TOOL],
                                                   tool_choice="required", max_tokens=2)
-    assert "`tool_choice` 'required' is not supported" in refused.value.body["error"]
+    assert "`tool_choice` 'required' is not supported" in refused.value.response.json()["error"]
 
 
 def test_openai_parameter_refusals(tiny_server):
