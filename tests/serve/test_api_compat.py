@@ -43,7 +43,8 @@ def thread_server(tiny_model_dir: Path):
 
 @pytest.fixture(params=["process", "thread"])
 def server(request):
-    """Engine core in its own process (the default) and on a thread: the same answers."""
+    """Engine core in its own process (the default) and on a thread: the same answers. (The sampler's parameters
+    run on the process server only: both back ends call the same sampler, the process adds only the params' wire.)"""
     return request.getfixturevalue("tiny_server" if request.param == "process" else "thread_server")
 
 
@@ -266,7 +267,7 @@ def test_tgi_top_n_tokens_and_prefill(server, monkeypatch, hf):
 
 # ---- penalties, typical_p, watermark: outputs as the definitions say ----
 
-def test_openai_frequency_and_presence_penalties(server, hf):
+def test_openai_frequency_and_presence_penalties(tiny_server, hf):
     prompt_ids = ids_of(hf, "x = x + x + x + x")
 
     def openai_rule(scores, prompt, generated):               # OpenAI's API reference: counts of sampled tokens
@@ -278,15 +279,15 @@ def test_openai_frequency_and_presence_penalties(server, hf):
     want = greedy_with(hf, prompt_ids, 10, openai_rule)
     plain = greedy_with(hf, prompt_ids, 10, lambda s, p, g: s)
     assert want != plain                                      # the penalties change this output
-    r = post(server, "/v1/completions", {"prompt": [prompt_ids], "max_tokens": 10, "temperature": 0,
+    r = post(tiny_server, "/v1/completions", {"prompt": [prompt_ids], "max_tokens": 10, "temperature": 0,
                                          "frequency_penalty": 1.5, "presence_penalty": 0.7, "logprobs": 0})
     tokens = r.json()["choices"][0]["logprobs"]["tokens"]
     assert "".join(tokens) == hf[1].decode(want)
 
 
-def test_tgi_repetition_and_frequency_penalties(server, monkeypatch, hf):
+def test_tgi_repetition_and_frequency_penalties(tiny_server, monkeypatch, hf):
     prompt_ids = ids_of(hf, "x = x + x + x + x")
-    client = tgi(server, monkeypatch)
+    client = tgi(tiny_server, monkeypatch)
     with torch.no_grad():                                     # repetition penalty: transformers' own processor
         ref = hf[0].generate(torch.tensor([prompt_ids]), max_new_tokens=8, do_sample=False, repetition_penalty=1.8,
                              pad_token_id=0)[0, len(prompt_ids):].tolist()
@@ -303,7 +304,7 @@ def test_tgi_repetition_and_frequency_penalties(server, monkeypatch, hf):
     assert [t.id for t in out.details.tokens] == want
 
 
-def test_tgi_typical_p(server, monkeypatch, hf):
+def test_tgi_typical_p(tiny_server, monkeypatch, hf):
     """typical_p so small that the typical set is one token: the token whose surprise is nearest the entropy."""
     prompt_ids = ids_of(hf, PROMPT)
 
@@ -313,13 +314,13 @@ def test_tgi_typical_p(server, monkeypatch, hf):
         return -(-logp - entropy).abs()
 
     want = greedy_with(hf, prompt_ids, 6, most_typical)
-    out = tgi(server, monkeypatch).text_generation(PROMPT, max_new_tokens=6, typical_p=1e-6, do_sample=True, seed=4,
-                                                   details=True)
+    out = tgi(tiny_server, monkeypatch).text_generation(PROMPT, max_new_tokens=6, typical_p=1e-6, do_sample=True,
+                                                        seed=4, details=True)
     assert [t.id for t in out.details.tokens] == want
     assert all(t.logprob == pytest.approx(0.0, abs=1e-6) for t in out.details.tokens)   # the only token left
 
 
-def test_tgi_watermark_biases_the_green_list(server, monkeypatch, hf):
+def test_tgi_watermark_biases_the_green_list(tiny_server, monkeypatch, hf):
     vocab = len(hf[1])
 
     def green(prev: int) -> torch.Tensor:                     # Kirchenbauer et al. as TGI seeds it
@@ -333,7 +334,7 @@ def test_tgi_watermark_biases_the_green_list(server, monkeypatch, hf):
 
     prompt_ids = ids_of(hf, PROMPT)
     want = greedy_with(hf, prompt_ids, 12, watermarked)
-    out = tgi(server, monkeypatch).text_generation(PROMPT, max_new_tokens=12, watermark=True, details=True)
+    out = tgi(tiny_server, monkeypatch).text_generation(PROMPT, max_new_tokens=12, watermark=True, details=True)
     ids = [t.id for t in out.details.tokens]
     assert ids == want
     seq = prompt_ids + ids
@@ -344,13 +345,13 @@ def test_tgi_watermark_biases_the_green_list(server, monkeypatch, hf):
 
 # ---- suffix (FIM), tools ----
 
-def test_completion_suffix_is_the_fim_prompt(server, monkeypatch):
-    done = oai(server).completions.create(model="tiny", prompt="def f(x):\n    ", suffix="\n    return y",
+def test_completion_suffix_is_the_fim_prompt(tiny_server, monkeypatch):
+    done = oai(tiny_server).completions.create(model="tiny", prompt="def f(x):\n    ", suffix="\n    return y",
                                           max_tokens=6, temperature=0)
     fim = "<fim_prefix>def f(x):\n    <fim_suffix>\n    return y<fim_middle>"
-    expected = tgi(server, monkeypatch).text_generation(fim, max_new_tokens=6)
+    expected = tgi(tiny_server, monkeypatch).text_generation(fim, max_new_tokens=6)
     assert done.choices[0].text == expected
-    assert done.usage.prompt_tokens == len(httpx.post(server.url + "/tokenize", json={"inputs": fim},
+    assert done.usage.prompt_tokens == len(httpx.post(tiny_server.url + "/tokenize", json={"inputs": fim},
                                                       headers=AUTH).json())
 
 
