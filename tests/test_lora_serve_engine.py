@@ -166,12 +166,3 @@ def test_adapter_load_errors_are_clear(tmp_path: Path, lora_bases: dict[str, Pat
                              seed=3, use_dora=True)
     with pytest.raises(ArtifactError, match="DoRA"):
         engine.add_adapter("d", str(dora))
-
-
-def test_adapter_on_a_quantized_base_is_refused(lora_bases: dict[str, Path],
-                                                lora_adapters: dict[str, dict[str, Path]]) -> None:
-    # quantized Llama layers fuse q/k/v into one kernel call: LoRA hooks on q_proj would silently never run
-    engine = Engine(load_model(lora_bases["llama"], quantize="int8"), load_tokenizer(lora_bases["llama"]),
-                    num_blocks=8)
-    with pytest.raises(AdapterError, match="quantized base are not supported"):
-        engine.add_adapter("a", str(lora_adapters["llama"]["a"]))

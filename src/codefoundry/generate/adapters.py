@@ -25,7 +25,6 @@ from torch import nn
 
 from codefoundry.errors import UserError
 from codefoundry.model.lora import LoraAdapter, LoraBatch, LoraLayers, load_adapter
-from codefoundry.model.quantize import QuantizedLinear
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Adapter names: a path segment and an OpenAI model id alike (no slashes, spaces or leading dots)."""
@@ -73,10 +72,6 @@ class AdapterRegistry:
                                "starting with a letter or digit")
         if name in self._by_name:
             raise AdapterError(f"an adapter named {name!r} is already loaded (from {self._by_name[name].adapter.path})")
-        if any(isinstance(m, QuantizedLinear) for m in self.model.modules()):
-            # quantized layers fuse q/k/v (and gate/up) into one kernel call: the hooks would never run
-            raise AdapterError(f"adapter {name!r}: LoRA adapters on a quantized base are not supported yet",
-                               hint="serve without --quantize, or merge the adapter and quantize the merged model")
         adapter = load_adapter(path, self.model)
         loaded = LoadedAdapter(name, f"{name}@{adapter.digest}", adapter)
         self.layers.attach(list(adapter.modules))

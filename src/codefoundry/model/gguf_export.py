@@ -24,7 +24,7 @@ from codefoundry.errors import ArtifactError, UserError
 from codefoundry.model.gguf_layout import ARCH_OF_MODEL_TYPE, qkv_to_blocks, tensor_names, to_gguf_rows
 from codefoundry.model.gguf_tokenizer import gguf_tokenizer_metadata
 
-EXPORT_TYPES = ("f16", "q8_0")
+EXPORT_TYPES = ("f16", "q8_0", "q4_0", "q4_1")
 
 
 def export_gguf(model_dir: str | Path, out_file: str | Path, weight_type: str = "f16", *,
@@ -50,7 +50,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, weight_type: str = 
     writer = gguf.GGUFWriter(tmp, arch)
     try:
         writer.add_name(model_dir.resolve().name)
-        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if weight_type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+        writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{weight_type.upper()}"))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _add_hparams(writer, arch, config)
         _add_tokenizer(writer, tokenizer)
@@ -86,9 +86,11 @@ def _add_tensor(writer: Any, gguf: Any, name: str, w: torch.Tensor, weight_type:
     data = w.numpy()
     if data.ndim == 1 or name == "position_embd.weight":
         writer.add_tensor(name, data.astype(np.float32 if data.ndim == 1 else np.float16))
-    elif weight_type == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
-        q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-        writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    elif weight_type != "f16" and data.shape[-1] % 32 == 0:      # every type here has blocks of 32
+        # as llama.cpp's Q4 files do, the token embedding and output matrix stay Q8_0
+        kind = "q8_0" if name in ("token_embd.weight", "output.weight") else weight_type
+        qtype = gguf.GGMLQuantizationType[kind.upper()]
+        writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
     else:
         writer.add_tensor(name, data.astype(np.float16))
 

@@ -249,3 +249,63 @@ def imported_dir(path: str | Path) -> Path:
         if not (target / "config.json").exists():
             import_gguf(path, target, overwrite=True)
     return target
+
+
+def q4_blocks(tensor: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A Q4_0 or Q4_1 tensor's blocks of 32, undequantized: q [N, K] uint8 in [0, 15], d and m [N, K / 32].
+
+    Q4_0: w = d · (q - 8), m is None; Q4_1: w = d · q + m. Each block is `d` (float16), for Q4_1
+    `m` (float16), then 16 bytes whose low nibbles are the block's first 16 values and high
+    nibbles its last 16 (gguf's own dequantizer reads them so).
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    n, k = (int(d) for d in reversed(tensor.shape))
+    block, type_size = GGML_QUANT_SIZES[tensor.tensor_type]
+    if tensor.data.nbytes != n * k // block * type_size:
+        raise ArtifactError(f"GGUF tensor {tensor.name}: shape {[n, k]} does not match its "
+                            f"{tensor.data.nbytes} bytes of {tensor.tensor_type.name}")
+    raw = np.asarray(tensor.data).reshape(n * k // block, type_size)
+    has_min = tensor.tensor_type == GGMLQuantizationType.Q4_1
+    head = 4 if has_min else 2
+    d = torch.from_numpy(raw[:, :2].copy().view(np.float16).astype(np.float32)).view(n, k // block)
+    m = torch.from_numpy(raw[:, 2:4].copy().view(np.float16).astype(np.float32)).view(n, k // block) \
+        if has_min else None
+    qs = torch.from_numpy(raw[:, head:].copy())                                   # [blocks, 16]
+    q = torch.cat((qs & 15, qs >> 4), dim=1).view(n, k)
+    return q, d, m
+
+
+def q4_linear_weights(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Each Q4_0 / Q4_1 matrix of GGUF file `path` as `q4_blocks`, keyed by HF parameter name, in HF's row order.
+
+    What `--quantize int4` reads instead of requantizing the dequantized weights: the file's own
+    4-bit values and block scales (llama.cpp's row order undone the way `import_gguf` does).
+    """
+    from gguf import GGMLQuantizationType as Q
+
+    reader = read_gguf(path)
+    meta = read_metadata(reader, with_tokenizer=False)
+    arch = meta.get("general.architecture")
+    if arch not in MODEL_TYPE_OF_ARCH:
+        return {}
+    n_layer = int(meta.get(f"{arch}.block_count", 0))
+    n_head = int(meta.get(f"{arch}.attention.head_count", 0))
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", n_head))
+    names = tensor_names(arch, n_layer)
+    out = {}
+    for tensor in reader.tensors:
+        if tensor.tensor_type not in (Q.Q4_0, Q.Q4_1) or len(tensor.shape) != 2 or tensor.name not in names:
+            continue
+        q, d, m = q4_blocks(tensor)
+        rows = None
+        if arch == "llama" and tensor.name.endswith("attn_q.weight"):
+            rows = lambda w: from_gguf_rows(w, n_head)                         # noqa: E731
+        elif arch == "llama" and tensor.name.endswith("attn_k.weight"):
+            rows = lambda w: from_gguf_rows(w, kv_heads)                       # noqa: E731
+        elif arch == "starcoder" and tensor.name.endswith("attn_qkv.weight") and kv_heads != 1:
+            rows = lambda w: qkv_from_blocks(w, n_head)                        # noqa: E731
+        if rows is not None:
+            q, d, m = rows(q), rows(d), None if m is None else rows(m)
+        out[names[tensor.name]] = (q, d, m)
+    return out

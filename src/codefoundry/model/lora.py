@@ -64,6 +64,7 @@ class LoraAdapter:
     config: dict
     modules: dict[str, LoraModule]      # our module path → its update
     digest: str                         # of the config and weights: the same bytes give the same digest
+    targets: list[str] = field(default_factory=list)   # the module paths the adapter names (before any fusing)
 
     @property
     def rank(self) -> int:
@@ -80,7 +81,7 @@ class LoraAdapter:
     def describe(self) -> dict:
         """What a server shows of it (no tensors)."""
         return {"rank": self.rank, "alpha": self.alpha, "base_model": self.base_model,
-                "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.modules})}
+                "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.targets or self.modules})}
 
 
 def read_adapter_config(path: Path) -> dict:
@@ -151,25 +152,72 @@ def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
     if not pairs:
         raise ArtifactError(f"{weights_file}: no LoRA weights in it")
     out: dict[str, LoraModule] = {}
+    fused: dict[str, list[tuple[int, LoraModule]]] = {}      # fused module → (row offset, update) of each part
     for module, ab in sorted(pairs.items()):
         if set(ab) != {"lora_A", "lora_B"}:
             raise ArtifactError(f"{weights_file}: {module} has {sorted(ab)} but needs lora_A and lora_B")
-        target = modules.get(module)
+        target, into = modules.get(module), None
         if target is None:
-            raise ArtifactError(f"{path}: the adapter targets {module}, which this model does not have "
-                                f"(an adapter for another architecture?)")
+            into = _fused_target(modules, module)
+            if into is None:
+                raise ArtifactError(f"{path}: the adapter targets {module}, which this model does not have "
+                                    f"(an adapter for another architecture?)")
+            target = modules[into[0]]
         a, b = ab["lora_A"], ab["lora_B"]
         if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
             raise ArtifactError(f"{weights_file}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, "
                                 "which do not form a low-rank pair")
-        want_in, want_out = getattr(target, "in_features", None), getattr(target, "out_features", None)
+        want_in = getattr(target, "in_features", None)
+        want_out = into[2] if into is not None else getattr(target, "out_features", None)
         if (want_in is not None and a.shape[1] != want_in) or (want_out is not None and b.shape[0] != want_out):
             raise ArtifactError(f"{path}: {module} maps {want_in} → {want_out} features but the adapter's "
                                 f"update maps {a.shape[1]} → {b.shape[0]} (an adapter for another model size?)")
         rank = a.shape[0]
-        out[module] = LoraModule(a.to(param.device, param.dtype).contiguous(),
-                                 b.to(param.device, param.dtype).contiguous(), _scaling(config, module, rank))
-    return LoraAdapter(path, config, out, digest)
+        update = LoraModule(a.to(param.device, param.dtype).contiguous(),
+                            b.to(param.device, param.dtype).contiguous(), _scaling(config, module, rank))
+        if into is None:
+            out[module] = update
+        else:
+            fused.setdefault(into[0], []).append((into[1], update))
+    for name, parts in fused.items():
+        out[name] = _fused_update(parts, modules[name].out_features)
+    return LoraAdapter(path, config, out, digest, targets=sorted(pairs))
+
+
+def _fused_target(modules: dict[str, nn.Module], module: str) -> tuple[str, int, int] | None:
+    """(fused module, row offset, rows) holding `module`'s output when it was stacked into a sibling.
+
+    A quantized model stacks q/k/v_proj into `qkv_proj` (gate/up_proj into `gate_up_proj`) and
+    drops the originals; the fused layer's `fused_parts` says where each one's rows went.
+    """
+    parent, _, leaf = module.rpartition(".")
+    owner = modules.get(parent)
+    if owner is None:
+        return None
+    for child_name, child in owner.named_children():
+        offset = 0
+        for part, rows in getattr(child, "fused_parts", None) or ():
+            if part == leaf:
+                return f"{parent}.{child_name}" if parent else child_name, offset, rows
+            offset += rows
+    return None
+
+
+def _fused_update(parts: list[tuple[int, LoraModule]], out_features: int) -> LoraModule:
+    """The updates of a fused layer's parts as one: A's stacked, B block-diagonal in the parts' rows.
+
+    `x @ A.T @ B.T` then gives each part's rows exactly its own delta (the other blocks of B are
+    zeros), so the hooks treat the fused layer like any other target.
+    """
+    first = parts[0][1].lora_a
+    rank = sum(m.rank for _, m in parts)
+    a = torch.cat([m.lora_a for _, m in parts])
+    b = torch.zeros(out_features, rank, dtype=first.dtype, device=first.device)
+    col = 0
+    for offset, m in parts:
+        b[offset:offset + m.lora_b.shape[0], col:col + m.rank] = m.lora_b * m.scaling
+        col += m.rank
+    return LoraModule(a.contiguous(), b, 1.0)
 
 
 @dataclass

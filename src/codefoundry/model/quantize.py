@@ -27,6 +27,7 @@ no speed-up, only the memory saving.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -55,16 +56,22 @@ class QuantizedLinear(nn.Module):
         if mode == "int4" and not int4_fits(self.out_features, self.in_features, group_size):
             raise ValueError(f"int4 needs in_features % {group_size} == 0 and out_features % 16 == 0, "
                              f"got {self.in_features} and {self.out_features}")
+        # int4 values read from a file that was quantized already (a GGUF Q4_0/Q4_1 matrix): kept as they are
+        source = getattr(linear, "int4_source", None) if group_size == DEFAULT_GROUP_SIZE else None
         if mode == "int8":
             q, scales = quantize_int8(weight)
             self.register_buffer("qweight", q)
             self.register_buffer("scales", scales.to(compute_dtype))
         else:
-            q, scale_zeros = quantize_int4(weight, group_size)
+            q, scale_zeros = ((source[0].to(weight.device), source[1].to(weight.device)) if source is not None
+                              else quantize_int4(weight, group_size))
             self.register_buffer("qweight", _pack_int4(q))
             self.register_buffer("scale_zeros", scale_zeros.to(compute_dtype))
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        # (name, out_features) of the layers stacked into this one, in row order (`_fuse_projections`):
+        # what lets a LoRA adapter that targets q_proj find its rows in qkv_proj
+        self.fused_parts: tuple[tuple[str, int], ...] | None = getattr(linear, "fused_parts", None)
         self.packed = weight.device.type == "cpu" and _kernel_works(self)
 
     @property
@@ -195,11 +202,15 @@ def _kernel_works(layer: QuantizedLinear) -> bool:
 
 
 def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DEFAULT_GROUP_SIZE,
-                   compute_dtype: torch.dtype | None = None) -> nn.Module:
+                   compute_dtype: torch.dtype | None = None,
+                   int4_weights: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None,
+                   ) -> nn.Module:
     """Replace `model`'s linear layers by `QuantizedLinear`s in place; returns `model` (in eval mode).
 
     int4 layers whose shape the kernel does not take (in_features not a multiple of
     `group_size`, out_features not a multiple of 16) and the output projection are int8.
+    `int4_weights`: parameter name → GGUF Q4 blocks (q, d, m) (`gguf_import.q4_linear_weights`);
+    in int4 mode those layers keep exactly these values instead of requantizing their weight.
     """
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
@@ -209,6 +220,13 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
     head = getattr(model, "lm_head", None)
     embeddings = {id(m.weight): (name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
     tied = embeddings.get(id(head.weight)) if isinstance(head, nn.Linear) else None
+    if mode == "int4" and int4_weights:
+        for name, module in model.named_modules():
+            blocks = int4_weights.get(f"{name}.weight")
+            if isinstance(module, nn.Linear) and blocks is not None and module is not head \
+                    and tuple(blocks[0].shape) == tuple(module.weight.shape):
+                q, d, m = blocks
+                module.int4_source = from_gguf_q4(d, q, m)
     _fuse_projections(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -236,21 +254,26 @@ def _fuse_projections(model: nn.Module) -> None:
     for module in model.modules():
         if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj")) \
                 and hasattr(module, "qkv_proj"):
-            module.qkv_proj = _stacked([module.q_proj, module.k_proj, module.v_proj])
+            module.qkv_proj = _stacked({"q_proj": module.q_proj, "k_proj": module.k_proj, "v_proj": module.v_proj})
             del module.q_proj, module.k_proj, module.v_proj
         if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("gate_proj", "up_proj")) \
                 and hasattr(module, "gate_up_proj"):
-            module.gate_up_proj = _stacked([module.gate_proj, module.up_proj])
+            module.gate_up_proj = _stacked({"gate_proj": module.gate_proj, "up_proj": module.up_proj})
             del module.gate_proj, module.up_proj
 
 
-def _stacked(layers: list[nn.Linear]) -> nn.Linear:
+def _stacked(named: dict[str, nn.Linear]) -> nn.Linear:
+    layers = list(named.values())
     first = layers[0]
     fused = nn.Linear(first.in_features, sum(m.out_features for m in layers), bias=first.bias is not None,
                       device="meta")
     fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]), requires_grad=False)
     if first.bias is not None:
         fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]), requires_grad=False)
+    fused.fused_parts = tuple((name, m.out_features) for name, m in named.items())
+    sources = [getattr(m, "int4_source", None) for m in layers]
+    if all(s is not None for s in sources):          # rows stacked: q by rows, scale_zeros along its N axis
+        fused.int4_source = (torch.cat([q for q, _ in sources]), torch.cat([sz for _, sz in sources], dim=1))
     return fused
 
 
