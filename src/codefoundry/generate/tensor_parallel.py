@@ -13,8 +13,8 @@ shard of each block, Megatron's layout:
 Embeddings, LayerNorms and the head stay whole on every rank. Each step, rank 0's runner calls
 `TensorParallelModel.forward_paged`, which broadcasts the step's inputs (token ids, positions,
 slots, block tables, logits rows) to the workers; all ranks then run the same sharded forward
-(two all-reduces per block) and rank 0 samples from its logits. Workers exit when rank 0 says
-stop or is gone (their next broadcast fails).
+(two all-reduces per block) and rank 0 samples from its logits. Workers exit when rank 0 is gone
+(the engine core ends with `os._exit`: their next broadcast fails).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from codefoundry.errors import UserError
 from codefoundry.model import PagedAttention, allocate_kv_cache
 
 log = logging.getLogger(__name__)
-STEP, STOP = 1, 0
+STEP = 1
 HEADER = 8                                   # [command, N, S, table width, L, cache generation, blocks, block size]
 JOIN_TIMEOUT = timedelta(seconds=300)        # workers load the model before they join
 
@@ -121,20 +121,18 @@ class ShardConfig:
 
 # ---- one step on the wire ----------------------------------------------------------------------------
 
-def _send(command: int, fields: list[torch.Tensor] | None = None, counts: tuple[int, ...] = (0,) * 7) -> None:
-    dist.broadcast(torch.tensor([command, *counts], dtype=torch.long), src=0)
-    if fields:
-        dist.broadcast(torch.cat([f.reshape(-1).to("cpu", torch.long) for f in fields]), src=0)
+def _send(fields: list[torch.Tensor], counts: tuple[int, ...], device: torch.device) -> None:
+    """`device`: where the backend takes tensors (nccl: the GPU, gloo: the CPU)."""
+    dist.broadcast(torch.tensor([STEP, *counts], dtype=torch.long, device=device), src=0)
+    dist.broadcast(torch.cat([f.reshape(-1).to(device, torch.long) for f in fields]), src=0)
 
 
-def _receive() -> tuple[int, list[int], torch.Tensor | None]:
-    header = torch.empty(HEADER, dtype=torch.long)
+def _receive(device: torch.device) -> tuple[int, list[int], torch.Tensor]:
+    header = torch.empty(HEADER, dtype=torch.long, device=device)
     dist.broadcast(header, src=0)
     command, *counts = header.tolist()
-    if command != STEP:
-        return command, counts, None
     N, S, width, L = counts[:4]
-    payload = torch.empty(3 * N + 2 * S + S * width + L, dtype=torch.long)
+    payload = torch.empty(3 * N + 2 * S + S * width + L, dtype=torch.long, device=device)
     dist.broadcast(payload, src=0)
     return command, counts, payload
 
@@ -156,15 +154,9 @@ class TensorParallelModel(nn.Module):
         S, width = attn.block_tables.shape
         counts = (len(input_ids), S, width, len(attn.logits_indices), self._generation, kv_caches[0].shape[0],
                   attn.block_size)
-        _send(STEP, [input_ids, positions, attn.slot_mapping, torch.tensor(attn.query_lens),
-                     torch.tensor(attn.context_lens), attn.block_tables, attn.logits_indices], counts)
+        _send([input_ids, positions, attn.slot_mapping, torch.tensor(attn.query_lens),
+               torch.tensor(attn.context_lens), attn.block_tables, attn.logits_indices], counts, input_ids.device)
         return self.shard.forward_paged(input_ids, positions, attn, kv_caches)
-
-    def stop(self) -> None:
-        """Tell the workers to exit and wait for them."""
-        _send(STOP)
-        for w in self.workers:
-            w.wait(timeout=30)
 
 
 # ---- starting the ranks --------------------------------------------------------------------------------
@@ -180,34 +172,51 @@ def _init(rank: int, world: int, port: int, device: torch.device) -> None:
                             rank=rank, world_size=world, timeout=JOIN_TIMEOUT)
 
 
-def start(model: nn.Module, model_dir: Path, world: int, dtype: torch.dtype, device: torch.device,
-          quantize: str | None = None, adapters: bool = False) -> TensorParallelModel:
-    """Start ranks 1…world-1 on `model_dir`, join them as rank 0 and shard `model`: rank 0's model to run."""
+class Launch:
+    """Worker ranks started (they load the model while rank 0 does); `shard` joins them and shards rank 0's copy."""
+
+    def __init__(self, model_dir: Path, world: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.world, self.device, self.port = world, device, _free_port()
+        self.workers: list[subprocess.Popen] = []
+        for rank in range(1, world):
+            popen = subprocess.Popen([sys.executable, "-c", f"import {__name__} as m; m.worker_main()"],
+                                     stdin=subprocess.PIPE, close_fds=True)
+            assert popen.stdin is not None
+            # JSON, not pickle: nothing read from a pipe may run code
+            popen.stdin.write(json.dumps([str(model_dir), str(dtype).removeprefix("torch."), device.type, rank, world,
+                                          self.port]).encode())
+            popen.stdin.close()
+            self.workers.append(popen)
+
+    def kill(self) -> None:
+        for w in self.workers:
+            w.kill()
+
+    def shard(self, model: nn.Module) -> TensorParallelModel:
+        """Join the workers as rank 0 and keep rank 0's shard of `model`: the model the engine runs."""
+        try:
+            check_shardable(model, self.world)
+            _init(0, self.world, self.port, self.device)
+        except UserError:
+            self.kill()
+            raise
+        except Exception as e:
+            self.kill()
+            raise UserError(f"--tp {self.world}: the tensor-parallel workers did not join "
+                            f"({type(e).__name__}: {e})") from None
+        return TensorParallelModel(shard_model(model, 0, self.world), self.world, self.workers)
+
+
+def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
+           adapters: bool = False) -> Launch:
+    """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`."""
     if quantize is not None:
         raise UserError(f"--tp {world} with --quantize is not supported: the quantized layers are not sharded yet",
                         hint="serve with one of them")
     if adapters:
         raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported yet",
                         hint="merge the adapter (codefoundry finetune merge) and serve the merged model")
-    check_shardable(model, world)
-    port = _free_port()
-    workers = []
-    for rank in range(1, world):
-        popen = subprocess.Popen([sys.executable, "-c", f"import {__name__} as m; m.worker_main()"],
-                                 stdin=subprocess.PIPE, close_fds=True)
-        assert popen.stdin is not None
-        # JSON, not pickle: nothing read from a pipe may run code
-        popen.stdin.write(json.dumps([str(model_dir), str(dtype).removeprefix("torch."), device.type, rank, world,
-                                      port]).encode())
-        popen.stdin.close()
-        workers.append(popen)
-    try:
-        _init(0, world, port, device)
-    except Exception as e:
-        for w in workers:
-            w.kill()
-        raise UserError(f"--tp {world}: the tensor-parallel workers did not join ({type(e).__name__}: {e})") from None
-    return TensorParallelModel(shard_model(model, 0, world), world, workers)
+    return Launch(model_dir, world, dtype, device)
 
 
 def worker_main() -> None:
@@ -228,9 +237,8 @@ def worker_main() -> None:
     try:
         shard_model(model, rank, world)
         _serve_steps(model, ShardConfig(model.config, world), device)
-    except (RuntimeError, dist.DistBackendError) as e:         # rank 0 is gone: nobody to serve
-        log.warning("rank 0 stopped answering (%s): this worker stops", type(e).__name__)
-        code = 1
+    except (RuntimeError, dist.DistBackendError) as e:         # rank 0 is gone (its process exits without a word)
+        log.info("rank 0 stopped answering (%s): this worker stops", type(e).__name__)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)                                              # no teardown of the model and the cache needed
@@ -242,9 +250,9 @@ def _serve_steps(model: nn.Module, cache_shape: ShardConfig, device: torch.devic
     generation = 0
     dtype = next(model.parameters()).dtype
     while True:
-        command, counts, payload = _receive()
-        if command == STOP:
-            return
+        command, counts, payload = _receive(device)
+        if command != STEP:
+            raise RuntimeError(f"unknown command {command} from rank 0")
         N, S, width, L, gen, num_blocks, block_size = counts
         if gen != generation:
             caches, generation = [], gen

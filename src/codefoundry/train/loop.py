@@ -223,10 +223,15 @@ def train_loop(
             raise UserError(f"the checkpoint in {out} was made with seq_len {state['seq_len']} and "
                             f"{state['global_seqs']} sequences per step; this run has {seq_len} and "
                             f"{plan.global_seqs}", hint="resume with the same batch settings")
+        # how this run's AdamW runs (fused, foreach) is its own, not the saving run's: a --pp run's fused
+        # kernel cannot step --tp's DTensors
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         if tp or pp:
             (tensor_parallel if tp else pipeline_parallel).load_plain_state(model, optimizer, state, order)
         else:
             _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
+        for group, flags in zip(optimizer.param_groups, kernels, strict=True):
+            group.update(flags)
         start_step, tokens_seen = state["step"], state["tokens"]
         elapsed_before = state.get("elapsed", 0.0)
         plan.decay_steps = state["decay_steps"] if config.decay_steps is None else config.decay_steps
