@@ -72,14 +72,13 @@ def _rows(linear: nn.Linear, start: int, stop: int) -> nn.Linear:
     return out.requires_grad_(False)
 
 
-def check_shardable(model: nn.Module, world: int) -> None:
-    """Refuse a model `world` ranks cannot split, with the reason."""
-    from codefoundry.model import GPTBigCodeForCausalLM
+def check_shardable(config: Any, world: int) -> None:
+    """Refuse a model (by its config) that `world` ranks cannot split, with the reason."""
+    from codefoundry.model import GPTBigCodeConfig
 
-    if not isinstance(model, GPTBigCodeForCausalLM):
+    if not isinstance(config, GPTBigCodeConfig):
         raise UserError(f"--tp {world}: tensor-parallel serving supports gpt_bigcode models (StarCoder, SantaCoder); "
-                        f"this one is {type(model).__name__}", hint="serve it with --tp 1")
-    config = model.config
+                        f"this one is {type(config).__name__}", hint="serve it with --tp 1")
     if config.n_head % world:
         raise UserError(f"--tp {world} does not divide the model's {config.n_head} attention heads")
     if config.inner_dim % world:
@@ -88,7 +87,7 @@ def check_shardable(model: nn.Module, world: int) -> None:
 
 def shard_model(model: nn.Module, rank: int, world: int) -> nn.Module:
     """Keep rank `rank`'s shard of every block of a GPTBigCode model, in place; returns the model."""
-    check_shardable(model, world)
+    check_shardable(model.config, world)
     for block in model.transformer.h:
         attn, mlp = block.attn, block.mlp
         heads, hd = attn.n_head // world, attn.head_dim
@@ -195,11 +194,7 @@ class Launch:
     def shard(self, model: nn.Module) -> TensorParallelModel:
         """Join the workers as rank 0 and keep rank 0's shard of `model`: the model the engine runs."""
         try:
-            check_shardable(model, self.world)
             _init(0, self.world, self.port, self.device)
-        except UserError:
-            self.kill()
-            raise
         except Exception as e:
             self.kill()
             raise UserError(f"--tp {self.world}: the tensor-parallel workers did not join "
@@ -216,6 +211,9 @@ def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device
     if adapters:
         raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported yet",
                         hint="merge the adapter (codefoundry finetune merge) and serve the merged model")
+    from codefoundry.model import load_config
+
+    check_shardable(load_config(model_dir), world)
     return Launch(model_dir, world, dtype, device)
 
 
