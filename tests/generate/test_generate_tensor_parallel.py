@@ -52,7 +52,8 @@ def mha_model_dir(build_once, tiny_tokenizer_dir: Path) -> Path:
     return build_once("tiny_mha_model", build)
 
 
-@pytest.mark.parametrize("attention", ["mqa", "mha"])
+# multi-query is served end to end in tests/serve/test_serve_tp.py; multi-head's split K/V cache only here
+@pytest.mark.parametrize("attention", [pytest.param("mqa", marks=pytest.mark.slow), "mha"])
 def test_sharded_model_generates_what_the_whole_model_does(attention: str, tiny_model_dir: Path,
                                                            mha_model_dir: Path) -> None:
     model_dir = tiny_model_dir if attention == "mqa" else mha_model_dir
