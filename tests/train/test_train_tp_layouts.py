@@ -62,6 +62,7 @@ def test_data_parallel_beside_model_parallel(layout: str, one_process: list[floa
     assert got == pytest.approx(one_process[:2], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow          # two torchruns; tests/train/test_train_tp.py resumes a --tp 2 checkpoint unmarked
 def test_pp2_checkpoint_resumes_at_tp2(one_process: list[float], tokens: Path, train_tokenizer_dir: Path,
                                        tmp_path: Path) -> None:
     run = tmp_path / "run"
