@@ -22,6 +22,7 @@ COMMAND = {
         "--adapter-root adapters/",
         "codefoundry serve --model model/ --max-total-tokens 2048 --max-batch-prefill-tokens 4096 "
         "--otlp-endpoint http://127.0.0.1:4318",
+        "codefoundry serve --model model/ --tp 2",
     ),
 }
 
@@ -77,6 +78,9 @@ def command(
     adapter_root: Annotated[Path | None, _opt(
         "--adapter-root", "Allow loading adapters at run time (POST /v1/adapters, with the API key if set) from "
                           "under this directory. Default: off.")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", min=1, show_default=False, help=(
+        "Shard the model over this many processes (tensor parallelism: one per GPU, gloo on CPU); the engine "
+        "runs on the first. Default 1."))] = None,
     no_engine_process: Annotated[bool, _opt(
         "--no-engine-process", "Run the engine core (scheduler, KV cache, model) on a thread of the server's "
                                "process (default: in its own process, apart from HTTP and streaming).")] = False,
@@ -96,7 +100,7 @@ def command(
              "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
              "adapters": _adapters(adapter), "adapter_root": adapter_root,
-             "engine_process": False if no_engine_process else None}
+             "engine_process": False if no_engine_process else None, "tp": tp}
     serve(load_config(ServeConfig, config, flags))
 
 

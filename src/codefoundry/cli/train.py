@@ -25,6 +25,8 @@ TRAIN_EXAMPLES = examples(
     "codefoundry train --tokens tokens/ --tokenizer tokenizer/ --out model/ --resume",
     "torchrun --standalone --nproc_per_node 2 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
     "--out model/ --max-tokens 50000000",
+    "torchrun --standalone --nproc_per_node 4 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
+    "--out model/ --tp 2     # 2 data-parallel replicas × 2 tensor-parallel shards",
 )
 PACK_EXAMPLES = examples(
     "codefoundry train pack --dataset dataset/ --tokenizer tokenizer/ --out tokens/",
@@ -71,8 +73,10 @@ def train(
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     fim_rate: Annotated[float | None, typer.Option("--fim-rate", help="FIM probability per document.")] = None,
     distributed: Annotated[str | None, typer.Option("--distributed", help="ddp or fsdp (under torchrun).")] = None,
-    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel processes (under torchrun).")] = None,
-    pp: Annotated[int | None, typer.Option("--pp", min=1, help="Pipeline stages, one per process (under torchrun).")
+    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel processes per replica (under torchrun: "
+                                                              "world / N data-parallel replicas).")] = None,
+    pp: Annotated[int | None, typer.Option("--pp", min=1, help="Pipeline stages, one process each, per replica "
+                                                              "(under torchrun).")
                   ] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.",
                                                  show_default=False)] = None,

@@ -85,11 +85,11 @@ class Attention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
     def forward_paged(self, x: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAttention) -> torch.Tensor:
-        N, C = x.shape
+        N = x.shape[0]
         q, k, v = self.qkv(x)                                   # (N, H, hd), (N, kv, hd) ×2
         write_kv(kv_cache, k, v, attn)
         y = paged_attention(q, kv_cache, attn, scale=self.scale)  # (N, H, hd)
-        return self.c_proj(y.reshape(N, C))
+        return self.c_proj(y.reshape(N, -1))                   # -1: H·hd, or the local heads' when sharded
 
 
 class MLP(nn.Module):

@@ -86,7 +86,14 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
         raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    tp = None
+    if cfg.tp > 1:                                   # the other ranks load the model while this one does
+        from codefoundry.generate.tensor_parallel import launch
+
+        tp = launch(cfg.model, cfg.tp, dtype, device, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
     model = load_model(cfg.model, dtype=dtype, device=device, quantize=cfg.quantize)
+    if tp is not None:                               # sharded over cfg.tp processes; this one runs the engine
+        model = tp.shard(model)
     tokenizer = load_tokenizer(cfg.model)
     n_positions = model.config.n_positions
 

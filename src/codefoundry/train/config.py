@@ -69,9 +69,11 @@ class TrainConfig(StageConfig):
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward (memory for compute)."""
     tp: int = Field(1, ge=1)
-    """Tensor-parallel processes (Megatron's column/row split of every block; train/tensor_parallel.py)."""
+    """Tensor-parallel processes per replica (Megatron's column/row split of every block and the vocabulary;
+    train/tensor_parallel.py). Under torchrun the processes form world / tp data-parallel replicas."""
     pp: int = Field(1, ge=1)
-    """Pipeline stages, one per process (1F1B over the accumulation micro-batches; train/pipeline_parallel.py)."""
+    """Pipeline stages, one process each, per replica (1F1B over the accumulation micro-batches;
+    train/pipeline_parallel.py). Under torchrun the processes form world / pp data-parallel replicas."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP, or FSDP2 (`fully_shard`, gated by a gradient-parity check on gloo)."""
     log_interval: int = Field(1, ge=1)

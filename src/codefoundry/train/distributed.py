@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -127,3 +128,79 @@ def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module]) -> nn.Module:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+# ---- data parallelism beside tensor or pipeline parallelism: a 2-D device mesh ----------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """The processes as a `dp × tp` or `dp × pp` device mesh (torchtitan's dimension names).
+
+    Ranks are laid out row-major, the model-parallel dimension innermost, so a data-parallel
+    replica is `tp` (or `pp`) consecutive ranks: on GPUs, the processes of one node, where
+    tensor parallelism's all-reduces belong.
+    """
+
+    dp: int
+    tp: int
+    pp: int
+    mesh: Any                           # torch DeviceMesh with dims ("dp", "tp") or ("dp", "pp")
+
+    @property
+    def model_dim(self) -> str:
+        return "tp" if self.tp > 1 else "pp"
+
+    @property
+    def dp_rank(self) -> int:
+        return self.mesh.get_local_rank("dp")
+
+    @property
+    def stage_rank(self) -> int:
+        """This process's place in its replica: its TP shard or its pipeline stage."""
+        return self.mesh.get_local_rank(self.model_dim)
+
+    def group(self, dim: str) -> Any:
+        return self.mesh.get_group(dim)
+
+    def ranks(self, dim: str) -> list[int]:
+        """The global ranks of this process's group along `dim`, in order."""
+        return [int(r) for r in dist.get_process_group_ranks(self.group(dim))]
+
+
+def make_layout(d: Dist, tp: int, pp: int) -> Layout | None:
+    """The mesh for `--tp`/`--pp` beside data parallelism (None when neither is asked for)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if tp == 1 and pp == 1:
+        return None
+    if tp > 1 and pp > 1:
+        raise UserError("--tp with --pp in one run is not built yet", hint="use one of them (with data parallelism)")
+    flag, n = ("--tp", tp) if tp > 1 else ("--pp", pp)
+    if d.world % n:
+        raise UserError(f"{flag} {n} needs a multiple of {n} processes (torchrun --nproc_per_node {n}, {2 * n}, …); "
+                        f"this run has {d.world}", hint=f"the processes form world / {n} data-parallel replicas")
+    dim = "tp" if tp > 1 else "pp"
+    mesh = init_device_mesh(d.device.type, (d.world // n, n), mesh_dim_names=("dp", dim))
+    return Layout(d.world // n, tp, pp, mesh)
+
+
+def average_gradients(params: list[nn.Parameter], layout: Layout) -> None:
+    """Average the gradients over the data-parallel replicas: one flat all-reduce after backward.
+
+    What DDP does, without its bucketed overlap with backward: DDP cannot wrap a model whose
+    parameters are DTensors or a pipeline stage whose backward the schedule drives. SUM and
+    divide, as `Dist.mean` (gloo's AVG is not trusted). Sharded (DTensor) gradients are
+    reduced shard by shard: replica r's shard i meets the other replicas' shard i.
+    """
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+    from torch.distributed.tensor import DTensor
+
+    if layout.dp == 1:
+        return
+    with torch.no_grad():
+        grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=layout.group("dp"))
+        flat /= layout.dp
+        for g, mean in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            g.copy_(mean)

@@ -33,7 +33,7 @@ from codefoundry.errors import ArtifactError, UserError
 from codefoundry.train import checkpoint as ckpt
 from codefoundry.train import pipeline_parallel, tensor_parallel
 from codefoundry.train.config import TrainConfig
-from codefoundry.train.distributed import Dist, setup, shard_fsdp
+from codefoundry.train.distributed import Dist, average_gradients, make_layout, setup, shard_fsdp
 from codefoundry.train.live import LiveView
 from codefoundry.train.metrics import MetricsLog, device_peak_flops, flops_per_token, plot_loss
 from codefoundry.train.pack import read_index
@@ -169,14 +169,9 @@ def train_loop(
     if not len(train_samples):
         train_samples.context(0)  # raises the "too little data" error
     tp, pp = config.tp > 1, config.pp > 1
-    if tp and pp:
-        raise UserError("--tp with --pp is not built yet")
-    for flag, n in (("--tp", config.tp), ("--pp", config.pp)):
-        if n > 1 and d.world != n:
-            raise UserError(f"{flag} {n} needs exactly {n} processes (torchrun --nproc_per_node {n}); this run "
-                            f"has {d.world}", hint=f"data parallelism beside {flag} is not built yet")
-    # under --tp and --pp every process sees the same batch: one data-parallel rank
-    data_rank, data_world = (0, 1) if tp or pp else (d.rank, d.world)
+    layout = make_layout(d, config.tp, config.pp)
+    # under --tp and --pp the processes of one replica see the same batch: data parallelism is over replicas
+    data_rank, data_world = (layout.dp_rank, layout.dp) if layout else (d.rank, d.world)
     plan = make_plan(config, seq_len, data_world, len(train_samples))
     batcher = Batcher(train_samples, tokenizer, config.seed, config.fim_rate, config.fim_spm_rate)
     val_batcher = Batcher(val_samples, tokenizer, config.seed + VAL_SEED_OFFSET, config.fim_rate,
@@ -189,18 +184,17 @@ def train_loop(
     fsdp = config.distributed == "fsdp"
     order = tensor_parallel.plain_param_order(raw)
     if tp:
-        from torch.distributed.device_mesh import init_device_mesh
-
         if fsdp:
             raise UserError("--tp with --distributed fsdp is not built yet")
-        model: nn.Module = tensor_parallel.parallelize(raw, init_device_mesh(d.device.type, (d.world,)))
+        model: nn.Module = tensor_parallel.parallelize(raw, layout.mesh["tp"])
     elif pp:
         if fsdp:
             raise UserError("--pp with --distributed fsdp is not built yet")
-        model, schedule = pipeline_parallel.build(raw, config.pp, d.rank, plan.accum, config.micro_batch_size,
-                                                  seq_len, d.device)
-        eval_schedule = pipeline_parallel.eval_schedule(model, config.pp, d.rank, config.eval_batches,
-                                                        config.micro_batch_size, seq_len, d.device)
+        pp_group = layout.group("pp")
+        model, schedule = pipeline_parallel.build(raw, config.pp, layout.stage_rank, plan.accum,
+                                                  config.micro_batch_size, seq_len, d.device, pp_group)
+        eval_schedule = pipeline_parallel.eval_schedule(model, config.pp, layout.stage_rank, config.eval_batches,
+                                                        config.micro_batch_size, seq_len, d.device, pp_group)
     elif fsdp:
         model = shard_fsdp(raw, d, _blocks(raw))
     elif d.world > 1:
@@ -229,10 +223,15 @@ def train_loop(
             raise UserError(f"the checkpoint in {out} was made with seq_len {state['seq_len']} and "
                             f"{state['global_seqs']} sequences per step; this run has {seq_len} and "
                             f"{plan.global_seqs}", hint="resume with the same batch settings")
+        # how this run's AdamW runs (fused, foreach) is its own, not the saving run's: a --pp run's fused
+        # kernel cannot step --tp's DTensors
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         if tp or pp:
             (tensor_parallel if tp else pipeline_parallel).load_plain_state(model, optimizer, state, order)
         else:
             _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
+        for group, flags in zip(optimizer.param_groups, kernels, strict=True):
+            group.update(flags)
         start_step, tokens_seen = state["step"], state["tokens"]
         elapsed_before = state.get("elapsed", 0.0)
         plan.decay_steps = state["decay_steps"] if config.decay_steps is None else config.decay_steps
@@ -252,13 +251,16 @@ def train_loop(
         total = 0.0
         if pp:
             return pipeline_parallel.evaluate(model, eval_schedule, val_batcher, config.eval_batches, B, d.device,
-                                              config.pp)
+                                              config.pp, pp_group)
         with torch.no_grad():
             for b in range(config.eval_batches):
                 first = (b * data_world + data_rank) * B
                 x, y = val_batcher.batch(range(first, first + B))
-                with autocast:
-                    loss = model(x.to(d.device), labels=y.to(d.device))
+                if tp:
+                    loss = tensor_parallel.loss(model, x.to(d.device), y.to(d.device), autocast=autocast)
+                else:
+                    with autocast:
+                        loss = model(x.to(d.device), labels=y.to(d.device))
                 total += float(loss)
         model.train()
         return d.mean(total / config.eval_batches)
@@ -292,24 +294,31 @@ def train_loop(
                 loss_sum = 0.0
                 if pp:
                     loss_sum = plan.accum * pipeline_parallel.train_step(
-                        model, schedule, batcher, [step * plan.global_seqs + micro * B for micro in range(plan.accum)],
-                        B, d.device, config.pp)
+                        model, schedule, batcher,
+                        [step * plan.global_seqs + data_rank * per_rank + micro * B for micro in range(plan.accum)],
+                        B, d.device, config.pp, pp_group)
                 for micro in range(plan.accum if not pp else 0):
                     first = step * plan.global_seqs + data_rank * per_rank + micro * B
                     x, y = batcher.batch(range(first, first + B))
                     if isinstance(model, DDP):
                         model.require_backward_grad_sync = micro == plan.accum - 1
-                    with autocast:
-                        loss = model(x.to(d.device, non_blocking=True), labels=y.to(d.device, non_blocking=True))
-                    (loss / plan.accum).backward()
+                    x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+                    if tp:                            # forward and backward under loss_parallel
+                        loss = tensor_parallel.loss(model, x, y, 1 / plan.accum, autocast)
+                    else:
+                        with autocast:
+                            loss = model(x, labels=y)
+                        (loss / plan.accum).backward()
                     loss_sum += float(loss.detach())
                 max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+                if layout is not None:
+                    average_gradients(list(model.parameters()), layout)
                 if tp:
                     tensor_parallel.sync_replicated_grads(model)
                     grad_norm = tensor_parallel.clip_grad_norm(model, max_norm)
                 elif pp:
-                    pipeline_parallel.sync_tied_grads(model, config.pp)
-                    grad_norm = pipeline_parallel.clip_grad_norm(model, max_norm)
+                    pipeline_parallel.sync_tied_grads(model, config.pp, layout.mesh.mesh.tolist())
+                    grad_norm = pipeline_parallel.clip_grad_norm(model, max_norm, pp_group)
                 else:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
                 optimizer.step()

@@ -60,15 +60,16 @@ class Stage(nn.Module):
         return f"transformer.{name}"
 
 
-def _pipeline_stage(stage: Stage, rank: int, pp: int, device: torch.device) -> Any:
+def _pipeline_stage(stage: Stage, rank: int, pp: int, device: torch.device, group: Any = None) -> Any:
     from torch.distributed.pipelining import PipelineStage
 
-    return PipelineStage(stage, rank, pp, device)          # shapes inferred on the first step
+    return PipelineStage(stage, rank, pp, device, group=group)       # shapes inferred on the first step
 
 
 def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int, seq_len: int,
-          device: torch.device) -> tuple[Stage, Any]:
-    """This process's stage of `model` and its 1F1B schedule."""
+          device: torch.device, group: Any = None) -> tuple[Stage, Any]:
+    """This process's stage of `model` (`rank`: its stage index in the pipeline `group`, None: all processes)
+    and its 1F1B schedule."""
     from torch.distributed.pipelining import Schedule1F1B
 
     n_layer = len(model.transformer.h)
@@ -79,38 +80,47 @@ def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int,
                         hint="raise --batch-tokens or lower --micro-batch-size")
     cuts = [round(i * n_layer / pp) for i in range(pp + 1)]
     stage = Stage(model, cuts[rank], cuts[rank + 1], rank == 0, rank == pp - 1).to(device)
-    pipe = _pipeline_stage(stage, rank, pp, device)
+    pipe = _pipeline_stage(stage, rank, pp, device, group)
     # a loss_fn on every stage, though only the last calls it: without one a stage runs no backward
     return stage, Schedule1F1B(pipe, n_microbatches, loss_fn=stage.loss)
 
 
-def sync_tied_grads(stage: Stage, pp: int) -> None:
-    """Sum the token embedding's gradient (first stage) and the head copy's (last stage)."""
+def sync_tied_grads(stage: Stage, pp: int, replicas: list[list[int]] | None = None) -> None:
+    """Sum the token embedding's gradient (first stage) and the head copy's (last stage).
+
+    `replicas`: each data-parallel replica's ranks, stage by stage (None: one replica, all processes).
+    """
     if pp == 1:
         return
-    group = _ends_group(pp)
+    group = _ends_group(replicas or [list(range(pp))])
     if stage.is_first:
         dist.all_reduce(stage.wte.weight.grad, group=group)
     if stage.is_last:
         dist.all_reduce(stage.lm_head.weight.grad, group=group)
 
 
-_GROUPS: dict[int, Any] = {}
+_GROUPS: dict[tuple, Any] = {}
 
 
-def _ends_group(pp: int) -> Any:
-    if pp not in _GROUPS:
-        _GROUPS[pp] = dist.new_group([0, pp - 1])            # every process must create it, in the same order
-    return _GROUPS[pp]
+def _ends_group(replicas: list[list[int]]) -> Any:
+    """This process's replica's first-and-last-stage group; every process creates every replica's, in the same order."""
+    key = tuple(map(tuple, replicas))
+    if key not in _GROUPS:
+        me = dist.get_rank()
+        for ranks in replicas:
+            group = dist.new_group([ranks[0], ranks[-1]])
+            if me in ranks:
+                _GROUPS[key] = group
+    return _GROUPS[key]
 
 
-def clip_grad_norm(stage: Stage, max_norm: float) -> float:
-    """The global gradient norm over all stages (the tied weight counted once), then clipped."""
+def clip_grad_norm(stage: Stage, max_norm: float, group: Any = None) -> float:
+    """The global gradient norm over the pipeline `group`'s stages (the tied weight counted once), then clipped."""
     params = [p for n, p in stage.named_parameters() if p.grad is not None]
     squares = sum(float(p.grad.double().pow(2).sum()) for n, p in stage.named_parameters()
                   if p.grad is not None and stage.plain_name(n) is not None)
     total = torch.tensor([squares], dtype=torch.float64)
-    dist.all_reduce(total)
+    dist.all_reduce(total, group=group)
     norm = float(total.sqrt())
     coef = min(1.0, max_norm / (norm + 1e-6))
     if coef < 1.0:
@@ -119,10 +129,10 @@ def clip_grad_norm(stage: Stage, max_norm: float) -> float:
     return norm
 
 
-def last_rank_value(value: float, pp: int) -> float:
-    """A number known on the last stage, on every process."""
+def last_rank_value(value: float, pp: int, group: Any = None) -> float:
+    """A number known on the last stage, on every process of the pipeline `group`."""
     t = torch.tensor([value], dtype=torch.float64)
-    dist.broadcast(t, src=pp - 1)
+    dist.broadcast(t, group=group, group_src=pp - 1)
     return float(t.item())
 
 
@@ -186,7 +196,8 @@ def _whole_batch(batcher: Any, firsts: list[int], size: int, device: torch.devic
     return torch.cat([x for x, _ in pairs]).to(device), torch.cat([y for _, y in pairs]).to(device)
 
 
-def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int, train: bool) -> float:
+def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int, train: bool,
+         group: Any = None) -> float:
     losses: list[torch.Tensor] = []
     run = schedule.step if train else schedule.eval
     if stage.is_first:
@@ -196,30 +207,30 @@ def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int,
     else:
         run()
     mean = float(torch.stack([loss.detach().float() for loss in losses]).mean()) if stage.is_last else 0.0
-    return last_rank_value(mean, pp)
+    return last_rank_value(mean, pp, group)
 
 
 def train_step(stage: Stage, schedule: Any, batcher: Any, firsts: list[int], size: int, device: torch.device,
-               pp: int) -> float:
+               pp: int, group: Any = None) -> float:
     """Forward and backward of one optimizer step's micro-batches; their mean loss, on every process."""
     x, y = _whole_batch(batcher, firsts, size, device)
-    return _run(stage, schedule, x, y, pp, train=True)
+    return _run(stage, schedule, x, y, pp, True, group)
 
 
 def eval_schedule(stage: Stage, pp: int, rank: int, n_batches: int, micro: int, seq_len: int,
-                  device: torch.device) -> Any:
+                  device: torch.device, group: Any = None) -> Any:
     """A forward-only GPipe schedule over `n_batches` validation micro-batches, on the same stage."""
     from torch.distributed.pipelining import ScheduleGPipe
 
-    return ScheduleGPipe(_pipeline_stage(stage, rank, pp, device), n_batches,
+    return ScheduleGPipe(_pipeline_stage(stage, rank, pp, device, group), n_batches,
                          loss_fn=stage.loss)
 
 
 def evaluate(stage: Stage, schedule: Any, batcher: Any, n_batches: int, size: int, device: torch.device,
-             pp: int) -> float:
+             pp: int, group: Any = None) -> float:
     """The one-process run's validation loss: the mean over `n_batches` batches of `size` sequences."""
     x, y = _whole_batch(batcher, [b * size for b in range(n_batches)], size, device)
     with torch.no_grad():
-        value = _run(stage, schedule, x, y, pp, train=False)
+        value = _run(stage, schedule, x, y, pp, False, group)
     stage.train()
     return value

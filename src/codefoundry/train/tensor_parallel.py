@@ -7,8 +7,12 @@ torchtitan writes it with PyTorch's own engine:
                 KV head is too small to split) → SDPA on the local heads → c_proj (row-parallel)
     MLP:        c_fc (column-parallel) → GELU → c_proj (row-parallel)
 
-so a block costs two all-reduces forward and two backward. Embeddings, LayerNorms and the
-(tied) head stay replicated and get identical gradients on every process. Multi-head attention's
+so a block costs two all-reduces forward and two backward. The vocabulary is split too (Megatron's
+vocab-parallel embedding): the token embedding row-wise (each process looks up the ids in its
+range, an all-reduce sums), the tied head column-wise with the same rows, so the two stay one
+parameter, and the loss is computed on the vocabulary-sharded logits under DTensor's
+`loss_parallel` (a max and a sum all-reduced per row, never the whole [N, V] logits on one
+process). Positions and LayerNorms stay replicated and get identical gradients everywhere. Multi-head attention's
 fused c_attn is interleaved per head, so it is split column-wise as it is; multi-query's
 `[Q | K | V]` is split into `q_attn` and `kv_attn` first (`split_multi_query`).
 
@@ -20,15 +24,24 @@ model directory loads in transformers.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Replicate
-from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    ParallelStyle,
+    RowwiseParallel,
+    loss_parallel,
+    parallelize_module,
+)
 
 from codefoundry.errors import UserError
+from codefoundry.model.loss import IGNORE_INDEX
 
 
 class ReplicatedParallel(ParallelStyle):
@@ -57,6 +70,8 @@ def check_shapes(config: Any, tp: int) -> None:
         raise UserError(f"--tp {tp} does not divide the model's {config.n_head} attention heads")
     if config.inner_dim % tp:
         raise UserError(f"--tp {tp} does not divide the MLP width {config.inner_dim}")
+    if config.vocab_size % tp:
+        raise UserError(f"--tp {tp} does not divide the vocabulary of {config.vocab_size} tokens")
     if max(config.attn_pdrop, config.resid_pdrop, config.embd_pdrop) > 0:
         raise UserError("dropout with --tp > 1 is not supported: the processes' random streams would drift apart "
                         "on the replicated activations", hint="train with --config dropout: 0")
@@ -89,7 +104,25 @@ def parallelize(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
         else:
             plan["attn.c_attn"] = ColwiseParallel()
         parallelize_module(block, mesh, plan)
+    parallelize_module(model, mesh, {
+        "transformer.wte": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+        "lm_head": ColwiseParallel(input_layouts=Replicate(), output_layouts=Shard(-1), use_local_output=False)})
+    model.lm_head.weight = model.transformer.wte.weight        # both Shard(0) over the vocabulary: tied again
     return model
+
+
+def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float | None = None,
+         autocast: AbstractContextManager = nullcontext()) -> torch.Tensor:
+    """The mean cross-entropy of `model` on (x, y) from vocabulary-sharded logits (the forward under `autocast`);
+    with `scale`, also backward of loss × scale (accumulation), under the same `loss_parallel` context, as it
+    must be."""
+    with loss_parallel():
+        with autocast:
+            logits = model(x)                                 # DTensor [B, T, V], sharded on V
+            value = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+        if scale is not None:
+            (value * scale).backward()
+    return value.full_tensor() if isinstance(value, DTensor) else value
 
 
 def sync_replicated_grads(model: nn.Module) -> None:
