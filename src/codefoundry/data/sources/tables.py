@@ -143,8 +143,8 @@ class TableChunk:
             table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None  # a malformed line or mixed types: fall back to json.loads per line
-        # a table of only `{}` lines has no columns and reads as no rows: per line, each is a row
-        return table if table.num_rows == self.stop - self.start else None
+        # a unit of only `{}` lines is a table of no columns, whose rows do not survive a rebuild: read per line
+        return table if table.num_columns else None
 
     def read(self) -> Iterator[pa.Table]:
         """The chunk's rows whose path the options select (a subset such as notebooks reads its own)."""
