@@ -467,6 +467,31 @@ async def wrong_method_or_route(ctx: Ctx):
     return judge_refusal(r)
 
 
+@kind("adapters_list", "good", 0.5)
+async def adapters_list(ctx: Ctx):
+    r = await ctx.client.get("/v1/adapters", headers=ctx.auth)
+    return judge_answer(r, lambda b: isinstance(b, dict) and isinstance(b.get("data"), list))
+
+
+@kind("adapter_admin_bad", "hostile", 0.7)
+async def adapter_admin_bad(ctx: Ctx):
+    """Loading and unloading adapters: bad names, paths out of --adapter-root, unknown adapters, no key."""
+    method, path, body, auth = ctx.rng.choice([
+        ("POST", "/v1/adapters", {"name": "../escape", "path": "a"}, True),
+        ("POST", "/v1/adapters", {"name": "sql", "path": "../../../etc"}, True),
+        ("POST", "/v1/adapters", {"name": "sql", "path": "/etc/passwd"}, True),
+        ("POST", "/v1/adapters", {"name": "sql", "path": "no-such-adapter"}, True),
+        ("POST", "/v1/adapters", {"name": "", "path": ""}, True),
+        ("POST", "/v1/adapters", {"path": 5}, True),
+        ("POST", "/v1/adapters", {"name": "sql", "path": "sql"}, False),
+        ("DELETE", "/v1/adapters/no-such-adapter", None, True),
+        ("DELETE", "/v1/adapters/..%2F..%2Fetc", None, True),
+        ("DELETE", "/v1/adapters/sql", None, False),
+        ("GET", "/v1/adapters", None, False)])
+    r = await ctx.client.request(method, path, json=body, headers=ctx.auth if auth else {})
+    return judge_refusal(r)
+
+
 _TEN_MB_BODY = b'{"inputs": "' + b"a" * TEN_MB + b'"}'
 
 
@@ -552,6 +577,7 @@ def schedule(config: SoakConfig) -> list[str]:
     rng = random.Random(config.seed)
     names = list(KINDS)
     weights = [KINDS[k].weight for k in names]
+    cover = rng.sample(names, len(names))   # every kind once first (a short run still tries each), then by weight
     plan: list[str] = []
     total = 0
     while total < config.requests:
@@ -559,7 +585,7 @@ def schedule(config: SoakConfig) -> list[str]:
             plan.append("burst")
             total += config.burst_size
             continue
-        plan.append(rng.choices(names, weights)[0])
+        plan.append(cover.pop() if cover else rng.choices(names, weights)[0])
         total += 1
     return plan
 

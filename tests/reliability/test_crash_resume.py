@@ -127,7 +127,40 @@ def _eval_command(i, out: Path) -> list[str]:
 
 EVAL = Stage("eval", command=_eval_command, begun=lambda out: (out / "run.json").exists(), artifact=_eval)
 
-STAGES = {s.name: s for s in (CURATE, PACK, TRAIN, EVAL)}
+FINETUNE_ARGS = ["--max-steps", "8", "--checkpoint-interval", "2", "--eval-interval", "4", "--seq-len", "64",
+                 "--micro-batch-size", "2", "--grad-accum", "1", "--device", "cpu", "--lora-r", "2", "--seed", "0"]
+ADAPTER_VOLATILE = ("peak_memory_bytes", "tokens_per_s")
+
+
+def _adapter(out: Path) -> dict[str, object]:
+    """The adapter's weights and config byte for byte, its training log less timings, its manifest less memory."""
+    found = files(out, skip=lambda rel: rel.startswith("checkpoints/") or rel in ("manifest.json", "metrics.jsonl",
+                                                                                  "README.md", "loss.png"))
+    log = [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS}
+           for line in (out / "metrics.jsonl").read_text().splitlines()]
+    m = manifest(out)
+    m["extra"]["training"] = {k: v for k, v in m["extra"]["training"].items() if k not in ADAPTER_VOLATILE}
+    return {**found, "metrics.jsonl": log, "manifest.json": without_paths(m, out)}
+
+
+def _instruction_rows(path: Path, n: int) -> Path:
+    rows = [{"instruction": f"Write a function named f_{i} that returns {i}.",
+             "response": f"def f_{i}():\n    return {i}\n"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _finetune_command(i, out: Path, resume: bool = False) -> list[str]:
+    return ["finetune", "--model", str(i["model"]), "--data", str(i["rows"]), "--out", str(out), *FINETUNE_ARGS,
+            *(["--resume"] if resume else [])]
+
+
+FINETUNE = Stage(
+    "finetune", command=_finetune_command, resume_command=lambda i, out: _finetune_command(i, out, resume=True),
+    begun=lambda out: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0,
+    artifact=_adapter, consistent=_checkpoints_consistent)
+
+STAGES = {s.name: s for s in (CURATE, PACK, TRAIN, FINETUNE, EVAL)}
 
 
 # ---- their inputs ----
@@ -148,6 +181,7 @@ def stage_inputs(tmp_path_factory: pytest.TempPathFactory, train_dataset_dir: Pa
     return {"curate": {"sources": sources},
             "pack": {"dataset": train_dataset_dir, "tokenizer": train_tokenizer_dir},
             "train": {"tokens": tokens, "tokenizer": train_tokenizer_dir, "config": root / "train.json"},
+            "finetune": {"model": tiny_model_dir, "rows": _instruction_rows(root / "rows.jsonl", 16)},
             "eval": {"model": tiny_model_dir, "config": root / "eval.json"}}
 
 
@@ -179,7 +213,9 @@ def crash_and_resume(stage: Stage, inputs, ref: Reference, out: Path, seed: int,
     got, want = stage.artifact(out), stage.artifact(ref.out)
     assert got.keys() == want.keys(), f"files differ: {sorted(got.keys() ^ want.keys())}"
     differ = [name for name in want if got[name] != want[name]]
-    assert not differ, f"{stage.name} after a kill at {[round(k.delay, 2) for k in records]}s differs in {differ}"
+    shown = {n: (want[n], got[n]) for n in differ if not isinstance(want[n], bytes)}
+    assert not differ, f"{stage.name} after a kill at {[round(k.delay, 2) for k in records]}s differs in {differ}: " \
+                       f"{str(shown)[:3000]}"
     return records
 
 

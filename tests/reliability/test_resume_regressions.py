@@ -72,3 +72,22 @@ def test_pack_rerun_with_other_settings_does_not_reuse_units_of_the_killed_run(
     assert run([*base[:-3], str(fresh), "--workers", "1", "--metadata-rate", "1"]) == 0
     for name in ("train/files.bin", "train/tests.bin", "index.json"):
         assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+def test_finetune_killed_after_its_last_checkpoint_keeps_its_final_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Killed between the last checkpoint and the adapter's files, `finetune --resume` runs no step: the adapter's
+    manifest gave a null loss and the base model's validation loss as the adapter's."""
+    rows = tmp_path / "rows.jsonl"
+    lines = [json.dumps({"instruction": f"Return {i}.", "response": f"def f():\n    return {i}\n"}) for i in range(12)]
+    rows.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "adapter"
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(rows), "--out", str(out), "--max-steps", "4",
+            "--checkpoint-interval", "2", "--eval-interval", "2", "--seq-len", "48", "--micro-batch-size", "2",
+            "--lora-r", "2", "--device", "cpu", "--seed", "0"]
+    assert run(args) == 0
+    want = json.loads((out / "manifest.json").read_text())["extra"]["training"]
+    for name in ("adapter_model.safetensors", "adapter_config.json", "manifest.json", "README.md", "loss.png"):
+        (out / name).unlink()                    # what a kill after the step-4 checkpoint leaves
+    assert run([*args, "--resume"]) == 0
+    got = json.loads((out / "manifest.json").read_text())["extra"]["training"]
+    assert got["loss"] == want["loss"] is not None and got["val_loss"] == want["val_loss"] != want["val_loss_before"]

@@ -206,7 +206,11 @@ def finetune_loop(model: Any, train: Batches, val: Batches, config: FinetuneConf
     result.steps = step
     result.tokens_per_s = train_tokens / train_time if train_time else None
     result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
+    records = metrics.records()
+    if step == start and start > 0:   # resumed after its last step (killed before the adapter was written): the log
+        result.losses = [r["loss"] for r in records if "loss" in r][-1:]   # has the last loss and validation loss
+        result.val_loss = next((r["val_loss"] for r in reversed(records) if r["step"] > 0 and "val_loss" in r), None)
     if result.val_loss is None and step == start:
         result.val_loss = result.val_loss_before
-    plot_loss(metrics.records(), out / "loss.png")
+    plot_loss(records, out / "loss.png")
     return result

@@ -69,7 +69,13 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
         if not sep:
             raise ArtifactError(f"GGUF tokenizer.ggml.merges entry {m!r} is not 'left right'")
         pairs.append((left, right))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre == "llama-bpe"))
+    if not all(isinstance(t, str) for t in tokens):
+        raise ArtifactError("GGUF tokenizer.ggml.tokens holds values that are not strings")
+    try:
+        bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre == "llama-bpe")
+    except Exception as e:  # the tokenizers library raises plain Exception (a merge of tokens not in the vocab)
+        raise ArtifactError(f"GGUF tokenizer is inconsistent: {e}") from None
+    tok = Tokenizer(bpe)
     tok.pre_tokenizer = _pre_tokenizer(pre)
     tok.decoder = decoders.ByteLevel()
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
@@ -82,7 +88,7 @@ def write_tokenizer_from_gguf(meta: dict[str, Any], out_dir: Path, context_lengt
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
     bos = token("bos")
-    if meta.get("tokenizer.ggml.add_bos_token") and bos is not None:
+    if meta.get("tokenizer.ggml.add_bos_token") and bos in vocab:
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                            special_tokens=[(bos, vocab[bos])])
     else:

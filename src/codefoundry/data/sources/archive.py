@@ -3,12 +3,14 @@
 Nothing is extracted to disk. Each member is read up to `max_file_bytes + 1` bytes whatever
 its header claims, the archive as a whole up to `max_archive_bytes` and `max_archive_members`
 (a zip or gzip bomb stops there: the rest is recorded as `archive:too_big`), and a corrupt
-archive becomes one removed row `archive:corrupt` instead of an error. A single top-level
+archive becomes one removed row `archive:corrupt` instead of an error (a bad member:
+`archive:corrupt_member`, an encrypted one `archive:encrypted`; links are never read). A single top-level
 folder (GitHub's `name-main/`) is stripped from paths.
 """
 
 from __future__ import annotations
 
+import lzma
 import tarfile
 import zipfile
 import zlib
@@ -23,7 +25,8 @@ from codefoundry.data.sources.repo import Entry, RepoInfo, Skip, printable, repo
 from codefoundry.data.sources.unit import ReadOptions
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
-ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError,
+          NotImplementedError)
 
 
 def is_archive(path: Path) -> bool:
@@ -70,6 +73,10 @@ def _members(path: Path, opts: ReadOptions) -> list[Entry]:
                 try:
                     if info.file_size > limits.max_file_bytes:
                         raise Skip("read:too_big")
+                    if info.flag_bits & 0x1:  # zipfile raises RuntimeError for want of a password
+                        raise Skip("archive:encrypted")
+                    if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a symlink: its bytes are the target
+                        raise Skip("read:symlink")
                     with zf.open(info) as f:
                         cache[rel] = budget.take(f.read(limits.max_file_bytes + 1))
                 except Skip as s:

@@ -44,19 +44,39 @@ def is_hf_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _licenses(value: Any) -> list[str]:
+    """The SPDX ids of a row's `licenses` (a string or a list of them); values of other types are ignored."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return sorted({canonical(_text(x)) for x in items if isinstance(x, str) and x})
+
+
+def _text(value: Any) -> str | None:
+    """A string field as valid UTF-8 (JSON can spell lone surrogates: written as \\xNN), None if not a string."""
+    if not isinstance(value, str):
+        return None
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+
+
 def _row(raw: dict[str, Any], opts: ReadOptions) -> dict[str, Any]:
+    """One row from a JSON object of any shape: fields of the wrong type are treated as missing."""
     row = {ALIASES.get(k, k): v for k, v in raw.items()}
-    lic = row.get("licenses")
-    licenses = sorted({canonical(x) for x in ([lic] if isinstance(lic, str) else lic or []) if x})
-    out = {k: row.get(k) for k in ("hexsha", "repo_name", "path", "lang", "stars", "forks")}
+    licenses = _licenses(row.get("licenses"))
+    out: dict[str, Any] = {k: _text(row.get(k)) for k in ("hexsha", "repo_name", "path", "lang")}
     for k in ("stars", "forks"):
-        out[k] = out[k] if isinstance(out[k], int) else None
+        v = row.get(k)
+        out[k] = v if isinstance(v, int) and not isinstance(v, bool) and abs(v) <= INT64_MAX else None
     content = row.get("content")
-    if not isinstance(content, str) or not isinstance(row.get("path"), str):
+    if not isinstance(content, str) or out["path"] is None:
         out["reason"] = "read:missing_content"
         content = None
     elif len(content.encode("utf-8", "surrogatepass")) > opts.limits.max_file_bytes:
         out["reason"] = "read:too_big"
+        content = None
+    elif _text(content) != content:
+        out["reason"] = "read:invalid_utf8"
         content = None
     return out | {"content": content, "licenses": licenses,
                   "license_type": license_type(licenses, opts.permissive), "repo_name": out["repo_name"] or ""}
@@ -95,29 +115,36 @@ class TableChunk:
                     if i >= self.start and line.strip():
                         try:
                             obj = json.loads(line)
-                        except json.JSONDecodeError:
+                        except (json.JSONDecodeError, RecursionError):  # nesting past Python's stack too
                             yield f"line {i + 1}"
                             continue
                         yield obj if isinstance(obj, dict) else f"line {i + 1}"
             return
-        table = pq.read_table(self.path) if self.kind == "parquet" else _read_arrow(self.path)
-        yield from table.slice(self.start, self.stop - self.start).to_pylist()
+        yield from self._table().to_pylist()
+
+    def _table(self) -> pa.Table:
+        """This chunk's rows of a Parquet/Arrow file; a file corrupt past its footer is a UserError naming it."""
+        try:
+            table = pq.read_table(self.path) if self.kind == "parquet" else _read_arrow(self.path)
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{self.path} is not a readable {self.kind} file: {e}") from None
+        return table.slice(self.start, self.stop - self.start)
 
     def _arrow(self) -> pa.Table | None:
         """The chunk as one Arrow table, or None when only the row-by-row path can read it."""
-        if self.kind == "parquet":
-            return pq.read_table(self.path).slice(self.start, self.stop - self.start)
-        if self.kind == "arrow":
-            return _read_arrow(self.path).slice(self.start, self.stop - self.start)
+        if self.kind in ("parquet", "arrow"):
+            return self._table()
         if self.byte_start is None:
             return None
         with open(self.path, "rb") as f:
             f.seek(self.byte_start)
             data = f.read(self.byte_stop - self.byte_start)
         try:
-            return pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1))
+            table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None  # a malformed line or mixed types: fall back to json.loads per line
+        # a unit of only `{}` lines is a table of no columns, whose rows do not survive a rebuild: read per line
+        return table if table.num_columns else None
 
     def read(self) -> Iterator[pa.Table]:
         """The chunk's rows whose path the options select (a subset such as notebooks reads its own)."""
@@ -175,8 +202,7 @@ def _rows_from_table(table: pa.Table, opts: ReadOptions) -> pa.Table:
     cols["content"] = pc.if_else(pc.is_null(reason), content, pa.scalar(None, pa.string()))
     cols["repo_name"] = pc.fill_null(cols.get("repo_name", pa.nulls(n, pa.string())), "")
     if "licenses" in table.column_names:
-        raw = table.column("licenses").to_pylist()
-        licenses = [sorted({canonical(x) for x in ([v] if isinstance(v, str) else v or []) if x}) for v in raw]
+        licenses = [_licenses(v) for v in table.column("licenses").to_pylist()]
     else:
         licenses = [[] for _ in range(n)]
     cols["licenses"] = pa.array(licenses, pa.list_(pa.string()))
@@ -208,9 +234,12 @@ def jsonl_unit_offsets(f: BinaryIO, per_unit: int, where: Path | str) -> tuple[l
     offsets.append(pos)
     if first.strip():
         try:
-            _check_columns(list(json.loads(first)), where)
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
-            raise UserError(f"{where}: first line is not a JSON object") from None
+            header = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            header = None
+        if not isinstance(header, dict):
+            raise UserError(f"{where}: first line is not a JSON object")
+        _check_columns(list(header), where)
     return offsets, n
 
 
@@ -233,11 +262,17 @@ def table_units(path: Path, options: ReadOptions) -> list[TableChunk]:
         _check_columns(meta.schema.names, path)
         spans, kind = [(path, meta.num_rows)], "parquet"
     else:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        files = [path / f["filename"] for f in state.get("_data_files", [])]
+        try:
+            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+            files = [path / f["filename"] for f in state.get("_data_files", [])]
+        except (ValueError, RecursionError, TypeError, KeyError, AttributeError) as e:
+            raise UserError(f"{path / 'state.json'} is not a `save_to_disk` state file: {e!r}") from None
         spans = []
         for f in files:
-            table = _read_arrow(f)
+            try:
+                table = _read_arrow(f)
+            except (pa.ArrowException, OSError) as e:
+                raise UserError(f"{f} is not a readable Arrow file: {e}") from None
             _check_columns(table.column_names, f)
             spans.append((f, table.num_rows))
         kind = "arrow"

@@ -1,0 +1,121 @@
+"""Curation memory per worker: a 100 MB file and a repository of many small files cost a worker no more than a
+small one does, plus a bound set by the read limits.
+
+`data curate --workers 2` runs in a subprocess; every process of its tree is sampled from
+/proc (VmHWM: each process's own peak resident memory) until it exits. The bound a worker must
+stay within is what the same command costs on a two-file repository (the interpreter, the
+imports, the models of the steps), plus `SLACK_MB`: the 100 MB file is over `max_file_bytes`
+(1 MB) and must never be read, and many small files are read and written in batches of
+`batch_rows`, never held all at once. 100,000 files are in the slow suite; 5,000 run by default.
+At 100,000 files one repository's rows are all held at once (a known defect, marked xfail).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MIT_LICENSE
+
+SLACK_MB = 64
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(p.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += frontier
+    return found
+
+
+def _peak_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def curate_peaks(sources: Path, out: Path) -> tuple[float, list[float]]:
+    """(the CLI process's peak MB, each worker's peak MB) of one `data curate --workers 2` run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "codefoundry", "data", "curate", str(sources), "--out", str(out),
+                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    peaks: dict[int, float] = {}
+    while proc.poll() is None:
+        for pid in _tree(proc.pid):
+            mb = _peak_mb(pid)
+            if mb is not None:
+                peaks[pid] = max(peaks.get(pid, 0.0), mb)
+        time.sleep(0.05)
+    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    assert proc.returncode == 0, output[-2000:]
+    main = peaks.pop(proc.pid, 0.0)
+    return main, sorted(peaks.values(), reverse=True)
+
+
+def _repo(root: Path, files: dict[str, str]) -> Path:
+    repo = root / "sources" / "acme-tools"
+    repo.mkdir(parents=True)
+    (repo / "LICENSE").write_text(MIT_LICENSE)
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "sources"
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> float:
+    """A worker's peak on a repository of two small files: the fixed cost the bound is measured from."""
+    root = tmp_path_factory.mktemp("base")
+    _, workers = curate_peaks(_repo(root, {"a.py": "def f():\n    return 1\n", "b.py": "x = 2\n"}), root / "out")
+    return max(workers)
+
+
+def test_a_100_mb_file_costs_a_worker_nothing(tmp_path: Path, baseline: float) -> None:
+    sources = _repo(tmp_path, {"a.py": "def f():\n    return 1\n"})
+    line = "value = compute(alpha, beta)  # a long generated file\n"
+    with open(sources / "acme-tools" / "big.py", "w") as f:
+        for _ in range(100_000_000 // (len(line) * 10_000) + 1):
+            f.write(line * 10_000)
+    assert (sources / "acme-tools" / "big.py").stat().st_size >= 100_000_000
+    main, workers = curate_peaks(sources, tmp_path / "out")
+    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
+    assert main <= baseline + 2 * SLACK_MB, (baseline, main)
+
+
+def _many_files(tmp_path: Path, n: int) -> Path:
+    body = "def f{i}(x):\n    return x * {i} + {i}\n\n\nclass C{i}:\n    value = {i}\n"
+    return _repo(tmp_path, {f"pkg{i // 1000}/m{i}.py": body.format(i=i) for i in range(n)})
+
+
+def test_5000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float) -> None:
+    _, workers = curate_peaks(_many_files(tmp_path, 5_000), tmp_path / "out")
+    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="repo_batches builds a whole repository's rows (contents included) before "
+                   "cutting batches: a worker's memory grows with the files of one repository (measured: +66 MB "
+                   "over the baseline at 100,000 files)")
+def test_100000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float) -> None:
+    _, workers = curate_peaks(_many_files(tmp_path, 100_000), tmp_path / "out")
+    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
