@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from codefoundry.errors import ArtifactError
+from codefoundry.errors import ArtifactError, UserError
 
 NGRAM = 50        # Data Portraits: 50-character n-grams …
 STRIDE = 50       # … with stride 50
 FP_RATE = 0.01    # Data Portraits community portraits: FP ≤ 0.01
+MIN_CHARS = 2 * NGRAM   # the least that can hold a chain of two stored n-grams
 BITS = Path("index") / "contains.bloom.npy"
 META = Path("index") / "contains.json"
 
@@ -108,6 +109,11 @@ class Membership:
     hits: int                        # windows found, chained or not (isolated ones may be false positives)
 
     @property
+    def found(self) -> bool:
+        """Some of the snippet was in the dataset (a chain of stored n-grams matched)."""
+        return bool(self.spans)
+
+    @property
     def coverage(self) -> float:
         return sum(e - s for s, e in self.spans) / max(1, len(self.normalized))
 
@@ -115,6 +121,15 @@ class Membership:
     def longest_chain(self) -> int:
         """Most stored n-grams in a row in one span (hits 50 characters apart)."""
         return max(((e - s) // NGRAM for s, e in self.spans), default=0)
+
+
+def check_snippet(snippet: str) -> None:
+    """Refuse a snippet too short for the index to confirm anything (it could only ever answer "not found")."""
+    chars = len(normalize(snippet))
+    if chars < MIN_CHARS:
+        raise UserError(f"the snippet is {chars} characters after normalising (lowercase, whitespace runs as one "
+                        f"space); at least {MIN_CHARS} are needed: the index confirms only runs of two consecutive "
+                        f"{NGRAM}-character pieces")
 
 
 def contains(dataset: str | Path, snippet: str, bloom: BloomFilter | None = None) -> Membership:

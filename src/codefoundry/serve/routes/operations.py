@@ -1,23 +1,36 @@
 """Operations: `GET /health` (+ `/ping`, `GET /`), `/info`, `/metrics`; open without the API key, as in TGI.
 
-`/info` shows the model's name, dtype, device and the server's limits; `/metrics` shows request
-counts, latencies and token counts — never prompt or generated text.
+`/info` shows the model's name, dtype, device and the server's limits, and the lineage of the model
+and of each loaded adapter from their manifests (`routes.provenance.lineage_of`: hashes, policies and
+configs, never paths); `/metrics` shows request counts, latencies and token counts — never prompt or
+generated text.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
+from codefoundry.serve.routes.provenance import lineage_of
 from codefoundry.serve.schemas import Info
 from codefoundry.serve.state import State
 
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/info", response_model=Info, summary="Model and router limits")
-async def info(state: State) -> Info:
-    return state.info
+class InfoWithLineage(Info):
+    lineage: dict[str, Any] = Field(default_factory=dict, description=(
+        "What the model and each adapter were made from, read from their manifest.json files: training datasets "
+        "(manifest and card sha256, license policy, decontamination benchmarks, opt-out list sha256), tokenizer, "
+        "training config, base model, merged adapters; `known: false` for a model without manifests"))
+
+
+@router.get("/info", response_model=InfoWithLineage, summary="Model, router limits and lineage")
+async def info(state: State) -> InfoWithLineage:
+    return InfoWithLineage(**state.info.model_dump(exclude={"max_input_length"}), lineage=await lineage_of(state))
 
 
 @router.get("/health", summary="200 when ready, 503 otherwise")
