@@ -36,7 +36,7 @@ def test_training_datasets_follow_finetunes_and_merges(provenance_family: dict[s
 def test_describe_equals_the_manifests(provenance_family: dict[str, Path]) -> None:
     f = provenance_family
     lineage = describe(f["merged"])
-    assert lineage["known"] and lineage["training_data_recorded"]
+    assert lineage["known"]
     by_name = {d["name"]: d for d in lineage["datasets"]}
     clean = by_name[f["clean"].name]
     assert clean["manifest_sha256"] == manifest_sha256(f["clean"])
@@ -59,11 +59,16 @@ def test_describe_equals_the_manifests(provenance_family: dict[str, Path]) -> No
         manifest_sha256(f["raw"]), manifest_sha256(f["clean"])}
 
 
-def test_describe_says_unknown_without_manifests(tmp_path: Path, provenance_family: dict[str, Path]) -> None:
+def test_describe_says_unknown_without_manifests(tmp_path: Path, provenance_family: dict[str, Path],
+                                                 tiny_model_dir: Path, tiny_tokenizer_dir: Path) -> None:
     bare = tmp_path / "hf-model"
     shutil.copytree(provenance_family["base"], bare, ignore=shutil.ignore_patterns("manifest.json", "checkpoints"))
     lineage = describe(bare)
     assert lineage["known"] is False and "not recorded" in lineage["why"]
+    # a manifest that names no dataset (random init with a tokenizer): what it has, and unknown training data
+    partial = describe(tiny_model_dir)
+    assert partial["known"] is False and partial["datasets"] == [] and "not recorded" in partial["why"]
+    assert partial["tokenizer"]["manifest_sha256"] == manifest_sha256(tiny_tokenizer_dir)
 
 
 def test_contamination_holds_through_adapters_and_merges(provenance_family: dict[str, Path],
@@ -113,3 +118,18 @@ def test_opt_out_refuses_bad_models_before_any_work(tmp_path: Path, provenance_f
         assert run(["data", "opt-out", str(provenance_family["clean"]), "--list", str(listing), "--out", str(out),
                     "--models", str(bad)]) == 1
         assert "--models" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_derived_dataset_counts_not_its_raw_input(provenance_family: dict[str, Path], tmp_path: Path) -> None:
+    """A model trained on a decontaminated copy of raw data is decontaminated: the raw dataset it was
+    derived from trained nothing (and its opted-out repositories are not the model's either)."""
+    from codefoundry.data import decontaminate_dataset
+    from codefoundry.manifest import write_manifest
+
+    cleaned = decontaminate_dataset(provenance_family["raw"], tmp_path / "raw-decontaminated", workers=1)
+    model = tmp_path / "model"
+    model.mkdir()
+    write_manifest(model, "model", {}, inputs={"dataset": cleaned, "tokenizer": provenance_family["tokenizer"]})
+    assert _datasets(model) == {cleaned.resolve()}
+    report = contamination_report(model, [load_task("humaneval")])
+    assert report["tasks"]["humaneval"]["verdict"] == "decontaminated"

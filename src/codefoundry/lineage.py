@@ -2,6 +2,7 @@
 
     describe(model_dir)            → the lineage `/info` shows: the artifact, its tokenizer, base model,
                                      merged adapters, and every dataset that trained its weights
+                                     (`known: false` when no dataset is recorded: a model from elsewhere)
     training_datasets(artifact)    → those datasets, each with the hash its consumer recorded
     decontaminated_against(...)    → a dataset's decontamination record
 
@@ -224,9 +225,8 @@ def describe(artifact_dir: str | Path) -> dict[str, Any]:
     trained = next((u for u in walk if u.kind == "model" and u.manifest is not None
                     and u.manifest.inputs.keys() & {"tokens", "dataset"}), None)
     out: dict[str, Any] = {
-        "known": True,
+        "known": bool(datasets),
         "artifact": _with_config(root),
-        "training_data_recorded": bool(datasets),
         "datasets": datasets,
         "tokenizer": _with_config(tokenizer) if tokenizer else None,
         "training_config": _shown(root.manifest.config) if root.kind == "adapter" and root.manifest else
@@ -235,5 +235,7 @@ def describe(artifact_dir: str | Path) -> dict[str, Any]:
         "adapters": [_with_config(a) for a in adapters],
     }
     if not datasets:
-        out["why"] = "no dataset artifact among the inputs that trained its weights: its training data is unknown"
+        imported = out["artifact"].get("imported_from") or (out["base_model"] or {}).get("imported_from")
+        origin = f"imported from {imported['gguf']}" if imported else "no dataset among the inputs of its manifests"
+        out["why"] = f"{origin}: what its weights were trained on is not recorded"
     return out

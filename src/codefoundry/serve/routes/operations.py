@@ -8,11 +8,8 @@ generated text.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
 
 from codefoundry.serve.routes.provenance import lineage_of
 from codefoundry.serve.schemas import Info
@@ -21,16 +18,9 @@ from codefoundry.serve.state import State
 router = APIRouter(tags=["Operations"])
 
 
-class InfoWithLineage(Info):
-    lineage: dict[str, Any] = Field(default_factory=dict, description=(
-        "What the model and each adapter were made from, read from their manifest.json files: training datasets "
-        "(manifest and card sha256, license policy, decontamination benchmarks, opt-out list sha256), tokenizer, "
-        "training config, base model, merged adapters; `known: false` for a model without manifests"))
-
-
-@router.get("/info", response_model=InfoWithLineage, summary="Model, router limits and lineage")
-async def info(state: State) -> InfoWithLineage:
-    return InfoWithLineage(**state.info.model_dump(exclude={"max_input_length"}), lineage=await lineage_of(state))
+@router.get("/info", response_model=Info, summary="Model, router limits and lineage")
+async def info(state: State) -> Info:
+    return state.info.model_copy(update={"lineage": await lineage_of(state)})
 
 
 @router.get("/health", summary="200 when ready, 503 otherwise")
