@@ -153,7 +153,7 @@ def contains(dataset: str | Path, snippet: str, bloom: BloomFilter | None = None
     needed = chain_needed(len(grams), bloom.false_positive_rate)
     chained = np.zeros_like(found)
     for r in range(min(NGRAM, len(found))):    # a chain lives on one offset class: hits 50 characters apart
-        chained[r::NGRAM] = _run_lengths(found[r::NGRAM]) >= needed
+        chained[r::NGRAM] = run_lengths(found[r::NGRAM]) >= needed
     spans: list[tuple[int, int]] = []
     for i in np.flatnonzero(chained).tolist():
         if spans and i <= spans[-1][1]:
@@ -171,7 +171,7 @@ def chain_needed(windows: int, fp_rate: float) -> int:
     return needed
 
 
-def _run_lengths(hits: np.ndarray) -> np.ndarray:
+def run_lengths(hits: np.ndarray) -> np.ndarray:
     """For each position, the length of the run of hits it belongs to (0 for a miss)."""
     idx = np.arange(len(hits))
     start = np.maximum.accumulate(np.where(~hits, idx, -1))            # last miss at or before i
