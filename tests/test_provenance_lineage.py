@@ -133,3 +133,18 @@ def test_a_derived_dataset_counts_not_its_raw_input(provenance_family: dict[str,
     assert _datasets(model) == {cleaned.resolve()}
     report = contamination_report(model, [load_task("humaneval")])
     assert report["tasks"]["humaneval"]["verdict"] == "decontaminated"
+
+
+def test_data_contains_cli_verdicts(provenance_family: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import stdlib_files
+
+    clean = str(provenance_family["clean"])
+    capsys.readouterr()
+    assert run(["data", "contains", clean, "--snippet", stdlib_files("textwrap.py")["textwrap.py"][2000:3500]]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "verdict: in the dataset"
+    assert run(["data", "contains", clean, "--snippet", stdlib_files("getopt.py")["getopt.py"]]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verdict: not found")
+    for args in (["--snippet", "def f(): pass"], [], ["--snippet", "x" * 200, "--file", "-"]):
+        assert run(["data", "contains", clean, *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err

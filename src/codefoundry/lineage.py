@@ -143,19 +143,9 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def opt_out_sha256(manifest: Manifest) -> str | None:
-    """The sha256 of the opt-out list applied to a dataset: recorded by `data opt-out`, or the list curate read."""
+    """The sha256 of the opt-out list applied to a dataset (recorded by `data curate --opt-out` and `data opt-out`)."""
     recorded = manifest.extra.get("opt_out_sha256") if isinstance(manifest.extra, dict) else None
-    if isinstance(recorded, str):
-        return recorded
-    section = manifest.config.get("opt_out") if isinstance(manifest.config, dict) else None
-    if not isinstance(section, dict) or not (section.get("file") or section.get("entries")):
-        return None
-    from codefoundry.data.optout import OptOutConfig, OptOutList
-
-    try:
-        return OptOutList.from_config(OptOutConfig.model_validate(section)).sha256
-    except Exception:  # the list file is gone or unreadable: the hash is unknown, not an error
-        return None
+    return recorded if isinstance(recorded, str) else None
 
 
 def _shown(value: Any) -> Any:

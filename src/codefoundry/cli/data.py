@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from codefoundry.cli.common import ConfigOpt, OutOpt, WorkersOpt, defaults_from, examples, stage_config
 from codefoundry.errors import UserError
+
+if TYPE_CHECKING:
+    from codefoundry.data import ModelExposure
 
 app = typer.Typer(help="Curate code into a dataset/ artifact (The Stack's pipeline) and inspect it.",
                   no_args_is_help=True, epilog=examples(
@@ -122,16 +125,15 @@ def opt_out_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
 ) -> None:
     """Apply an opt-out list to DATASET, writing a new dataset (the list's sha256 goes into its manifest)."""
-    from codefoundry.data import opt_out_dataset
-    from codefoundry.data.optout import OptOutConfig, OptOutList, exposures, model_artifacts
+    from codefoundry.data import exposures, model_artifacts, opt_out_dataset
 
     artifacts = model_artifacts(models) if models else []     # a wrong --models fails before the work
     opt_out_dataset(dataset, list_file, out, overwrite=overwrite, workers=workers)
     if artifacts:
-        _print_exposures(exposures(OptOutList.from_config(OptOutConfig(file=list_file)), artifacts))
+        _print_exposures(exposures(list_file, artifacts))
 
 
-def _print_exposures(found: list) -> None:
+def _print_exposures(found: list[ModelExposure]) -> None:
     from codefoundry.console import console
 
     width = max(len(str(e.artifact)) for e in found)
@@ -205,8 +207,7 @@ def contains_cmd(
 ) -> None:
     """Was this code in DATASET? Spans of the snippet found (50-character n-grams in a Bloom filter, Data Portraits
     style). Exits 0 either way; the last line gives the verdict."""
-    from codefoundry.data import contains
-    from codefoundry.data.contains import check_snippet
+    from codefoundry.data import check_snippet, contains
 
     if (file is None) == (snippet is None):
         raise UserError("give exactly one of --file FILE or --snippet TEXT")

@@ -30,6 +30,9 @@ STRIDE = 50       # … with stride 50
 FP_RATE = 0.001   # per window; Data Portraits uses 0.01 but queries at stride, not at every offset
 CHANCE_SPANS = 1e-3   # a span is reported when chance ones are expected this rarely per query
 MIN_CHARS = 2 * NGRAM   # the least that can hold a chain of two stored n-grams
+MEMBERSHIP_METHOD = (f"{NGRAM}-character n-grams of the normalised snippet (lowercase, whitespace runs as one space) "
+                     "against the dataset's Bloom filter, Data Portraits style; only runs of consecutive stored "
+                     "n-grams long enough not to arise by chance count")
 BITS = Path("index") / "contains.bloom.npy"
 META = Path("index") / "contains.json"
 
@@ -104,12 +107,24 @@ def build_contains_index(dataset: str | Path) -> Path:
 
 
 def load_bloom(dataset: str | Path) -> BloomFilter:
+    """The dataset's filter, read once per version of its index (a server answers many queries)."""
     dataset = Path(dataset)
-    if not (dataset / META).exists():
+    try:
+        stamp = (dataset / META).stat().st_mtime_ns
+    except OSError:
         raise ArtifactError(f"{dataset} has no membership index ({META})",
-                            "rebuild the dataset with this version of `codefoundry data curate`")
-    meta = json.loads((dataset / META).read_text())
-    return BloomFilter(np.load(dataset / BITS), meta["m"], meta["k"])
+                            "rebuild the dataset with this version of `codefoundry data curate`") from None
+    key = (str(dataset.resolve()), stamp)
+    if key not in _loaded:
+        try:
+            meta = json.loads((dataset / META).read_text())
+            _loaded[key] = BloomFilter(np.load(dataset / BITS), meta["m"], meta["k"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ArtifactError(f"{dataset}'s membership index cannot be read: {e}") from None
+    return _loaded[key]
+
+
+_loaded: dict[tuple[str, int], BloomFilter] = {}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from pydantic import Field
 from codefoundry.config import StageConfig
 from codefoundry.data.pipeline import Filter
 from codefoundry.errors import UserError
+from codefoundry.lineage import training_datasets
+from codefoundry.manifest import MANIFEST_NAME, read_manifest
 
 REASON = "opt_out"
 _URL = re.compile(r"^(?:https?://|git@)?(?:www\.)?github\.com[/:]", re.I)
@@ -148,8 +150,6 @@ class ModelExposure:
 
 def model_artifacts(dirs: Sequence[str | Path]) -> list[Path]:
     """The model and adapter directories named by `dirs`: each a model/adapter, or a folder of them."""
-    from codefoundry.manifest import MANIFEST_NAME, read_manifest
-
     found: list[Path] = []
     for given in map(Path, dirs):
         if not given.is_dir():
@@ -172,12 +172,10 @@ def _kept_repos(dataset: Path) -> set[str]:
     return names
 
 
-def exposures(entries: OptOutList, artifacts: Sequence[Path]) -> list[ModelExposure]:
-    """For each model or adapter: the listed repositories its training datasets kept (through its lineage:
-    a fine-tune's base model, a merge's base and adapter), from its manifests."""
-    from codefoundry.lineage import training_datasets
-    from codefoundry.manifest import read_manifest
-
+def exposures(list_file: str | Path, artifacts: Sequence[Path]) -> list[ModelExposure]:
+    """For each model or adapter: the repositories of the opt-out list its training datasets kept (through
+    its lineage: a fine-tune's base model, a merge's base and adapter), from its manifests."""
+    entries = OptOutList.from_config(OptOutConfig(file=Path(list_file)))
     cache: dict[Path, list[str]] = {}
     out = []
     for artifact in artifacts:

@@ -21,8 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from codefoundry.data.contains import NGRAM, BloomFilter, check_snippet, contains, load_bloom, normalize
-from codefoundry.data.search import lookup
+from codefoundry.data import MEMBERSHIP_METHOD, check_snippet, contains, lookup
 from codefoundry.errors import UserError
 from codefoundry.lineage import describe, training_datasets
 from codefoundry.manifest import MANIFEST_NAME, manifest_sha256
@@ -117,21 +116,6 @@ async def provenance_datasets(state: ServerState) -> list[ServedDataset]:
     return found
 
 
-_bloom_cache: dict[tuple[str, int], BloomFilter] = {}
-
-
-def _bloom(dataset: Path) -> BloomFilter:
-    meta = dataset / "index" / "contains.json"
-    try:
-        key = (str(dataset.resolve()), meta.stat().st_mtime_ns)
-    except OSError:
-        raise ServeError("not_found", f"dataset {dataset.name} has no membership index (index/contains.json); "
-                                      "rebuild it with this version of `codefoundry data curate`") from None
-    if key not in _bloom_cache:
-        _bloom_cache[key] = load_bloom(dataset)
-    return _bloom_cache[key]
-
-
 class SnippetBody(BaseModel):
     snippet: str = Field(..., description="The code to look for (compared lower-cased, whitespace runs as one space).")
 
@@ -144,22 +128,21 @@ def _check_snippet(snippet: str) -> None:
 
 
 def _contains(datasets: list[ServedDataset], snippet: str) -> dict[str, Any]:
-    answers = []
-    normalized = normalize(snippet)
+    answers, normalized = [], 0
     for d in datasets:
         try:
-            m = contains(d.path, snippet, _bloom(d.path))
+            m = contains(d.path, snippet)
         except UserError:
-            raise ServeError("not_found", f"dataset {d.path.name} has no readable membership index") from None
+            raise ServeError("not_found", f"dataset {d.path.name} has no readable membership index (rebuild it with "
+                                          "`codefoundry data curate`)") from None
+        normalized = len(m.normalized)
         answers.append({**d.shown(), "found": m.found, "coverage": round(m.coverage, 4),
-                        "longest_chain": m.longest_chain, "spans": [list(s) for s in m.spans],
-                        "windows": m.windows, "hits": m.hits})
-    return {"in_training_data": any(a["found"] for a in answers), "normalized_chars": len(normalized),
-            "datasets": answers,
-            "method": f"{NGRAM}-character n-grams of the normalised snippet against each dataset's Bloom filter "
-                      "(Data Portraits); only runs of two consecutive stored n-grams count",
-            "note": "found means the text was in the data (up to a small false-positive rate); not found means no "
-                    f"run of two aligned {NGRAM}-character pieces matched, so a short or edited snippet may be missed"}
+                        "longest_chain": m.longest_chain, "chain_needed": m.chain_needed,
+                        "spans": [list(s) for s in m.spans], "windows": m.windows, "hits": m.hits})
+    return {"in_training_data": any(a["found"] for a in answers), "normalized_chars": normalized,
+            "datasets": answers, "method": MEMBERSHIP_METHOD,
+            "note": "found: the text was in the data (chance matches are ruled out to 1 in 1,000); not found: no "
+                    "long enough run of stored pieces matched, so a short or edited copy may be missed"}
 
 
 @router.get("/v1/provenance/contains", summary="Was this code in the served model's training data?")
