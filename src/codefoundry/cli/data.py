@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from codefoundry.cli.common import ConfigOpt, OutOpt, WorkersOpt, defaults_from, examples, stage_config
 from codefoundry.errors import UserError
+
+if TYPE_CHECKING:
+    from codefoundry.data import ModelExposure
 
 app = typer.Typer(help="Curate code into a dataset/ artifact (The Stack's pipeline) and inspect it.",
                   no_args_is_help=True, epilog=examples(
@@ -107,19 +110,47 @@ DatasetArg = Annotated[Path, typer.Argument(help="A dataset/ artifact made by `c
 
 @app.command("opt-out", epilog=examples(
     "codefoundry data opt-out dataset/ --list opt-out.txt --out dataset-v2/",
+    "codefoundry data opt-out dataset/ --list opt-out.txt --out dataset-v2/ --models model/ --models adapters/",
 ))
 def opt_out_cmd(
     dataset: DatasetArg,
     list_file: Annotated[Path, typer.Option("--list", help="Opt-out list: owner, owner/repo or globs, one per line.",
                                             show_default=False)],
     out: OutOpt,
+    models: Annotated[list[Path] | None, typer.Option(
+        "--models", help="A model or adapter directory, or a folder of them (repeatable): report which were trained "
+        "on listed repositories, from their manifests' lineage (through fine-tunes and merges).",
+        show_default=False)] = None,
     workers: WorkersOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace what is in --out.")] = False,
 ) -> None:
     """Apply an opt-out list to DATASET, writing a new dataset (the list's sha256 goes into its manifest)."""
-    from codefoundry.data import opt_out_dataset
+    from codefoundry.data import exposures, model_artifacts, opt_out_dataset
 
+    artifacts = model_artifacts(models) if models else []     # a wrong --models fails before the work
     opt_out_dataset(dataset, list_file, out, overwrite=overwrite, workers=workers)
+    if artifacts:
+        _print_exposures(exposures(list_file, artifacts))
+
+
+def _print_exposures(found: list[ModelExposure]) -> None:
+    from codefoundry.console import console
+
+    width = max(len(str(e.artifact)) for e in found)
+    for e in found:
+        if e.affected:
+            where = "; ".join(f"{', '.join(repos)} (in {role})" for role, repos in e.repos.items() if repos)
+            verdict = f"TRAINED ON OPTED-OUT  {where}"
+        elif e.unknown:
+            verdict = f"unknown: dataset gone ({', '.join(e.unknown)})"
+        elif not e.repos:
+            verdict = "unknown: its training data is not recorded in its manifests"
+        else:
+            verdict = f"not trained on them (checked: {', '.join(e.repos)})"
+        typer.echo(f"{e.artifact!s:<{width}}  {e.kind:<7}  {verdict}")
+    hit = sum(e.affected for e in found)
+    console.print(f"{hit} of {len(found)} models and adapters were trained on listed repositories: retrain or "
+                  "re-fine-tune them on the new dataset", highlight=False)
 
 
 @app.command("lookup", epilog=examples(
@@ -166,24 +197,32 @@ def search_cmd(
 
 @app.command("contains", epilog=examples(
     "codefoundry data contains dataset/ --file snippet.py",
+    "codefoundry data contains dataset/ --snippet \"$(sed -n 10,20p mine.py)\"",
 ))
 def contains_cmd(
     dataset: DatasetArg,
-    file: Annotated[Path, typer.Option("--file", help="The snippet to test (a text file; - for stdin).",
-                                       show_default=False)],
+    file: Annotated[Path | None, typer.Option("--file", help="The snippet to test (a text file; - for stdin).",
+                                              show_default=False)] = None,
+    snippet: Annotated[str | None, typer.Option("--snippet", help="The snippet itself.", show_default=False)] = None,
 ) -> None:
-    """Which spans of a snippet occur in DATASET (50-character n-grams in a Bloom filter, Data Portraits style)."""
-    from codefoundry.data import contains
+    """Was this code in DATASET? Spans of the snippet found (50-character n-grams in a Bloom filter, Data Portraits
+    style). Exits 0 either way; the last line gives the verdict."""
+    from codefoundry.data import check_snippet, contains
 
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {file}: {e}") from e
-    m = contains(dataset, text)
+    if (file is None) == (snippet is None):
+        raise UserError("give exactly one of --file FILE or --snippet TEXT")
+    if snippet is None:
+        try:
+            snippet = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read {file}: {e}") from e
+    check_snippet(snippet)
+    m = contains(dataset, snippet)
     typer.echo(f"{m.coverage:.0%} of the snippet ({len(m.normalized)} normalised characters) is in the dataset; "
                f"{m.hits} of {m.windows} windows found, longest chain {m.longest_chain} n-grams")
     for start, end in m.spans:
         typer.echo(f"  [{start}:{end}] {m.normalized[start:end][:120]}")
+    typer.echo("verdict: in the dataset" if m.found else "verdict: not found (a short or edited copy may be missed)")
 
 
 @app.command("dedup", epilog=examples(

@@ -81,6 +81,9 @@ def command(
     tp: Annotated[int | None, typer.Option("--tp", min=1, show_default=False, help=(
         "Shard the model over this many processes (tensor parallelism: one per GPU, gloo on CPU); the engine "
         "runs on the first. Default 1."))] = None,
+    dataset: Annotated[Path | None, _opt(
+        "--dataset", "The dataset/ artifact /v1/provenance answers from, when the model's manifests do not lead to "
+                     "one on this machine (default: the datasets in the model's and adapters' lineage).")] = None,
     no_engine_process: Annotated[bool, _opt(
         "--no-engine-process", "Run the engine core (scheduler, KV cache, model) on a thread of the server's "
                                "process (default: in its own process, apart from HTTP and streaming).")] = False,
@@ -88,10 +91,13 @@ def command(
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
     requests and exits 0). Routes: POST / /generate /generate_stream /tokenize /v1/completions
-    /v1/chat/completions /v1/adapters; GET /health /info /metrics /v1/models /v1/adapters /docs;
-    DELETE /v1/adapters/NAME."""
+    /v1/chat/completions /v1/adapters; GET /health /info /metrics /v1/models /v1/adapters /docs
+    /v1/provenance/contains /v1/provenance/lookup; DELETE /v1/adapters/NAME."""
     from codefoundry.serve import serve
 
+    if dataset is not None and not (dataset / "index" / "contains.json").is_file():
+        raise UserError(f"--dataset {dataset} is not a dataset/ artifact with a membership index "
+                        "(index/contains.json)", "give a directory made by `codefoundry data curate`")
     flags = {"model": Path(model) if model else None, "host": host, "port": port, "api_key": api_key,
              "max_concurrent_requests": max_concurrent_requests, "max_input_tokens": max_input_tokens,
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
@@ -99,7 +105,7 @@ def command(
              "cors_allow_origin": cors_allow_origin or None, "allowed_host": allowed_host or None, "dtype": dtype,
              "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
-             "adapters": _adapters(adapter), "adapter_root": adapter_root,
+             "adapters": _adapters(adapter), "adapter_root": adapter_root, "dataset": dataset,
              "engine_process": False if no_engine_process else None, "tp": tp}
     serve(load_config(ServeConfig, config, flags))
 

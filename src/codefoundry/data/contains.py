@@ -2,11 +2,14 @@
 
 At curate time every kept file is normalised (lowercase, whitespace runs → one space) and cut
 into 50-character n-grams with stride 50 (Data Portraits' setting), stored in a Bloom filter
-(`DATASET/index/contains.bloom.npy` + `contains.json`, false-positive rate ≤ 1%). A query
-slides a 50-character window over the normalised snippet one character at a time: a window in
-the filter marks 50 characters as seen. Only chains count (a hit whose neighbour 50 characters
-away is also a hit: two consecutive stored n-grams); they join into spans. An isolated hit is
-as likely a Bloom false positive as real text.
+(`DATASET/index/contains.bloom.npy` + `contains.json`). A query slides a 50-character window
+over the normalised snippet one character at a time: a window in the filter marks 50 characters
+as seen. Only chains count (hits 50 characters apart: consecutive stored n-grams); they join into
+spans. An isolated hit is as likely a Bloom false positive as real text, and since a query tests
+every offset (50 windows per stored n-gram) chance chains grow with the snippet: so the filter is
+sized for 0.1% false positives (Data Portraits: 1%, tested at stride only), and a chain counts
+only when it is long enough that a chance one is expected less than once in a thousand queries
+of that length (two n-grams for snippets up to ~1,000 characters, three beyond).
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from codefoundry.errors import ArtifactError
+from codefoundry.errors import ArtifactError, UserError
 
 NGRAM = 50        # Data Portraits: 50-character n-grams …
 STRIDE = 50       # … with stride 50
-FP_RATE = 0.01    # Data Portraits community portraits: FP ≤ 0.01
+FP_RATE = 0.001   # per window; Data Portraits uses 0.01 but queries at stride, not at every offset
+CHANCE_SPANS = 1e-3   # a span is reported when chance ones are expected this rarely per query
+MIN_CHARS = 2 * NGRAM   # the least that can hold a chain of two stored n-grams
+MEMBERSHIP_METHOD = (f"{NGRAM}-character n-grams of the normalised snippet (lowercase, whitespace runs as one space) "
+                     "against the dataset's Bloom filter, Data Portraits style; only runs of consecutive stored "
+                     "n-grams long enough not to arise by chance count")
 BITS = Path("index") / "contains.bloom.npy"
 META = Path("index") / "contains.json"
 
@@ -64,6 +72,13 @@ class BloomFilter:
         pos = _positions(grams, self.m, self.k)
         return ((self.bits[pos >> 3] >> (pos & 7)) & 1).all(axis=1)
 
+    @property
+    def false_positive_rate(self) -> float:
+        """The chance that an absent n-gram tests present: (share of bits set) ** k."""
+        if not hasattr(self, "_fp"):
+            self._fp = float((np.bitwise_count(self.bits).sum() / self.m) ** self.k)
+        return self._fp
+
 
 def _file_grams(text: str) -> list[str]:
     norm = normalize(text)
@@ -92,12 +107,24 @@ def build_contains_index(dataset: str | Path) -> Path:
 
 
 def load_bloom(dataset: str | Path) -> BloomFilter:
+    """The dataset's filter, read once per version of its index (a server answers many queries)."""
     dataset = Path(dataset)
-    if not (dataset / META).exists():
+    try:
+        stamp = (dataset / META).stat().st_mtime_ns
+    except OSError:
         raise ArtifactError(f"{dataset} has no membership index ({META})",
-                            "rebuild the dataset with this version of `codefoundry data curate`")
-    meta = json.loads((dataset / META).read_text())
-    return BloomFilter(np.load(dataset / BITS), meta["m"], meta["k"])
+                            "rebuild the dataset with this version of `codefoundry data curate`") from None
+    key = (str(dataset.resolve()), stamp)
+    if key not in _loaded:
+        try:
+            meta = json.loads((dataset / META).read_text())
+            _loaded[key] = BloomFilter(np.load(dataset / BITS), meta["m"], meta["k"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ArtifactError(f"{dataset}'s membership index cannot be read: {e}") from None
+    return _loaded[key]
+
+
+_loaded: dict[tuple[str, int], BloomFilter] = {}
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,12 @@ class Membership:
     spans: list[tuple[int, int]]     # [start, end) in `normalized` covered by chains of stored n-grams
     windows: int                     # 50-char windows checked
     hits: int                        # windows found, chained or not (isolated ones may be false positives)
+    chain_needed: int = 2            # stored n-grams in a row a span needed (more for long snippets)
+
+    @property
+    def found(self) -> bool:
+        """Some of the snippet was in the dataset (a chain of stored n-grams matched)."""
+        return bool(self.spans)
 
     @property
     def coverage(self) -> float:
@@ -117,21 +150,45 @@ class Membership:
         return max(((e - s) // NGRAM for s, e in self.spans), default=0)
 
 
+def check_snippet(snippet: str) -> None:
+    """Refuse a snippet too short for the index to confirm anything (it could only ever answer "not found")."""
+    chars = len(normalize(snippet))
+    if chars < MIN_CHARS:
+        raise UserError(f"the snippet is {chars} characters after normalising (lowercase, whitespace runs as one "
+                        f"space); at least {MIN_CHARS} are needed: the index confirms only runs of two consecutive "
+                        f"{NGRAM}-character pieces")
+
+
 def contains(dataset: str | Path, snippet: str, bloom: BloomFilter | None = None) -> Membership:
     """Which spans of `snippet` occur in the dataset's kept files (up to Bloom false positives)."""
     bloom = bloom or load_bloom(dataset)
     norm = normalize(snippet)
     grams = [norm[i:i + NGRAM] for i in range(len(norm) - NGRAM + 1)]
     found = bloom.contains(grams) if grams else np.zeros(0, dtype=bool)
-    # only chains count: a hit whose neighbour 50 characters before or after is also a hit (two stored,
-    # consecutive n-grams); an isolated hit is as likely a Bloom false positive (1%) as real text
+    needed = chain_needed(len(grams), bloom.false_positive_rate)
     chained = np.zeros_like(found)
-    chained[NGRAM:] |= found[NGRAM:] & found[:-NGRAM]
-    chained[:-NGRAM] |= found[:-NGRAM] & found[NGRAM:]
+    for r in range(min(NGRAM, len(found))):    # a chain lives on one offset class: hits 50 characters apart
+        chained[r::NGRAM] = run_lengths(found[r::NGRAM]) >= needed
     spans: list[tuple[int, int]] = []
     for i in np.flatnonzero(chained).tolist():
         if spans and i <= spans[-1][1]:
             spans[-1] = (spans[-1][0], max(spans[-1][1], i + NGRAM))
         else:
             spans.append((i, i + NGRAM))
-    return Membership(norm, spans, len(grams), int(found.sum()))
+    return Membership(norm, spans, len(grams), int(found.sum()), needed)
+
+
+def chain_needed(windows: int, fp_rate: float) -> int:
+    """Stored n-grams in a row that a chance chain reaches less than CHANCE_SPANS times over `windows` windows."""
+    needed = 2
+    while needed < 8 and windows * fp_rate ** needed > CHANCE_SPANS:
+        needed += 1
+    return needed
+
+
+def run_lengths(hits: np.ndarray) -> np.ndarray:
+    """For each position, the length of the run of hits it belongs to (0 for a miss)."""
+    idx = np.arange(len(hits))
+    start = np.maximum.accumulate(np.where(~hits, idx, -1))            # last miss at or before i
+    end = np.minimum.accumulate(np.where(~hits, idx, len(hits))[::-1])[::-1]   # first miss at or after i
+    return np.where(hits, end - start - 1, 0)

@@ -317,4 +317,10 @@ def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, fl
     return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
             "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": list(subsets),
             "seconds": round(seconds, 3), "step_seconds": {n: round(t, 6) for n, t in timings.items()},
-            "decontaminated_against": sorted(benchmarks), **job.extra}
+            "decontaminated_against": sorted(benchmarks), **_opt_out_hash(job), **job.extra}
+
+
+def _opt_out_hash(job: Job) -> dict[str, str]:
+    """The opt-out list's sha256 when this run applied one (what the lineage of models trained on it shows)."""
+    lists = [s.entries for s in job.steps if isinstance(s, OptOut) and len(s.entries)]
+    return {"opt_out_sha256": lists[-1].sha256} if lists else {}

@@ -12,6 +12,8 @@ search and membership indexes are built from the kept rows only.
 
     codefoundry data curate … --opt-out FILE          during curation
     codefoundry data opt-out DATASET --list FILE --out NEW   on a finished dataset
+    … --models DIR …      and which of these models and adapters were trained on listed repositories
+                          (`exposures`: the kept rows of each dataset in their lineage)
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from codefoundry.config import StageConfig
 from codefoundry.data.pipeline import Filter
 from codefoundry.errors import UserError
+from codefoundry.lineage import training_datasets
+from codefoundry.manifest import MANIFEST_NAME, read_manifest
 
 REASON = "opt_out"
 _URL = re.compile(r"^(?:https?://|git@)?(?:www\.)?github\.com[/:]", re.I)
@@ -127,3 +132,62 @@ def forget(removed: pa.Table, entries: OptOutList) -> pa.Table:
     gone = pc.or_(listed, pc.fill_null(pc.equal(removed.column("reason"), REASON), False))
     content = pc.if_else(gone, pa.scalar(None, pa.string()), removed.column("content"))
     return removed.set_column(removed.schema.get_field_index("content"), "content", content)
+
+
+@dataclass(frozen=True)
+class ModelExposure:
+    """Which listed repositories a model's (or adapter's) training data held, per training dataset."""
+
+    artifact: Path
+    kind: str
+    repos: dict[str, list[str]]     # dataset role → listed repositories among its kept rows
+    unknown: list[str]              # dataset roles whose files are gone (what they held cannot be read)
+
+    @property
+    def affected(self) -> bool:
+        return any(self.repos.values())
+
+
+def model_artifacts(dirs: Sequence[str | Path]) -> list[Path]:
+    """The model and adapter directories named by `dirs`: each a model/adapter, or a folder of them."""
+    found: list[Path] = []
+    for given in map(Path, dirs):
+        if not given.is_dir():
+            raise UserError(f"--models {given} is not a directory")
+        candidates = [given] if (given / MANIFEST_NAME).exists() else sorted(
+            p for p in given.iterdir() if (p / MANIFEST_NAME).exists())
+        picked = [p for p in candidates if read_manifest(p).kind in ("model", "adapter")]
+        if not picked:
+            raise UserError(f"--models {given} holds no codefoundry model or adapter (no manifest.json of kind "
+                            "model or adapter in it or its subfolders), so what it was trained on is not recorded")
+        found += [p for p in picked if p not in found]
+    return found
+
+
+def _kept_repos(dataset: Path) -> set[str]:
+    names: set[str] = set()
+    for shard in sorted((dataset / "data").glob("*/*.parquet")):
+        column = pq.read_table(shard, columns=["repo_name"]).column("repo_name")
+        names.update(n for n in pc.unique(column).to_pylist() if n)
+    return names
+
+
+def exposures(list_file: str | Path, artifacts: Sequence[Path]) -> list[ModelExposure]:
+    """For each model or adapter: the repositories of the opt-out list its training datasets kept (through
+    its lineage: a fine-tune's base model, a merge's base and adapter), from its manifests."""
+    entries = OptOutList.from_config(OptOutConfig(file=Path(list_file)))
+    cache: dict[Path, list[str]] = {}
+    out = []
+    for artifact in artifacts:
+        repos: dict[str, list[str]] = {}
+        unknown: list[str] = []
+        for u in training_datasets(artifact):
+            if u.manifest is None:
+                unknown.append(u.role)
+                continue
+            key = u.path.resolve()
+            if key not in cache:
+                cache[key] = sorted(r for r in _kept_repos(u.path) if entries.matches(r))
+            repos[u.role] = cache[key]
+        out.append(ModelExposure(artifact, read_manifest(artifact).kind, repos, unknown))
+    return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from codefoundry.lineage import decontaminated_against, training_datasets
 from codefoundry.manifest import lineage
 
 
@@ -28,12 +29,17 @@ def write_adapter_card(out: Path, base: dict[str, Any], model_type: str, config:
     """Write `out/README.md` (replacing the stub PEFT writes) and return its path."""
     chain = [{"role": role, "kind": m.kind, "path": str(p), "created": m.created}
              for role, p, m in lineage(out) if role != "adapter"]
+    # every dataset whose text is in these weights: the fine-tuning data and the base model's
+    trained_on = [{"role": u.role, "path": str(u.path), "manifest_sha256": u.recorded_sha256,
+                   "decontaminated_against": decontaminated_against(u.path, u.manifest)}
+                  for u in training_datasets(out)]
     meta = {
         "library_name": "peft",
         "base_model": base["path"],
         "pipeline_tag": "text-generation",
         "tags": ["code", "lora", "peft", "codefoundry", model_type],
-        "codefoundry": {"base_model": base, "data": data, "lineage": chain, "finetuning": config,
+        "codefoundry": {"base_model": base, "data": data, "lineage": chain, "training_datasets": trained_on,
+                        "finetuning": config,
                         "results": results},
     }
     lora = config["lora"]

@@ -1,7 +1,10 @@
 """`merge()`: base model + LoRA adapter → one plain HF model directory (W' = W + (alpha / r) · B A).
 
 The merged directory is an ordinary `model/` artifact: `codefoundry.model.load_model`, transformers'
-`AutoModelForCausalLM` and every codefoundry stage open it; its manifest names the base and the adapter.
+`AutoModelForCausalLM` and every codefoundry stage open it; its manifest names the base and the adapter as
+inputs, and records the datasets that trained either (`extra["training_datasets"]`), so the merged
+model's lineage (contamination check, opt-out report, the server's /info) holds even once the adapter
+directory is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from codefoundry.errors import UserError
 from codefoundry.finetune.lora import open_adapter
+from codefoundry.lineage import SNAPSHOT_KEY, training_dataset_record
 from codefoundry.manifest import MANIFEST_NAME, read_manifest
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,8 @@ def merge(model: str | Path, adapter: str | Path, out: str | Path, dtype: torch.
     try:
         save_pretrained(merged, tmp, inputs=inputs, dtype=dtype,
                         config={"model": str(base_dir.resolve()), "adapter": str(adapter.resolve())},
-                        extra={"merged_adapter": str(adapter.resolve())})
+                        extra={"merged_adapter": str(adapter.resolve()),
+                               SNAPSHOT_KEY: training_dataset_record(inputs)})
         load_tokenizer(base_dir).save_pretrained(str(tmp))   # the tokenizer's files only, not the base's weights
         if out.exists():
             shutil.rmtree(out)

@@ -148,6 +148,10 @@ class Info(BaseModel):
     sha: str | None = None
     docker_label: str | None = None
     adapters: list[str] = Field(default_factory=list, description="LoRA adapters loaded (names for adapter_id)")
+    lineage: dict[str, Any] = Field(default_factory=dict, description=(
+        "What the model and each adapter were made from, from their manifest.json files: training datasets "
+        "(manifest and card sha256, license policy, decontamination benchmarks, opt-out list sha256), tokenizer, "
+        "training config, base model, merged adapters; `known: false` where no training data is recorded"))
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,6 +1,7 @@
 """One `APIRouter` per API: `tgi` (TGI's generation routes), `openai` (completions, chat, models),
 `adapters` (LoRA adapters loaded and unloaded at run time), `operations` (health, info, metrics),
-`playground` (the /ui page); `codefoundry.serve.app.create_app` mounts them."""
+`provenance` (was this code, or this user, in the training data?), `playground` (the /ui page);
+`codefoundry.serve.app.create_app` mounts them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Operations: `GET /health` (+ `/ping`, `GET /`), `/info`, `/metrics`; open without the API key, as in TGI.
 
-`/info` shows the model's name, dtype, device and the server's limits; `/metrics` shows request
-counts, latencies and token counts — never prompt or generated text.
+`/info` shows the model's name, dtype, device and the server's limits, and the lineage of the model
+and of each loaded adapter from their manifests (`routes.provenance.lineage_of`: hashes, policies and
+configs, never paths); `/metrics` shows request counts, latencies and token counts — never prompt or
+generated text.
 """
 
 from __future__ import annotations
@@ -9,15 +11,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from codefoundry.serve.routes.provenance import lineage_of
 from codefoundry.serve.schemas import Info
 from codefoundry.serve.state import State
 
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/info", response_model=Info, summary="Model and router limits")
+@router.get("/info", response_model=Info, summary="Model, router limits and lineage")
 async def info(state: State) -> Info:
-    return state.info
+    return state.info.model_copy(update={"lineage": await lineage_of(state)})
 
 
 @router.get("/health", summary="200 when ready, 503 otherwise")
