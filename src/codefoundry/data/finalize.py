@@ -298,7 +298,7 @@ def _stats(job: Job, outputs: list[tuple[Path, list[Path], dict[str, Any]]], bas
         stats = count_files(FILES_SCHEMA.empty_table(), REMOVED_SCHEMA.empty_table(), subset=subset)
     if job.base is None:
         return stats
-    carried = [count_files(FILES_SCHEMA.empty_table(), pq.read_table(f, columns=STAT_COLUMNS), subset=subset)
+    carried = [count_files(FILES_SCHEMA.empty_table(), pq.ParquetFile(f).read(columns=STAT_COLUMNS), subset=subset)
                for f in base_removed]
     merged = merge_all([stats, *carried])
     base_stats = json.loads((job.base / "stats.json").read_text(encoding="utf-8"))["subsets"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
+import numpy as np
+
 _COPYRIGHT_LINE = re.compile(  # "COPYRIGHT HOLDERS BE LIABLE" / "AUTHORS OR …" wrapped to a line start are license text
     r"^\W*(copyright\b(?!\s+(holders?|owners?|notice|and|or|law|protection)\b)|\(c\)|©|all rights reserved"
     r"|authors?\s*:|written by).*$", re.IGNORECASE | re.MULTILINE)
@@ -76,6 +78,33 @@ def references() -> tuple[Reference, ...]:
         words = normalize(entry.read_text(encoding="utf-8"))
         refs.append(Reference(spdx_of(entry.name), name, bigrams(words), len(words)))
     return tuple(refs)
+
+
+@dataclass(frozen=True)
+class _GramIndex:
+    """Every reference's bigrams as ids in one array: a document's shared-bigram count with all references
+    in one numpy pass instead of one set intersection per reference."""
+
+    ids: dict[str, int]   # bigram → id
+    flat: np.ndarray      # every reference's bigram ids, reference after reference
+    starts: np.ndarray    # where each reference's ids start in `flat`
+
+    def shared(self, present: frozenset[str]) -> np.ndarray:
+        """For each reference (in `references()` order), how many of its bigrams are in `present`."""
+        mask = np.zeros(len(self.ids) + 1, dtype=np.int64)  # the last slot: no reference has it
+        mask[[self.ids[g] for g in present if g in self.ids]] = 1
+        return np.add.reduceat(mask[self.flat], self.starts) if len(self.flat) else np.zeros(0, np.int64)
+
+
+@cache
+def _gram_index() -> _GramIndex:
+    ids: dict[str, int] = {}
+    flat: list[int] = []
+    starts: list[int] = []
+    for ref in references():
+        starts.append(len(flat))
+        flat += [ids.setdefault(g, len(ids)) for g in sorted(ref.grams)] or [-1]  # -1: the never-set last slot
+    return _GramIndex(ids, np.array(flat, dtype=np.int64), np.array(starts, dtype=np.int64))
 
 
 def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
@@ -152,7 +181,9 @@ def _examine_section(text: str, threshold: float) -> Section:
     found: dict[str, int] = {}  # id → position of its first match
     matched: list[str] = []
     present = frozenset(doc)
-    candidates = [ref for ref in references() if len(ref.grams & present) >= threshold * len(ref.grams)]
+    shared = _gram_index().shared(present)
+    candidates = [ref for ref, n in zip(references(), shared.tolist(), strict=True)
+                  if n >= threshold * len(ref.grams)]
     while True:
         best, best_score, best_span = None, 0.0, (0, -1)
         for ref in candidates:  # the rest cannot reach the threshold even with the whole document

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from codefoundry.data.sources.repo import BINARY_SNIFF, Entry, RepoInfo, Skip, printable, repo_batches
+from codefoundry.data.sources.repo import (
+    BINARY_SNIFF,
+    Entry,
+    RepoInfo,
+    Skip,
+    paths_looked_at,
+    printable,
+    repo_batches,
+)
 from codefoundry.data.sources.unit import ReadOptions
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox", ".ruff_cache"})
@@ -121,6 +129,14 @@ def disk_entry(rel: str, full: str | Path, root: Path, dirs: dict[str, Path | No
     return Entry(rel, size, lambda limit, p=target: read_file(p, limit))
 
 
+def disk_entries(listing: list[tuple[str, str]], root: Path, options: ReadOptions) -> list[Entry]:
+    """Entries of the (relative, absolute) paths of `listing` that `repo_batches` will look at."""
+    wanted = paths_looked_at((rel for rel, _ in listing), options.limits, options.only_suffixes,
+                             options.skip_suffixes)
+    dirs: dict[str, Path | None] = {}
+    return [disk_entry(rel, full, root, dirs) for rel, full in listing if rel in wanted]
+
+
 def _folder_inside(parent: str, folder: Path, root: Path, dirs: dict[str, Path | None]) -> bool:
     """Whether the resolved `folder` of `parent` is under the resolved root (remembered per folder)."""
     key = "\0inside:" + parent  # no real path starts with NUL
@@ -146,6 +162,6 @@ class DirectoryRepo:
         return printable(f"dir {self.repo_name or self.root.name} @ {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
-        dirs: dict[str, Path | None] = {}
-        entries = [disk_entry(rel, full, self.root, dirs) for rel, full in walk(self.root)]
-        yield from repo_batches(RepoInfo(self.repo_name or self.root.name), entries, **self.options.kwargs())
+        yield from repo_batches(RepoInfo(self.repo_name or self.root.name), disk_entries(list(walk(self.root)),
+                                                                                        self.root, self.options),
+                                **self.options.kwargs())

@@ -10,12 +10,13 @@ licensed by its LICENSE.txt.
 
 from __future__ import annotations
 
+import csv
 import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
@@ -26,8 +27,8 @@ from codefoundry.data.license import (
     is_license_file,
     license_file_ids,
 )
-from codefoundry.data.sources.local import SKIP_DIRS, disk_entry, walk
-from codefoundry.data.sources.repo import Entry, RepoInfo, repo_batches
+from codefoundry.data.sources.local import SKIP_DIRS, disk_entries, walk
+from codefoundry.data.sources.repo import RepoInfo, repo_batches
 from codefoundry.data.sources.unit import ReadOptions
 
 EMBEDDED = ("site-packages", "stdlib")
@@ -42,25 +43,49 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
-def distribution_license_files(dist: metadata.Distribution,
-                                files: list[metadata.PackagePath] | None = None) -> dict[str, str]:
-    """Path (in the .dist-info) → text of the license files a distribution ships (`files`: its RECORD, if read)."""
+def record_paths(dist: metadata.Distribution) -> list[str]:
+    """`[f.as_posix() for f in dist.files or []]`, read from RECORD (or SOURCES.txt) without a `PackagePath`
+    per file: pathlib's parsing was most of the cost of listing a distribution."""
+    text = dist.read_text("RECORD")
+    lines: list[str] | None = text.splitlines() if text else None
+    if not lines:
+        sources = dist.read_text("SOURCES.txt")
+        lines = [f'"{line}"' for line in sources.splitlines()] if sources else None  # as importlib does
+    if lines is None:
+        return []
+    rows = list(csv.reader(lines))
+    if any(not 1 <= len(row) <= 3 for row in rows):  # what importlib makes of a malformed RECORD
+        return [f.as_posix() for f in dist.files or []]
+    return [_posix(row[0]) for row in rows]
+
+
+def _posix(name: str) -> str:
+    """`PurePosixPath(name).as_posix()`, without pathlib for the names it would not change."""
+    if not name or "//" in name or name.startswith("./") or "/./" in name or name.endswith(("/", "/.")) \
+            or name == ".":
+        return PurePosixPath(name).as_posix()
+    return name
+
+
+def distribution_license_files(dist: metadata.Distribution, files: list[str] | None = None) -> dict[str, str]:
+    """Path (in the .dist-info) → text of the license files a distribution ships (`files`: its RECORD's
+    paths, if read)."""
     out = {}
-    for f in (dist.files or []) if files is None else files:
-        parts = f.parts
-        if not parts or not parts[0].endswith(".dist-info"):
+    for rel in record_paths(dist) if files is None else files:
+        parts = rel.split("/")
+        if not parts[0].endswith(".dist-info"):
             continue
         inner = "/".join(parts[1:])
         if inner.startswith("licenses/") or is_license_file(inner) or (len(parts) == 2 and "LICEN" in inner.upper()):
             try:
-                out[f.as_posix()] = decode_lenient(Path(dist.locate_file(f)).read_bytes())
+                out[rel] = decode_lenient(Path(dist.locate_file(rel)).read_bytes())
             except OSError:
                 continue
     return out
 
 
 def license_files_evidence(dist: metadata.Distribution, threshold: float,
-                           files: list[metadata.PackagePath] | None = None) -> dict[str, list[str]]:
+                           files: list[str] | None = None) -> dict[str, list[str]]:
     """What each of a distribution's license files is, by text matching only."""
     return {path: license_file_ids(path, text, threshold)
             for path, text in distribution_license_files(dist, files).items()}
@@ -81,21 +106,20 @@ class DistributionRepo:
         name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
         site = self.dist_info.parent
         evidence = LicenseEvidence()  # the .dist-info's license files and METADATA speak for the whole distribution
-        files = dist.files or []  # parsing RECORD is costly: once
+        files = record_paths(dist)  # parsing RECORD is costly: once
         for ids in license_files_evidence(dist, self.options.license_threshold, files).values():
             evidence.declare("", ids)
         evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
-        entries: list[Entry] = []
+        listing: list[tuple[str, str]] = []
         seen = set()
-        dirs: dict[str, Path | None] = {}
-        for f in files:
-            rel = f.as_posix()
+        for rel in files:
             parts = rel.split("/")
             if parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS.intersection(parts) or rel in seen:
                 continue
             seen.add(rel)
-            entries.append(disk_entry(rel, os.path.join(site, rel), site, dirs))
-        yield from repo_batches(RepoInfo(f"pypi/{name}"), entries, evidence=evidence, **self.options.kwargs())
+            listing.append((rel, os.path.join(site, rel)))
+        yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listing, site, self.options),
+                                evidence=evidence, **self.options.kwargs())
 
 
 @dataclass(frozen=True)
@@ -109,10 +133,9 @@ class StdlibRepo:
         return f"stdlib {self.root}"
 
     def read(self) -> Iterator[pa.Table]:
-        dirs: dict[str, Path | None] = {}
-        entries = [disk_entry(rel, full, self.root, dirs) for rel, full in walk(self.root)
-                   if not rel.startswith("site-packages/")]
-        yield from repo_batches(RepoInfo("python/cpython"), entries, **self.options.kwargs())
+        listing = [(rel, full) for rel, full in walk(self.root) if not rel.startswith("site-packages/")]
+        yield from repo_batches(RepoInfo("python/cpython"), disk_entries(listing, self.root, self.options),
+                                **self.options.kwargs())
 
 
 def distributions(site_dirs: list[Path] | None = None) -> list[Path]:

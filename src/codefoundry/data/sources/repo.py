@@ -17,7 +17,7 @@ apply to it (`codefoundry.data.license.evidence`): its directories' and its own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -91,6 +91,21 @@ def _is_utf8(name: str) -> bool:
 def _selected(path: str, only: tuple[str, ...], skip: tuple[str, ...]) -> bool:
     name = path.lower()
     return (not only or name.endswith(only)) and not (skip and name.endswith(skip))
+
+
+def paths_looked_at(paths: Iterable[str], limits: SourceLimits, only_suffixes: tuple[str, ...] = (),
+                    skip_suffixes: tuple[str, ...] = ()) -> set[str]:
+    """Which of a repository's (distinct) `paths` `repo_batches` looks at with these settings: the first
+    `max_files_per_repo` selected ones by path order, and every license or metadata file.
+
+    A source that lists far more files than it reads (a distribution's RECORD, the standard library)
+    makes entries, a stat and a resolve each, for these alone; `repo_batches` gives the same rows.
+    """
+    paths = list(paths)
+    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes))
+    if limits.max_files_per_repo:
+        chosen = chosen[: limits.max_files_per_repo]
+    return set(chosen).union(p for p in paths if is_license_file(p) or is_metadata_file(p))
 
 
 def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],

@@ -1,0 +1,117 @@
+"""The cheaper ways curation reads and counts give exactly what the plain ways gave (same dataset bytes)."""
+
+from __future__ import annotations
+
+import random
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from codefoundry.data.license.match import _gram_index, references
+from codefoundry.data.pipeline.executor import read_parquet
+from codefoundry.data.pipeline.schema import REMOVED_SCHEMA, from_records
+from codefoundry.data.pipeline.stats import count_files
+from codefoundry.data.sources.local import DirectoryRepo, disk_entry, walk
+from codefoundry.data.sources.python_env import distributions, record_paths
+from codefoundry.data.sources.repo import RepoInfo, repo_batches
+from codefoundry.data.sources.unit import ReadOptions, SourceLimits
+from conftest import MIT_LICENSE
+
+
+def _chunks(table: pa.Table) -> list[list[int]]:
+    return [[len(c) for c in column.chunks] for column in table.columns]
+
+
+def test_read_parquet_is_read_table_chunk_for_chunk(tmp_path: Path) -> None:
+    # a shard written from a table can differ in its pages with the chunking: read_parquet must chunk alike
+    table = pa.table({"n": list(range(140_000)), "s": [str(i % 97) for i in range(140_000)]})
+    path = tmp_path / "groups.parquet"
+    with pq.ParquetWriter(path, table.schema) as writer:
+        writer.write_table(table.slice(0, 1000))
+        writer.write_table(table.slice(1000, 3))
+        writer.write_table(table.slice(1003))  # > 2**17 rows: read_table cuts it
+    empty = tmp_path / "empty.parquet"
+    pq.ParquetWriter(empty, table.schema).close()
+    for f in (path, empty):
+        for columns in (None, ["s"]):
+            want, got = pq.read_table(f, columns=columns), read_parquet(f, columns=columns)
+            assert got.equals(want) and got.schema == want.schema
+            assert _chunks(got) == _chunks(want)
+    assert _chunks(read_parquet(path))[0] == [1000, 3, 131_072, 140_000 - 1003 - 131_072]
+
+
+def test_record_paths_are_importlib_files(tmp_path: Path) -> None:
+    for dist_info in distributions()[::6]:  # a sample: parsing every RECORD twice takes a while
+        dist = metadata.Distribution.at(dist_info)
+        assert record_paths(dist) == [f.as_posix() for f in dist.files or []], dist_info
+    odd = tmp_path / "odd-1.0.dist-info"
+    odd.mkdir()
+    (odd / "METADATA").write_text("Name: odd\n")
+    (odd / "RECORD").write_text('odd/./a.py,sha256=x,3\n"odd/b,c.py",,\nodd//d.py\nodd/e/,,\n/abs/f.py,,\n')
+    dist = metadata.Distribution.at(odd)
+    assert record_paths(dist) == [f.as_posix() for f in dist.files] == [
+        "odd/a.py", "odd/b,c.py", "odd/d.py", "odd/e", "/abs/f.py"]
+    egg = tmp_path / "egg.egg-info"
+    egg.mkdir()
+    (egg / "SOURCES.txt").write_text("egg/a.py\negg/with,comma.py\n")
+    dist = metadata.Distribution.at(egg)
+    assert record_paths(dist) == [f.as_posix() for f in dist.files] == ["egg/a.py", "egg/with,comma.py"]
+    assert record_paths(metadata.Distribution.at(tmp_path / "none.dist-info")) == []
+
+
+def test_entries_only_for_looked_at_paths_give_the_same_rows(tmp_path: Path) -> None:
+    # a listing's entries are made only for the files read and the license/metadata files: same rows as all
+    root = tmp_path / "proj"
+    files = {f"src/m{i:02d}.py": f"x = {i}\n" for i in range(12)}
+    files |= {"LICENSE": MIT_LICENSE, "zz/COPYING": MIT_LICENSE, "zz/pyproject.toml": "[project]\nname='p'\n",
+              "a/notes.ipynb": "{}", "a/b.txt": "hello\n"}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for limit, skip in ((3, ()), (5, (".ipynb",)), (None, ())):
+        options = ReadOptions(SourceLimits(max_files_per_repo=limit), skip_suffixes=skip)
+        every = [disk_entry(rel, full, root) for rel, full in walk(root)]
+        want = pa.concat_tables(repo_batches(RepoInfo("proj"), every, **options.kwargs()))
+        got = pa.concat_tables(DirectoryRepo(root, options).read())
+        assert got.equals(want), (limit, skip)
+        assert got.num_rows == (limit or len(files))
+
+
+def test_shared_bigram_counts_are_set_intersections() -> None:
+    refs, index = references(), _gram_index()
+    every = sorted(set().union(*(r.grams for r in refs)))
+    rng = random.Random(0)
+    for size in (0, 1, 50, 2000, len(every)):
+        present = frozenset([*rng.sample(every, size), "not a reference bigram"])
+        assert index.shared(present).tolist() == [len(r.grams & present) for r in refs]
+
+
+def _group_by_reference(table: pa.Table, column: str) -> dict[str, tuple[int, int]]:
+    keys = pc.fill_null(table.column(column), "unknown")
+    grouped = pa.table({"k": keys, "size": pc.fill_null(table.column("size"), 0)}).group_by("k").aggregate(
+        [("size", "count"), ("size", "sum")])
+    return {k: (n, b) for k, n, b in zip(*(grouped[c].to_pylist() for c in ("k", "size_count", "size_sum")),
+                                         strict=True)}
+
+
+def test_counts_match_an_arrow_group_by() -> None:
+    rng = random.Random(1)
+    langs = ["Python", "C", "", None]
+    records = [{"lang": rng.choice(langs), "size": rng.choice([None, 0, 5, 1000]),
+                "license_type": rng.choice(["permissive", None]), "licenses": rng.choice([["MIT"], [], None]),
+                "reason": rng.choice(["a", "b"])} for _ in range(300)]
+    kept = from_records(records[:150])
+    removed = from_records(records[150:], REMOVED_SCHEMA)
+    tree = count_files(kept, removed)["subsets"]["files"]
+    for lang, (n, b) in _group_by_reference(kept, "lang").items():
+        assert (tree["languages"][lang]["kept_files"], tree["languages"][lang]["kept_bytes"]) == (n, b)
+    for reason, (n, b) in _group_by_reference(removed, "reason").items():
+        assert tree["removed"][reason] == {"files": n, "bytes": b}
+    pairs = pa.table({"lang": pc.fill_null(removed.column("lang"), "unknown"), "reason": removed.column("reason")})
+    grouped = pairs.group_by(["lang", "reason"]).aggregate([("reason", "count")])
+    for lang, reason, n in zip(*(grouped[c].to_pylist() for c in ("lang", "reason", "reason_count")), strict=True):
+        assert tree["languages"][lang]["removed"][reason] == n
+    assert "" in tree["languages"] and "unknown" in tree["languages"]
