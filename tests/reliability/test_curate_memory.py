@@ -7,7 +7,6 @@ stay within is what the same command costs on a two-file repository (the interpr
 imports, the models of the steps), plus `SLACK_MB`: the 100 MB file is over `max_file_bytes`
 (1 MB) and must never be read, and many small files are read and written in batches of
 `batch_rows`, never held all at once. 100,000 files are in the slow suite; 5,000 run by default.
-At 100,000 files one repository's rows are all held at once (a known defect, marked xfail).
 """
 
 from __future__ import annotations
@@ -113,9 +112,6 @@ def test_5000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="repo_batches builds a whole repository's rows (contents included) before "
-                   "cutting batches: a worker's memory grows with the files of one repository (measured: +66 MB "
-                   "over the baseline at 100,000 files)")
 def test_100000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float) -> None:
     _, workers = curate_peaks(_many_files(tmp_path, 100_000), tmp_path / "out")
     assert max(workers) <= baseline + SLACK_MB, (baseline, workers)

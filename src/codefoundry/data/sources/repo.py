@@ -134,9 +134,18 @@ def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits,
             except Skip:
                 continue
             evidence.add_file(e.path, decode_lenient(first_read[e.path][: limits.max_file_bytes]), license_threshold)
+    # Evidence is complete here, so each batch of `batch_rows` files is built and handed on alone:
+    # a worker holds one batch's contents, not a whole repository's.
+    for start in range(0, len(chosen), batch_rows):
+        yield _batch(info, chosen[start:start + batch_rows], first_read, limits, evidence, permissive)
+
+
+def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes], limits: SourceLimits,
+           evidence: LicenseEvidence, permissive: Sequence[str]) -> pa.Table:
+    """REMOVED_SCHEMA rows of `entries`, read now (or taken from `first_read`)."""
     rows: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
     headers: list[list[str]] = []
-    for e in chosen:
+    for e in entries:
         content, reason, size, sha, path = None, None, e.size, e.hexsha, e.path
         try:
             if not _is_utf8(path):
@@ -156,11 +165,9 @@ def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits,
                             ("reason", reason)):
             rows[name].append(value)
     licenses = [evidence.licenses_for(path, own) for path, own in zip(rows["path"], headers, strict=True)]
-    n = len(chosen)
+    n = len(entries)
     rows |= {"repo_name": [printable(info.repo_name)] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
              "licenses": licenses, "license_type": [license_type(ids, permissive) for ids in licenses]}
     for name in ("ext", "lang", "avg_line_length", "max_line_length", "alphanum_fraction"):
         rows[name] = [None] * n
-    table = pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
-    for start in range(0, n, batch_rows):
-        yield table.slice(start, batch_rows)
+    return pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
