@@ -41,7 +41,10 @@ class GenerateParameters(_Lenient):
     decoder_input_details: bool | None = Field(None, description="Return prompt token logprobs (not when streaming).")
     seed: int | None = Field(None, description="u64 sampling seed; random when null.")
     top_n_tokens: int | None = Field(None, description="Alternatives per token (<= max_top_n_tokens).")
-    grammar: Any | None = Field(None, description="Not supported; a grammar is rejected with 422.")
+    grammar: Any | None = Field(None, description='Constrained output: {"type": "json", "value": SCHEMA} or '
+                                                  '{"type": "regex", "value": RE}; invalid = 422.')
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off; null = the "
+                                                    "server's --speculate).")
     adapter_id: str | None = Field(None, description="A loaded LoRA adapter's name (GET /v1/adapters); null or "
                                                      "the model id = the base model; unknown = 422.")
 
@@ -165,6 +168,8 @@ class CompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, description="Only 1 is supported.")
     echo: bool | None = None
+    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class ChatMessage(_Lenient):
@@ -188,6 +193,8 @@ class ChatRequest(_Lenient):
     n: int | None = Field(None, description="Only 1 is supported.")
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class Usage(BaseModel):

@@ -36,7 +36,8 @@ def _validate(state: ServerState, prompts: list[str], body: CompletionRequest | 
               max_tokens: int | None) -> list[tuple[ValidRequest, RequestTimes]]:
     openai = {"temperature": body.temperature, "top_p": body.top_p, "frequency_penalty": body.frequency_penalty,
               "presence_penalty": body.presence_penalty, "seed": body.seed, "stop": body.stop,
-              "repetition_penalty": getattr(body, "repetition_penalty", None), "model": body.model}
+              "repetition_penalty": getattr(body, "repetition_penalty", None), "model": body.model,
+              "response_format": body.response_format, "speculate": body.speculate}
     return [inference.validated(state, p, lambda p=p: state.validator.validate_openai(p, max_tokens=max_tokens,
                                                                                       **openai))
             for p in prompts]
