@@ -22,6 +22,13 @@ and computes only the rest, with identical outputs; `stats()` reports the hit ra
         for event in engine.step().outputs:      # one StepOutput per request that got a token
             event.token.text, event.text, event.completion
 
+Speculative decoding (`speculate=k` here, or `SamplingParams.speculate` per request) drafts up
+to k tokens per step by prompt lookup (`generate.speculative`) and verifies them in the same
+forward; outputs are unchanged (greedy and seeded alike), and a request then gets several
+StepOutputs in one step, one per kept token, in order. Grammar-constrained requests
+(`SamplingParams.grammar`, `generate.grammar`) get their token mask in the batched sampler
+and never speculate.
+
 The engine is not thread-safe: one thread steps it, and adds or aborts between steps.
 """
 

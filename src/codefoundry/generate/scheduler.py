@@ -18,6 +18,11 @@ starts with those tokens counted as computed; chunked prefill computes the rest.
 that want logits for every prompt token (prompt logprobs) skip the lookup, as in vLLM.
 After each step the blocks it filled are registered for later requests to find.
 
+A decoding request may carry a draft (`Request.spec_token_ids`, prompt-lookup speculative
+decoding): it is scheduled with its last token (budget permitting; without it when the pool
+is short, before preempting anyone), and `update()` keeps the computed count and slots of
+the accepted draft tokens only (`BlockAllocator.trim`).
+
 When the pool cannot hold a running request's new tokens, the newest running request is
 preempted (freed, and put at the front of waiting with 0 computed tokens, to be recomputed
 from its prompt and the tokens it already has: vLLM's recompute preemption), until the
