@@ -109,7 +109,11 @@ def main() -> None:
     tokenizer = load_tokenizer(directory)
     ids = tokenizer.encode(DOCUMENT, add_special_tokens=False)
     print(f"vocabulary {len(tokenizer)} tokens; document {len(ids)} tokens")
-    rows = [("llguidance", bench_llguidance), ("outlines-core", bench_outlines)]
+    rows = [("llguidance", bench_llguidance)]
+    if importlib.util.find_spec("outlines_core") is None:
+        print("outlines-core: not installed (pip install outlines-core to compare): not measured")
+    else:
+        rows.append(("outlines-core", bench_outlines))
     if importlib.util.find_spec("xgrammar") is None:
         print("xgrammar: not installed (its wheel brings a CUDA torch): not measured")
     results = {}
