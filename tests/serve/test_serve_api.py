@@ -124,7 +124,7 @@ def test_serve_stop_sequence_and_seeded_sampling(http):
     ({"max_new_tokens": 600}, "`inputs` tokens + `max_new_tokens` must be <= 512. Given: 1 `inputs` tokens and "
                               "600 `max_new_tokens`"),
     ({"top_n_tokens": 6}, "`top_n_tokens` must be >= 0 and <= 5"),
-    ({"grammar": {"type": "json", "value": {}}}, "grammar is not supported"),
+    ({"grammar": {"type": "regex", "value": "[a-z"}}, "grammar: invalid regex"),
 ])
 def test_serve_validation_errors_per_route(http, params, message):
     r = http.post("/generate", json={"inputs": "x", "parameters": params})

@@ -72,6 +72,10 @@ def command(
     no_prefix_caching: Annotated[bool, _opt(
         "--no-prefix-caching", "Turn off prefix caching (on by default: the KV blocks of prompt prefixes seen "
                                "before are reused; outputs are the same either way).")] = False,
+    speculate: Annotated[int | None, _opt(
+        "--speculate", "Prompt-lookup speculative decoding: draft tokens per step copied from the prompt and "
+                       f"output (0 = off; default {_default('speculate')}). A request's `speculate` overrides "
+                       "it; outputs are the same either way.")] = None,
     adapter: Annotated[list[str] | None, _opt(
         "--adapter", "A LoRA adapter to serve, NAME=DIR (PEFT format; repeatable); requests name it by TGI's "
                      "adapter_id or OpenAI's model.")] = None,
@@ -106,7 +110,7 @@ def command(
              "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
              "adapters": _adapters(adapter), "adapter_root": adapter_root, "dataset": dataset,
-             "engine_process": False if no_engine_process else None, "tp": tp}
+             "speculate": speculate, "engine_process": False if no_engine_process else None, "tp": tp}
     serve(load_config(ServeConfig, config, flags))
 
 

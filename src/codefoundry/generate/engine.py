@@ -22,6 +22,13 @@ and computes only the rest, with identical outputs; `stats()` reports the hit ra
         for event in engine.step().outputs:      # one StepOutput per request that got a token
             event.token.text, event.text, event.completion
 
+Speculative decoding (`speculate=k` here, or `SamplingParams.speculate` per request) drafts up
+to k tokens per step by prompt lookup (`generate.speculative`) and verifies them in the same
+forward; outputs are unchanged (greedy and seeded alike), and a request then gets several
+StepOutputs in one step, one per kept token, in order. Grammar-constrained requests
+(`SamplingParams.grammar`, `generate.grammar`) get their token mask in the batched sampler
+and never speculate.
+
 The engine is not thread-safe: one thread steps it, and adds or aborts between steps.
 """
 
@@ -39,11 +46,13 @@ import torch
 from codefoundry.console import progress_bar
 from codefoundry.generate.adapters import AdapterError, AdapterRegistry
 from codefoundry.generate.detokenizer import IncrementalDetokenizer
+from codefoundry.generate.grammar import GrammarCompiler, GrammarMatcher
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence
 from codefoundry.generate.sampler import Sampler, SampleRow
 from codefoundry.generate.scheduler import Request, Scheduler, SchedulerOutput
+from codefoundry.generate.speculative import Drafted, NgramProposer, num_accepted
 from codefoundry.generate.stop import Stop, StopChecker
 from codefoundry.model import kv_cache_bytes_per_block
 
@@ -111,10 +120,16 @@ class EngineStats:
     num_cached_blocks: int = 0         # blocks findable by the prefix cache (held or free)
     prefix_cache_queries: int = 0      # prompt tokens looked up at admission, since start
     prefix_cache_hits: int = 0         # of which were cached
+    spec_draft_tokens: int = 0         # draft tokens verified (speculative decoding), since start
+    spec_accepted_tokens: int = 0      # of which were kept
 
     @property
     def prefix_cache_hit_rate(self) -> float:
         return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
+
+    @property
+    def spec_acceptance_rate(self) -> float:
+        return self.spec_accepted_tokens / self.spec_draft_tokens if self.spec_draft_tokens else 0.0
 
 
 @dataclass
@@ -131,8 +146,10 @@ class _RequestState:
     """The engine's side of one request: how it samples, and its text so far (the tokens are the scheduler's)."""
 
     def __init__(self, request: Request, params: SamplingParams, seed: int | None, tokenizer: Any,
-                 eos_ids: set[int]) -> None:
+                 eos_ids: set[int], speculate: int, grammar: GrammarMatcher | None = None) -> None:
         self.request, self.params, self.seed = request, params, seed
+        self.speculate = speculate         # draft tokens per step (0: no speculation)
+        self.grammar = grammar             # the allowed next tokens, when the output is constrained
         self.detok = IncrementalDetokenizer(tokenizer, request.prompt_token_ids, skip_special_tokens=False)
         self.stopper = StopChecker(params.max_new_tokens, params.stop, eos_ids, params.ignore_eos)
         self.tokens: list[GeneratedToken] = []
@@ -151,8 +168,12 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, num_blocks: int, block_size: int = 16,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, enable_prefix_caching: bool = True) -> None:
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, enable_prefix_caching: bool = True,
+                 speculate: int = 0, proposer: NgramProposer | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.speculate = speculate         # draft tokens per step for requests that do not say (0: off)
+        self.proposer = proposer or NgramProposer()
+        self.spec_draft_tokens = self.spec_accepted_tokens = 0
         self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         self.lora = AdapterRegistry(model)
@@ -164,6 +185,7 @@ class Engine:
         self.special_ids = set(tokenizer.all_special_ids)
         self.vocab = len(tokenizer)    # the model's vocabulary is padded to a multiple of 64: never sample padding
         self._states: dict[Hashable, _RequestState] = {}
+        self.grammars = GrammarCompiler(tokenizer, self.vocab)
 
     def add_request(self, request_id: Hashable, prompt: str | Sequence[int], params: SamplingParams) -> int | None:
         """Queue a request (prompt text or token ids); returns the seed it will sample with (None when greedy)."""
@@ -187,7 +209,13 @@ class Engine:
         # prompt logprobs need logits at every prompt position: no cached prefix for them (vLLM does the same)
         request = Request(request_id, ids, adapter_id=adapter_key, use_prefix_cache=not params.decoder_input_details)
         self.scheduler.add_request(request)
-        self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids)
+        speculate = self.speculate if params.speculate is None else params.speculate
+        grammar = None
+        if params.grammar is not None:
+            grammar = self.grammars.matcher(params.grammar)
+            speculate = 0                  # a draft would need the matcher advanced and rolled back per position
+        self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids, speculate,
+                                                 grammar)
         return seed
 
     def abort(self, request_id: Hashable) -> bool:
@@ -217,7 +245,8 @@ class Engine:
     def stats(self) -> EngineStats:
         s, kv = self.scheduler, self.kv
         return EngineStats(s.num_waiting, s.num_running, kv.num_blocks, kv.num_used_blocks, kv.block_size,
-                           s.num_preemptions, kv.num_cached_blocks, kv.stats.queries, kv.stats.hits)
+                           s.num_preemptions, kv.num_cached_blocks, kv.stats.queries, kv.stats.hits,
+                           self.spec_draft_tokens, self.spec_accepted_tokens)
 
     def step(self) -> EngineOutputs:
         """Schedule, run the model once, sample, update; one StepOutput per request that got a token."""
@@ -234,42 +263,75 @@ class Engine:
         states = [self._states[s.request_id] for s in plan.scheduled]
         logits = self.runner.execute([
             ScheduledSequence(st.request.token_ids, s.num_computed_tokens, s.num_new_tokens, s.block_ids,
-                              all_logits=st.wants_prompt_logits, adapter_id=st.request.adapter_id)
+                              all_logits=st.wants_prompt_logits or bool(s.spec_token_ids),
+                              adapter_id=st.request.adapter_id, draft_token_ids=s.spec_token_ids)
             for s, st in zip(plan.scheduled, states, strict=True)])
         ready: list[int] = []
         for row, (s, st) in enumerate(zip(plan.scheduled, states, strict=True)):
-            if logits.all[row] is not None:
+            if logits.all[row] is not None and not s.spec_token_ids:
                 _record_prefill_logprobs(st, logits.all[row], s.num_computed_tokens, s.num_new_tokens)
-            if s.num_tokens_after == st.request.num_tokens:   # caught up: its last logits pick the next token
+            if s.num_tokens_after - len(s.spec_token_ids) == st.request.num_tokens:   # caught up: next token
                 ready.append(row)
         if not ready:
             self.scheduler.update(plan, {})
             return []
         picked = [states[r] for r in ready]
-        last = logits.last if len(ready) == len(states) else logits.last[ready]
-        result = self.sampler.sample(
-            last[:, :self.vocab],
-            [SampleRow(st.params, st.request.token_ids, st.request.num_output_tokens, st.seed) for st in picked])
-        sampled: dict[Hashable, int] = {}
+        drafts = [plan.scheduled[r].spec_token_ids for r in ready]
+        rows = [SampleRow(st.params, Drafted(st.request.token_ids, draft[:i]) if i else st.request.token_ids,
+                          st.request.num_output_tokens + i, st.seed)
+                for st, draft in zip(picked, drafts, strict=True) for i in range(1 + len(draft))]
+        if len(rows) == len(ready):          # no draft to verify: one row per request, its last logits
+            scores = logits.last if len(ready) == len(states) else logits.last[ready]
+        else:
+            scores = torch.cat([logits.all[r] if plan.scheduled[r].spec_token_ids else logits.last[r:r + 1]
+                                for r in ready])
+        masks = None
+        if any(st.grammar is not None for st in picked):    # constrained requests never carry a draft
+            masks = [st.grammar.allowed() if st.grammar is not None else None for st in picked]
+        result = self.sampler.sample(scores[:, :self.vocab], rows, masks)
+        sampled: dict[Hashable, list[int]] = {}
         stops: dict[Hashable, Stop] = {}
-        events: list[tuple[_RequestState, GeneratedToken, str]] = []
-        for j, st in enumerate(picked):
-            token, delta, stop = self._detokenize(st, result.token_ids[j], result.logprobs[j], result.top_tokens[j])
-            sampled[st.request.request_id] = token.id
-            if stop is not None:
-                stops[st.request.request_id] = stop
-            events.append((st, token, delta))
+        events: list[tuple[_RequestState, GeneratedToken, str, Stop | None]] = []
+        first = 0
+        for st, draft in zip(picked, drafts, strict=True):
+            got = result.token_ids[first:first + 1 + len(draft)]
+            kept = num_accepted(draft, got) + 1
+            if draft:
+                self.spec_draft_tokens += len(draft)
+                self.spec_accepted_tokens += kept - 1
+            rid = st.request.request_id
+            sampled[rid] = []
+            for j in range(first, first + kept):      # in order: a stop ends the request at that token
+                token, delta, stop = self._detokenize(st, result.token_ids[j], result.logprobs[j],
+                                                      result.top_tokens[j])
+                sampled[rid].append(token.id)
+                events.append((st, token, delta, stop))
+                if st.grammar is not None:
+                    st.grammar.advance(token.id)
+                if stop is not None:
+                    stops[rid] = stop
+                    break
+            first += 1 + len(draft)
         self.scheduler.update(plan, sampled, stops.keys())
         outputs = []
-        for st, token, delta in events:
+        for st, token, delta, stop in events:
             rid = st.request.request_id
-            stop = stops.get(rid)
             completion = None
             if stop is not None:
                 completion = self._complete(st, stop)
                 del self._states[rid]
             outputs.append(StepOutput(rid, token, delta, completion))
+        for st in picked:
+            if st.speculate and st.request.request_id not in stops:
+                self._propose(st)
         return outputs
+
+    def _propose(self, st: _RequestState) -> None:
+        """The draft the request verifies next step: at most what it may still generate, less the token after it."""
+        request = st.request
+        room = st.params.max_new_tokens - request.num_output_tokens - 1
+        if room > 0:
+            request.spec_token_ids = self.proposer.propose(request.token_ids, min(st.speculate, room))
 
     def _detokenize(self, st: _RequestState, token_id: int, logprob: float,
                     top: list[tuple[int, float]]) -> tuple[GeneratedToken, str, Stop | None]:

@@ -128,6 +128,20 @@ class KVCacheManager:
         self.pool.release(reversed(blocks))
         return len(blocks)
 
+    def trim(self, seq_id: Hashable, num_tokens: int) -> int:
+        """Shrink the slots of `seq_id` to its first `num_tokens` (rejected draft tokens' slots), giving back the
+        blocks past them; returns how many. Those blocks were never registered: their slots were not computed."""
+        slots = self._num_slots.get(seq_id)
+        if slots is None or num_tokens >= slots:
+            return 0
+        table = self._tables[seq_id]
+        keep = self.blocks_needed(num_tokens)
+        spare = table[keep:]
+        del table[keep:]
+        self._num_slots[seq_id] = num_tokens
+        self.pool.release(reversed(spare), reuse_first=True)
+        return len(spare)
+
     def block_table(self, seq_id: Hashable) -> list[int]:
         """The block ids of `seq_id`, in token order."""
         return list(self._tables.get(seq_id, ()))

@@ -23,6 +23,7 @@ from enum import StrEnum
 from codefoundry.errors import UserError
 
 U64_MAX = 2**64 - 1
+MAX_SPECULATE = 64                            # draft tokens per step: more is never verified usefully
 _FLOATS = ("temperature", "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 
 
@@ -61,8 +62,13 @@ class SamplingParams:
     # API completeness: TGI's watermark and OpenAI's penalty definitions
     watermark: bool = False                   # Kirchenbauer et al. green-list bias, as TGI (sampler.apply_watermark)
     openai_penalties: bool = False            # frequency/presence count generated tokens only, not normalized (OpenAI)
+    # speculative decoding and constrained output
+    speculate: int | None = None              # draft tokens per step (prompt lookup); 0 = off, None = the engine's
+    grammar: tuple[str, str] | None = None    # ("json", schema as JSON text) or ("regex", pattern): constrained output
 
     def __post_init__(self) -> None:
+        if self.grammar is not None and not isinstance(self.grammar, tuple):   # a list, after a msgpack round trip
+            object.__setattr__(self, "grammar", tuple(self.grammar))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         elif not isinstance(self.stop, tuple):
@@ -101,6 +107,10 @@ class SamplingParams:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise bad("stop", "a list of non-empty strings", list(self.stop))
+        if self.speculate is not None and not 0 <= self.speculate <= MAX_SPECULATE:
+            raise bad("speculate", f">= 0 and <= {MAX_SPECULATE}", self.speculate)
+        if self.grammar is not None and (len(self.grammar) != 2 or not all(isinstance(g, str) for g in self.grammar)):
+            raise bad("grammar", "a (type, value) pair of strings", self.grammar)
 
     @classmethod
     def from_openai(cls, *, temperature: float | None = None, top_p: float | None = None,

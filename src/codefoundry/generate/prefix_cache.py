@@ -98,14 +98,17 @@ class BlockPool:
                 del self._free[block]
             self.ref_count[block] += 1
 
-    def release(self, blocks: Iterable[int]) -> None:
-        """Drop one hold on each block, in this order; a block no one holds joins the back of the free queue."""
+    def release(self, blocks: Iterable[int], reuse_first: bool = False) -> None:
+        """Drop one hold on each block, in this order; a block no one holds joins the back of the free queue
+        (`reuse_first`: the front, for blocks holding nothing worth keeping, so cached blocks are evicted later)."""
         for block in blocks:
             if self.ref_count[block] < 1:
                 raise ValueError(f"block {block} is not held")
             self.ref_count[block] -= 1
             if self.ref_count[block] == 0:
                 self._free[block] = None
+                if reuse_first:
+                    self._free.move_to_end(block, last=False)
 
     def register(self, block: int, block_hash: BlockHash) -> bool:
         """Make a full, computed block findable by its hash; False when another block already has that hash."""

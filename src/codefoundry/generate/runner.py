@@ -29,6 +29,7 @@ class ScheduledSequence:
     block_table: list[int]      # its cache blocks, holding at least num_computed + num_new slots
     all_logits: bool = False    # logits for every new token (prompt logprobs), not only the last
     adapter_id: Hashable | None = None   # the LoRA adapter its tokens run through (None: the base model)
+    draft_token_ids: Sequence[int] = ()  # draft tokens after token_ids (speculative decoding), counted in num_new
 
 
 @dataclass
@@ -59,12 +60,16 @@ class ModelRunner:
         logits_indices: list[int] = []
         for s in seqs:
             start, end = s.num_computed, s.num_computed + s.num_new
-            if s.num_new < 1 or end > len(s.token_ids):
-                raise ValueError(f"cannot compute tokens {start}..{end - 1} of a {len(s.token_ids)}-token sequence")
+            known = len(s.token_ids)
+            if s.num_new < 1 or end > known + len(s.draft_token_ids):
+                raise ValueError(f"cannot compute tokens {start}..{end - 1} of a "
+                                 f"{known + len(s.draft_token_ids)}-token sequence")
             if len(s.block_table) * bs < end:
                 raise ValueError(f"{len(s.block_table)} blocks of {bs} cannot hold {end} tokens")
             first = len(ids)
             ids.extend(s.token_ids[start:end])
+            if end > known:
+                ids.extend(s.draft_token_ids[max(start - known, 0):end - known])
             positions.extend(range(start, end))
             if s.num_new == 1:
                 slots.append(s.block_table[start // bs] * bs + start % bs)

@@ -70,10 +70,23 @@ class SampleResult:
     top_tokens: list[list[tuple[int, float]]]      # [B][top_n] (id, logprob), best first; [] when not asked
 
 
+def apply_token_masks(scores: torch.Tensor, masks: Sequence[torch.Tensor | None]) -> None:
+    """Disallowed tokens of the masked rows to -inf, in place, before penalties and warpers (so top-p and
+    top-k choose among allowed tokens only); rows without a mask are untouched."""
+    idx = [i for i, m in enumerate(masks) if m is not None]
+    if not idx:
+        return
+    allowed = torch.stack([masks[i] for i in idx]).to(scores.device)
+    rows = torch.tensor(idx, device=scores.device)
+    scores[rows] = scores[rows].masked_fill(~allowed[:, :scores.shape[1]], -float("inf"))
+
+
 class Sampler:
     """Stateless: `sample(logits[B, V], rows)`. Processing runs in float32 (float64 logits stay float64)."""
 
-    def sample(self, logits: torch.Tensor, rows: Sequence[SampleRow]) -> SampleResult:
+    def sample(self, logits: torch.Tensor, rows: Sequence[SampleRow],
+               masks: Sequence[torch.Tensor | None] | None = None) -> SampleResult:
+        """`masks`: per row, a bool [V] tensor of the tokens it may pick (a grammar's), or None for any token."""
         if logits.dim() != 2 or logits.shape[0] != len(rows):
             raise ValueError(f"logits must be [B={len(rows)}, V], got {list(logits.shape)}")
         scores = logits if logits.dtype == torch.float64 else logits.float()
@@ -82,6 +95,8 @@ class Sampler:
         device = scores.device
 
         apply_watermark(scores, rows)
+        if masks is not None:
+            apply_token_masks(scores, masks)
         self._penalize(scores, rows)
         apply_openai_penalties(scores, rows)
         self._warp(scores, params)

@@ -18,6 +18,11 @@ starts with those tokens counted as computed; chunked prefill computes the rest.
 that want logits for every prompt token (prompt logprobs) skip the lookup, as in vLLM.
 After each step the blocks it filled are registered for later requests to find.
 
+A decoding request may carry a draft (`Request.spec_token_ids`, prompt-lookup speculative
+decoding): it is scheduled with its last token (budget permitting; without it when the pool
+is short, before preempting anyone), and `update()` keeps the computed count and slots of
+the accepted draft tokens only (`BlockAllocator.trim`).
+
 When the pool cannot hold a running request's new tokens, the newest running request is
 preempted (freed, and put at the front of waiting with 0 computed tokens, to be recomputed
 from its prompt and the tokens it already has: vLLM's recompute preemption), until the
@@ -61,6 +66,9 @@ class BlockAllocator(Protocol):
     def block_table(self, request_id: Hashable) -> list[int]:
         """The request's block ids, in token order."""
 
+    def trim(self, request_id: Hashable, num_tokens: int) -> int:
+        """Shrink the request's slots to its first `num_tokens`, giving back the blocks past them."""
+
 
 @dataclass(eq=False)             # identity: two requests are never the same one
 class Request:
@@ -72,6 +80,7 @@ class Request:
     num_computed_tokens: int = 0
     adapter_id: Hashable | None = None      # the weights its K/V depend on (a LoRA adapter), part of block hashes
     use_prefix_cache: bool = True           # False: compute every prompt token (prompt logprobs need their logits)
+    spec_token_ids: list[int] = field(default_factory=list)   # draft tokens to verify after its last token
 
     def __post_init__(self) -> None:
         if not self.token_ids:
@@ -98,6 +107,7 @@ class ScheduledRequest:
     num_computed_tokens: int        # already in the KV cache before this step
     num_new_tokens: int             # computed this step
     block_ids: list[int]            # its whole block table, holding at least computed + new slots
+    spec_token_ids: list[int] = field(default_factory=list)   # the last len() of the new tokens: a draft to verify
 
     @property
     def num_tokens_after(self) -> int:
@@ -178,15 +188,19 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             request = self.running[i]
             n = min(request.num_tokens - request.num_computed_tokens, budget)   # >= 1: update() sampled for it
-            while self.allocator.allocate(request.request_id, n) is None:
+            draft = request.spec_token_ids[:budget - 1] if n == 1 else []
+            request.spec_token_ids = []
+            if draft and self.allocator.allocate(request.request_id, 1 + len(draft)) is None:
+                draft = []                               # no room for a draft: decode without one, preempt no one
+            while not draft and self.allocator.allocate(request.request_id, n) is None:
                 victim = self.running.pop()              # the newest running request
                 self._preempt(victim)
                 preempted.append(victim.request_id)
                 if victim is request:                    # it was the newest: nothing left to schedule
                     break
             else:
-                scheduled.append(self._scheduled(request, n))
-                budget -= n
+                scheduled.append(self._scheduled(request, n + len(draft), draft))
+                budget -= n + len(draft)
                 i += 1
         admitted: list[Hashable] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_batch_size and not preempted:
@@ -209,39 +223,44 @@ class Scheduler:
         finished, self._finished = self._finished, []
         return SchedulerOutput(scheduled, admitted, preempted, finished)
 
-    def update(self, output: SchedulerOutput, sampled: Mapping[Hashable, int],
+    def update(self, output: SchedulerOutput, sampled: Mapping[Hashable, int | Sequence[int]],
                finished: Collection[Hashable] = ()) -> None:
         """Take a step's results back.
 
         Every request scheduled in `output` (and not aborted since) has its computed count
-        advanced; `sampled` maps the requests that caught up to the token sampled for them,
-        which is appended; the ones in `finished` (stop rule or length reached: the caller's
-        stop rules decide) leave running and free their blocks.
+        advanced; `sampled` maps the requests that caught up to the token sampled for them
+        (or, for a request that verified a draft, the tokens kept: the accepted draft tokens
+        and the one sampled after them), which are appended; the slots of rejected draft
+        tokens are given back. The ones in `finished` (stop rule or length reached: the
+        caller's stop rules decide) leave running and free their blocks.
         """
         for s in output.scheduled:
             request = self.requests.get(s.request_id)
             if request is None:                          # aborted between schedule() and update()
                 continue
+            new = sampled.get(s.request_id, ())
+            new = [new] if isinstance(new, int) else list(new)
+            request.token_ids.extend(new)
             request.num_computed_tokens = s.num_tokens_after
+            if s.spec_token_ids:                        # K/V of the accepted draft tokens stay; the rest go
+                request.num_computed_tokens -= len(s.spec_token_ids) - max(len(new) - 1, 0)
+                self.allocator.trim(request.request_id, request.num_computed_tokens)
             self.allocator.cache_blocks(request.request_id, request.token_ids, request.num_computed_tokens,
                                         request.adapter_id)
-        for request_id, token_id in sampled.items():
-            request = self.requests.get(request_id)
-            if request is not None:
-                request.token_ids.append(token_id)
         for request_id in finished:
             request = self.requests.get(request_id)
             if request is not None and request in self.running:
                 self.running.remove(request)
                 self._finish(request)
 
-    def _scheduled(self, request: Request, n: int) -> ScheduledRequest:
+    def _scheduled(self, request: Request, n: int, draft: list[int] | None = None) -> ScheduledRequest:
         return ScheduledRequest(request.request_id, request.num_computed_tokens, n,
-                                self.allocator.block_table(request.request_id))
+                                self.allocator.block_table(request.request_id), draft or [])
 
     def _preempt(self, request: Request) -> None:
         self.allocator.free(request.request_id)
         request.num_computed_tokens = 0
+        request.spec_token_ids = []
         self.waiting.appendleft(request)
         self.num_preemptions += 1
 

@@ -33,6 +33,7 @@ class ServeConfig(StageConfig):
     grace_period_s: float = Field(30.0, ge=0)         # SIGTERM: time in-flight requests get to finish
     block_size: int = Field(16, ge=1)                 # vLLM's default block size
     enable_prefix_caching: bool = True                # reuse the KV blocks of prompt prefixes seen before (vLLM)
+    speculate: int = Field(0, ge=0, le=64)            # prompt-lookup draft tokens per step (TGI --speculate); 0 = off
     memory_fraction: float = Field(0.9, gt=0, le=1)   # TGI_WIGGLE_ROOM: share of free memory the KV pool may take
     cpu_kv_cache_bytes: int = Field(1 << 30, ge=1)    # cap on the KV pool when serving on CPU
     device: str | None = None                         # None = cuda when available, else cpu

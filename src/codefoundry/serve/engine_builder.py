@@ -114,7 +114,7 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
     engine = Engine(model, tokenizer, num_blocks=num_blocks, block_size=cfg.block_size,
                     max_batch_tokens=cfg.max_batch_prefill_tokens,
                     max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1),
-                    enable_prefix_caching=cfg.enable_prefix_caching)
+                    enable_prefix_caching=cfg.enable_prefix_caching, speculate=cfg.speculate)
     seconds = warmup(engine, prefill)
     for name, path in cfg.adapters.items():
         if name == cfg.model_id:

@@ -43,7 +43,10 @@ class GenerateParameters(_Lenient):
     decoder_input_details: bool | None = Field(None, description="Return prompt token logprobs (not when streaming).")
     seed: int | None = Field(None, description="u64 sampling seed; random when null.")
     top_n_tokens: int | None = Field(None, description="Alternatives per token (<= max_top_n_tokens).")
-    grammar: Any | None = Field(None, description="Not supported; a grammar is rejected with 422.")
+    grammar: Any | None = Field(None, description='Constrained output: {"type": "json", "value": SCHEMA} or '
+                                                  '{"type": "regex", "value": RE}; invalid = 422.')
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off; null = the "
+                                                    "server's --speculate).")
     adapter_id: str | None = Field(None, description="A loaded LoRA adapter's name (GET /v1/adapters); null or "
                                                      "the model id = the base model; unknown = 422.")
 
@@ -187,6 +190,8 @@ class CompletionRequest(_Lenient):
                                                   "token logprob are returned (not with stream).")
     logprobs: int | None = Field(None, description="Logprobs of each token and of the `logprobs` most likely ones.")
     echo: bool | None = Field(None, description="Prepend the prompt (and its tokens' logprobs) to the choice.")
+    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class ChatMessage(_Lenient):
@@ -216,6 +221,8 @@ class ChatRequest(_Lenient):
     tools: list[dict[str, Any]] | None = Field(None, description="Rendered by the model's chat template (422 when "
                                                                  "the template does not take tools).")
     tool_choice: str | dict[str, Any] | None = Field(None, description="`auto` or `none`.")
+    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class Usage(BaseModel):

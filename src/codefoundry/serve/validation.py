@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codefoundry.generate import SamplingParams, ValidationError
+from codefoundry.generate.grammar import from_response_format, from_tgi
 from codefoundry.serve.errors import ServeError, validation
 from codefoundry.serve.schemas import MAX_BEST_OF, MAX_CHOICES, GenerateParameters
 
@@ -92,8 +93,7 @@ class Validator:
         if parameters is None:           # TGI's default_parameters(): sampling when no parameters at all
             parameters = GenerateParameters(do_sample=True)
         p = parameters
-        if p.grammar is not None:
-            raise validation("grammar is not supported")
+        grammar = sampling_params(from_tgi, grammar=p.grammar) if p.grammar is not None else None
         adapter = self.adapter(p.adapter_id)
         best_of = self._best_of(p, stream=stream)
         if stream and p.decoder_input_details:
@@ -103,6 +103,7 @@ class Validator:
             typical_p=p.typical_p, repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty,
             seed=p.seed, stop=tuple(p.stop or ()), top_n_tokens=p.top_n_tokens or 0, details=bool(p.details),
             decoder_input_details=bool(p.decoder_input_details), adapter_id=adapter, watermark=bool(p.watermark),
+            grammar=grammar, speculate=p.speculate,
             **({} if p.max_new_tokens is None else {"max_new_tokens": p.max_new_tokens}))
         full = p.return_full_text if p.return_full_text is not None else default_return_full_text
         valid = self.check(inputs, params, fill=p.max_new_tokens is None, truncate=p.truncate,
@@ -129,10 +130,12 @@ class Validator:
 
     def validate_openai(self, prompt: str | list[int], *, max_tokens: int | None, model: str | None = None,
                         logprobs: int | None = None, echo: bool = False,
-                        max_logprobs: int = OPENAI_MAX_LOGPROBS, **openai: Any) -> ValidRequest:
+                        max_logprobs: int = OPENAI_MAX_LOGPROBS, response_format: Any = None,
+                        speculate: int | None = None, **openai: Any) -> ValidRequest:
         """An OpenAI prompt (text or token ids) and its parameters (`SamplingParams.from_openai`); a null max_tokens
         fills the budget; `model` names an adapter (or the base model). `logprobs` (the number of alternatives per
-        token) asks for the tokens' logprobs, and with `echo` for the prompt's too."""
+        token) asks for the tokens' logprobs, and with `echo` for the prompt's too; `response_format` constrains
+        the output."""
         adapter = self.adapter(model, openai=True)
         if logprobs is not None and not 0 <= logprobs <= max_logprobs:
             name = "logprobs" if max_logprobs == OPENAI_MAX_LOGPROBS else "top_logprobs"
@@ -140,6 +143,9 @@ class Validator:
         params = sampling_params(SamplingParams.from_openai, max_new_tokens=max_tokens, details=True,
                                  top_n_tokens=logprobs or 0, decoder_input_details=bool(echo and logprobs is not None),
                                  **openai)
+        grammar = sampling_params(from_response_format, response_format=response_format)
+        if grammar is not None or speculate is not None:
+            params = sampling_params(lambda: dataclasses.replace(params, grammar=grammar, speculate=speculate))
         if adapter is not None:
             params = dataclasses.replace(params, adapter_id=adapter)
         if isinstance(prompt, list):

@@ -66,7 +66,8 @@ def _validate(state: ServerState, prompts: list[Prompt], body: CompletionRequest
     openai = {"temperature": body.temperature, "top_p": body.top_p, "frequency_penalty": body.frequency_penalty,
               "presence_penalty": body.presence_penalty, "seed": body.seed, "stop": body.stop,
               "repetition_penalty": getattr(body, "repetition_penalty", None), "model": body.model,
-              "logprobs": logprobs, "echo": echo, "max_logprobs": max_logprobs}
+              "logprobs": logprobs, "echo": echo, "max_logprobs": max_logprobs,
+              "response_format": body.response_format, "speculate": body.speculate}
     return [inference.validated(state, str(p), lambda p=p: state.validator.validate_openai(
                 p, max_tokens=max_tokens, **openai)) for p in prompts]
 
