@@ -82,7 +82,7 @@ def command(
     adapter_root: Annotated[Path | None, _opt(
         "--adapter-root", "Allow loading adapters at run time (POST /v1/adapters, with the API key if set) from "
                           "under this directory. Default: off.")] = None,
-    tp: Annotated[int | None, typer.Option("--tp", min=1, show_default=False, help=(
+    tp: Annotated[int | None, typer.Option("--tp", show_default=False, help=(
         "Shard the model over this many processes (tensor parallelism: one per GPU, gloo on CPU); the engine "
         "runs on the first. Default 1."))] = None,
     dataset: Annotated[Path | None, _opt(
