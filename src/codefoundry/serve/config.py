@@ -42,6 +42,7 @@ class ServeConfig(StageConfig):
     log_prompts: bool = False                         # never log prompt text unless asked
     adapters: dict[str, Path] = Field(default_factory=dict)  # LoRA adapters loaded at start: name → PEFT dir
     adapter_root: Path | None = None                  # POST /v1/adapters loads only from under it; None = off
+    report: Path | None = None                        # an HTML report shown at /ui/report (the demo's)
     engine_process: bool = True                       # the engine core in its own process (vLLM v1); False: a thread
 
     @property
