@@ -55,9 +55,9 @@ def test_every_stage_leaves_its_artifact_with_lineage(demo_out: Path) -> None:
         assert (demo_out / model / "config.json").is_file() and (demo_out / model / "model.safetensors").is_file()
     assert (demo_out / "adapters" / "code" / "adapter_model.safetensors").is_file()
     # the lineage the provenance routes read: pretraining ← tokenizer ← dataset; the merge ← adapter ← base
-    assert set(read_manifest(demo_out / "model").inputs) >= {"tokenizer"}
+    assert set(read_manifest(demo_out / "model").inputs) >= {"dataset", "tokenizer"}
     assert set(read_manifest(demo_out / "finetuned").inputs) >= {"adapter", "base_model"}
-    assert "dataset" in read_manifest(demo_out / "adapters" / "code").inputs
+    assert set(read_manifest(demo_out / "adapters" / "code").inputs) >= {"dataset", "model"}
     # every stage timed, the plan recorded
     timings = json.loads((demo_out / "timings.json").read_text())
     assert list(timings) == STAGE_NAMES and all(v >= 0 for v in timings.values())
@@ -108,7 +108,7 @@ def test_report_shows_every_section_with_embedded_plots(demo_out: Path) -> None:
     assert all(f">{reason}<" in html for reason in stats["removed"])
     assert all(f">{step}<" in html for step in stats["steps"])
     assert html.count('src="data:image/png;base64,') >= 5    # language, license, removals, steps, losses, scores
-    assert "<script" not in html and "http://" not in html.split("<body>")[1].replace("http://127.0.0.1", "")
+    assert "<script" not in html and 'src="http' not in html and "<link" not in html    # self-contained
     for label in ("small, pretrained from scratch", "SmolLM2-135M (base)", "SmolLM2-135M + LoRA fine-tune"):
         assert label in html
 
@@ -118,11 +118,9 @@ def test_rerun_skips_finished_stages(demo_out: Path, tmp_path: Path, tiny_model_
     shutil.copytree(demo_out, out)
     before = {p: p.stat().st_mtime_ns for p in (out / "model" / "model.safetensors",
                                                 out / "adapters" / "code" / "adapter_model.safetensors")}
-    start = time.perf_counter()
     statuses = run_demo(demo_config(out, tiny_model_dir))
     assert statuses == [f"{name}: skipped" for name in STAGE_NAMES[:-1]] + ["report: done"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert time.perf_counter() - start < 30
 
 
 def test_a_missing_earlier_artifact_names_its_stage(tmp_path: Path) -> None:
@@ -189,9 +187,8 @@ def test_cli_serves_base_and_adapter_until_ctrl_c(served_demo: tuple[str, subpro
     with httpx.stream("POST", url + "/generate_stream", json=body, timeout=60) as r:
         assert r.status_code == 200
         events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
-    assert events and events[-1]["details"]["generated_tokens"] == len(events) if events[-1].get("details") \
-        else len(events) >= 1
-    assert all("token" in e for e in events)
+    assert events and all("token" in e for e in events)
+    assert events[-1]["generated_text"] is not None            # the stream ended with the whole completion
     report = httpx.get(url + "/ui/report", timeout=30)
     assert report.status_code == 200 and "codefoundry demo report" in report.text
     assert "script-src" not in report.headers["content-security-policy"]
@@ -245,7 +242,7 @@ def test_smollm2_demo_fine_tunes_evaluates_and_resumes_after_ctrl_c(tmp_path: Pa
     args = ("demo", "--out", str(out), "--budget", "60s", "--source", "stdlib", "--no-serve", "--workers", "2")
     proc = _cli(*args)
     deadline = time.monotonic() + 300
-    while not (out / "model" / "checkpoints").is_dir() and time.monotonic() < deadline and proc.poll() is None:
+    while not (out / "model").is_dir() and time.monotonic() < deadline and proc.poll() is None:   # pretraining began
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)

@@ -46,8 +46,11 @@ def _mb(n: float) -> str:
 
 
 def overview(facts: dict[str, Any]) -> str:
+    from codefoundry.demo import STAGES
+
     timings = facts["timings"]
-    rows = [(escape(name), f"{seconds:,.1f}") for name, seconds in timings.items()]
+    order = [s.name for s in STAGES if s.name in timings] + [n for n in timings if n not in {s.name for s in STAGES}]
+    rows = [(escape(name), f"{timings[name]:,.1f}") for name in order]
     rows.append(("<b>total</b>", f"<b>{sum(timings.values()):,.1f}</b>"))
     plan = facts.get("plan") or {}
     used = (f"Budget {plan.get('budget_s', 0):.0f} s: curation of at most {plan.get('files_per_repo')} files per "
@@ -77,7 +80,8 @@ def dataset_section(d: dict[str, Any] | None) -> str:
         top = langs[:15]
         parts.append(image(plots.bars([k for k, _ in top], [v["kept_bytes"] / 1e6 for _, v in top], "MB kept",
                                       "kept code by language"), "kept code by language"))
-    parts.append('</div><div><h3>By license (kept)</h3>' + table(
+    parts.append('</div><div><h3>By license (kept)</h3><p class=note>A file under several licenses counts under '
+                 'each.</p>' + table(
         ["license", "files", "MB"], [(escape(k), _num(v["kept_files"]), _mb(v["kept_bytes"])) for k, v in lics]))
     if lics:
         top = lics[:15]

@@ -45,7 +45,7 @@ def demo_serve_config(out: Path, host: str = "127.0.0.1", port: int = 0) -> Serv
         if not (needed / "manifest.json").exists():
             raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
     return ServeConfig(model=base, host=host, port=port, model_id="smollm2", adapters={ADAPTER: adapter},
-                       report=out / "report.html", max_batch_total_tokens=16384, max_batch_prefill_tokens=2048)
+                       report=out / "report.html", max_batch_total_tokens=8192, max_batch_prefill_tokens=2048)
 
 
 def fim_prompt(prefix: str, suffix: str) -> str:
@@ -143,7 +143,7 @@ def run_probe(out: Path, plan: DemoPlan, seed: int) -> Path:
              "single": {"tokens": single_reply["tokens"], "ttft_s": single_reply["ttft_s"],
                         "seconds": single_reply["seconds"],
                         "tokens_per_s": single_reply["tokens"] / single_reply["seconds"]},
-             "concurrent": load, "device": info.get("device") or cfg.device or "auto"}
+             "concurrent": load, "device": info.get("model_device_type")}
     dest = out / "serve"
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_json(dest / "transcript.json", {"requests": transcript, "info": info})
