@@ -183,7 +183,7 @@ def test_cli_serves_base_and_adapter_until_ctrl_c(served_demo: tuple[str, subpro
     adapters = httpx.get(url + "/v1/adapters", timeout=30).json()
     assert [a["name"] for a in adapters["data"]] == ["code"]
     body = {"inputs": "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n<fim_middle>",
-            "parameters": {"max_new_tokens": 8, "adapter_id": "code", "temperature": 0}}
+            "parameters": {"max_new_tokens": 8, "adapter_id": "code"}}
     with httpx.stream("POST", url + "/generate_stream", json=body, timeout=60) as r:
         assert r.status_code == 200
         events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]

@@ -127,10 +127,9 @@ def run_probe(out: Path, plan: DemoPlan, seed: int) -> Path:
     try:
         with httpx.Client(base_url=running.url, timeout=600) as client:
             fim = {"inputs": fim_prompt(FIM_PREFIX, FIM_SUFFIX),
-                   "parameters": {"max_new_tokens": 16, "temperature": 0, "adapter_id": ADAPTER}}
+                   "parameters": {"max_new_tokens": 16, "adapter_id": ADAPTER}}     # greedy: TGI has no temperature 0
             transcript.append({"route": "/generate_stream", "request": fim, "reply": stream(client, fim)})
-            single = {"inputs": PROBE_PROMPTS[0], "parameters": {"max_new_tokens": plan.probe_new_tokens,
-                                                                 "temperature": 0}}
+            single = {"inputs": PROBE_PROMPTS[0], "parameters": {"max_new_tokens": plan.probe_new_tokens}}
             transcript.append({"route": "/generate_stream", "request": single, "reply": stream(client, single)})
             adapters = client.get("/v1/adapters")
             transcript.append({"route": "/v1/adapters", "status": adapters.status_code, "reply": adapters.json()})
