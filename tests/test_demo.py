@@ -193,7 +193,7 @@ def test_cli_serves_base_and_adapter_until_ctrl_c(served_demo: tuple[str, subpro
     assert report.status_code == 200 and "codefoundry demo report" in report.text
     assert "script-src" not in report.headers["content-security-policy"]
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
+    output, _ = proc.communicate(timeout=180)      # stopping waits for in-flight work and the engine process
     assert proc.returncode == 0, output
     assert "stopping the server" in output
 
