@@ -141,13 +141,19 @@ def test_budget_scales_every_stage() -> None:
     small, default, large = (DemoPlan.for_budget(s) for s in (60, 900, 3600))
     for field in ("files_per_repo", "pretrain_s", "finetune_s", "humaneval_limit", "infilling_limit"):
         assert getattr(small, field) < getattr(default, field) < getattr(large, field), field
-    assert (default.files_per_repo, default.humaneval_limit, default.infilling_limit) == (100, 20, 40)
+    assert (default.files_per_repo, default.humaneval_limit, default.infilling_limit) == (100, 32, 40)
+
+
+def _default_sigint() -> None:
+    # a shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # give the demo the Ctrl-C a user's terminal gives it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "codefoundry", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+                            stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=_default_sigint, **kwargs)
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ class DemoPlan:
     vocab_size: int                # 8192
     pretrain_s: float              # 135 s of `small` pretraining
     finetune_s: float              # 225 s of LoRA fine-tuning
-    humaneval_limit: int           # the first 20 HumanEval problems, greedy
+    humaneval_limit: int           # the first 32 HumanEval problems, greedy (SmolLM2 solves 4 of them)
     infilling_limit: int           # the first 40 single-line infilling problems, greedy
     humaneval_new_tokens: int = 160
     infilling_new_tokens: int = 24
@@ -84,7 +84,7 @@ class DemoPlan:
                    vocab_size=8192 if scale >= 0.3 else 2048,
                    pretrain_s=max(5.0, 0.15 * budget_s),
                    finetune_s=max(5.0, 0.25 * budget_s),
-                   humaneval_limit=max(2, min(164, round(20 * scale))),
+                   humaneval_limit=max(2, min(164, round(32 * scale))),
                    infilling_limit=max(2, min(1033, round(40 * scale))),
                    humaneval_new_tokens=160 if scale >= 0.3 else 24,
                    probe_requests=8 if scale >= 0.3 else 4,
