@@ -28,8 +28,9 @@ test: setup
 test-all: setup
 	$(TEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
+# The whole path on the embedded corpus, then a server until Ctrl-C; e.g. DEMO_ARGS="--no-serve --budget 5m".
 demo: setup
-	$(BIN)/codefoundry demo
+	$(BIN)/codefoundry demo $(DEMO_ARGS)
 
 # Each bench script runs the anchor beside codefoundry. Anchors live in bench-only venvs
 # (bench/.venv-<name>), installed on first use from the pinned bench/requirements-<name>.txt;

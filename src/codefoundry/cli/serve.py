@@ -91,6 +91,8 @@ def command(
     no_engine_process: Annotated[bool, _opt(
         "--no-engine-process", "Run the engine core (scheduler, KV cache, model) on a thread of the server's "
                                "process (default: in its own process, apart from HTTP and streaming).")] = False,
+    report: Annotated[Path | None, _opt("--report", "An HTML report to show at /ui/report (the demo's "
+                                                    "demo-out/report.html).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Load --model, size the KV cache from memory, warm up, then serve until SIGTERM (which drains in-flight
@@ -110,7 +112,8 @@ def command(
              "quantize": quantize,
              "otlp_endpoint": otlp_endpoint, "enable_prefix_caching": False if no_prefix_caching else None,
              "adapters": _adapters(adapter), "adapter_root": adapter_root, "dataset": dataset,
-             "speculate": speculate, "engine_process": False if no_engine_process else None, "tp": tp}
+             "speculate": speculate, "engine_process": False if no_engine_process else None, "tp": tp,
+             "report": report}
     serve(load_config(ServeConfig, config, flags))
 
 

@@ -1,27 +1,92 @@
-"""The demo's eval stage: the demo's model on 10 HumanEval and 10 single-line infilling problems.
+"""The demo's evaluation: each model on the first HumanEval problems and single-line infilling problems.
 
-Greedy, short completions (the demo model is small and barely trained: expect pass@1 near 0 and
-a few exact FIM matches); about a minute on 2 cores, every program through the sandbox.
+Greedy (temperature 0, one sample: pass@1 is the share of problems solved), every program
+through the sandbox; the subsets' sizes come from the demo's budget and are written in each
+results.json (`config.limit`) and printed. The three models:
+
+    model       the `small` preset pretrained from scratch (expect pass@1 0: minutes of CPU)
+    base        SmolLM2-135M-Instruct as shipped
+    finetuned   the same with the LoRA adapter trained on the curated code merged in
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from rich.table import Table
+
+from codefoundry.console import console
 from codefoundry.errors import UserError
 from codefoundry.eval.harness import EvalConfig, run_eval
 
-DEMO_LIMIT = 10
+if TYPE_CHECKING:
+    from codefoundry.demo import DemoPlan
+
+HUMANEVAL, INFILLING = "humaneval", "humaneval-infilling-single-line"
+MODELS = {"model": "pretrained from scratch (small)", "base": "SmolLM2-135M base", "finetuned": "SmolLM2-135M + LoRA"}
 
 
-def demo_config(model: Path, workers: int | None, seed: int) -> EvalConfig:
-    return EvalConfig(tasks=["humaneval", "humaneval-infilling-single-line"], model=model, limit=DEMO_LIMIT,
-                      temperature=0, max_new_tokens=32, seed=seed, workers=workers)
+def demo_configs(model: Path, plan: DemoPlan, workers: int | None, seed: int) -> list[EvalConfig]:
+    """One config per task: each has its own problem limit and completion length."""
+    common = {"model": model, "temperature": 0, "n_samples": 1, "ks": [1], "seed": seed, "workers": workers}
+    return [EvalConfig(tasks=[HUMANEVAL], limit=plan.humaneval_limit, max_new_tokens=plan.humaneval_new_tokens,
+                       **common),
+            EvalConfig(tasks=[INFILLING], limit=plan.infilling_limit, max_new_tokens=plan.infilling_new_tokens,
+                       **common)]
 
 
-def run_demo_stage(out: Path, workers: int | None, seed: int) -> Path:
-    """Evaluate `out/model` into `out/eval` (resumes an interrupted demo run)."""
-    model = out / "model"
+def run_demo_stage(out: Path, name: str, plan: DemoPlan, workers: int | None, seed: int) -> Path:
+    """Evaluate `out/<name>` into `out/eval/<name>/<task>/`, then mark `out/eval/<name>` done with a manifest."""
+    from codefoundry.manifest import write_manifest
+
+    model = out / name
     if not (model / "manifest.json").exists():
-        raise UserError(f"{model} is missing: the demo's 'train' stage makes it")
-    return run_eval(out / "eval", demo_config(model, workers, seed))
+        raise UserError(f"{model} is missing: an earlier demo stage makes it")
+    dest = out / "eval" / name
+    for config in demo_configs(model, plan, workers, seed):
+        task_dir = dest / config.tasks[0]
+        if not (task_dir / "manifest.json").exists():       # each task's own run resumes from its samples
+            task_dir.mkdir(parents=True, exist_ok=True)
+            run_eval(task_dir, config)
+    write_manifest(dest, "eval-demo", {"humaneval_limit": plan.humaneval_limit,
+                                       "infilling_limit": plan.infilling_limit}, seed=seed, inputs={"model": model},
+                   extra={"tasks": [HUMANEVAL, INFILLING]})
+    return dest
+
+
+def read_scores(out: Path) -> dict[str, dict[str, Any]]:
+    """{model: {"humaneval": results, "infilling": results}} for each evaluated model (results.json's entries)."""
+    scores: dict[str, dict[str, Any]] = {}
+    for name in MODELS:
+        row: dict[str, Any] = {}
+        for key, task in (("humaneval", HUMANEVAL), ("infilling", INFILLING)):
+            path = out / "eval" / name / task / "results.json"
+            if path.exists():
+                document = json.loads(path.read_text(encoding="utf-8"))
+                row[key] = {**document["results"][task], "contamination": document.get("contamination")}
+        if row:
+            scores[name] = row
+    return scores
+
+
+def print_scores(out: Path) -> None:
+    """The evaluation table: pass@1 on HumanEval and exact match on single-line infilling, per model."""
+    scores = read_scores(out)
+    if not scores:
+        return
+    table = Table(title="evaluation (greedy, first problems of each task)")
+    for column in ("model", "HumanEval pass@1", "infilling exact match"):
+        table.add_column(column)
+    for name, row in scores.items():
+        table.add_row(MODELS[name], format_score(row.get("humaneval"), "pass@1"),
+                      format_score(row.get("infilling"), "exact_match"))
+    console.print(table)
+
+
+def format_score(result: dict[str, Any] | None, metric: str) -> str:
+    if not result or metric not in result:
+        return "–"
+    problems = result["problems"]
+    return f"{result[metric]:.3f} ({round(result[metric] * problems)}/{problems})"

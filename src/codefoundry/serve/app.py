@@ -21,7 +21,7 @@ from codefoundry import __version__
 from codefoundry.serve.config import ServeConfig
 from codefoundry.serve.errors import ServeError, validation
 from codefoundry.serve.guard import RequestGuard, allowed_hosts
-from codefoundry.serve.routes import adapters, openai, operations, playground, provenance, tgi
+from codefoundry.serve.routes import adapters, openai, operations, playground, provenance, report, tgi
 from codefoundry.serve.state import ServerState, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ def create_app(state: ServerState) -> FastAPI:
                   openapi_url="/api-doc/openapi.json",
                   description="TGI- and OpenAI-compatible text generation with continuous batching.")
     app.state.serve = state
+    # report before playground: the playground's /ui/{name} would otherwise answer /ui/report
     for router in (tgi.router, openai.router, adapters.router, operations.router, provenance.router,
-                   playground.router):
+                   report.router, playground.router):
         app.include_router(router)
     for warning in security_warnings(cfg):
         log.warning(warning)

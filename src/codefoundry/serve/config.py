@@ -45,6 +45,7 @@ class ServeConfig(StageConfig):
     adapter_root: Path | None = None                  # POST /v1/adapters loads only from under it; None = off
     tp: int = Field(1, ge=1)                          # tensor-parallel processes (generate/tensor_parallel.py)
     dataset: Path | None = None                       # /v1/provenance answers from it (default: the model's lineage)
+    report: Path | None = None                        # an HTML report shown at /ui/report (the demo's)
     engine_process: bool = True                       # the engine core in its own process (vLLM v1); False: a thread
 
     @property

