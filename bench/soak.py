@@ -402,7 +402,7 @@ HOSTILE_BODIES: dict[str, Callable[[Ctx], tuple[str, bytes | dict]]] = {
         b'{"prompt": "x", "top_p": -Infinity, "max_tokens": 2}'])),
     "openai_bad": lambda c: (c.rng.choice(["/v1/completions", "/v1/chat/completions"]), c.rng.choice([
         {"prompt": "x", "max_tokens": -1}, {"prompt": [], "max_tokens": 1}, {"prompt": ["a"] * 100},
-        {"prompt": "x", "n": 5}, {"prompt": "x", "suffix": "y"}, {"messages": []},
+        {"prompt": "x", "n": 0}, {"prompt": "x", "n": 17}, {"prompt": "x", "logprobs": 99}, {"messages": []},
         {"messages": [{"role": "assistant", "content": "hi"}, {"role": "assistant", "content": "hi"}]},
         {"messages": [{"content": "no role"}]}, {"prompt": "x", "temperature": -2}, {"prompt": "x", "stop": 7}])),
     "invalid_utf8": lambda c: ("/generate", c.rng.choice([b'{"inputs": "\xff\xfe\xfd"}', b'{"inputs": "\xc3\x28"}',

@@ -32,9 +32,9 @@ from rich.table import Table
 from codefoundry.atomic import atomic_write_json
 from codefoundry.config import StageConfig
 from codefoundry.console import console
+from codefoundry.demo_plan import DEFAULT_BUDGET_S, DemoPlan
 from codefoundry.errors import UserError
 
-DEFAULT_BUDGET_S = 900.0
 TIMINGS = "timings.json"
 
 
@@ -56,39 +56,6 @@ class DemoConfig(StageConfig):
     workers: int | None = None
     """Worker processes for parallel stages (None: number of cores)."""
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    """How big each stage is for a time budget; the default budget (15 min) gives the figures below."""
-
-    budget_s: float
-    files_per_repo: int            # 100: files of each installed distribution (and of the stdlib) curated
-    tokenizer_bytes: int           # 20 MB of code to train the tokenizer on
-    vocab_size: int                # 8192
-    pretrain_s: float              # 135 s of `small` pretraining
-    finetune_s: float              # 225 s of LoRA fine-tuning
-    humaneval_limit: int           # the first 32 HumanEval problems, greedy (SmolLM2 solves 4 of them)
-    infilling_limit: int           # the first 40 single-line infilling problems, greedy
-    humaneval_new_tokens: int = 160
-    infilling_new_tokens: int = 24
-    probe_requests: int = 8        # concurrent streamed requests in the serving probe
-    probe_new_tokens: int = 32
-
-    @classmethod
-    def for_budget(cls, budget_s: float) -> DemoPlan:
-        scale = budget_s / DEFAULT_BUDGET_S
-        return cls(budget_s=budget_s,
-                   files_per_repo=max(5, min(1000, round(100 * scale))),
-                   tokenizer_bytes=max(200_000, round(20_000_000 * scale)),
-                   vocab_size=8192 if scale >= 0.3 else 2048,
-                   pretrain_s=max(5.0, 0.15 * budget_s),
-                   finetune_s=max(5.0, 0.25 * budget_s),
-                   humaneval_limit=max(2, min(164, round(32 * scale))),
-                   infilling_limit=max(2, min(1033, round(40 * scale))),
-                   humaneval_new_tokens=160 if scale >= 0.3 else 24,
-                   probe_requests=8 if scale >= 0.3 else 4,
-                   probe_new_tokens=32 if scale >= 0.3 else 8)
 
 
 @dataclass(frozen=True)
@@ -175,7 +142,7 @@ def _probe(ctx: DemoContext) -> Path:
 def _report(ctx: DemoContext) -> Path:
     from codefoundry.report import write_report
 
-    return write_report(ctx.out)
+    return write_report(ctx.out, stage_order=[s.name for s in STAGES])
 
 
 STAGES: list[DemoStage] = [

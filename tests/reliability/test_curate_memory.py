@@ -85,9 +85,12 @@ def _repo(root: Path, files: dict[str, str]) -> Path:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> float:
     """A worker's peak on a repository of two small files: the fixed cost the bound is measured from."""
-    root = tmp_path_factory.mktemp("base")
-    _, workers = curate_peaks(_repo(root, {"a.py": "def f():\n    return 1\n", "b.py": "x = 2\n"}), root / "out")
-    return max(workers)
+    for _ in range(3):   # a worker of so small a run can come and go between two samples of /proc
+        root = tmp_path_factory.mktemp("base")
+        _, workers = curate_peaks(_repo(root, {"a.py": "def f():\n    return 1\n", "b.py": "x = 2\n"}), root / "out")
+        if workers:
+            return max(workers)
+    pytest.fail("no worker process of the baseline run was ever seen in /proc")
 
 
 def test_a_100_mb_file_costs_a_worker_nothing(tmp_path: Path, baseline: float) -> None:

@@ -22,7 +22,7 @@ from codefoundry.errors import UserError
 from codefoundry.eval.harness import EvalConfig, run_eval
 
 if TYPE_CHECKING:
-    from codefoundry.demo import DemoPlan
+    from codefoundry.demo_plan import DemoPlan
 
 HUMANEVAL, INFILLING = "humaneval", "humaneval-infilling-single-line"
 MODELS = {"model": "pretrained from scratch (small)", "base": "SmolLM2-135M base", "finetuned": "SmolLM2-135M + LoRA"}

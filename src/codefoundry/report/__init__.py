@@ -8,6 +8,7 @@ Pieces: `facts` (read the artifacts into plain data), `plots` (matplotlib PNGs a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from codefoundry.atomic import atomic_write_text
@@ -15,13 +16,14 @@ from codefoundry.atomic import atomic_write_text
 REPORT_NAME = "report.html"
 
 
-def write_report(out: Path) -> Path:
-    """Gather what the demo's artifacts under `out` say and write `out/report.html`; return its path."""
+def write_report(out: Path, stage_order: Sequence[str] = ()) -> Path:
+    """Gather what the demo's artifacts under `out` say and write `out/report.html`; return its path.
+    `stage_order`: the demo's stage names, the order of the timings table."""
     from codefoundry.report.facts import gather
     from codefoundry.report.page import render
 
     path = out / REPORT_NAME
-    atomic_write_text(path, render(gather(out)))
+    atomic_write_text(path, render({**gather(out), "stage_order": list(stage_order)}))
     return path
 
 

@@ -46,10 +46,9 @@ def _mb(n: float) -> str:
 
 
 def overview(facts: dict[str, Any]) -> str:
-    from codefoundry.demo import STAGES
-
     timings = facts["timings"]
-    order = [s.name for s in STAGES if s.name in timings] + [n for n in timings if n not in {s.name for s in STAGES}]
+    stages = facts.get("stage_order", [])
+    order = [n for n in stages if n in timings] + [n for n in timings if n not in stages]
     rows = [(escape(name), f"{timings[name]:,.1f}") for name in order]
     rows.append(("<b>total</b>", f"<b>{sum(timings.values()):,.1f}</b>"))
     plan = facts.get("plan") or {}

@@ -29,7 +29,7 @@ from codefoundry.serve.config import ServeConfig
 from codefoundry.serve.server import start_in_thread
 
 if TYPE_CHECKING:
-    from codefoundry.demo import DemoPlan
+    from codefoundry.demo_plan import DemoPlan
 
 ADAPTER = "code"
 FIM_PREFIX = "def mean(xs):\n    total = "
