@@ -17,7 +17,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -27,6 +28,8 @@ from codefoundry.serve.errors import ServeError
 from codefoundry.serve.state import ServerState
 from codefoundry.serve.tracing import RequestTimes, record_request_spans
 from codefoundry.serve.validation import ValidRequest
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
@@ -59,21 +62,7 @@ async def complete(state: ServerState, request: Request, valid: ValidRequest, t:
                 return out.completion
         raise ServeError("generation", "the engine stopped without finishing the request")
 
-    task = asyncio.ensure_future(run())
-
-    async def watch() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(0.25)
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ServeError("generation", "client disconnected")
-    return task.result()
+    return await until_disconnected(request, run())
 
 
 def fan_out(valid: ValidRequest, count: int) -> list[ValidRequest]:
@@ -138,21 +127,7 @@ async def complete_group(state: ServerState, request: Request, valids: list[Vali
                 done[i] = out.completion
         return [done[i] for i in range(len(valids))]
 
-    task = asyncio.ensure_future(run())
-
-    async def watch() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(0.25)
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ServeError("generation", "client disconnected")
-    return task.result()
+    return await until_disconnected(request, run())
 
 
 def mean_logprob(c: Completion) -> float:
@@ -189,3 +164,22 @@ def timing_headers(state: ServerState, valid: ValidRequest, c: Completion, t: Re
             "x-inference-time": ms(sched, end),
             "x-time-per-token": str(max(end - sched, 0) // 1_000_000 // max(c.generated_tokens, 1)),
             "x-prompt-tokens": str(len(valid.input_ids)), "x-generated-tokens": str(c.generated_tokens)}
+
+
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result, or a ServeError (and `work` cancelled, freeing its blocks) when the client goes first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ServeError("generation", "client disconnected")
+    return task.result()
