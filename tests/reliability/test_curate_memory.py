@@ -53,7 +53,16 @@ def _peak_mb(pid: int) -> float | None:
 
 
 def curate_peaks(sources: Path, out: Path) -> tuple[float, list[float]]:
-    """(the CLI process's peak MB, each worker's peak MB) of one `data curate --workers 2` run."""
+    """(the CLI process's peak MB, each worker's peak MB) of a `data curate --workers 2` run; run again (into a
+    fresh folder) when a short-lived worker came and went between two samples of /proc."""
+    for attempt in range(3):
+        main, workers = _sampled_run(sources, out.with_name(f"{out.name}-{attempt}") if attempt else out)
+        if workers:
+            return main, workers
+    pytest.fail("no worker process of `data curate --workers 2` was ever seen in /proc")
+
+
+def _sampled_run(sources: Path, out: Path) -> tuple[float, list[float]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "codefoundry", "data", "curate", str(sources), "--out", str(out),
                              "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -83,17 +92,14 @@ def _repo(root: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> float:
-    """A worker's peak on a repository of two small files: the fixed cost the bound is measured from."""
-    for _ in range(3):   # a worker of so small a run can come and go between two samples of /proc
-        root = tmp_path_factory.mktemp("base")
-        _, workers = curate_peaks(_repo(root, {"a.py": "def f():\n    return 1\n", "b.py": "x = 2\n"}), root / "out")
-        if workers:
-            return max(workers)
-    pytest.fail("no worker process of the baseline run was ever seen in /proc")
+def baseline(tmp_path_factory) -> tuple[float, float]:
+    """(the CLI's, a worker's) peak on a repository of two small files: the fixed costs the bounds start from."""
+    root = tmp_path_factory.mktemp("base")
+    main, workers = curate_peaks(_repo(root, {"a.py": "def f():\n    return 1\n", "b.py": "x = 2\n"}), root / "out")
+    return main, max(workers)
 
 
-def test_a_100_mb_file_costs_a_worker_nothing(tmp_path: Path, baseline: float) -> None:
+def test_a_100_mb_file_costs_a_worker_nothing(tmp_path: Path, baseline: tuple[float, float]) -> None:
     sources = _repo(tmp_path, {"a.py": "def f():\n    return 1\n"})
     line = "value = compute(alpha, beta)  # a long generated file\n"
     with open(sources / "acme-tools" / "big.py", "w") as f:
@@ -101,8 +107,8 @@ def test_a_100_mb_file_costs_a_worker_nothing(tmp_path: Path, baseline: float) -
             f.write(line * 10_000)
     assert (sources / "acme-tools" / "big.py").stat().st_size >= 100_000_000
     main, workers = curate_peaks(sources, tmp_path / "out")
-    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
-    assert main <= baseline + 2 * SLACK_MB, (baseline, main)
+    assert max(workers) <= baseline[1] + SLACK_MB, (baseline, workers)
+    assert main <= baseline[0] + SLACK_MB, (baseline, main)
 
 
 def _many_files(tmp_path: Path, n: int) -> Path:
@@ -110,15 +116,15 @@ def _many_files(tmp_path: Path, n: int) -> Path:
     return _repo(tmp_path, {f"pkg{i // 1000}/m{i}.py": body.format(i=i) for i in range(n)})
 
 
-def test_5000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float) -> None:
+def test_5000_small_files_stay_within_the_bound(tmp_path: Path, baseline: tuple[float, float]) -> None:
     _, workers = curate_peaks(_many_files(tmp_path, 5_000), tmp_path / "out")
-    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
+    assert max(workers) <= baseline[1] + SLACK_MB, (baseline, workers)
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="a worker's peak still grows with the files of one repository (+66 MB over "
                    "the baseline at 100,000 files), though file contents are now read one batch at a time: the "
                    "per-file listing of a repository, or a later step, holds the rest (not yet located)")
-def test_100000_small_files_stay_within_the_bound(tmp_path: Path, baseline: float) -> None:
+def test_100000_small_files_stay_within_the_bound(tmp_path: Path, baseline: tuple[float, float]) -> None:
     _, workers = curate_peaks(_many_files(tmp_path, 100_000), tmp_path / "out")
-    assert max(workers) <= baseline + SLACK_MB, (baseline, workers)
+    assert max(workers) <= baseline[1] + SLACK_MB, (baseline, workers)
