@@ -66,3 +66,10 @@ def test_serve_8k_prompt_on_long_preset(tmp_path: Path, tiny_tokenizer_dir: Path
         assert r.headers["x-prompt-tokens"] == "8184" and r.json()["details"]["generated_tokens"] == 8
     finally:
         running.stop()
+
+
+def test_serve_cli_missing_report_is_one_line_error(tiny_model_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["serve", "--model", str(tiny_model_dir), "--report", str(tmp_path / "report.html")]) == 1
+    err = capsys.readouterr().err
+    assert "error: --report" in err and "report.html" in err and "Traceback" not in err

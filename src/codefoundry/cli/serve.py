@@ -104,6 +104,8 @@ def command(
     if dataset is not None and not (dataset / "index" / "contains.json").is_file():
         raise UserError(f"--dataset {dataset} is not a dataset/ artifact with a membership index "
                         "(index/contains.json)", "give a directory made by `codefoundry data curate`")
+    if report is not None and not report.is_file():
+        raise UserError(f"--report {report} is not a file", "give the demo's demo-out/report.html")
     flags = {"model": Path(model) if model else None, "host": host, "port": port, "api_key": api_key,
              "max_concurrent_requests": max_concurrent_requests, "max_input_tokens": max_input_tokens,
              "max_total_tokens": max_total_tokens, "max_batch_prefill_tokens": max_batch_prefill_tokens,
