@@ -108,8 +108,11 @@ def fsdp_gradient_parity(d: Dist, atol: float = 1e-6) -> tuple[bool, float]:
     return worst <= atol, worst
 
 
-def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module]) -> nn.Module:
-    """FSDP2: each block, then the root (tied wte/lm_head live at the root). Refuses on a failing gloo."""
+def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = None) -> nn.Module:
+    """FSDP2: each block, then the root (tied wte/lm_head live at the root). Refuses on a failing gloo.
+
+    `mesh`: the data-parallel dimension of a larger mesh (its blocks already tensor-parallel: FSDP2 shards
+    their shards again, torchtitan's 2-D layout); None: all processes."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -121,7 +124,7 @@ def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module]) -> nn.Module:
             raise UserError(f"FSDP2 on gloo failed the gradient-parity check (max difference {diff:.3g}): this "
                             "PyTorch's gloo reduce-scatter does not average (pytorch#162338)",
                             hint="use --distributed ddp on CPU, or FSDP2 on GPUs (nccl)")
-    mesh = init_device_mesh(d.device.type, (d.world,))
+    mesh = mesh if mesh is not None else init_device_mesh(d.device.type, (d.world,))
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if d.device.type == "cuda" else MixedPrecisionPolicy())
     for block in blocks:
@@ -130,25 +133,22 @@ def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module]) -> nn.Module:
     return model
 
 
-# ---- data parallelism beside tensor or pipeline parallelism: a 2-D device mesh ----------------------
+# ---- data parallelism beside tensor and pipeline parallelism: a 2-D or 3-D device mesh -------------
 
 @dataclass(frozen=True)
 class Layout:
-    """The processes as a `dp × tp` or `dp × pp` device mesh (torchtitan's dimension names).
+    """The processes as a `dp × pp × tp` device mesh (torchtitan's dimension names; a dimension of size 1
+    is left out, so `dp × tp`, `dp × pp` or all three).
 
-    Ranks are laid out row-major, the model-parallel dimension innermost, so a data-parallel
-    replica is `tp` (or `pp`) consecutive ranks: on GPUs, the processes of one node, where
-    tensor parallelism's all-reduces belong.
+    Ranks are laid out row-major, tensor parallelism innermost, so the `tp` shards of a stage are
+    consecutive ranks (on GPUs, the processes of one node, where tensor parallelism's all-reduces
+    belong), then the pipeline stages of a replica, then the replicas.
     """
 
     dp: int
     tp: int
     pp: int
-    mesh: Any                           # torch DeviceMesh with dims ("dp", "tp") or ("dp", "pp")
-
-    @property
-    def model_dim(self) -> str:
-        return "tp" if self.tp > 1 else "pp"
+    mesh: Any                           # torch DeviceMesh with dims ("dp", ["pp",] ["tp"])
 
     @property
     def dp_rank(self) -> int:
@@ -156,8 +156,8 @@ class Layout:
 
     @property
     def stage_rank(self) -> int:
-        """This process's place in its replica: its TP shard or its pipeline stage."""
-        return self.mesh.get_local_rank(self.model_dim)
+        """This process's pipeline stage (0 without pipeline parallelism)."""
+        return self.mesh.get_local_rank("pp") if self.pp > 1 else 0
 
     def group(self, dim: str) -> Any:
         return self.mesh.get_group(dim)
@@ -166,6 +166,11 @@ class Layout:
         """The global ranks of this process's group along `dim`, in order."""
         return [int(r) for r in dist.get_process_group_ranks(self.group(dim))]
 
+    def pipelines(self) -> list[list[int]]:
+        """Every pipeline's ranks, stage by stage: one per data-parallel replica and tensor-parallel shard."""
+        ranks = self.mesh.mesh.reshape(self.dp, self.pp, self.tp)
+        return ranks.permute(0, 2, 1).reshape(-1, self.pp).tolist()
+
 
 def make_layout(d: Dist, tp: int, pp: int) -> Layout | None:
     """The mesh for `--tp`/`--pp` beside data parallelism (None when neither is asked for)."""
@@ -173,14 +178,14 @@ def make_layout(d: Dist, tp: int, pp: int) -> Layout | None:
 
     if tp == 1 and pp == 1:
         return None
-    if tp > 1 and pp > 1:
-        raise UserError("--tp with --pp in one run is not built yet", hint="use one of them (with data parallelism)")
-    flag, n = ("--tp", tp) if tp > 1 else ("--pp", pp)
+    n = tp * pp
+    asked = " × ".join(f"{flag} {k}" for flag, k in (("--pp", pp), ("--tp", tp)) if k > 1)
     if d.world % n:
-        raise UserError(f"{flag} {n} needs a multiple of {n} processes (torchrun --nproc_per_node {n}, {2 * n}, …); "
+        raise UserError(f"{asked} needs a multiple of {n} processes (torchrun --nproc_per_node {n}, {2 * n}, …); "
                         f"this run has {d.world}", hint=f"the processes form world / {n} data-parallel replicas")
-    dim = "tp" if tp > 1 else "pp"
-    mesh = init_device_mesh(d.device.type, (d.world // n, n), mesh_dim_names=("dp", dim))
+    sizes = {"dp": d.world // n, "pp": pp, "tp": tp}
+    dims = tuple(name for name, k in sizes.items() if name == "dp" or k > 1)
+    mesh = init_device_mesh(d.device.type, tuple(sizes[name] for name in dims), mesh_dim_names=dims)
     return Layout(d.world // n, tp, pp, mesh)
 
 

@@ -183,18 +183,24 @@ def train_loop(
         enable_activation_checkpointing(raw)
     fsdp = config.distributed == "fsdp"
     order = tensor_parallel.plain_param_order(raw)
-    if tp:
+    if fsdp and layout is not None and layout.dp == 1:
+        raise UserError(f"--distributed fsdp shards over the data-parallel replicas, and this run has one "
+                        f"({d.world} processes = {config.pp} pipeline stages × {config.tp} tensor-parallel shards)",
+                        hint="run more processes (a multiple of --tp × --pp), or leave out --distributed fsdp")
+    if pp:
         if fsdp:
-            raise UserError("--tp with --distributed fsdp is not built yet")
-        model: nn.Module = tensor_parallel.parallelize(raw, layout.mesh["tp"])
-    elif pp:
-        if fsdp:
-            raise UserError("--pp with --distributed fsdp is not built yet")
+            raise UserError("--pp with --distributed fsdp is not built yet",
+                            hint="use --pp with plain data parallelism, or --tp with --distributed fsdp")
         pp_group = layout.group("pp")
         model, schedule = pipeline_parallel.build(raw, config.pp, layout.stage_rank, plan.accum,
-                                                  config.micro_batch_size, seq_len, d.device, pp_group)
+                                                  config.micro_batch_size, seq_len, d.device, pp_group,
+                                                  layout.mesh["tp"] if tp else None)
         eval_schedule = pipeline_parallel.eval_schedule(model, config.pp, layout.stage_rank, config.eval_batches,
                                                         config.micro_batch_size, seq_len, d.device, pp_group)
+    elif tp:
+        model: nn.Module = tensor_parallel.parallelize(raw, layout.mesh["tp"])
+        if fsdp:                # torchtitan's order: tensor parallelism inside, FSDP2 over the dp dimension
+            model = shard_fsdp(model, d, _blocks(model), layout.mesh["dp"])
     elif fsdp:
         model = shard_fsdp(raw, d, _blocks(raw))
     elif d.world > 1:
@@ -227,7 +233,7 @@ def train_loop(
         # kernel cannot step --tp's DTensors
         kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         if tp or pp:
-            (tensor_parallel if tp else pipeline_parallel).load_plain_state(model, optimizer, state, order)
+            (pipeline_parallel if pp else tensor_parallel).load_plain_state(model, optimizer, state, order)
         else:
             _load_state_dicts(model if fsdp else raw, optimizer, state, fsdp)
         for group, flags in zip(optimizer.param_groups, kernels, strict=True):
@@ -266,7 +272,7 @@ def train_loop(
         return d.mean(total / config.eval_batches)
 
     def save(step: int, elapsed: float) -> None:
-        model_sd, optim_sd = ((tensor_parallel if tp else pipeline_parallel).plain_state(model, optimizer, order)
+        model_sd, optim_sd = ((pipeline_parallel if pp else tensor_parallel).plain_state(model, optimizer, order)
                               if tp or pp else _state_dicts(model if fsdp else raw, optimizer, fsdp))
         if d.main:
             ckpt.save_checkpoint(out, {
@@ -311,14 +317,15 @@ def train_loop(
                         (loss / plan.accum).backward()
                     loss_sum += float(loss.detach())
                 max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-                if layout is not None:
+                if layout is not None and not fsdp:      # FSDP2 reduce-scatters over dp in backward itself
                     average_gradients(list(model.parameters()), layout)
                 if tp:
                     tensor_parallel.sync_replicated_grads(model)
-                    grad_norm = tensor_parallel.clip_grad_norm(model, max_norm)
-                elif pp:
-                    pipeline_parallel.sync_tied_grads(model, config.pp, layout.mesh.mesh.tolist())
+                if pp:
+                    pipeline_parallel.sync_tied_grads(model, config.pp, layout.pipelines())
                     grad_norm = pipeline_parallel.clip_grad_norm(model, max_norm, pp_group)
+                elif tp:
+                    grad_norm = tensor_parallel.clip_grad_norm(model, max_norm)
                 else:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
                 optimizer.step()
@@ -368,7 +375,7 @@ def train_loop(
     if fsdp or tp or pp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = ((tensor_parallel if tp else pipeline_parallel).plain_state(model, optimizer, order)[0] if tp or pp else
+        full = ((pipeline_parallel if pp else tensor_parallel).plain_state(model, optimizer, order)[0] if tp or pp else
                 get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
         if d.main:
             raw, model_config, _ = build_model(config, len(tokenizer))

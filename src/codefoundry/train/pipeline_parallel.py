@@ -14,14 +14,17 @@ Checkpoints and the model directory are in the one-process layout (`plain_state`
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from codefoundry.errors import UserError
 from codefoundry.model.loss import linear_cross_entropy
+from codefoundry.train import tensor_parallel
 
 TIED = "transformer.wte.weight"
 
@@ -49,9 +52,20 @@ class Stage(nn.Module):
             x = block(x)
         return self.ln_f(x) if self.is_last else x
 
+    @property
+    def tensor_parallel(self) -> bool:
+        return any(isinstance(p, DTensor) for p in self.parameters())
+
     def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The one-process model's loss on the last stage's output."""
+        """The one-process model's loss on the last stage's output (from vocabulary-sharded logits under --tp)."""
+        if isinstance(self.lm_head.weight, DTensor):
+            return tensor_parallel.sharded_loss(self.lm_head(hidden), labels).to_local()
         return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm_head.weight, labels.reshape(-1))
+
+    def split_prefixes(self) -> list[tuple[str, int]]:
+        """(one-process attention prefix, query rows) of the blocks whose c_attn --tp split in two."""
+        return [(f"transformer.h.{i}.attn.", b.attn.n_head * b.attn.head_dim)
+                for i, b in self.h.items() if getattr(b.attn, "q_attn", None) is not None]
 
     def plain_name(self, name: str) -> str | None:
         """This stage's parameter name in the one-process model (None: the head's tied copy)."""
@@ -67,10 +81,11 @@ def _pipeline_stage(stage: Stage, rank: int, pp: int, device: torch.device, grou
 
 
 def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int, seq_len: int,
-          device: torch.device, group: Any = None) -> tuple[Stage, Any]:
+          device: torch.device, group: Any = None, tp_mesh: Any = None) -> tuple[Stage, Any]:
     """This process's stage of `model` (`rank`: its stage index in the pipeline `group`, None: all processes)
-    and its 1F1B schedule."""
+    and its 1F1B schedule; with `tp_mesh`, the stage's blocks, embedding and head split over it (--tp)."""
     from torch.distributed.pipelining import Schedule1F1B
+    from torch.distributed.tensor.parallel import parallelize_module
 
     n_layer = len(model.transformer.h)
     if n_layer < pp:
@@ -80,6 +95,14 @@ def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int,
                         hint="raise --batch-tokens or lower --micro-batch-size")
     cuts = [round(i * n_layer / pp) for i in range(pp + 1)]
     stage = Stage(model, cuts[rank], cuts[rank + 1], rank == 0, rank == pp - 1).to(device)
+    if tp_mesh is not None:
+        tensor_parallel.check_shapes(model.config, tp_mesh.size())
+        for block in stage.h.values():
+            tensor_parallel.parallelize_block(block, tp_mesh)
+        ends = {"wte": tensor_parallel.vocab_embedding()} if stage.is_first else {}
+        if stage.is_last:
+            ends["lm_head"] = tensor_parallel.vocab_head()
+        parallelize_module(stage, tp_mesh, ends)
     pipe = _pipeline_stage(stage, rank, pp, device, group)
     # a loss_fn on every stage, though only the last calls it: without one a stage runs no backward
     return stage, Schedule1F1B(pipe, n_microbatches, loss_fn=stage.loss)
@@ -88,15 +111,15 @@ def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int,
 def sync_tied_grads(stage: Stage, pp: int, replicas: list[list[int]] | None = None) -> None:
     """Sum the token embedding's gradient (first stage) and the head copy's (last stage).
 
-    `replicas`: each data-parallel replica's ranks, stage by stage (None: one replica, all processes).
+    `replicas`: every pipeline's ranks, stage by stage (None: one pipeline, all processes).
     """
     if pp == 1:
         return
     group = _ends_group(replicas or [list(range(pp))])
-    if stage.is_first:
-        dist.all_reduce(stage.wte.weight.grad, group=group)
-    if stage.is_last:
-        dist.all_reduce(stage.lm_head.weight.grad, group=group)
+    for end, weight in ((stage.is_first, "wte"), (stage.is_last, "lm_head")):
+        if end:          # under --tp, the first and last stages' vocabulary shards pair up: the same rows
+            grad = getattr(stage, weight).weight.grad
+            dist.all_reduce(grad.to_local() if isinstance(grad, DTensor) else grad, group=group)
 
 
 _GROUPS: dict[tuple, Any] = {}
@@ -115,9 +138,11 @@ def _ends_group(replicas: list[list[int]]) -> Any:
 
 
 def clip_grad_norm(stage: Stage, max_norm: float, group: Any = None) -> float:
-    """The global gradient norm over the pipeline `group`'s stages (the tied weight counted once), then clipped."""
+    """The global gradient norm over the pipeline `group`'s stages (the tied weight counted once), then clipped.
+
+    Under --tp a sharded gradient's norm is gathered over its shards (every shard process gets it)."""
     params = [p for n, p in stage.named_parameters() if p.grad is not None]
-    squares = sum(float(p.grad.double().pow(2).sum()) for n, p in stage.named_parameters()
+    squares = sum(float(_full(torch.linalg.vector_norm(p.grad.double())) ** 2) for n, p in stage.named_parameters()
                   if p.grad is not None and stage.plain_name(n) is not None)
     total = torch.tensor([squares], dtype=torch.float64)
     dist.all_reduce(total, group=group)
@@ -138,17 +163,25 @@ def last_rank_value(value: float, pp: int, group: Any = None) -> float:
 
 # ---- checkpoints in the one-process layout -------------------------------------------------------
 
+def _full(t: Any) -> Any:
+    """A DTensor gathered whole (collective over its mesh); anything else as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def plain_state(stage: Stage, optimizer: torch.optim.Optimizer, order: list[str]) -> tuple[dict, dict]:
-    """The whole model's and optimizer's state on rank 0, as a one-process run saves them (collective)."""
+    """The whole model's and optimizer's state on rank 0, as a one-process run saves them (collective).
+
+    Under --tp every shard process of a stage gathers its stage's tensors whole first (same order on all)."""
     name_of = {id(p): n for n, p in stage.named_parameters()}
     by_param = optimizer.state_dict()
     ids = [i for g in by_param["param_groups"] for i in g["params"]]
     plain_of = {i: stage.plain_name(name_of[id(p)]) for i, p in zip(ids, _optimizer_params(optimizer), strict=True)}
-    mine_model = {stage.plain_name(n): t.detach().cpu() for n, t in stage.state_dict().items()
+    mine_model = {stage.plain_name(n): _full(t).detach().cpu() for n, t in stage.state_dict().items()
                   if stage.plain_name(n) is not None}
-    mine_optim = {plain_of[i]: s for i, s in by_param["state"].items() if plain_of[i] is not None}
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (mine_model, mine_optim, by_param["param_groups"]))
+    mine_optim = {plain_of[i]: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+                  for i, s in by_param["state"].items() if plain_of[i] is not None}
+    gathered: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object((mine_model, mine_optim, by_param["param_groups"]), gathered, dst=0)
     if dist.get_rank() != 0:
         return {}, {}
     model_sd: dict[str, torch.Tensor] = {}
@@ -156,6 +189,8 @@ def plain_state(stage: Stage, optimizer: torch.optim.Optimizer, order: list[str]
     for m, o, _ in gathered:
         model_sd |= m
         optim_by_name |= o
+    tensor_parallel.fuse_split_attention(model_sd)
+    tensor_parallel.fuse_split_attention(optim_by_name)
     model_sd["lm_head.weight"] = model_sd[TIED]
     decayed = sum(model_sd[n].dim() >= 2 for n in order)
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in gathered[0][2]]
@@ -164,24 +199,22 @@ def plain_state(stage: Stage, optimizer: torch.optim.Optimizer, order: list[str]
 
 
 def load_plain_state(stage: Stage, optimizer: torch.optim.Optimizer, state: dict, order: list[str]) -> None:
-    """Load a one-process checkpoint into this stage and its optimizer."""
-    model_sd = state["model"]
+    """Load a one-process checkpoint into this stage and its optimizer (its shards of them under --tp)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    model_sd = dict(state["model"])
     by_name = {order[int(i)]: s for i, s in state["optimizer"]["state"].items()}
-    own = {n: model_sd[stage.plain_name(n) or TIED] for n, _ in stage.named_parameters()}
-    stage.load_state_dict(own, strict=True)
-    groups, index, moments = [], 0, {}
-    for group in optimizer.param_groups:
-        ids = []
-        for p in group["params"]:
-            name = next(n for n, q in stage.named_parameters() if q is p)
-            entry = by_name.get(stage.plain_name(name) or TIED)
-            if entry is not None:
-                moments[index] = entry
-            ids.append(index)
-            index += 1
-        hyper = state["optimizer"]["param_groups"][len(groups)]
-        groups.append({**{k: v for k, v in hyper.items() if k != "params"}, "params": ids})
-    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    prefixes = stage.split_prefixes()
+    tensor_parallel.split_fused_attention(model_sd, prefixes)
+    tensor_parallel.split_fused_attention(by_name, prefixes)
+    named = [(n, p) for n, p in stage.named_parameters() if p.requires_grad]
+    own = {n: model_sd[stage.plain_name(n) or TIED] for n, _ in named}
+    moments = {n: by_name[stage.plain_name(n) or TIED] for n, _ in named if (stage.plain_name(n) or TIED) in by_name}
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [n for n, p in named if (p.dim() >= 2) == (i == 0)]}
+              for i, g in enumerate(state["optimizer"]["param_groups"])]
+    set_state_dict(stage, optimizer, model_state_dict=own, optim_state_dict={"state": moments, "param_groups": groups},
+                   options=StateDictOptions(full_state_dict=True))
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -198,14 +231,17 @@ def _whole_batch(batcher: Any, firsts: list[int], size: int, device: torch.devic
 
 def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int, train: bool,
          group: Any = None) -> float:
+    from torch.distributed.tensor.parallel import loss_parallel
+
     losses: list[torch.Tensor] = []
     run = schedule.step if train else schedule.eval
-    if stage.is_first:
-        run(x)
-    elif stage.is_last:
-        run(target=y, losses=losses)
-    else:
-        run()
+    with loss_parallel() if stage.tensor_parallel else nullcontext():     # the last stage's backward too
+        if stage.is_first:
+            run(x)
+        elif stage.is_last:
+            run(target=y, losses=losses)
+        else:
+            run()
     mean = float(torch.stack([loss.detach().float() for loss in losses]).mean()) if stage.is_last else 0.0
     return last_rank_value(mean, pp, group)
 

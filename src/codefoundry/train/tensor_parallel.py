@@ -92,23 +92,42 @@ def split_multi_query(attn: nn.Module) -> None:
     attn.c_attn, attn.q_attn, attn.kv_attn = None, q, kv
 
 
+def parallelize_block(block: nn.Module, mesh: DeviceMesh) -> None:
+    """Shard one block's attention and MLP over the 1-D `mesh` in place (Megatron's column/row split)."""
+    plan: dict[str, ParallelStyle] = {"attn.c_proj": RowwiseParallel(), "mlp.c_fc": ColwiseParallel(),
+                                      "mlp.c_proj": RowwiseParallel()}
+    if block.attn.multi_query:
+        split_multi_query(block.attn)
+        plan |= {"attn.q_attn": ColwiseParallel(), "attn.kv_attn": ReplicatedParallel()}
+    else:
+        plan["attn.c_attn"] = ColwiseParallel()
+    parallelize_module(block, mesh, plan)
+
+
+def vocab_embedding() -> ParallelStyle:
+    """The token embedding split row-wise over the vocabulary; the looked-up vectors all-reduced."""
+    return RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+
+
+def vocab_head() -> ParallelStyle:
+    """The head split column-wise over the vocabulary (the embedding's rows): logits stay sharded for
+    `loss_parallel`."""
+    return ColwiseParallel(input_layouts=Replicate(), output_layouts=Shard(-1), use_local_output=False)
+
+
 def parallelize(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     """Shard every block of a GPTBigCode model over the 1-D `mesh` in place; returns the model."""
     check_shapes(model.config, mesh.size())
     for block in model.transformer.h:
-        plan: dict[str, ParallelStyle] = {"attn.c_proj": RowwiseParallel(), "mlp.c_fc": ColwiseParallel(),
-                                          "mlp.c_proj": RowwiseParallel()}
-        if block.attn.multi_query:
-            split_multi_query(block.attn)
-            plan |= {"attn.q_attn": ColwiseParallel(), "attn.kv_attn": ReplicatedParallel()}
-        else:
-            plan["attn.c_attn"] = ColwiseParallel()
-        parallelize_module(block, mesh, plan)
-    parallelize_module(model, mesh, {
-        "transformer.wte": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
-        "lm_head": ColwiseParallel(input_layouts=Replicate(), output_layouts=Shard(-1), use_local_output=False)})
+        parallelize_block(block, mesh)
+    parallelize_module(model, mesh, {"transformer.wte": vocab_embedding(), "lm_head": vocab_head()})
     model.lm_head.weight = model.transformer.wte.weight        # both Shard(0) over the vocabulary: tied again
     return model
+
+
+def sharded_loss(logits: DTensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of vocabulary-sharded logits (call under `loss_parallel`, forward and backward)."""
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
 
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float | None = None,
@@ -118,8 +137,7 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float | None
     must be."""
     with loss_parallel():
         with autocast:
-            logits = model(x)                                 # DTensor [B, T, V], sharded on V
-            value = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+            value = sharded_loss(model(x), y)                 # logits: DTensor [B, T, V], sharded on V
         if scale is not None:
             (value * scale).backward()
     return value.full_tensor() if isinstance(value, DTensor) else value
@@ -163,6 +181,19 @@ def _split(state: dict[str, Any], prefix: str, rows: int) -> None:
     for kind in ("weight", "bias"):
         q, kv = _cut(state.pop(f"{prefix}c_attn.{kind}"), rows)
         state[f"{prefix}q_attn.{kind}"], state[f"{prefix}kv_attn.{kind}"] = q, kv
+
+
+def fuse_split_attention(state: dict[str, Any]) -> None:
+    """`_fuse` every `…q_attn` / `…kv_attn` pair in `state` (keys: one-process parameter names)."""
+    for key in [k for k in state if k.endswith("attn.q_attn.weight")]:
+        _fuse(state, key[: -len("q_attn.weight")])
+
+
+def split_fused_attention(state: dict[str, Any], prefixes: list[tuple[str, int]]) -> None:
+    """`_split` the fused c_attn of each (prefix, query rows) present in `state`."""
+    for prefix, rows in prefixes:
+        if f"{prefix}c_attn.weight" in state:
+            _split(state, prefix, rows)
 
 
 def _split_prefixes(model: nn.Module) -> list[tuple[str, int]]:
