@@ -93,6 +93,19 @@ def test_fsdp2_beside_tp(one_process: list[float], tokens: Path, train_tokenizer
 
 
 @pytest.mark.slow
+def test_fsdp2_beside_pp(one_process: list[float], tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
+    # 4 processes = 2 replicas (FSDP2 over them, stage by stage) × 2 pipeline stages: each replica 2 micro-batches
+    # of 2 through the 1F1B schedule
+    run = tmp_path / "run"
+    proc = torchrun(4, run, tokens, train_tokenizer_dir, "--pp", "2", "--distributed", "fsdp", micro=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = _losses(run)
+    print(f"1 process: {one_process[:2]}\nfsdp dp 2 × pp 2: {got}")
+    assert got == pytest.approx(one_process[:2], rel=1e-4, abs=1e-5)
+    _resumes_in_one_process(run, one_process, tokens, train_tokenizer_dir)
+
+
+@pytest.mark.slow
 def test_fsdp2_needs_data_parallel_replicas(tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
     proc = torchrun(2, tmp_path / "run", tokens, train_tokenizer_dir, "--tp", "2", "--distributed", "fsdp")
     assert proc.returncode != 0

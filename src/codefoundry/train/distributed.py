@@ -108,11 +108,12 @@ def fsdp_gradient_parity(d: Dist, atol: float = 1e-6) -> tuple[bool, float]:
     return worst <= atol, worst
 
 
-def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = None) -> nn.Module:
+def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = None, dp_tp: Any = None) -> nn.Module:
     """FSDP2: each block, then the root (tied wte/lm_head live at the root). Refuses on a failing gloo.
 
-    `mesh`: the data-parallel dimension of a larger mesh (its blocks already tensor-parallel: FSDP2 shards
-    their shards again, torchtitan's 2-D layout); None: all processes."""
+    `mesh`: the data-parallel dimension of a larger mesh (blocks already tensor-parallel: FSDP2 shards
+    their shards again, torchtitan's 2-D layout; or a pipeline stage); None: all processes. `dp_tp`: the
+    `dp × tp` mesh, flattened so that reducing a gradient norm over both is one collective, not two."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -125,6 +126,8 @@ def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = N
                             "PyTorch's gloo reduce-scatter does not average (pytorch#162338)",
                             hint="use --distributed ddp on CPU, or FSDP2 on GPUs (nccl)")
     mesh = mesh if mesh is not None else init_device_mesh(d.device.type, (d.world,))
+    if dp_tp is not None:
+        dp_tp._flatten("dp_tp")           # private, as torchtitan uses it: DTensor finds the flattened group
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if d.device.type == "cuda" else MixedPrecisionPolicy())
     for block in blocks:

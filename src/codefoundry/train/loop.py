@@ -114,7 +114,8 @@ def build_model(config: TrainConfig, vocab_size: int) -> tuple[nn.Module, Any, i
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    return list(model.transformer.h)
+    """The transformer blocks of a model or of a pipeline stage."""
+    return list(model.h.values() if isinstance(model, pipeline_parallel.Stage) else model.transformer.h)
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
@@ -187,20 +188,20 @@ def train_loop(
         raise UserError(f"--distributed fsdp shards over the data-parallel replicas, and this run has one "
                         f"({d.world} processes = {config.pp} pipeline stages × {config.tp} tensor-parallel shards)",
                         hint="run more processes (a multiple of --tp × --pp), or leave out --distributed fsdp")
+    # torchtitan's order: tensor parallelism inside, FSDP2 over the dp dimension, pipeline stages each sharded
+    shard = (lambda m: shard_fsdp(m, d, _blocks(m), layout.mesh["dp"], layout.mesh["dp", "tp"] if tp else None)
+             ) if fsdp and layout is not None else None
     if pp:
-        if fsdp:
-            raise UserError("--pp with --distributed fsdp is not built yet",
-                            hint="use --pp with plain data parallelism, or --tp with --distributed fsdp")
         pp_group = layout.group("pp")
         model, schedule = pipeline_parallel.build(raw, config.pp, layout.stage_rank, plan.accum,
                                                   config.micro_batch_size, seq_len, d.device, pp_group,
-                                                  layout.mesh["tp"] if tp else None)
+                                                  layout.mesh["tp"] if tp else None, shard)
         eval_schedule = pipeline_parallel.eval_schedule(model, config.pp, layout.stage_rank, config.eval_batches,
                                                         config.micro_batch_size, seq_len, d.device, pp_group)
     elif tp:
         model: nn.Module = tensor_parallel.parallelize(raw, layout.mesh["tp"])
-        if fsdp:                # torchtitan's order: tensor parallelism inside, FSDP2 over the dp dimension
-            model = shard_fsdp(model, d, _blocks(model), layout.mesh["dp"])
+        if shard is not None:
+            shard(model)
     elif fsdp:
         model = shard_fsdp(raw, d, _blocks(raw))
     elif d.world > 1:

@@ -14,6 +14,7 @@ Checkpoints and the model directory are in the one-process layout (`plain_state`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -36,6 +37,7 @@ class Stage(nn.Module):
         super().__init__()
         t = model.transformer
         self.is_first, self.is_last = is_first, is_last
+        self.vocab_parallel = False                           # set when --tp splits the embedding and head
         self.h = nn.ModuleDict({str(i): t.h[i] for i in range(first, last)})    # names keep the block index
         if is_first:
             self.wte, self.wpe = t.wte, t.wpe
@@ -52,13 +54,9 @@ class Stage(nn.Module):
             x = block(x)
         return self.ln_f(x) if self.is_last else x
 
-    @property
-    def tensor_parallel(self) -> bool:
-        return any(isinstance(p, DTensor) for p in self.parameters())
-
     def loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The one-process model's loss on the last stage's output (from vocabulary-sharded logits under --tp)."""
-        if isinstance(self.lm_head.weight, DTensor):
+        if self.vocab_parallel:
             return tensor_parallel.sharded_loss(self.lm_head(hidden), labels).to_local()
         return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm_head.weight, labels.reshape(-1))
 
@@ -81,9 +79,11 @@ def _pipeline_stage(stage: Stage, rank: int, pp: int, device: torch.device, grou
 
 
 def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int, seq_len: int,
-          device: torch.device, group: Any = None, tp_mesh: Any = None) -> tuple[Stage, Any]:
+          device: torch.device, group: Any = None, tp_mesh: Any = None,
+          shard: Callable[[Stage], Any] | None = None) -> tuple[Stage, Any]:
     """This process's stage of `model` (`rank`: its stage index in the pipeline `group`, None: all processes)
-    and its 1F1B schedule; with `tp_mesh`, the stage's blocks, embedding and head split over it (--tp)."""
+    and its 1F1B schedule; with `tp_mesh`, the stage's blocks, embedding and head split over it (--tp);
+    `shard(stage)` then wraps it further (FSDP2 over the data-parallel replicas)."""
     from torch.distributed.pipelining import Schedule1F1B
     from torch.distributed.tensor.parallel import parallelize_module
 
@@ -103,6 +103,9 @@ def build(model: nn.Module, pp: int, rank: int, n_microbatches: int, micro: int,
         if stage.is_last:
             ends["lm_head"] = tensor_parallel.vocab_head()
         parallelize_module(stage, tp_mesh, ends)
+        stage.vocab_parallel = True
+    if shard is not None:
+        shard(stage)
     pipe = _pipeline_stage(stage, rank, pp, device, group)
     # a loss_fn on every stage, though only the last calls it: without one a stage runs no backward
     return stage, Schedule1F1B(pipe, n_microbatches, loss_fn=stage.loss)
@@ -235,7 +238,7 @@ def _run(stage: Stage, schedule: Any, x: torch.Tensor, y: torch.Tensor, pp: int,
 
     losses: list[torch.Tensor] = []
     run = schedule.step if train else schedule.eval
-    with loss_parallel() if stage.tensor_parallel else nullcontext():     # the last stage's backward too
+    with loss_parallel() if stage.vocab_parallel else nullcontext():     # the last stage's backward too
         if stage.is_first:
             run(x)
         elif stage.is_last:
