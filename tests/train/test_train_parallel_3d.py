@@ -105,6 +105,21 @@ def test_fsdp2_beside_pp(one_process: list[float], tokens: Path, train_tokenizer
     _resumes_in_one_process(run, one_process, tokens, train_tokenizer_dir)
 
 
+@pytest.mark.slow          # 8 processes: several minutes on 2 cores
+@pytest.mark.parametrize("data_parallel", ["ddp", "fsdp"])
+def test_three_dimensional_mesh(data_parallel: str, one_process: list[float], tokens: Path,
+                                train_tokenizer_dir: Path, tmp_path: Path) -> None:
+    # 8 processes = 2 replicas × 2 pipeline stages × 2 tensor-parallel shards: each replica 2 micro-batches of 2
+    run = tmp_path / "run"
+    proc = torchrun(8, run, tokens, train_tokenizer_dir, "--tp", "2", "--pp", "2", "--distributed", data_parallel,
+                    micro=2, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = _losses(run)
+    print(f"1 process: {one_process[:2]}\n{data_parallel} dp 2 × pp 2 × tp 2: {got}")
+    assert got == pytest.approx(one_process[:2], rel=1e-4, abs=1e-5)
+    _resumes_in_one_process(run, one_process, tokens, train_tokenizer_dir)
+
+
 @pytest.mark.slow
 def test_fsdp2_needs_data_parallel_replicas(tokens: Path, train_tokenizer_dir: Path, tmp_path: Path) -> None:
     proc = torchrun(2, tmp_path / "run", tokens, train_tokenizer_dir, "--tp", "2", "--distributed", "fsdp")
