@@ -27,6 +27,8 @@ TRAIN_EXAMPLES = examples(
     "--out model/ --max-tokens 50000000",
     "torchrun --standalone --nproc_per_node 4 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
     "--out model/ --tp 2     # 2 data-parallel replicas × 2 tensor-parallel shards",
+    "torchrun --standalone --nproc_per_node 8 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
+    "--out model/ --tp 2 --pp 2 --distributed fsdp     # FSDP2 over 2 replicas × 2 stages × 2 shards",
 )
 PACK_EXAMPLES = examples(
     "codefoundry train pack --dataset dataset/ --tokenizer tokenizer/ --out tokens/",
@@ -72,7 +74,9 @@ def train(
                                                      help="Global batch in tokens (gradient accumulation).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     fim_rate: Annotated[float | None, typer.Option("--fim-rate", help="FIM probability per document.")] = None,
-    distributed: Annotated[str | None, typer.Option("--distributed", help="ddp or fsdp (under torchrun).")] = None,
+    distributed: Annotated[str | None, typer.Option(
+        "--distributed", help="ddp or fsdp (under torchrun; beside --tp/--pp, over the data-parallel replicas).")
+    ] = None,
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel processes per replica (under torchrun: "
                                                               "world / N data-parallel replicas).")] = None,
     pp: Annotated[int | None, typer.Option("--pp", min=1, help="Pipeline stages, one process each, per replica "

@@ -75,7 +75,9 @@ class TrainConfig(StageConfig):
     """Pipeline stages, one process each, per replica (1F1B over the accumulation micro-batches;
     train/pipeline_parallel.py). Under torchrun the processes form world / pp data-parallel replicas."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
-    """Under torchrun: DDP, or FSDP2 (`fully_shard`, gated by a gradient-parity check on gloo)."""
+    """Under torchrun: DDP, or FSDP2 (`fully_shard`, gated by a gradient-parity check on gloo). Beside --tp
+    and --pp, either is over the data-parallel replicas only (FSDP2 shards each stage's tensor-parallel shards
+    again; ddp is one gradient all-reduce after backward)."""
     log_interval: int = Field(1, ge=1)
     eval_interval: int = Field(50, ge=1)
     eval_batches: int = Field(4, ge=1)

@@ -108,12 +108,15 @@ def fsdp_gradient_parity(d: Dist, atol: float = 1e-6) -> tuple[bool, float]:
     return worst <= atol, worst
 
 
-def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = None, dp_tp: Any = None) -> nn.Module:
+def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = None, dp_tp: Any = None,
+               reshard_after_forward: bool = True) -> nn.Module:
     """FSDP2: each block, then the root (tied wte/lm_head live at the root). Refuses on a failing gloo.
 
     `mesh`: the data-parallel dimension of a larger mesh (blocks already tensor-parallel: FSDP2 shards
     their shards again, torchtitan's 2-D layout; or a pipeline stage); None: all processes. `dp_tp`: the
-    `dp × tp` mesh, flattened so that reducing a gradient norm over both is one collective, not two."""
+    `dp × tp` mesh, flattened so that reducing a gradient norm over both is one collective, not two.
+    `reshard_after_forward=False` keeps a pipeline stage's weights gathered from its first micro-batch's
+    forward to its last backward (torchtitan's choice under PP): one all-gather a step, not two per micro-batch."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -131,8 +134,8 @@ def shard_fsdp(model: nn.Module, d: Dist, blocks: list[nn.Module], mesh: Any = N
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if d.device.type == "cuda" else MixedPrecisionPolicy())
     for block in blocks:
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     return model
 
 

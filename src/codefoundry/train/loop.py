@@ -189,8 +189,8 @@ def train_loop(
                         f"({d.world} processes = {config.pp} pipeline stages × {config.tp} tensor-parallel shards)",
                         hint="run more processes (a multiple of --tp × --pp), or leave out --distributed fsdp")
     # torchtitan's order: tensor parallelism inside, FSDP2 over the dp dimension, pipeline stages each sharded
-    shard = (lambda m: shard_fsdp(m, d, _blocks(m), layout.mesh["dp"], layout.mesh["dp", "tp"] if tp else None)
-             ) if fsdp and layout is not None else None
+    shard = (lambda m: shard_fsdp(m, d, _blocks(m), layout.mesh["dp"], layout.mesh["dp", "tp"] if tp else None,
+                                  reshard_after_forward=not pp)) if fsdp and layout is not None else None
     if pp:
         pp_group = layout.group("pp")
         model, schedule = pipeline_parallel.build(raw, config.pp, layout.stage_rank, plan.accum,
