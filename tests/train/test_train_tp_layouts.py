@@ -35,9 +35,9 @@ def _losses(run: Path) -> list[float]:
 
 
 def torchrun(nproc: int, out: Path, tokens: Path, tokenizer: Path, *extra: str, steps: int = 2, micro: int = 4,
-             timeout: float = 480) -> subprocess.CompletedProcess[str]:
+             timeout: float = 480, run: dict | None = None) -> subprocess.CompletedProcess[str]:
     config = out.parent / f"{out.name}-config.json"
-    config.write_text(json.dumps(RUN))
+    config.write_text(json.dumps(run or RUN))
     flags = {**FLAGS, "max_steps": steps, "micro_batch_size": micro}
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
             "-m", "codefoundry", "train", "--tokens", str(tokens), "--tokenizer", str(tokenizer), "--out", str(out),
