@@ -8,6 +8,12 @@ head. The head is tied to the token embedding, so, as in Megatron, the last stag
 and the two copies' gradients are summed after every backward (`sync_tied_grads`): they start
 equal, get equal gradients and equal optimizer steps, and stay equal.
 
+Under `--tp` as well, each stage is split over its tensor-parallel group as the whole model is
+(`tensor_parallel`): its blocks, the first stage's embedding and the last stage's head over the
+vocabulary (loss under `loss_parallel`), the two tied copies' shards summed pairwise; under
+`--distributed fsdp` each stage is then sharded by FSDP2 over the data-parallel replicas, and the
+schedule defers FSDP2's gradient reduce-scatter to the step's last micro-batch.
+
 Checkpoints and the model directory are in the one-process layout (`plain_state`,
 `load_plain_state`), so a `--pp 2` run resumes at `--pp 1` and the other way round.
 """
