@@ -202,13 +202,16 @@ def test_tp_refuses_what_it_cannot_shard(tiny_model_dir: Path, lora_bases: dict[
         build_engine(ServeConfig(model=tiny_model_dir, tp=3))
     with pytest.raises(UserError, match=r"--tp 3 does not divide the model's 4 attention heads \(2 key/value"):
         build_engine(ServeConfig(model=lora_bases["llama"], tp=3))
+    # 4 ranks: 16 of o_proj's 64 input features each, half an int4 group (--tp 2 keeps whole groups: served)
+    with pytest.raises(UserError, match=r"--tp 4 with --quantize int4: rank 0's shard of model.layers.0.self_attn"):
+        build_engine(ServeConfig(model=lora_bases["llama"], tp=4, quantize="int4"))
 
 
 def test_tp_refusals_are_one_error_line(lora_bases: dict[str, Path], tmp_path: Path) -> None:
     """At the command line: `error: …`, exit status 1, no traceback, no worker left behind."""
     cli = str(Path(sys.executable).parent / "codefoundry")
     cases = [(["--tp", "2", "--adapter-root", str(tmp_path)], "LoRA adapters"),
-             (["--tp", "3"], "does not divide the model's 4 attention heads")]
+             (["--tp", "4", "--quantize", "int4"], "does not fall on int4 groups of 32")]
     for args, words in cases:
         proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), *args],
                               capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -143,12 +143,8 @@ def _shard(model: nn.Module, model_path: Path, rank: int, world: int, quantize: 
     return shard_model(model, rank, world, quantize)
 
 
-def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
-           adapters: bool = False) -> Launch:
-    """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`.
-
-    The caller loads its own copy of the model unquantized: `Launch.shard` quantizes each shard.
-    """
+def refuse_unsupported(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False) -> None:
+    """Raise `UserError` (one line, with a hint) for what `--tp world` cannot serve; cheap: reads only the config."""
     if adapters:
         raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported: the "
                         "adapters' A/B matrices are not sharded",
@@ -156,6 +152,15 @@ def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device
     from codefoundry.model import load_config
 
     check_shardable(load_config(model_dir), world, quantize)
+
+
+def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
+           adapters: bool = False) -> Launch:
+    """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`.
+
+    The caller loads its own copy of the model unquantized: `Launch.shard` quantizes each shard.
+    """
+    refuse_unsupported(model_dir, world, quantize, adapters)
     return Launch(model_dir, world, dtype, device, quantize)
 
 
