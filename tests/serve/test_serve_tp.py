@@ -179,6 +179,10 @@ def test_llama_at_tp2_gives_the_greedy_outputs_of_tp1(lora_bases: dict[str, Path
     with _serving(model_dir, tmp_path / "serve.log", "--tp", "2") as (url, proc):
         assert len(_descendants(proc.pid)) >= 2
         sharded = _generate_all(url)
+        # the adapter routes answer as at --tp 1 without --adapter-root (which --tp refuses): none loaded, 403
+        assert httpx.get(url + "/v1/adapters", headers=AUTH).json()["data"] == []
+        refused = httpx.post(url + "/v1/adapters", headers=AUTH, json={"name": "a", "path": "a"})
+        assert refused.status_code == 403 and "--adapter-root" in refused.json()["error"]
     assert_same_greedy(sharded, _greedy_in_process(model_dir, PROMPTS), least=4)
 
 
