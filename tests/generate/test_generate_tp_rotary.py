@@ -96,3 +96,25 @@ def test_quantized_shards_generate_what_the_quantized_whole_model_does(quantize:
                                                                        tp_models: dict[str, Path]) -> None:
     got = sharded_and_whole(tp_models["llama-gqa"], 2, quantize)
     assert assert_same_greedy(got, tie_gap=0.1, logprob_tol=0.1) >= 8, "too many near-ties: little compared"
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_quantized_shards_hold_the_whole_models_values(quantize: str, tp_models: dict[str, Path]) -> None:
+    """Each rank's quantized layers are its rows or columns of the whole quantized model's (no new rounding)."""
+    import torch
+
+    from codefoundry.generate.tp_shards import shard_model
+    from codefoundry.model import load_model
+
+    whole = load_model(tp_models["llama-gqa"], quantize=quantize)     # 4 heads (hd 16), 2 K/V heads, MLP 128
+    for rank in (0, 1):
+        shard = shard_model(load_model(tp_models["llama-gqa"]), rank, 2, quantize)
+        for w, s in zip(whole.model.layers, shard.model.layers, strict=True):
+            q, kv = torch.arange(32) + 32 * rank, torch.arange(16) + 16 * rank
+            qkv_rows = torch.cat((q, 64 + kv, 96 + kv))
+            assert torch.equal(s.self_attn.qkv_proj.weight, w.self_attn.qkv_proj.weight[qkv_rows])
+            assert torch.equal(s.self_attn.o_proj.linear.weight, w.self_attn.o_proj.weight[:, q])
+            mlp = torch.arange(64) + 64 * rank
+            assert torch.equal(s.mlp.gate_up_proj.weight, w.mlp.gate_up_proj.weight[torch.cat((mlp, 128 + mlp))])
+            assert torch.equal(s.mlp.down_proj.linear.weight, w.mlp.down_proj.weight[:, mlp])
+        assert torch.equal(shard.lm_head.weight, whole.lm_head.weight)

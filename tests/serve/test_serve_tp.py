@@ -211,15 +211,17 @@ def test_tp_refuses_what_it_cannot_shard(tiny_model_dir: Path, lora_bases: dict[
         build_engine(ServeConfig(model=lora_bases["llama"], tp=4, quantize="int4"))
 
 
-def test_tp_refusals_are_one_error_line(lora_bases: dict[str, Path], tmp_path: Path) -> None:
-    """At the command line: `error: …`, exit status 1, no traceback, no worker left behind."""
+def test_tp_refusal_is_one_error_line(lora_bases: dict[str, Path], tmp_path: Path) -> None:
+    """At the command line: `error: …`, exit status 1, no traceback, checked before any process starts."""
     cli = str(Path(sys.executable).parent / "codefoundry")
-    cases = [(["--tp", "2", "--adapter-root", str(tmp_path)], "LoRA adapters"),
-             (["--tp", "4", "--quantize", "int4"], "does not fall on int4 groups of 32")]
-    for args, words in cases:
-        proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), *args],
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        err = proc.stderr
-        assert proc.returncode != 0 and "Traceback" not in err + proc.stdout, err
-        lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and words in lines[0], err
+    proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), "--tp", "4",
+                           "--quantize", "int4", "--adapter-root", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --tp 4 with LoRA adapters"), proc.stderr
+    proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), "--tp", "4",
+                           "--quantize", "int4"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "does not fall on int4 groups of 32" in lines[0], proc.stderr
