@@ -118,3 +118,27 @@ def test_quantized_shards_hold_the_whole_models_values(quantize: str, tp_models:
             assert torch.equal(s.mlp.gate_up_proj.weight, w.mlp.gate_up_proj.weight[torch.cat((mlp, 128 + mlp))])
             assert torch.equal(s.mlp.down_proj.linear.weight, w.mlp.down_proj.weight[:, mlp])
         assert torch.equal(shard.lm_head.weight, whole.lm_head.weight)
+
+
+@pytest.mark.slow
+def test_gguf_int4_shards_keep_the_files_own_values(smollm2_gguf: Path, gguf_cache: Path) -> None:
+    """SmolLM2's Q4_1 blocks sliced per rank (9 heads in 3 groups: 6 + 3), equal to `--tp 1 --quantize int4`'s."""
+    import torch
+
+    from codefoundry.generate.tp_shards import attach_gguf_int4, head_split, shard_model
+    from codefoundry.model import load_model
+
+    whole, hd, width = load_model(smollm2_gguf, quantize="int4"), 64, 768
+    for rank in (0, 1):
+        model = load_model(smollm2_gguf)
+        attach_gguf_int4(model, smollm2_gguf)
+        shard = shard_model(model, rank, 2, "int4")
+        split = head_split(9, 3, 2, rank)
+        q = torch.arange(split.q_start * hd, split.q_stop * hd)
+        kv = torch.arange(split.kv_start * hd, split.kv_stop * hd)
+        qkv, mlp = torch.cat((q, 576 + kv, 768 + kv)), torch.arange(rank * width, (rank + 1) * width)
+        for w, s in zip(whole.model.layers, shard.model.layers, strict=True):
+            assert s.self_attn.qkv_proj.mode == s.mlp.down_proj.linear.mode == "int4"
+            assert torch.equal(s.self_attn.qkv_proj.weight, w.self_attn.qkv_proj.weight[qkv])
+            assert torch.equal(s.self_attn.o_proj.linear.weight, w.self_attn.o_proj.weight[:, q])
+            assert torch.equal(s.mlp.down_proj.linear.weight, w.mlp.down_proj.weight[:, mlp])

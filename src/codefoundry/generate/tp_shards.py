@@ -119,7 +119,7 @@ def head_split(n_head: int, kv_heads: int, world: int, rank: int) -> HeadSplit:
     if world % kv_heads or group % per:
         raise UserError(f"--tp {world} does not divide the model's {n_head} attention heads"
                         + (f" ({kv_heads} key/value heads)" if kv_heads > 1 else ""),
-                        hint="pick a --tp that divides the key/value heads, or a multiple of them that divides the heads")
+                        hint="pick a --tp that divides the key/value heads, or a multiple of them dividing the heads")
     kv, part = rank // per, group // per
     start = kv * group + rank % per * part
     return HeadSplit(start, start + part, kv, kv + 1)
