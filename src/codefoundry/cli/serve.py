@@ -118,9 +118,9 @@ def command(
              "report": report}
     cfg = load_config(ServeConfig, config, flags)
     if cfg.tp > 1 and cfg.model is not None:          # before any process starts
-        from codefoundry.generate.tensor_parallel import refuse_unsupported
+        from codefoundry.generate import check_tp_serving
 
-        refuse_unsupported(cfg.model, cfg.tp, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+        check_tp_serving(cfg.model, cfg.tp, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
     serve(cfg)
 
 

@@ -143,7 +143,7 @@ def _shard(model: nn.Module, model_path: Path, rank: int, world: int, quantize: 
     return shard_model(model, rank, world, quantize)
 
 
-def refuse_unsupported(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False) -> None:
+def check_tp_serving(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False) -> None:
     """Raise `UserError` (one line, with a hint) for what `--tp world` cannot serve; cheap: reads only the config."""
     if adapters:
         raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported: the "
@@ -160,7 +160,7 @@ def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device
 
     The caller loads its own copy of the model unquantized: `Launch.shard` quantizes each shard.
     """
-    refuse_unsupported(model_dir, world, quantize, adapters)
+    check_tp_serving(model_dir, world, quantize, adapters)
     return Launch(model_dir, world, dtype, device, quantize)
 
 
