@@ -116,7 +116,12 @@ def command(
              "adapters": _adapters(adapter), "adapter_root": adapter_root, "dataset": dataset,
              "speculate": speculate, "engine_process": False if no_engine_process else None, "tp": tp,
              "report": report}
-    serve(load_config(ServeConfig, config, flags))
+    cfg = load_config(ServeConfig, config, flags)
+    if cfg.tp > 1 and cfg.model is not None:          # before any process starts
+        from codefoundry.generate import check_tp_serving
+
+        check_tp_serving(cfg.model, cfg.tp, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+    serve(cfg)
 
 
 def _adapters(flags: list[str] | None) -> dict[str, Path] | None:

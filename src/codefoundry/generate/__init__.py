@@ -31,6 +31,7 @@ from codefoundry.generate.runner import ModelRunner, ScheduledSequence, StepLogi
 from codefoundry.generate.sampler import Sampler, SampleResult, SampleRow, uniform
 from codefoundry.generate.scheduler import BlockAllocator, Request, ScheduledRequest, Scheduler, SchedulerOutput
 from codefoundry.generate.stop import Stop, StopChecker
+from codefoundry.generate.tensor_parallel import check_tp_serving
 
 __all__ = [
     "BlockAllocator",
@@ -60,6 +61,7 @@ __all__ = [
     "Stop",
     "StopChecker",
     "ValidationError",
+    "check_tp_serving",
     "generate",
     "hash_block",
     "uniform",

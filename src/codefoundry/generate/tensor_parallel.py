@@ -3,14 +3,9 @@
 Rank 0 is wherever the engine lives (the engine-core process, or the server's own process): it
 keeps the scheduler, the KV-cache manager, the sampler and the runner, and starts ranks 1…N-1
 as fresh interpreters (`worker_main`). Every rank loads the model directory and keeps its
-shard of each block, Megatron's layout:
-
-    attention:  query heads split (column-parallel; multi-query's one K/V head replicated, as
-                Megatron does; multi-head K/V split with their heads) → paged attention over the
-                rank's own KV cache of its heads → c_proj row-parallel + all-reduce
-    MLP:        c_fc column-parallel → activation → c_proj row-parallel + all-reduce
-
-Embeddings, LayerNorms and the head stay whole on every rank. Each step, rank 0's runner calls
+shard of each block, Megatron's layout (`tp_shards`: GPTBigCode, Llama, StarCoder2; float, int8,
+int4): query heads and the MLP's width split, the K/V heads each rank's query heads read kept in
+that rank's own KV cache, two all-reduces per block. Each step, rank 0's runner calls
 `TensorParallelModel.forward_paged`, which broadcasts the step's inputs (token ids, positions,
 slots, block tables, logits rows) to the workers; all ranks then run the same sharded forward
 (two all-reduces per block) and rank 0 samples from its logits. Workers exit when rank 0 is gone
@@ -31,10 +26,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from codefoundry.errors import UserError
+from codefoundry.generate.tp_shards import attach_gguf_int4, check_shardable, local_kv_heads, shard_model
 from codefoundry.model import PagedAttention, allocate_kv_cache
 
 log = logging.getLogger(__name__)
@@ -43,76 +38,12 @@ HEADER = 8                                   # [command, N, S, table width, L, c
 JOIN_TIMEOUT = timedelta(seconds=300)        # workers load the model before they join
 
 
-# ---- the shards ----------------------------------------------------------------------------------
-
-class RowParallelLinear(nn.Module):
-    """`linear` with this rank's slice of input features; the partial products summed over the group."""
-
-    def __init__(self, linear: nn.Linear, rank: int, world: int) -> None:
-        super().__init__()
-        width = linear.in_features // world
-        self.weight = nn.Parameter(linear.weight.detach()[:, rank * width:(rank + 1) * width].clone(),
-                                   requires_grad=False)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight)
-        dist.all_reduce(y)
-        return y if self.bias is None else y + self.bias           # once, after the sum
-
-
-def _rows(linear: nn.Linear, start: int, stop: int) -> nn.Linear:
-    """A column-parallel shard: output features start…stop-1 of `linear`."""
-    out = nn.Linear(linear.in_features, stop - start, bias=linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(linear.weight[start:stop])
-        if linear.bias is not None:
-            out.bias.copy_(linear.bias[start:stop])
-    return out.requires_grad_(False)
-
-
-def check_shardable(config: Any, world: int) -> None:
-    """Refuse a model (by its config) that `world` ranks cannot split, with the reason."""
-    from codefoundry.model import GPTBigCodeConfig
-
-    if not isinstance(config, GPTBigCodeConfig):
-        raise UserError(f"--tp {world}: tensor-parallel serving supports gpt_bigcode models (StarCoder, SantaCoder); "
-                        f"this one is {type(config).__name__}", hint="serve it with --tp 1")
-    if config.n_head % world:
-        raise UserError(f"--tp {world} does not divide the model's {config.n_head} attention heads")
-    if config.inner_dim % world:
-        raise UserError(f"--tp {world} does not divide the MLP width {config.inner_dim}")
-
-
-def shard_model(model: nn.Module, rank: int, world: int) -> nn.Module:
-    """Keep rank `rank`'s shard of every block of a GPTBigCode model, in place; returns the model."""
-    check_shardable(model.config, world)
-    for block in model.transformer.h:
-        attn, mlp = block.attn, block.mlp
-        heads, hd = attn.n_head // world, attn.head_dim
-        fused = attn.c_attn
-        if attn.multi_query:                  # [Q | K | V]: this rank's query heads; the one K/V head whole
-            C = attn.n_head * hd
-            attn.q_attn = _rows(fused, rank * heads * hd, (rank + 1) * heads * hd)
-            attn.kv_attn = _rows(fused, C, fused.out_features)
-            del attn.c_attn
-            attn.c_attn = None
-        else:                                 # interleaved per head [q_h k_h v_h]: a slice of whole heads
-            attn.c_attn = _rows(fused, rank * heads * 3 * hd, (rank + 1) * heads * 3 * hd)
-        attn.c_proj = RowParallelLinear(attn.c_proj, rank, world)
-        width = mlp.c_fc.out_features // world
-        mlp.c_fc = _rows(mlp.c_fc, rank * width, (rank + 1) * width)
-        mlp.c_proj = RowParallelLinear(mlp.c_proj, rank, world)
-    return model
-
-
 class ShardConfig:
-    """The model's config as the KV cache sees one rank: multi-head attention keeps only its heads' K/V."""
+    """The model's config as rank `rank`'s KV cache sees it: only the K/V heads that rank keeps."""
 
-    def __init__(self, config: Any, world: int) -> None:
+    def __init__(self, config: Any, world: int, rank: int) -> None:
         self._config = config
-        self.num_kv_heads = config.num_kv_heads if config.num_kv_heads == 1 else config.num_kv_heads // world
+        self.num_kv_heads = local_kv_heads(config, world, rank)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._config, name)
@@ -142,7 +73,7 @@ class TensorParallelModel(nn.Module):
     def __init__(self, shard: nn.Module, world: int, workers: list[subprocess.Popen]) -> None:
         super().__init__()
         self.shard, self.world, self.workers = shard, world, workers
-        self.config = ShardConfig(shard.config, world)
+        self.config = ShardConfig(shard.config, world, 0)
         self._caches: list[torch.Tensor] | None = None
         self._generation = 0
 
@@ -174,8 +105,10 @@ def _init(rank: int, world: int, port: int, device: torch.device) -> None:
 class Launch:
     """Worker ranks started (they load the model while rank 0 does); `shard` joins them and shards rank 0's copy."""
 
-    def __init__(self, model_dir: Path, world: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.world, self.device, self.port = world, device, _free_port()
+    def __init__(self, model_dir: Path, world: int, dtype: torch.dtype, device: torch.device,
+                 quantize: str | None = None) -> None:
+        self.model_dir, self.world, self.device, self.quantize = model_dir, world, device, quantize
+        self.port = _free_port()
         self.workers: list[subprocess.Popen] = []
         for rank in range(1, world):
             popen = subprocess.Popen([sys.executable, "-c", f"import {__name__} as m; m.worker_main()"],
@@ -183,7 +116,7 @@ class Launch:
             assert popen.stdin is not None
             # JSON, not pickle: nothing read from a pipe may run code
             popen.stdin.write(json.dumps([str(model_dir), str(dtype).removeprefix("torch."), device.type, rank, world,
-                                          self.port]).encode())
+                                          self.port, quantize]).encode())
             popen.stdin.close()
             self.workers.append(popen)
 
@@ -199,29 +132,43 @@ class Launch:
             self.kill()
             raise UserError(f"--tp {self.world}: the tensor-parallel workers did not join "
                             f"({type(e).__name__}: {e})") from None
-        return TensorParallelModel(shard_model(model, 0, self.world), self.world, self.workers)
+        return TensorParallelModel(_shard(model, self.model_dir, 0, self.world, self.quantize), self.world,
+                                   self.workers)
+
+
+def _shard(model: nn.Module, model_path: Path, rank: int, world: int, quantize: str | None) -> nn.Module:
+    """Rank `rank`'s shard of the float `model` read from `model_path`, quantized as `load_model` would."""
+    if quantize == "int4" and Path(model_path).suffix.lower() == ".gguf" and not Path(model_path).is_dir():
+        attach_gguf_int4(model, model_path)          # the file's own 4-bit values, as at --tp 1
+    return shard_model(model, rank, world, quantize)
+
+
+def check_tp_serving(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False) -> None:
+    """Raise `UserError` (one line, with a hint) for what `--tp world` cannot serve; cheap: reads only the config."""
+    if adapters:
+        raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported: the "
+                        "adapters' A/B matrices are not sharded",
+                        hint="merge the adapter (codefoundry finetune merge) and serve the merged model")
+    from codefoundry.model import load_config
+
+    check_shardable(load_config(model_dir), world, quantize)
 
 
 def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
            adapters: bool = False) -> Launch:
-    """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`."""
-    if quantize is not None:
-        raise UserError(f"--tp {world} with --quantize is not supported: the quantized layers are not sharded yet",
-                        hint="serve with one of them")
-    if adapters:
-        raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported yet",
-                        hint="merge the adapter (codefoundry finetune merge) and serve the merged model")
-    from codefoundry.model import load_config
+    """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`.
 
-    check_shardable(load_config(model_dir), world)
-    return Launch(model_dir, world, dtype, device)
+    The caller loads its own copy of the model unquantized: `Launch.shard` quantizes each shard.
+    """
+    check_tp_serving(model_dir, world, quantize, adapters)
+    return Launch(model_dir, world, dtype, device, quantize)
 
 
 def worker_main() -> None:
     """A worker rank's entry point (its arguments as JSON on stdin): load, shard, then run every step rank 0 sends."""
     from codefoundry.model import load_model
 
-    model_dir, dtype_name, device_type, rank, world, port = json.loads(sys.stdin.buffer.read())
+    model_dir, dtype_name, device_type, rank, world, port, quantize = json.loads(sys.stdin.buffer.read())
     logging.basicConfig(level=logging.WARNING, format=f"tp-rank-{rank}: %(levelname)s %(name)s: %(message)s")
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
@@ -233,8 +180,8 @@ def worker_main() -> None:
     _init(rank, world, port, device)
     code = 0
     try:
-        shard_model(model, rank, world)
-        _serve_steps(model, ShardConfig(model.config, world), device)
+        _shard(model, Path(model_dir), rank, world, quantize)
+        _serve_steps(model, ShardConfig(model.config, world, rank), device)
     except (RuntimeError, dist.DistBackendError) as e:         # rank 0 is gone (its process exits without a word)
         log.info("rank 0 stopped answering (%s): this worker stops", type(e).__name__)
     sys.stdout.flush()

@@ -91,7 +91,8 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
         from codefoundry.generate.tensor_parallel import launch
 
         tp = launch(cfg.model, cfg.tp, dtype, device, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
-    model = load_model(cfg.model, dtype=dtype, device=device, quantize=cfg.quantize)
+    # under --tp each rank quantizes its own shard of the float model
+    model = load_model(cfg.model, dtype=dtype, device=device, quantize=None if tp else cfg.quantize)
     if tp is not None:                               # sharded over cfg.tp processes; this one runs the engine
         model = tp.shard(model)
     tokenizer = load_tokenizer(cfg.model)
