@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -320,7 +321,8 @@ async def tgi_stream(ctx: Ctx):
 
 @kind("openai_completion", "good", 2)
 async def openai_completion(ctx: Ctx):
-    body = {"model": ctx.info.get("model_id", "soak"), "prompt": _prompt(ctx), "max_tokens": _new_tokens(ctx), "temperature": 0}
+    body = {"model": ctx.info.get("model_id", "soak"), "prompt": _prompt(ctx), "max_tokens": _new_tokens(ctx),
+            "temperature": 0}
     r = await ctx.client.post("/v1/completions", json=body, headers=ctx.auth)
     return judge_answer(r, lambda b: isinstance(b["choices"][0]["text"], str) and b["usage"]["completion_tokens"] >= 1)
 
@@ -653,7 +655,10 @@ class SoakReport:
                 "client_gave_up": self.count(kind="impatient_client", verdict="disconnected"),
                 "server_5xx": self.server_errors, "problems": len(self.problems),
                 "p50_good_s": round(self.percentile(0.50), 3), "p99_good_s": round(self.percentile(0.99), 3),
-                "by_status": dict(sorted(Counter(str(o.status) for o in self.outcomes).items()))}
+                "by_status": dict(sorted(Counter(str(o.status) for o in self.outcomes).items())),
+                "adapter_kinds": {k.name: dict(sorted(Counter(o.verdict for o in self.outcomes if o.kind == k.name)
+                                                      .items())) for k in KINDS.values() if k.needs
+                                  or "adapter" in k.name}}
 
 
 def schedule(config: SoakConfig, adapters: bool = False) -> list[str]:
@@ -753,45 +758,75 @@ def main() -> int:
     ap.add_argument("--burst-size", type=int, default=24)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adapters", type=int, default=2,
+                    help="LoRA adapters (made by peft on the model) loaded at start; requests also load and unload "
+                         "one under --adapter-root while the rest runs (0: no adapters)")
     args = ap.parse_args()
     os.environ.setdefault("CODEFOUNDRY_CACHE", str(Path(tempfile.gettempdir()) / "codefoundry-soak-cache"))
     from codefoundry.model import resolve_model_path
 
     model = resolve_model_path(args.model or default_model())   # a .gguf imports here once, not in the server
     failures: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log",
-                                                     "--max-concurrent-requests", str(args.max_concurrent_requests),
-                                                     "--max-total-tokens", "512",
-                                                     "--max-batch-total-tokens", "16384") as server:
-        # a small first round, so that the baseline holds what any server allocates once it has answered
-        run_soak(server.url, SoakConfig(requests=60, concurrency=args.concurrency, burst_every=0, seed=10**6))
-        wait_idle(server.url)
-        baseline = server.rss()
-        print(f"server {server.url} (pid {server.proc.pid}), model {model}; baseline RSS {baseline / 2**20:.0f} MiB",
-              flush=True)
-        for round_ in range(args.rounds):
-            config = SoakConfig(requests=args.requests, concurrency=args.concurrency, burst_size=args.burst_size,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed + round_)
-            report = run_soak(server.url, config)
-            idle = wait_idle(server.url)
-            rss = server.rss()
-            summary = {"round": round_ + 1, **report.summary(),
-                       "kv_blocks_used_after": idle["codefoundry_kv_blocks_used"],
-                       "queue_after": idle["tgi_queue_size"], "rss_mib_after": round(rss / 2**20),
-                       "rss_growth_vs_baseline": round(rss / baseline - 1, 3)}
-            print(json.dumps(summary), flush=True)
-            for o in report.problems[:20]:
-                print(f"  problem: {o.kind} {o.status}: {o.problem}")
-            failures += [f"round {round_ + 1}: {len(report.problems)} problems"] if report.problems else []
-            failures += [f"round {round_ + 1}: {report.server_errors} 5xx"] if report.server_errors else []
-            failures += ["KV blocks held after the run"] if idle["codefoundry_kv_blocks_used"] else []
-        if not server.alive():
-            failures.append("the server died")
-        if "Traceback" in server.log_text():
-            failures.append("a traceback in the server log")
-            print(server.log_text()[-3000:])
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter_flags = make_adapters(model, Path(tmp) / "adapters", args.adapters) if args.adapters else []
+        churn = "churn" if args.adapters else None
+        with serve(model, Path(tmp) / "server.log", "--max-concurrent-requests", str(args.max_concurrent_requests),
+                   "--max-total-tokens", "512", "--max-batch-total-tokens", "16384", *adapter_flags) as server:
+            failures += soak_rounds(server, args, churn)
     print("PASS" if not failures else "FAIL: " + "; ".join(failures))
     return 1 if failures else 0
+
+
+def make_adapters(model: Path, root: Path, count: int) -> list[str]:
+    """`count` PEFT LoRA adapters of `model` (every linear layer, random weights) and a `churn` copy for requests
+    to load; the serve flags that load the first ones and allow the rest."""
+    import peft
+    import torch
+    import transformers
+
+    flags = []
+    for i in range(count):
+        base = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        lora = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                         init_lora_weights=False, task_type="CAUSAL_LM"))
+        lora.save_pretrained(root / f"lora{i}")
+        flags += ["--adapter", f"lora{i}={root / f'lora{i}'}"]
+    shutil.copytree(root / "lora0", root / "churn")
+    return [*flags, "--adapter-root", str(root)]
+
+
+def soak_rounds(server: ServerProcess, args: argparse.Namespace, churn: str | None) -> list[str]:
+    """The warm-up round, then `args.rounds` measured ones (adapters loaded and unloaded from `churn`); what
+    failed."""
+    failures: list[str] = []
+    # a small first round, so that the baseline holds what any server allocates once it has answered
+    run_soak(server.url, SoakConfig(requests=60, concurrency=args.concurrency, burst_every=0, seed=10**6))
+    wait_idle(server.url)
+    baseline = server.rss()
+    print(f"server {server.url} (pid {server.proc.pid}), adapters {churn is not None}; "
+          f"baseline RSS {baseline / 2**20:.0f} MiB", flush=True)
+    for round_ in range(args.rounds):
+        config = SoakConfig(requests=args.requests, concurrency=args.concurrency, burst_size=args.burst_size,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed + round_, churn_path=churn)
+        report = run_soak(server.url, config)
+        idle = wait_idle(server.url)
+        rss = server.rss()
+        summary = {"round": round_ + 1, **report.summary(),
+                   "kv_blocks_used_after": idle["codefoundry_kv_blocks_used"],
+                   "queue_after": idle["tgi_queue_size"], "rss_mib_after": round(rss / 2**20),
+                   "rss_growth_vs_baseline": round(rss / baseline - 1, 3)}
+        print(json.dumps(summary), flush=True)
+        for o in report.problems[:20]:
+            print(f"  problem: {o.kind} {o.status}: {o.problem}")
+        failures += [f"round {round_ + 1}: {len(report.problems)} problems"] if report.problems else []
+        failures += [f"round {round_ + 1}: {report.server_errors} 5xx"] if report.server_errors else []
+        failures += ["KV blocks held after the run"] if idle["codefoundry_kv_blocks_used"] else []
+    if not server.alive():
+        failures.append("the server died")
+    if "Traceback" in server.log_text():
+        failures.append("a traceback in the server log")
+        print(server.log_text()[-3000:])
+    return failures
 
 
 if __name__ == "__main__":
