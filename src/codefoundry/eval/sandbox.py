@@ -561,7 +561,9 @@ def describe_isolation(sandbox: Sandbox) -> str:
     """One line for the console."""
     iso = sandbox.isolation()
     if iso["network_namespace"]:
-        return f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, rlimits"
+        disk = ", a tmpfs disk per slot" if iso["disk_quota"] else ""
+        return (f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, "
+                f"rlimits{disk}")
     return f"sandbox: rlimits and process groups only ({iso['note']})"
 
 
