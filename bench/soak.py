@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,12 @@ class Ctx:
     info: dict
     max_new_tokens: int
     auth: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {API_KEY}"})
+    churn_path: str | None = None     # an adapter under --adapter-root that requests load and unload
+
+    @property
+    def adapters(self) -> list[str]:
+        """The adapters the server was started with (`--adapter`), from /info."""
+        return list(self.info.get("adapters") or [])
 
 
 @dataclass
@@ -179,14 +186,16 @@ class Kind:
     weight: float
     run: Check
     streaming: bool = False
+    needs: str | None = None    # "adapters": the server has some loaded; "churn": SoakConfig.churn_path is set
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def kind(name: str, group: str, weight: float, streaming: bool = False) -> Callable[[Check], Check]:
+def kind(name: str, group: str, weight: float, streaming: bool = False,
+         needs: str | None = None) -> Callable[[Check], Check]:
     def register(fn: Check) -> Check:
-        KINDS[name] = Kind(name, group, weight, fn, streaming)
+        KINDS[name] = Kind(name, group, weight, fn, streaming, needs)
         return fn
     return register
 
@@ -312,7 +321,8 @@ async def tgi_stream(ctx: Ctx):
 
 @kind("openai_completion", "good", 2)
 async def openai_completion(ctx: Ctx):
-    body = {"model": "soak", "prompt": _prompt(ctx), "max_tokens": _new_tokens(ctx), "temperature": 0}
+    body = {"model": ctx.info.get("model_id", "soak"), "prompt": _prompt(ctx), "max_tokens": _new_tokens(ctx),
+            "temperature": 0}
     r = await ctx.client.post("/v1/completions", json=body, headers=ctx.auth)
     return judge_answer(r, lambda b: isinstance(b["choices"][0]["text"], str) and b["usage"]["completion_tokens"] >= 1)
 
@@ -492,6 +502,81 @@ async def adapter_admin_bad(ctx: Ctx):
     return judge_refusal(r)
 
 
+@kind("adapter_generate", "good", 2, needs="adapters")
+async def adapter_generate(ctx: Ctx):
+    """A loaded adapter named by TGI's adapter_id or OpenAI's model (plain or streaming)."""
+    name = ctx.rng.choice(ctx.adapters)
+    route = ctx.rng.choice(["tgi", "openai", "tgi_stream"])
+    if route == "tgi_stream":
+        body = {"inputs": _prompt(ctx), "parameters": {"max_new_tokens": _new_tokens(ctx), "adapter_id": name}}
+        return await _stream(ctx, "/generate_stream", body, lambda e: isinstance(e.get("generated_text"), str))
+    if route == "tgi":
+        r = await ctx.client.post("/generate", headers=ctx.auth, json={
+            "inputs": _prompt(ctx), "parameters": {"max_new_tokens": _new_tokens(ctx), "adapter_id": name}})
+        return judge_answer(r, lambda b: isinstance(b, dict) and isinstance(b.get("generated_text"), str))
+    r = await ctx.client.post("/v1/completions", headers=ctx.auth, json={
+        "model": name, "prompt": _prompt(ctx), "max_tokens": _new_tokens(ctx)})
+    return judge_answer(r, lambda b: isinstance(b, dict) and b.get("model") == name)
+
+
+def _unknown_adapter_refused(r: httpx.Response, name: str) -> str | None:
+    """None when a request naming the unloaded `name` was refused as TGI does (422 naming it), else the problem."""
+    if r.status_code != 422 or _error_json(r) is not None or repr(name) not in r.json()["error"]:
+        return f"a request naming the unloaded adapter {name!r} was answered {r.status_code}: {r.text[:200]}"
+    return None
+
+
+@kind("adapter_churn", "good", 1, needs="churn")
+async def adapter_churn(ctx: Ctx):
+    """Load an adapter at run time, use it, unload it, then name it again (refused: it is gone)."""
+    assert ctx.churn_path is not None
+    name = f"churn-{ctx.rng.randrange(10**9)}"
+    loaded = await ctx.client.post("/v1/adapters", headers=ctx.auth, json={"name": name, "path": ctx.churn_path})
+    if loaded.status_code != 201:
+        return loaded.status_code, "problem", f"loading {ctx.churn_path!r} as {name}: {loaded.status_code} " \
+                                              f"{loaded.text[:200]}"
+    body = {"inputs": _prompt(ctx), "parameters": {"max_new_tokens": _new_tokens(ctx), "adapter_id": name}}
+    r = await ctx.client.post("/generate", headers=ctx.auth, json=body)
+    status, verdict, problem = judge_answer(r, lambda b: isinstance(b, dict) and "generated_text" in b)
+    gone = await ctx.client.delete(f"/v1/adapters/{name}", headers=ctx.auth)
+    if gone.status_code != 200:
+        return gone.status_code, "problem", f"unloading {name} after its request: {gone.status_code} {gone.text[:200]}"
+    again = await ctx.client.post("/generate", headers=ctx.auth, json=body)
+    return status, verdict, problem or _unknown_adapter_refused(again, name)
+
+
+@kind("adapter_unload_race", "good", 0.7, needs="churn")
+async def adapter_unload_race(ctx: Ctx):
+    """Unload an adapter while a request naming it is on its way: the request is answered (200, or 429) or refused
+    as unknown (422), the unload succeeds or says the adapter is in use (409); never a 5xx."""
+    assert ctx.churn_path is not None
+    name = f"race-{ctx.rng.randrange(10**9)}"
+    loaded = await ctx.client.post("/v1/adapters", headers=ctx.auth, json={"name": name, "path": ctx.churn_path})
+    if loaded.status_code != 201:
+        return loaded.status_code, "problem", f"loading {ctx.churn_path!r} as {name}: {loaded.status_code}"
+    body = {"inputs": _prompt(ctx), "parameters": {"max_new_tokens": _new_tokens(ctx) * 2, "adapter_id": name}}
+
+    async def unload_soon() -> httpx.Response:
+        await asyncio.sleep(ctx.rng.random() * 0.05)
+        return await ctx.client.delete(f"/v1/adapters/{name}", headers=ctx.auth)
+
+    r, gone = await asyncio.gather(ctx.client.post("/generate", headers=ctx.auth, json=body), unload_soon())
+    if gone.status_code not in (200, 409) or r.status_code not in (200, 422, 429):
+        return r.status_code, "problem", f"request {r.status_code} {r.text[:120]}; unload {gone.status_code} " \
+                                         f"{gone.text[:120]}"
+    if r.status_code == 422 and (problem := _unknown_adapter_refused(r, name)):
+        return r.status_code, "problem", problem
+    for _ in range(100):  # in use when the unload came: unload it once the request is done
+        if gone.status_code in (200, 404):
+            break
+        await asyncio.sleep(0.05)
+        gone = await ctx.client.delete(f"/v1/adapters/{name}", headers=ctx.auth)
+    if gone.status_code not in (200, 404):
+        return gone.status_code, "problem", f"{name} could not be unloaded after its request: {gone.text[:200]}"
+    verdict = {200: "ok", 422: "rejected", 429: "overloaded"}[r.status_code]
+    return r.status_code, verdict, None
+
+
 _TEN_MB_BODY = b'{"inputs": "' + b"a" * TEN_MB + b'"}'
 
 
@@ -524,6 +609,7 @@ class SoakConfig:
     max_new_tokens: int = 8
     seed: int = 0
     request_timeout: float = 300.0
+    churn_path: str | None = None     # an adapter dir under the server's --adapter-root: adapter_churn kinds run
 
 
 @dataclass
@@ -569,13 +655,18 @@ class SoakReport:
                 "client_gave_up": self.count(kind="impatient_client", verdict="disconnected"),
                 "server_5xx": self.server_errors, "problems": len(self.problems),
                 "p50_good_s": round(self.percentile(0.50), 3), "p99_good_s": round(self.percentile(0.99), 3),
-                "by_status": dict(sorted(Counter(str(o.status) for o in self.outcomes).items()))}
+                "by_status": dict(sorted(Counter(str(o.status) for o in self.outcomes).items())),
+                "adapter_kinds": {k.name: dict(sorted(Counter(o.verdict for o in self.outcomes if o.kind == k.name)
+                                                      .items())) for k in KINDS.values() if k.needs
+                                  or "adapter" in k.name}}
 
 
-def schedule(config: SoakConfig) -> list[str]:
-    """The kinds to send, in order (seeded); "burst" marks a burst of slow requests."""
+def schedule(config: SoakConfig, adapters: bool = False) -> list[str]:
+    """The kinds to send, in order (seeded); "burst" marks a burst of slow requests. Kinds that need adapters
+    are sent only when the server has some (`adapters`), or a `churn_path` to load."""
     rng = random.Random(config.seed)
-    names = list(KINDS)
+    ready = {None, *(["adapters"] if adapters else []), *(["churn"] if config.churn_path else [])}
+    names = [k for k in KINDS if KINDS[k].needs in ready]
     weights = [KINDS[k].weight for k in names]
     cover = rng.sample(names, len(names))   # every kind once first (a short run still tries each), then by weight
     plan: list[str] = []
@@ -618,7 +709,7 @@ async def _burst(ctx: Ctx, size: int) -> list[Outcome]:
 
 async def run_soak_async(url: str, config: SoakConfig) -> SoakReport:
     info = httpx.get(url + "/info", timeout=10).json()
-    plan = schedule(config)
+    plan = schedule(config, adapters=bool(info.get("adapters")))
     queue: asyncio.Queue[str] = asyncio.Queue()
     for name in plan:
         queue.put_nowait(name)
@@ -629,7 +720,7 @@ async def run_soak_async(url: str, config: SoakConfig) -> SoakReport:
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=config.request_timeout, limits=limits) as client:
         async def worker(seed: int) -> None:
-            ctx = Ctx(client, random.Random(seed), info, config.max_new_tokens)
+            ctx = Ctx(client, random.Random(seed), info, config.max_new_tokens, churn_path=config.churn_path)
             while not queue.empty():
                 name = queue.get_nowait()
                 if name == "burst":
@@ -667,45 +758,75 @@ def main() -> int:
     ap.add_argument("--burst-size", type=int, default=24)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adapters", type=int, default=2,
+                    help="LoRA adapters (made by peft on the model) loaded at start; requests also load and unload "
+                         "one under --adapter-root while the rest runs (0: no adapters)")
     args = ap.parse_args()
     os.environ.setdefault("CODEFOUNDRY_CACHE", str(Path(tempfile.gettempdir()) / "codefoundry-soak-cache"))
     from codefoundry.model import resolve_model_path
 
     model = resolve_model_path(args.model or default_model())   # a .gguf imports here once, not in the server
     failures: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log",
-                                                     "--max-concurrent-requests", str(args.max_concurrent_requests),
-                                                     "--max-total-tokens", "512",
-                                                     "--max-batch-total-tokens", "16384") as server:
-        # a small first round, so that the baseline holds what any server allocates once it has answered
-        run_soak(server.url, SoakConfig(requests=60, concurrency=args.concurrency, burst_every=0, seed=10**6))
-        wait_idle(server.url)
-        baseline = server.rss()
-        print(f"server {server.url} (pid {server.proc.pid}), model {model}; baseline RSS {baseline / 2**20:.0f} MiB",
-              flush=True)
-        for round_ in range(args.rounds):
-            config = SoakConfig(requests=args.requests, concurrency=args.concurrency, burst_size=args.burst_size,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed + round_)
-            report = run_soak(server.url, config)
-            idle = wait_idle(server.url)
-            rss = server.rss()
-            summary = {"round": round_ + 1, **report.summary(),
-                       "kv_blocks_used_after": idle["codefoundry_kv_blocks_used"],
-                       "queue_after": idle["tgi_queue_size"], "rss_mib_after": round(rss / 2**20),
-                       "rss_growth_vs_baseline": round(rss / baseline - 1, 3)}
-            print(json.dumps(summary), flush=True)
-            for o in report.problems[:20]:
-                print(f"  problem: {o.kind} {o.status}: {o.problem}")
-            failures += [f"round {round_ + 1}: {len(report.problems)} problems"] if report.problems else []
-            failures += [f"round {round_ + 1}: {report.server_errors} 5xx"] if report.server_errors else []
-            failures += ["KV blocks held after the run"] if idle["codefoundry_kv_blocks_used"] else []
-        if not server.alive():
-            failures.append("the server died")
-        if "Traceback" in server.log_text():
-            failures.append("a traceback in the server log")
-            print(server.log_text()[-3000:])
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter_flags = make_adapters(model, Path(tmp) / "adapters", args.adapters) if args.adapters else []
+        churn = "churn" if args.adapters else None
+        with serve(model, Path(tmp) / "server.log", "--max-concurrent-requests", str(args.max_concurrent_requests),
+                   "--max-total-tokens", "512", "--max-batch-total-tokens", "16384", *adapter_flags) as server:
+            failures += soak_rounds(server, args, churn)
     print("PASS" if not failures else "FAIL: " + "; ".join(failures))
     return 1 if failures else 0
+
+
+def make_adapters(model: Path, root: Path, count: int) -> list[str]:
+    """`count` PEFT LoRA adapters of `model` (every linear layer, random weights) and a `churn` copy for requests
+    to load; the serve flags that load the first ones and allow the rest."""
+    import peft
+    import torch
+    import transformers
+
+    flags = []
+    for i in range(count):
+        base = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        lora = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                         init_lora_weights=False, task_type="CAUSAL_LM"))
+        lora.save_pretrained(root / f"lora{i}")
+        flags += ["--adapter", f"lora{i}={root / f'lora{i}'}"]
+    shutil.copytree(root / "lora0", root / "churn")
+    return [*flags, "--adapter-root", str(root)]
+
+
+def soak_rounds(server: ServerProcess, args: argparse.Namespace, churn: str | None) -> list[str]:
+    """The warm-up round, then `args.rounds` measured ones (adapters loaded and unloaded from `churn`); what
+    failed."""
+    failures: list[str] = []
+    # a small first round, so that the baseline holds what any server allocates once it has answered
+    run_soak(server.url, SoakConfig(requests=60, concurrency=args.concurrency, burst_every=0, seed=10**6))
+    wait_idle(server.url)
+    baseline = server.rss()
+    print(f"server {server.url} (pid {server.proc.pid}), adapters {churn is not None}; "
+          f"baseline RSS {baseline / 2**20:.0f} MiB", flush=True)
+    for round_ in range(args.rounds):
+        config = SoakConfig(requests=args.requests, concurrency=args.concurrency, burst_size=args.burst_size,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed + round_, churn_path=churn)
+        report = run_soak(server.url, config)
+        idle = wait_idle(server.url)
+        rss = server.rss()
+        summary = {"round": round_ + 1, **report.summary(),
+                   "kv_blocks_used_after": idle["codefoundry_kv_blocks_used"],
+                   "queue_after": idle["tgi_queue_size"], "rss_mib_after": round(rss / 2**20),
+                   "rss_growth_vs_baseline": round(rss / baseline - 1, 3)}
+        print(json.dumps(summary), flush=True)
+        for o in report.problems[:20]:
+            print(f"  problem: {o.kind} {o.status}: {o.problem}")
+        failures += [f"round {round_ + 1}: {len(report.problems)} problems"] if report.problems else []
+        failures += [f"round {round_ + 1}: {report.server_errors} 5xx"] if report.server_errors else []
+        failures += ["KV blocks held after the run"] if idle["codefoundry_kv_blocks_used"] else []
+    if not server.alive():
+        failures.append("the server died")
+    if "Traceback" in server.log_text():
+        failures.append("a traceback in the server log")
+        print(server.log_text()[-3000:])
+    return failures
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ The decoys are files, a listener and a process this test creates; nothing else i
     read another slot's dir   failed             work dirs are 0700 per slot uid
     network (TCP, UDP, DNS)   failed             empty network namespace
     flood stdout              failed             RLIMIT_FSIZE on the output file, head and tail kept
-    exhaust the disk          failed | timeout   RLIMIT_FSIZE per file, the wall clock, work dir removed
+    exhaust the disk          failed             RLIMIT_FSIZE per file; ENOSPC of the slot's own tmpfs
+                                                 (bytes and inodes); work dir removed
     kill the parent           failed             pid namespace: the harness is not visible, kill(-1) hits
                                                  only the program's own processes
     daemon / setsid escape    passed (harmless)  killing pid 1 of the namespace ends every process in it
@@ -28,13 +29,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from codefoundry.eval import Executor, Sandbox
+from codefoundry.eval.sandbox import Limits
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the full sandbox needs root (uid switch, namespaces)")
 
@@ -196,17 +201,27 @@ def test_flood_stdout(executor: Executor) -> None:
 
 
 def test_exhaust_the_disk(executor: Executor, sandbox: Sandbox) -> None:
-    """One huge file stops at RLIMIT_FSIZE; many files stop at the wall clock, and all of it is removed after."""
+    """One huge file stops at RLIMIT_FSIZE; many files (or many empty ones) fill the slot's own small disk, not
+    the host's, and all of it is removed after."""
+    assert sandbox.isolation()["disk_quota"]
     free_before = shutil.disk_usage(sandbox.base).free
     verdict, output = _verdict(executor, "import posix, os\nfd = posix.open('big', os.O_WRONLY | os.O_CREAT)\n"
                                          "while True:\n    posix.write(fd, b'\\0' * (1 << 20))\n")
     assert verdict == "failed" and "File too large" in output
-    verdict, _ = _verdict(executor, "i = 0\nwhile True:\n    i += 1\n    try:\n"
-                                    "        open(f'f{i}', 'wb').write(b'\\0' * (1 << 20))\n"
-                                    "    except OSError:\n        pass\n")
-    assert verdict in ("failed", "timeout")
-    assert not [p for p in sandbox.base.iterdir() if p.name.startswith("work-")]   # the work dirs are gone
-    assert shutil.disk_usage(sandbox.base).free > free_before - (64 << 20)       # and their space is back
+    patient = Executor(sandbox, timeout=30)  # ENOSPC must stop them, not the wall clock
+    for make, size in (("open(f'f{i}', 'wb').write(b'\\0' * (1 << 20))", 1 << 20), ("open(f'f{i}', 'wb').close()", 0)):
+        code = (f"import errno\ni = written = 0\nwhile True:\n    i += 1\n    try:\n        {make}\n"
+                "    except OSError as e:\n"
+                "        assert False, f'stopped errno={errno.errorcode[e.errno]} files={i} bytes={written}'\n"
+                f"    written += {size}\n")
+        verdict, output = _verdict(patient, code)
+        stopped = re.search(r"stopped errno=(\w+) files=(\d+) bytes=(\d+)", output)
+        assert verdict == "failed" and stopped is not None, output
+        assert stopped.group(1) == "ENOSPC", output
+        assert int(stopped.group(3)) <= Limits().disk_mb << 20 and int(stopped.group(2)) <= Limits().disk_files, output
+    patient.close()
+    assert not [p for d in sandbox.base.glob("disk-*") for p in d.iterdir()]   # the work dirs are gone
+    assert shutil.disk_usage(sandbox.base).free > free_before - (64 << 20)     # the host's disk never filled
 
 
 def test_kill_the_parent(executor: Executor, sandbox: Sandbox) -> None:
@@ -227,3 +242,35 @@ def test_daemon_escape(executor: Executor, sandbox: Sandbox) -> None:
     verdict, _ = _verdict(executor, code)
     assert verdict == "passed"     # nothing is tested: the program itself is harmless once it ends
     assert _no_processes_left(sandbox)
+
+
+def _mounts_under(base: str) -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(base + "/")]
+
+
+def test_a_killed_harness_disks_are_unmounted_by_the_next_sandbox(tmp_path: Path) -> None:
+    """SIGKILL leaves no `close()`: the slot disks (and what the program wrote on them) stay mounted until the
+    next sandbox on the host finds their owner gone."""
+    marker = tmp_path / "base.txt"
+    harness = subprocess.Popen([sys.executable, "-c", f"""
+from codefoundry.eval import Limits, Sandbox
+sb = Sandbox(slots=2)
+open({str(marker)!r}, "w").write(" ".join(map(str, [sb.base, *sb.uids])))
+program = "open('junk', 'wb').write(bytes(1 << 20))\\nimport time\\ntime.sleep(600)\\n"
+sb.run({{"main.py": program}}, ["python3", "main.py"], Limits(wall_seconds=3))
+"""])
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    base, *uids = marker.read_text().split()
+    assert len(_mounts_under(base)) == 2      # left behind by the killed harness
+    with Sandbox(slots=1) as sb:
+        assert sb.isolation()["disk_quota"]
+        assert not _mounts_under(base) and not Path(base).exists()
+    end = time.monotonic() + 15  # its program dies at its wall clock (coreutils timeout), not with the harness
+    while _uid_processes([int(u) for u in uids]) and time.monotonic() < end:
+        time.sleep(0.1)

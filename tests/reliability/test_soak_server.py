@@ -3,7 +3,10 @@
 Black box: the server is `codefoundry serve` in a subprocess, reached over HTTP on 127.0.0.1,
 so the same test holds an engine that runs in its own process. The default suite runs a
 bounded slice (a few hundred requests); the slow test runs thousands over several rounds and
-checks that resident memory does not grow from round to round.
+checks that resident memory does not grow from round to round. The server has a LoRA adapter
+loaded (`--adapter sql=…`) and an `--adapter-root` that requests load adapters from and unload
+them again while the rest of the traffic runs (including unloads racing a request that names
+the adapter).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fixtures_lora_serve import LORA_TARGETS, make_lora_adapter
 from fixtures_serve import TINY_CHAT_TEMPLATE
-from soak import KINDS, ServerProcess, SoakConfig, SoakReport, run_soak, serve, wait_idle
+from soak import API_KEY, KINDS, ServerProcess, SoakConfig, SoakReport, run_soak, serve, wait_idle
 
 MAX_CONCURRENT = 6
 MIB = 2**20
@@ -35,11 +39,24 @@ def soak_model_dir(build_once, tiny_model_dir: Path) -> Path:
     return build_once("reliability_chat_model", build)
 
 
+@pytest.fixture(scope="session")
+def soak_adapter_root(build_once, soak_model_dir: Path) -> Path:
+    """An --adapter-root: `sql` (loaded at start) and `churn` (loaded and unloaded by requests), PEFT's format."""
+
+    def build(out: Path) -> None:
+        make_lora_adapter(soak_model_dir, out / "sql", LORA_TARGETS["gpt_bigcode-mqa"], seed=3)
+        shutil.copytree(out / "sql", out / "churn")
+
+    return build_once("reliability_soak_adapters", build)
+
+
 @pytest.fixture(scope="module")
-def soak_server(soak_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def soak_server(soak_model_dir: Path, soak_adapter_root: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("soak") / "server.log"
     with serve(soak_model_dir, log, "--max-concurrent-requests", str(MAX_CONCURRENT),
-               "--max-batch-total-tokens", "8192", "--max-batch-prefill-tokens", "1024") as server:
+               "--max-batch-total-tokens", "8192", "--max-batch-prefill-tokens", "1024",
+               "--adapter", f"sql={soak_adapter_root / 'sql'}", "--adapter-root", str(soak_adapter_root)) as server:
         # a first small round: the baseline then holds what a server allocates once it has answered anything
         run_soak(server.url, SoakConfig(requests=40, concurrency=4, burst_every=0, seed=99))
         wait_idle(server.url)
@@ -61,6 +78,8 @@ def check_round(server: ServerProcess, report: SoakReport, requests: int) -> dic
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
     assert "Traceback" not in server.log_text(), server.log_text()[-5000:]
     idle = wait_idle(server.url)
+    adapters = httpx.get(server.url + "/v1/adapters", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
+    assert [a["name"] for a in adapters.json()["data"]] == ["sql"], adapters.text   # every loaded one unloaded
     assert idle["codefoundry_kv_blocks_used"] == 0, f"KV blocks still held after the run: {idle}"
     assert idle["tgi_queue_size"] == 0 and idle["tgi_batch_current_size"] == 0, idle
     return idle
@@ -69,10 +88,12 @@ def check_round(server: ServerProcess, report: SoakReport, requests: int) -> dic
 def test_soak_fast_slice(soak_server: ServerProcess) -> None:
     baseline = soak_server.rss()
     report = run_soak(soak_server.url, SoakConfig(requests=250, concurrency=4, burst_every=80, burst_size=16,
-                                                  max_new_tokens=4, seed=1))
+                                                  max_new_tokens=4, seed=1, churn_path="churn"))
     check_round(soak_server, report, 250)
     kinds_seen = {o.kind for o in report.outcomes}
     assert set(KINDS) <= kinds_seen, f"kinds never drawn: {set(KINDS) - kinds_seen}"
+    assert report.count(kind="adapter_generate", verdict="ok") >= 1 and report.count(kind="adapter_churn",
+                                                                                      verdict="ok") >= 1
     grown = soak_server.rss() - baseline
     assert grown < max(64 * MIB, 0.15 * baseline), f"RSS grew {grown / MIB:.0f} MiB over {baseline / MIB:.0f} MiB"
     print("soak fast slice:", report.summary())
@@ -84,7 +105,7 @@ def test_soak_rounds_hold_memory(soak_server: ServerProcess) -> None:
     after = []
     for round_ in range(3):
         report = run_soak(soak_server.url, SoakConfig(requests=1000, concurrency=6, burst_every=100, burst_size=18,
-                                                      max_new_tokens=8, seed=100 + round_))
+                                                      max_new_tokens=8, seed=100 + round_, churn_path="churn"))
         check_round(soak_server, report, 1000)
         after.append(soak_server.rss())
         print(f"round {round_ + 1}:", report.summary(), f"RSS {after[-1] / MIB:.0f} MiB")

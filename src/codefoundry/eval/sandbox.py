@@ -21,7 +21,14 @@ util-linux tools (small C programs, so Popen can vfork and the harness never for
   processes and open files; a wall-clock timeout kills the process group, and pid 1's death
   takes every process of the namespace with it (daemons, setsid escapes);
 - stdout/stderr go to files outside the work dir, capped by RLIMIT_FSIZE (a flood dies with
-  SIGXFSZ or EFBIG), and only their head and tail are kept; the work dir is removed afterwards.
+  SIGXFSZ or EFBIG), and only their head and tail are kept; the work dir is removed afterwards;
+- a disk of its own per slot (root): the slot's work dirs live on a tmpfs of `Limits.disk_mb` and
+  `disk_files` inodes, mounted by the harness before the holder copies the mount tree, so a program
+  that fills the disk (one file: RLIMIT_FSIZE; many: the tmpfs) meets ENOSPC, never the host's
+  disk, and costs at most that much memory while it runs. (Filesystem quotas would need quota
+  support on whatever filesystem holds the base dir, and a loop-mounted image a file as big as the
+  quota per slot; a watcher measuring the work dir would still let a program write at disk speed
+  between two looks.)
 
 Without root (or without the tools) the harness still applies rlimits, a new session, a
 scrubbed environment and a private directory, and `isolation()` says what is missing.
@@ -64,6 +71,9 @@ _PR_SET_PDEATHSIG = 1
 _TOOLS = ("prlimit", "nsenter", "unshare", "setpriv")  # util-linux
 _WRITABLE_DIRS = ("/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
 _NAMESPACES = ("mnt", "net", "ipc")
+_MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MNT_DETACH = 2, 4, 32, 2
+_BASE_PREFIX = "codefoundry-sandbox-"
+_ALIVE = ".alive"
 LAUNCH_RETRIES = 3
 # pid 1 of the program's namespace: start the program (stdin /dev/null), say so on the launch
 # pipe (fd 0), close it, and wait: a signal the program dies of becomes 128+n
@@ -71,6 +81,8 @@ _LAUNCHER = '"$@" </dev/null & printf . >&0; exec 0</dev/null; wait $!'
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class SandboxError(UserError):
@@ -93,6 +105,10 @@ class Limits:
     open_files: int = 256
     output_bytes: int = 2048
     """Head and tail kept of stdout and of stderr."""
+    disk_mb: int = 512
+    """Size of the work dir's own filesystem (a tmpfs per slot, as root): all the files a program writes."""
+    disk_files: int = 32768
+    """Inodes of that filesystem: files and folders a program may create."""
 
 
 @dataclass
@@ -164,11 +180,18 @@ class Sandbox:
         self._uid_locks = []
         self.uid_base = uid_base
         self.uids = self._claim_uids() if self.root else [os.getuid()] * self.slots
-        self.base = Path(tempfile.mkdtemp(prefix="codefoundry-sandbox-", dir=base_dir))
+        self.base = Path(tempfile.mkdtemp(prefix=_BASE_PREFIX, dir=base_dir))
         self.base.chmod(0o711)
+        # held (flock) while this sandbox lives: a later one unmounts the disks of a harness that was killed
+        self._alive = os.open(self.base / _ALIVE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._alive, fcntl.LOCK_EX)
+        if self.root:
+            _reap_dead_disks()
         self._counter = itertools.count(1)
         self._last_failure: dict[int, str] = {}
         self._ro_mounts = _writable_mounts([str(self.base)])
+        self._disk_sizes: dict[int, tuple[int, int]] = {}  # slot → (disk_mb, disk_files) its tmpfs has now
+        self.disk_quota = self.root and self._mount_disks(Limits())
         self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in (*_TOOLS, "timeout")}
         self._holder: subprocess.Popen[bytes] | None = None
         self._ns_fds: dict[str, int] = {}
@@ -192,6 +215,7 @@ class Sandbox:
             "rlimits": True,
             "process_group_kill": True,
             "private_dir_and_decoy_home": True,  # HOME is the work dir
+            "disk_quota": self.disk_quota,  # a tmpfs per slot; else RLIMIT_FSIZE per file only
             "note": "" if self.namespaces else (
                 "unprivileged uids and rlimits, but without network/pid/mount namespaces (unavailable here): "
                 "programs can open network connections and see host processes" if self.root else
@@ -222,7 +246,13 @@ class Sandbox:
 
     def close(self) -> None:
         self._stop_holder()
+        for slot in self._disk_sizes:
+            _libc.umount2(os.fsencode(self._disk(slot)), _MNT_DETACH)
+        self._disk_sizes = {}
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._alive != -1:
+            os.close(self._alive)
+            self._alive = -1
         for fd in self._uid_locks:
             os.close(fd)
         self._uid_locks = []
@@ -257,10 +287,41 @@ class Sandbox:
         self.close()
 
     # -- internals ------------------------------------------------------------------------
+    def _disk(self, slot: int) -> Path:
+        """The folder holding the slot's work dirs: its own tmpfs when `disk_quota`."""
+        return self.base / f"disk-{slot}" if self.disk_quota else self.base
+
+    def _mount_disks(self, limits: Limits) -> bool:
+        """A tmpfs per slot under the base dir, mounted here (before the holder copies the mount tree, so
+        the programs see them too); False, with none left mounted, where tmpfs cannot be mounted."""
+        for slot in range(self.slots):
+            target = self.base / f"disk-{slot}"
+            target.mkdir(mode=0o711)
+            options = f"size={limits.disk_mb}m,nr_inodes={limits.disk_files},mode=0711".encode()
+            if _libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+                for mounted in self._disk_sizes:
+                    _libc.umount2(os.fsencode(self.base / f"disk-{mounted}"), _MNT_DETACH)
+                self._disk_sizes = {}
+                return False
+            self._disk_sizes[slot] = (limits.disk_mb, limits.disk_files)
+        return True
+
+    def _size_disk(self, slot: int, limits: Limits) -> None:
+        """Give the slot's (empty) tmpfs this run's size: one superblock, so the programs' view changes too."""
+        wanted = (limits.disk_mb, limits.disk_files)
+        if not self.disk_quota or self._disk_sizes.get(slot) == wanted:
+            return
+        options = f"size={limits.disk_mb}m,nr_inodes={limits.disk_files}".encode()
+        if _libc.mount(b"tmpfs", os.fsencode(self._disk(slot)), b"tmpfs", _MS_REMOUNT | _MS_NOSUID | _MS_NODEV,
+                       options) != 0:
+            raise SandboxError(f"could not resize the sandbox's disk {self._disk(slot)}: "
+                               f"{os.strerror(ctypes.get_errno())}", "rerun the same command to resume")
+        self._disk_sizes[slot] = wanted
+
     def _start_holder(self) -> bool:
         """A process that keeps this sandbox's network, IPC and mount namespaces alive: in them the
         whole filesystem is read-only except `self.base` (each program's work dir lives there)."""
-        script = ('b=$1; shift; mount --bind "$b" "$b" || exit 1; '
+        script = ('b=$1; shift; mount --rbind "$b" "$b" || exit 1; '
                   'for m in "$@"; do mount -o remount,bind,ro "$m" || exit 1; done; echo ready; exec sleep 2147483647')
         try:
             self._holder = subprocess.Popen(
@@ -337,9 +398,10 @@ class Sandbox:
         """The program's result, or None when the sandbox failed before the program started."""
         n = next(self._counter)
         run_dir = self.base / f"slot-{slot}"  # root's: the program's output files live here, outside its reach
-        work = self.base / f"work-{slot}-{n}"
+        work = self._disk(slot) / f"work-{slot}-{n}"
         try:
             run_dir.mkdir(mode=0o711, exist_ok=True)
+            self._size_disk(slot, limits)
             work.mkdir()
         except OSError as e:
             raise SandboxError(f"the sandbox's directory {self.base} is unusable: {e}",
@@ -417,6 +479,38 @@ class Sandbox:
                 os.close(launched_w)
 
 
+def _reap_dead_disks() -> None:
+    """Unmount the slot disks of sandboxes whose harness died without `close()` (SIGKILL), and remove their
+    folders: a sandbox's base dir holds `.alive` locked while it lives."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    dead: dict[Path, list[str]] = {}
+    for line in lines:
+        fields = line.split()
+        mount_point = fields[4].replace("\\040", " ")
+        path = Path(mount_point)
+        if "-" not in fields or fields[fields.index("-") + 1] != "tmpfs" or not path.name.startswith("disk-") \
+                or not path.parent.name.startswith(_BASE_PREFIX):
+            continue
+        try:
+            fd = os.open(path.parent / _ALIVE, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            dead.setdefault(path.parent, []).append(mount_point)
+        except BlockingIOError:
+            pass  # its sandbox is alive
+        finally:
+            os.close(fd)
+    for base, mounts in dead.items():
+        for mount_point in mounts:
+            _libc.umount2(os.fsencode(mount_point), _MNT_DETACH)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _wait_exit(pid: int, seconds: float) -> bool:
     """Block until `pid` exits (True) or `seconds` pass (False), without polling (a pidfd)."""
     try:
@@ -467,7 +561,9 @@ def describe_isolation(sandbox: Sandbox) -> str:
     """One line for the console."""
     iso = sandbox.isolation()
     if iso["network_namespace"]:
-        return f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, rlimits"
+        disk = ", a tmpfs disk per slot" if iso["disk_quota"] else ""
+        return (f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, "
+                f"rlimits{disk}")
     return f"sandbox: rlimits and process groups only ({iso['note']})"
 
 

@@ -107,32 +107,85 @@ def _gram_index() -> _GramIndex:
     return _GramIndex(ids, np.array(flat, dtype=np.int64), np.array(starts, dtype=np.int64))
 
 
-def _best_window(doc: list[str | None], ref: Reference) -> tuple[int, int, int]:
-    """(distinct reference bigrams, first, last doc position) of the densest stretch of `doc` no longer
-    than 1.5× the reference: a match must be one place in the document, not words collected from all over."""
-    width = int(ref.length * 1.5) + 10
-    positions = [i for i, g in enumerate(doc) if g is not None and g in ref.grams]
-    counts: dict[str, int] = {}
-    best, span, lo = 0, (0, -1), 0
-    for hi, i in enumerate(positions):
-        g = doc[i]
-        counts[g] = counts.get(g, 0) + 1
-        while i - positions[lo] > width:
-            old = doc[positions[lo]]
-            counts[old] -= 1
-            if not counts[old]:
-                del counts[old]
-            lo += 1
-        if len(counts) > best:
-            best, span = len(counts), (lo, hi)
-    lo, hi = span
-    window: dict[str, int] = {}
-    for i in positions[lo: hi + 1]:
-        window[doc[i]] = window.get(doc[i], 0) + 1
-    while lo < hi and window[doc[positions[lo]]] > 1:  # trim leading words that recur later in the match
-        window[doc[positions[lo]]] -= 1
-        lo += 1
-    return (best, positions[lo], positions[hi]) if best else (0, 0, -1)
+def _width(ref: Reference) -> int:
+    """The longest stretch of a document (in word positions) one match of `ref` may span."""
+    return int(ref.length * 1.5) + 10
+
+
+class _Windows:
+    """One candidate reference's windows over a document, counted once and then only where a match changed them.
+
+    For each document position holding one of the reference's bigrams, `count` holds how many distinct bigrams
+    of it the stretch of `_width(ref)` words ending there holds (-1 once a match explained that position). The
+    densest stretch is the first of the highest counts: a match must be one place in the document, not words
+    collected from all over. Words only ever leave the document, so after a match only the windows reaching
+    into its stretch are counted again; recounting every window of every candidate after each match made a
+    document of many licenses (or one license many times) quadratic: a minute for 1.9 MB."""
+
+    def __init__(self, doc: list[str | None], ref: Reference) -> None:
+        self.width = _width(ref)
+        self.pos = np.array([i for i, g in enumerate(doc) if g is not None and g in ref.grams], dtype=np.int64)
+        self.count = np.zeros(len(self.pos), dtype=np.int32)
+        self.scanned = len(doc)  # document positions gone over: the matcher's work, whatever the machine's speed
+        self._best: tuple[int, int, int] | None = None
+        self._recount(doc, 0, len(self.pos))
+
+    def _recount(self, doc: list[str | None], start: int, stop: int) -> None:
+        """Count again the windows ending at `pos[start:stop]` (the sliding window of distinct bigrams)."""
+        if start >= stop:
+            return
+        width = self.width
+        lo = int(np.searchsorted(self.pos, self.pos[start] - width, "left"))
+        pos = self.pos[lo:stop].tolist()  # plain ints: numpy scalars are slow one at a time
+        counts: dict[str, int] = {}
+        out: list[int] = []
+        first = 0  # index into `pos` of the window's first word
+        for j in range(start - lo):  # the window's words before the first recounted end
+            if (g := doc[pos[j]]) is not None:
+                counts[g] = counts.get(g, 0) + 1
+        for i in pos[start - lo:]:
+            g = doc[i]
+            if g is None:
+                out.append(-1)
+                continue
+            counts[g] = counts.get(g, 0) + 1
+            while i - pos[first] > width:
+                if (old := doc[pos[first]]) is not None:
+                    counts[old] -= 1
+                    if not counts[old]:
+                        del counts[old]
+                first += 1
+            out.append(len(counts))
+        self.count[start:stop] = out
+        self.scanned += stop - lo
+        self._best = None
+
+    def best(self, doc: list[str | None]) -> tuple[int, int, int]:
+        """(distinct reference bigrams, first, last doc position) of the densest stretch no longer than the width."""
+        if self._best is None:
+            self._best = self._find(doc)
+        return self._best
+
+    def _find(self, doc: list[str | None]) -> tuple[int, int, int]:
+        if not len(self.count) or (best := int(self.count.max())) <= 0:
+            return 0, 0, -1
+        hi = int(np.argmax(self.count))  # the first of the densest, as a left-to-right scan meets them
+        lo = int(np.searchsorted(self.pos, self.pos[hi] - self.width, "left"))
+        alive = [i for i in self.pos[lo: hi + 1].tolist() if doc[i] is not None]
+        window: dict[str | None, int] = {}
+        for i in alive:
+            window[doc[i]] = window.get(doc[i], 0) + 1
+        k = 0
+        while k < len(alive) - 1 and window[doc[alive[k]]] > 1:  # trim leading words that recur later in the match
+            window[doc[alive[k]]] -= 1
+            k += 1
+        return best, alive[k], alive[-1]
+
+    def explain(self, doc: list[str | None], first: int, last: int) -> None:
+        """Positions `first..last` left the document (a match took them): recount the windows that reached them."""
+        start = int(np.searchsorted(self.pos, first, "left"))
+        stop = int(np.searchsorted(self.pos, last + self.width, "right"))
+        self._recount(doc, start, stop)
 
 
 _SEPARATOR = re.compile(r"^\s*[-=_*~#]{3,}\s*$", re.MULTILINE)
@@ -150,6 +203,7 @@ class Section:
     words: int               # normalized words in the section
     references: tuple[str, ...] = ()  # file names (under texts/) of the references that matched
     grams: frozenset[str] = frozenset()  # the section's word pairs
+    scanned: int = 0  # document positions the matcher went over: its work, whatever the machine's speed
 
 
 def examine(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[Section]:
@@ -184,14 +238,22 @@ def _examine_section(text: str, threshold: float) -> Section:
     shared = _gram_index().shared(present)
     candidates = [ref for ref, n in zip(references(), shared.tolist(), strict=True)
                   if n >= threshold * len(ref.grams)]
+    windows: dict[str, _Windows] = {}
     while True:
         best, best_score, best_span = None, 0.0, (0, -1)
+        kept = []
         for ref in candidates:  # the rest cannot reach the threshold even with the whole document
-            hits, first, last = _best_window(doc, ref)
+            if ref.name not in windows:
+                windows[ref.name] = _Windows(doc, ref)
+            hits, first, last = windows[ref.name].best(doc)
             coverage = hits / len(ref.grams)
+            if coverage < threshold:  # windows only lose words: it never reaches the threshold again
+                continue
+            kept.append(ref)
             score = hits * coverage  # explains much of the document, and is itself mostly present
-            if coverage >= threshold and score > best_score:
+            if score > best_score:
                 best, best_score, best_span = ref, score, (first, last)
+        candidates = kept
         if best is None:
             break
         found[best.spdx] = min(found.get(best.spdx, best_span[0]), best_span[0])
@@ -200,6 +262,9 @@ def _examine_section(text: str, threshold: float) -> Section:
             if doc[i] in best.grams:  # words of the reference; words inserted into it stay unexplained
                 explained[i] = explained[i + 1] = True
             doc[i] = None
+        for ref in candidates:
+            windows[ref.name].explain(doc, *best_span)
+    scanned = sum(w.scanned for w in windows.values())
     runs, current = [], []
     for word, ok in zip(words, explained, strict=True):
         if ok:
@@ -211,4 +276,4 @@ def _examine_section(text: str, threshold: float) -> Section:
     if current:
         runs.append(" ".join(current))
     return Section(tuple(sorted(found, key=lambda spdx: found[spdx])), tuple(runs), len(words), tuple(matched),
-                   present)
+                   present, scanned)

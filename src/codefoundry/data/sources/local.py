@@ -16,9 +16,9 @@ from codefoundry.data.sources.repo import (
     Entry,
     RepoInfo,
     Skip,
+    listed_batches,
     paths_looked_at,
     printable,
-    repo_batches,
 )
 from codefoundry.data.sources.unit import ReadOptions
 
@@ -162,6 +162,10 @@ class DirectoryRepo:
         return printable(f"dir {self.repo_name or self.root.name} @ {self.root}")
 
     def read(self) -> Iterator[pa.Table]:
-        yield from repo_batches(RepoInfo(self.repo_name or self.root.name), disk_entries(list(walk(self.root)),
-                                                                                        self.root, self.options),
-                                **self.options.kwargs())
+        # Only the sorted relative paths are held (`walk`'s absolute path is the root joined with it): an
+        # entry is made when its file is read.
+        root, paths = os.fspath(self.root), sorted(rel for rel, _ in walk(self.root))
+        dirs: dict[str, Path | None] = {}
+        yield from listed_batches(RepoInfo(self.repo_name or self.root.name), paths,
+                                  lambda i: disk_entry(paths[i], os.path.join(root, paths[i]), self.root, dirs),
+                                  **self.options.kwargs())

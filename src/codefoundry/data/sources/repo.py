@@ -17,6 +17,7 @@ apply to it (`codefoundry.data.license.evidence`): its directories' and its own 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -120,24 +121,37 @@ def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits,
     (a distribution's METADATA). `only_suffixes` / `skip_suffixes` select the files listed (a
     subset such as notebooks reads its own); license evidence still comes from every file.
     """
-    evidence = evidence or LicenseEvidence()
     entries = sorted(entries, key=lambda e: e.path)
-    selected = [e for e in entries if _selected(e.path, only_suffixes, skip_suffixes)]
-    chosen = selected[: limits.max_files_per_repo] if limits.max_files_per_repo else selected
+    yield from listed_batches(info, [e.path for e in entries], entries.__getitem__, limits, permissive,
+                              license_threshold, evidence, batch_rows, only_suffixes, skip_suffixes)
+
+
+def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int], Entry], limits: SourceLimits,
+                   permissive: Sequence[str], license_threshold: float, evidence: LicenseEvidence | None = None,
+                   batch_rows: int = 2048, only_suffixes: tuple[str, ...] = (),
+                   skip_suffixes: tuple[str, ...] = ()) -> Iterator[pa.Table]:
+    """`repo_batches` over a sorted listing of distinct `paths`, whose `Entry`s `entry_at(i)` makes only when
+    `paths[i]` is read: a repository of 100,000 files costs its path strings, not an entry and a reader each
+    held until its last batch (about 400 bytes a file more)."""
+    evidence = evidence or LicenseEvidence()
     first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
-    for e in entries:
-        if _is_utf8(e.path) and (is_license_file(e.path) or is_metadata_file(e.path)):
+    for i, path in enumerate(paths):
+        if _is_utf8(path) and (is_license_file(path) or is_metadata_file(path)):
+            e = entry_at(i)
             try:
                 if e.size is not None and e.size > limits.max_file_bytes:
                     continue
-                first_read[e.path] = e.read(limits.max_file_bytes)
+                first_read[path] = e.read(limits.max_file_bytes)
             except Skip:
                 continue
-            evidence.add_file(e.path, decode_lenient(first_read[e.path][: limits.max_file_bytes]), license_threshold)
+            evidence.add_file(path, decode_lenient(first_read[path][: limits.max_file_bytes]), license_threshold)
     # Evidence is complete here, so each batch of `batch_rows` files is built and handed on alone:
     # a worker holds one batch's contents, not a whole repository's.
-    for start in range(0, len(chosen), batch_rows):
-        yield _batch(info, chosen[start:start + batch_rows], first_read, limits, evidence, permissive)
+    chosen: Iterator[int] = (i for i, path in enumerate(paths) if _selected(path, only_suffixes, skip_suffixes))
+    if limits.max_files_per_repo:
+        chosen = itertools.islice(chosen, limits.max_files_per_repo)
+    while batch := list(itertools.islice(chosen, batch_rows)):
+        yield _batch(info, [entry_at(i) for i in batch], first_read, limits, evidence, permissive)
 
 
 def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes], limits: SourceLimits,
