@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import random
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codefoundry.data.contains import (
+    BITS,
+    META,
+    NGRAM,
+    STRIDE,
+    BloomFilter,
+    _file_grams,
+    build_contains_index,
+    contains,
+    normalize,
+)
+from codefoundry.data.dedup.minhash import _M2, _ROUND, U64, mix64, one_permutation_minhash
+from codefoundry.data.dedup.partitions import read_partition, write_partitions
 from codefoundry.data.license.match import _gram_index, references
 from codefoundry.data.pipeline.executor import read_parquet
 from codefoundry.data.pipeline.schema import REMOVED_SCHEMA, from_records
@@ -115,3 +130,78 @@ def test_counts_match_an_arrow_group_by() -> None:
     for lang, reason, n in zip(*(grouped[c].to_pylist() for c in ("lang", "reason", "reason_count")), strict=True):
         assert tree["languages"][lang]["removed"][reason] == n
     assert "" in tree["languages"] and "unknown" in tree["languages"]
+
+
+def _contains_reference(dataset: Path) -> tuple[np.ndarray, dict]:
+    """The membership filter as built gram by gram: count, size, add each batch's `_file_grams`."""
+    texts = [t or "" for f in sorted((dataset / "data").glob("*/*.parquet"))
+             for t in pq.read_table(f).column("content").to_pylist()]
+    n = sum(max(0, len(normalize(t)) - NGRAM + STRIDE) // STRIDE for t in texts)
+    bloom = BloomFilter.sized(n)
+    for t in texts:
+        if grams := _file_grams(t):
+            bloom.add(grams)
+    return bloom.bits, {"m": bloom.m, "k": bloom.k, "n": n}
+
+
+def test_contains_index_is_the_gram_by_gram_filter(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    words = ["def", "return", "x", "Ünïcode", "名前", "\t", "  ", "\n", "self.value", "\ud7ff", "é"]
+    texts = ["".join(rng.choice(words) + rng.choice([" ", "\n", ""]) for _ in range(rng.randint(0, 400)))
+             for _ in range(60)]
+    texts += [None, "", "a" * 49, "a" * 50, "b" * 99, "c" * 100, "ASCII only " * 30]
+    for subset, part in (("files", texts[:40]), ("notebooks", texts[40:])):
+        (tmp_path / "data" / subset).mkdir(parents=True)
+        pq.write_table(pa.table({"content": pa.array(part, pa.string())}), tmp_path / "data" / subset / "a.parquet")
+    build_contains_index(tmp_path)
+    bits, meta = _contains_reference(tmp_path)
+    assert np.array_equal(np.load(tmp_path / BITS), bits)
+    assert {k: json.loads((tmp_path / META).read_text())[k] for k in meta} == meta
+    assert not list((tmp_path / "index").glob("*.tmp"))  # the spilled digests are gone
+    assert contains(tmp_path, texts[0] or "").found == (len(normalize(texts[0] or "")) >= 2 * NGRAM)
+
+
+def _densified_reference(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int, seed: int) -> np.ndarray:
+    """One-permutation MinHash with its empty bins filled attempt by attempt (the plain loop)."""
+    sig = np.full(n_docs * num_perm, np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        keyed = mix64(hashes ^ (U64(seed) * _ROUND))
+    bins = (((keyed >> U64(32)) * U64(num_perm)) >> U64(32)).astype(np.int64)
+    np.minimum.at(sig, docs * num_perm + bins, (keyed & U64(0xFFFFFFFF)).astype(np.uint32))
+    sig = sig.reshape(n_docs, num_perm)
+    filled = np.zeros((n_docs, num_perm), dtype=bool)
+    filled.reshape(-1)[docs * num_perm + bins] = True
+    present = filled.any(axis=1)
+    source = sig.copy()
+    for d in np.flatnonzero(present):
+        for j in np.flatnonzero(~filled[d]):
+            for attempt in range(1, 9 * num_perm + 1):
+                if attempt > 8 * num_perm:
+                    cand = (j + attempt - 8 * num_perm) % num_perm
+                else:
+                    with np.errstate(over="ignore"):
+                        probe = mix64(np.array([U64(j) * _ROUND + U64(attempt) * _M2 + U64(seed)]))[0]
+                    cand = int((probe >> U64(32)) * U64(num_perm) >> U64(32))
+                if filled[d, cand]:
+                    sig[d, j] = source[d, cand]
+                    break
+    return sig
+
+
+def test_densified_signatures_are_the_attempt_by_attempt_ones() -> None:
+    rng = np.random.default_rng(3)
+    for num_perm, seed in ((64, 42), (16, 7), (2, 0)):
+        counts = rng.integers(0, 120, 12)
+        counts[:3] = (0, 1, 2)  # no shingle, and nearly every bin empty
+        docs = np.repeat(np.arange(len(counts)), counts)
+        hashes = rng.integers(0, 2**63, len(docs), dtype=np.uint64)
+        got = one_permutation_minhash(hashes, docs, len(counts), num_perm, seed)
+        assert np.array_equal(got, _densified_reference(hashes, docs, len(counts), num_perm, seed)), num_perm
+
+
+def test_partition_reads_follow_a_rewritten_map_file(tmp_path: Path) -> None:
+    keys = np.arange(20, dtype=np.uint64)
+    write_partitions(tmp_path / "map" / "000000", 0, keys, keys.astype(np.int64), 4)
+    assert read_partition(tmp_path, 1, np.dtype(np.int64)).tolist() == [1, 5, 9, 13, 17]
+    write_partitions(tmp_path / "map" / "000000", 0, keys[:6], -keys[:6].astype(np.int64), 4)  # a redone unit
+    assert read_partition(tmp_path, 1, np.dtype(np.int64)).tolist() == [-1, -5]
