@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from codefoundry.data.pipeline.executor import create
+
 
 def save(path: Path, array: np.ndarray) -> None:
     """Write `array` to `path` atomically (temp file + rename; scratch files skip fsync: a rerun redoes them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with create(tmp) as f:
         np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
 
@@ -35,9 +36,8 @@ def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: n
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(n + 1)).astype(np.int64)
     path = map_dir / f"parts-{first_row:010d}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with create(tmp) as f:
         np.lib.format.write_array(f, bounds, allow_pickle=False)
         np.lib.format.write_array(f, records[order], allow_pickle=False)
     os.replace(tmp, path)
