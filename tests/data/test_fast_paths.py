@@ -26,8 +26,8 @@ from codefoundry.data.contains import (
 from codefoundry.data.dedup.minhash import _M2, _ROUND, U64, mix64, one_permutation_minhash
 from codefoundry.data.dedup.partitions import read_partition, write_partitions
 from codefoundry.data.license.match import _gram_index, references
-from codefoundry.data.pipeline.executor import read_parquet
-from codefoundry.data.pipeline.schema import REMOVED_SCHEMA, from_records
+from codefoundry.data.pipeline.executor import _write_arrow, _write_parquet, read_parquet, read_unit, write_shards
+from codefoundry.data.pipeline.schema import FILES_SCHEMA, REMOVED_SCHEMA, conform, from_records
 from codefoundry.data.pipeline.stats import count_files
 from codefoundry.data.sources.local import DirectoryRepo, disk_entry, walk
 from codefoundry.data.sources.python_env import distributions, record_paths
@@ -205,3 +205,62 @@ def test_partition_reads_follow_a_rewritten_map_file(tmp_path: Path) -> None:
     assert read_partition(tmp_path, 1, np.dtype(np.int64)).tolist() == [1, 5, 9, 13, 17]
     write_partitions(tmp_path / "map" / "000000", 0, keys[:6], -keys[:6].astype(np.int64), 4)  # a redone unit
     assert read_partition(tmp_path, 1, np.dtype(np.int64)).tolist() == [-1, -5]
+
+
+def _unit_tables(rng: random.Random, n_tables: int) -> list[pa.Table]:
+    """Tables as a unit's last phase may hand them over: chunked in several ways, columns chunked differently."""
+    out = []
+    for _ in range(n_tables):
+        n = rng.randint(1, 12)
+        rows = [{"path": f"f{rng.random():.6f}.py", "content": f"x = {rng.randint(0, 9)}\n" * rng.randint(1, 35_000),
+                 "lang": rng.choice(["Python", None]), "licenses": rng.choice([["MIT"], [], None])} for _ in range(n)]
+        table = from_records(rows)
+        table = table.set_column(table.schema.get_field_index("size"), "size",
+                                 pa.array([len(r["content"]) for r in rows], pa.int64()))
+        cut = rng.randint(0, n)
+        if rng.random() < 0.5:  # every column in two chunks (one may be empty)
+            table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+        if rng.random() < 0.5:  # one column chunked unlike the others
+            i = table.schema.get_field_index("content")
+            column = table.column(i).combine_chunks()
+            halves = [column.slice(0, cut // 2), column.slice(cut // 2)]
+            table = table.set_column(i, "content", pa.chunked_array(halves))
+        out.append(conform(table, FILES_SCHEMA))
+    return out
+
+
+def test_shards_from_staged_arrow_are_the_parquet_units_shards(tmp_path: Path) -> None:
+    # the last phase stages Arrow and encodes Parquet once, in the shards: the same bytes as writing each unit's
+    # Parquet file and then its shards (a link for a shard that is exactly one unit's file)
+    rng = random.Random(4)
+    units = [_unit_tables(rng, rng.randint(1, 4)) for _ in range(8)] + [[]]  # the last: a unit that kept nothing
+    rows = [{"path": f"{i}.py", "content": "y" * rng.randint(0, 5000) + str(i), "size": 1} for i in range(3000)]
+    big = from_records(rows)  # pages hold more than a chunk here: where the content column's chunks end matters
+    column = big.column("content").combine_chunks()
+    big = big.set_column(big.schema.get_field_index("content"), "content", pa.chunked_array(
+        [column.slice(0, 1000), column.slice(1000, 7), column.slice(1007)]))
+    parquet_files, arrow_files = [], []
+    for i, tables in enumerate(units):
+        parquet_files.append(tmp_path / "pq" / f"{i}" / "kept.parquet")
+        _write_parquet(parquet_files[-1], iter(tables), FILES_SCHEMA, durable=False)
+        arrow_files.append(tmp_path / "arrow" / f"{i}" / "kept.arrow")
+        assert _write_arrow(arrow_files[-1], iter(tables), FILES_SCHEMA) == sum(t.num_rows for t in tables)
+        for columns in (None, ["size"], ["content", "path"]):
+            want, got = read_parquet(parquet_files[-1], columns), read_unit(arrow_files[-1], columns)
+            assert got.equals(want) and _chunks(got) == _chunks(want)
+    sizes = [sum(t.num_rows for t in tables) for tables in units]
+    for name, tables in (("big", [big]),):
+        _write_parquet(tmp_path / "pq" / name / "kept.parquet", iter(tables), FILES_SCHEMA, durable=False)
+        _write_arrow(tmp_path / "arrow" / name / "kept.arrow", iter(tables), FILES_SCHEMA)
+    for max_bytes in (1, 500_000, 3_000_000, 10**9):  # a shard per row … one shard
+        want = write_shards(parquet_files, tmp_path / f"want-{max_bytes}", FILES_SCHEMA, max_bytes)
+        got = write_shards(arrow_files, tmp_path / f"got-{max_bytes}", FILES_SCHEMA, max_bytes)
+        assert [p.name for p in got] == [p.name for p in want]
+        assert [p.read_bytes() for p in got] == [p.read_bytes() for p in want], max_bytes
+    whole = [(parquet_files[i], arrow_files[i]) for i, n in enumerate(sizes) if n]
+    whole.append((tmp_path / "pq" / "big" / "kept.parquet", tmp_path / "arrow" / "big" / "kept.arrow"))
+    for i, (parquet_file, arrow_file) in enumerate(whole):  # a shard that is exactly one unit's file (linked before)
+        want = write_shards([parquet_file], tmp_path / f"want-unit{i}", FILES_SCHEMA, 10**9)
+        got = write_shards([arrow_file], tmp_path / f"got-unit{i}", FILES_SCHEMA, 10**9)
+        assert want[0].stat().st_nlink == 2 and got[0].read_bytes() == want[0].read_bytes(), i
+    assert any(n > 1 for n in sizes) and 0 in sizes
