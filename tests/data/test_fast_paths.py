@@ -26,6 +26,7 @@ from codefoundry.data.contains import (
 from codefoundry.data.dedup.minhash import _M2, _ROUND, U64, mix64, one_permutation_minhash
 from codefoundry.data.dedup.partitions import read_partition, write_partitions
 from codefoundry.data.license.match import _gram_index, references
+from codefoundry.data.pii.assignments import assigned_secrets, named, positional
 from codefoundry.data.pipeline.executor import _write_arrow, _write_parquet, read_parquet, read_unit, write_shards
 from codefoundry.data.pipeline.schema import FILES_SCHEMA, REMOVED_SCHEMA, conform, from_records
 from codefoundry.data.pipeline.stats import count_files
@@ -264,3 +265,19 @@ def test_shards_from_staged_arrow_are_the_parquet_units_shards(tmp_path: Path) -
         got = write_shards([arrow_file], tmp_path / f"got-unit{i}", FILES_SCHEMA, 10**9)
         assert want[0].stat().st_nlink == 2 and got[0].read_bytes() == want[0].read_bytes(), i
     assert any(n > 1 for n in sizes) and 0 in sizes
+
+
+def test_gated_assignments_are_every_named_and_positional_one() -> None:
+    # assigned_secrets runs `named` only on lines with a separator, `<`, `ENV` or `setenv`: it finds nothing elsewhere
+    rng = random.Random(5)
+    parts = ["password", "API_KEY", "token", " ", "\t", '"', "'", "s3cr3tV4lue9", "ENV", "setenv", "=", ":", ",",
+             "</", "<password>", "</password>", "export ", "x", "-", ".", "://u:", "@h", "-p"]
+    lines = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 9))) for _ in range(20_000)]
+    lines += ["ENV DB_PASSWORD hunter2hunter2", "setenv API_TOKEN Zx9vQ2mL8pR4", "<password>s3cr3tV4lue9</password>"]
+    found = 0
+    for line in lines:
+        want = [*named(line), *positional(line, line.lower())]
+        assert list(assigned_secrets(line)) == want, line
+        found += bool(want)
+    assert all(list(named(line)) for line in lines[-3:])
+    assert found > 50
