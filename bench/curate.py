@@ -6,12 +6,14 @@ Input: the demo's slice (codefoundry.data.demo: the standard library plus at mos
 `--max-files-per-repo` files of each installed distribution, each ≤ 200 KB). One worker, so
 files/s and MB/s are per core. Each run is a fresh subprocess; it times every step's calls
 (setup, process, a global step's map, reduce and filter) by wrapping the step objects, so the
-same measurement works on any revision; "read + finalize" is the rest of the wall time (reading
-sources, writing shards, stats, card, indexes). `--against REF` also runs git revision REF's
-`src/` (exported to a temporary folder, on PYTHONPATH) on the same input, alternating runs,
-prints the ratio of median files/s, and checks that both wrote the same kept rows (content hash
-of data/). The machine may be shared: medians of `--repeats` alternating runs; each run's CPU time (all
-threads of its process) is printed too, a per-core figure less disturbed by other loads than wall time.
+same measurement works on any revision; "read + finalize" is the rest (reading sources, writing
+shards, stats, card, indexes; the shards and the two indexes are also timed on their own where the
+revision has `data/finalize.py`). Each part is timed by wall clock and by the process's CPU time.
+`--against REF` also runs git revision REF's `src/` (exported to a temporary folder, on PYTHONPATH)
+on the same input, alternating runs, prints the ratio of median files/s, and checks that both wrote
+the same kept rows (content hash of data/). The machine may be shared: medians of `--repeats`
+alternating runs; CPU time (all threads of the run's process) is the per-core figure less disturbed
+by other loads than wall time.
 """
 
 from __future__ import annotations
@@ -37,16 +39,18 @@ from codefoundry.data.config import CurateConfig
 from codefoundry.data.demo import DEMO_LIMITS, DEMO_SOURCES
 
 out, per_repo = Path(sys.argv[1]), int(sys.argv[2])
-seconds = {}
+seconds, cpu_seconds = {}, {}
 
-def timed(step, attr):
+def timed(step, attr, name=None):
     fn = getattr(step, attr)
+    name = name or step.name
     def wrapper(*args, **kwargs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - t
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+            cpu_seconds[name] = cpu_seconds.get(name, 0.0) + time.process_time() - c
     setattr(step, attr, wrapper)
 
 build = curate_mod.build_steps
@@ -58,6 +62,14 @@ def build_timed(config):
                 timed(step, attr)
     return steps
 curate_mod.build_steps = build_timed
+try:  # finalizing's parts, where the revision has them (not steps: kept out of the step total below)
+    import codefoundry.data.finalize as fin
+    for fn_name, label in (("write_shards", "(shards)"), ("build_search_index", "(search index)"),
+                           ("build_contains_index", "(contains index)")):
+        if hasattr(fin, fn_name):
+            timed(fin, fn_name, label)
+except ImportError:
+    pass
 
 limits = DEMO_LIMITS.model_copy(update={"max_files_per_repo": per_repo})
 config = CurateConfig(workers=1, limits=limits)
@@ -72,7 +84,8 @@ for shard in sorted((out / "data").rglob("*.parquet")):
         digest.update(column.encode())
         digest.update(json.dumps(table.column(column).to_pylist(), sort_keys=True, default=str).encode())
 print(json.dumps({"wall": wall, "cpu": cpu, "files": stats["totals"]["files"], "bytes": stats["totals"]["bytes"],
-                  "kept": stats["totals"]["kept_files"], "steps": seconds, "data_sha256": digest.hexdigest()}))
+                  "kept": stats["totals"]["kept_files"], "steps": seconds, "cpu_steps": cpu_seconds,
+                  "data_sha256": digest.hexdigest()}))
 '''
 
 
@@ -102,12 +115,16 @@ def summary(name: str, runs: list[dict]) -> tuple[float, float]:
           f"CPU-second")
     names = sorted({n for r in runs for n in r["steps"]}, key=lambda n: -statistics.median(
         r["steps"].get(n, 0.0) for r in runs))
-    step_total = 0.0
+    step_total = cpu_total = 0.0
+    print(f"  {'':<18} {'wall':>9} {'':>7}  {'CPU':>7} {'':>7}")
     for n in names:
         s = statistics.median(r["steps"].get(n, 0.0) for r in runs)
-        step_total += s
-        print(f"  {n:<16} {s:7.2f} s  {100 * s / wall:5.1f} %")
-    print(f"  {'read + finalize':<16} {wall - step_total:7.2f} s  {100 * (wall - step_total) / wall:5.1f} %")
+        c = statistics.median(r.get("cpu_steps", {}).get(n, 0.0) for r in runs)
+        if not n.startswith("("):
+            step_total, cpu_total = step_total + s, cpu_total + c
+        print(f"  {n:<18} {s:7.2f} s  {100 * s / wall:5.1f} %  {c:5.2f} s  {100 * c / cpu:5.1f} %")
+    print(f"  {'read + finalize':<18} {wall - step_total:7.2f} s  {100 * (wall - step_total) / wall:5.1f} %  "
+          f"{cpu - cpu_total:5.2f} s  {100 * (cpu - cpu_total) / cpu:5.1f} %  (the rows in parentheses are in it)")
     return fps, first["files"] / cpu
 
 

@@ -23,7 +23,7 @@ from codefoundry.data.pipeline import (
     from_records,
     phases,
 )
-from codefoundry.data.pipeline.executor import gather_stats, unit_outputs, write_shards
+from codefoundry.data.pipeline.executor import gather_stats, read_unit, unit_outputs, write_shards
 
 
 class NoTabs(Filter):
@@ -113,7 +113,7 @@ def test_global_step_runs_map_reduce_filter_across_units_and_workers(tmp_path: P
         work = tmp_path / f"w{workers}"
         plan = LocalExecutor(workers, batch_rows=2).run(work, units, steps)
         outputs = list(unit_outputs(work, plan, len(units)))
-        kept = pa.concat_tables([pq.read_table(o[0]) for o in outputs])
+        kept = pa.concat_tables([read_unit(o[0]) for o in outputs])
         removed = pa.concat_tables([pq.read_table(f) for o in outputs for f in o[1]])
         results.append((kept.column("content").to_pylist(), sorted(removed.column("reason").to_pylist()),
                         gather_stats(outputs, "files")))
@@ -129,14 +129,14 @@ def test_resume_skips_marked_units_and_redoes_unmarked(tmp_path: Path) -> None:
     units = [Unit("r1", ["a = 1\n"]), Unit("r2", ["b = 2\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate()])
-    first = (work / "phase0" / "000000" / "kept.parquet").stat().st_mtime_ns
+    first = (work / "phase0" / "000000" / "kept.arrow").stat().st_mtime_ns
     (work / "phase0" / "000001.done").unlink()  # as if killed before unit 1 finished
-    (work / "phase0" / "000001" / "kept.parquet").write_bytes(b"garbage")
+    (work / "phase0" / "000001" / "kept.arrow").write_bytes(b"garbage")
     LocalExecutor(1).run(work, units, [Annotate()])
-    assert (work / "phase0" / "000000" / "kept.parquet").stat().st_mtime_ns == first
-    kept = pq.read_table(next(unit_outputs(work, plan, 2))[0])
+    assert (work / "phase0" / "000000" / "kept.arrow").stat().st_mtime_ns == first
+    kept = read_unit(next(unit_outputs(work, plan, 2))[0])
     assert kept.num_rows == 1
-    assert pq.read_table(work / "phase0" / "000001" / "kept.parquet").column("content").to_pylist() == ["b = 2\n"]
+    assert read_unit(work / "phase0" / "000001" / "kept.arrow").column("content").to_pylist() == ["b = 2\n"]
 
 
 def test_a_marker_whose_scratch_file_was_lost_is_redone(tmp_path: Path) -> None:
@@ -146,12 +146,12 @@ def test_a_marker_whose_scratch_file_was_lost_is_redone(tmp_path: Path) -> None:
     plan = LocalExecutor(1).run(work, units, [Annotate()])
     marker = json.loads((work / "phase0" / "000000.done").read_text())
     assert marker["kept_rows"] == 2 and marker["steps"]["annotate"]["rows_in"] == 2
-    untouched = (work / "phase0" / "000001" / "kept.parquet").stat().st_mtime_ns
-    (work / "phase0" / "000000" / "kept.parquet").write_bytes(b"")  # what a crash before writeback leaves
+    untouched = (work / "phase0" / "000001" / "kept.arrow").stat().st_mtime_ns
+    (work / "phase0" / "000000" / "kept.arrow").write_bytes(b"")  # what a crash before writeback leaves
     LocalExecutor(1).run(work, units, [Annotate()])
-    kept = [pq.read_table(o[0]).column("content").to_pylist() for o in unit_outputs(work, plan, 2)]
+    kept = [read_unit(o[0]).column("content").to_pylist() for o in unit_outputs(work, plan, 2)]
     assert kept == [["a = 1\n", "b = 2\n"], ["c = 3\n"]]
-    assert (work / "phase0" / "000001" / "kept.parquet").stat().st_mtime_ns == untouched
+    assert (work / "phase0" / "000001" / "kept.arrow").stat().st_mtime_ns == untouched
 
 
 def test_no_removed_file_for_a_unit_that_removed_nothing(tmp_path: Path) -> None:

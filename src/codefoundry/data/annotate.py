@@ -12,6 +12,7 @@ export gives lang). The statistics are computed over whole Arrow columns at once
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 
 import numpy as np
@@ -70,8 +71,11 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
         longest[rows] = np.maximum.reduceat(lengths, first)
         n_newlines = np.diff(np.searchsorted(newlines, offsets))
         avg[rows] = (chars[rows] - n_newlines[rows]) / n_lines
-    counted = np.concatenate(([0], np.cumsum(_ASCII_ALNUM[data[offsets[0]: offsets[-1]]], dtype=np.int64)))
-    alnum = (counted[offsets[1:] - offsets[0]] - counted[offsets[:-1] - offsets[0]]).astype(np.int64)
+    # one count per row over a boolean mask: a cumulative sum over every byte cost ~20x more
+    alnum_mask = _ASCII_ALNUM[data[offsets[0]: offsets[-1]]]
+    bounds = (offsets - offsets[0]).tolist()
+    alnum = np.fromiter((np.count_nonzero(alnum_mask[lo:hi]) for lo, hi in itertools.pairwise(bounds)),
+                        dtype=np.int64, count=n)
     for i in np.flatnonzero(~ascii_rows & (chars > 0)):  # bytes are not characters here: measure the str
         s = text[int(i)].as_py()
         lines = s.split("\n")

@@ -14,9 +14,11 @@ of that length (two n-grams for snippets up to ~1,000 characters, three beyond).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +44,21 @@ def normalize(text: str) -> str:
 
 
 def _hashes(grams: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    digests = b"".join(hashlib.blake2b(g.encode("utf-8", "surrogatepass"), digest_size=16).digest() for g in grams)
-    both = np.frombuffer(digests, dtype="<u8").reshape(-1, 2) if grams else np.zeros((0, 2), np.uint64)
+    return _split(b"".join(hashlib.blake2b(g.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                           for g in grams))
+
+
+def _split(digests: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The two 64-bit halves of each 16-byte digest: double hashing's h1 and h2 (odd)."""
+    both = np.frombuffer(digests, dtype="<u8").reshape(-1, 2) if digests else np.zeros((0, 2), np.uint64)
     return both[:, 0], both[:, 1] | np.uint64(1)
 
 
 def _positions(grams: list[str], m: int, k: int) -> np.ndarray:
-    h1, h2 = _hashes(grams)
+    return _digest_positions(*_hashes(grams), m, k)
+
+
+def _digest_positions(h1: np.ndarray, h2: np.ndarray, m: int, k: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         pos = h1[:, None] + np.arange(k, dtype=np.uint64)[None, :] * h2[:, None]  # double hashing
     return (pos % np.uint64(m)).astype(np.int64)
@@ -65,7 +75,13 @@ class BloomFilter:
         return cls(np.zeros((m + 7) // 8, dtype=np.uint8), m, k)
 
     def add(self, grams: list[str]) -> None:
-        pos = _positions(grams, self.m, self.k).reshape(-1)
+        self._set(_positions(grams, self.m, self.k).reshape(-1))
+
+    def add_digests(self, digests: bytes) -> None:
+        """Add the n-grams whose 16-byte digests (`_hashes`' blake2b) are concatenated in `digests`."""
+        self._set(_digest_positions(*_split(digests), self.m, self.k).reshape(-1))
+
+    def _set(self, pos: np.ndarray) -> None:
         np.bitwise_or.at(self.bits, pos >> 3, (1 << (pos & 7)).astype(np.uint8))
 
     def contains(self, grams: list[str]) -> np.ndarray:
@@ -85,21 +101,54 @@ def _file_grams(text: str) -> list[str]:
     return [norm[i:i + NGRAM] for i in range(0, len(norm) - NGRAM + 1, STRIDE)]
 
 
+_blake16 = functools.partial(hashlib.blake2b, digest_size=16)
+_digest = hashlib.blake2b.digest
+
+
+def _file_digests(text: str) -> bytes:
+    """`_hashes`' digests of `_file_grams(text)`, concatenated: the slicing and hashing run in C (map), and an
+    ASCII text is cut as bytes (its characters are its bytes) instead of encoding each gram."""
+    norm = normalize(text)
+    stops = range(NGRAM, len(norm) + 1, STRIDE)
+    if not stops:
+        return b""
+    raw = norm.encode("utf-8", "surrogatepass")
+    if len(raw) == len(norm):
+        grams: Iterable[bytes] = map(raw.__getitem__, map(slice, range(0, len(norm) - NGRAM + 1, STRIDE), stops))
+    else:
+        grams = (g.encode("utf-8", "surrogatepass") for g in map(norm.__getitem__, map(
+            slice, range(0, len(norm) - NGRAM + 1, STRIDE), stops)))
+    return b"".join(map(_digest, map(_blake16, grams)))
+
+
+DIGEST_CHUNK = 1 << 22
+"""Bytes of gram digests (16 per gram) added to the filter at a time."""
+
+
 def build_contains_index(dataset: str | Path) -> Path:
-    """Bloom filter of the 50-character n-grams (stride 50) of every kept row of every subset."""
+    """Bloom filter of the 50-character n-grams (stride 50) of every kept row of every subset.
+
+    One pass normalises and hashes every text, spilling the digests (16 bytes per 50 characters) to a scratch
+    file; the filter, sized from their count, is then filled from that file.
+    """
     dataset = Path(dataset)
     shards = sorted((dataset / "data").glob("*/*.parquet"))
-    n = 0
-    for shard in shards:
-        for batch in pq.ParquetFile(shard).iter_batches(columns=["content"]):
-            n += sum(max(0, len(normalize(t or "")) - NGRAM + STRIDE) // STRIDE for t in batch.column(0).to_pylist())
-    bloom = BloomFilter.sized(n)
-    for shard in shards:
-        for batch in pq.ParquetFile(shard).iter_batches(columns=["content"]):
-            grams = [g for t in batch.column(0).to_pylist() for g in _file_grams(t or "")]
-            if grams:
-                bloom.add(grams)
     (dataset / BITS).parent.mkdir(parents=True, exist_ok=True)
+    scratch = (dataset / BITS).with_name("contains.digests.tmp")
+    n = 0
+    try:
+        with open(scratch, "wb") as spill:
+            for shard in shards:
+                for batch in pq.ParquetFile(shard).iter_batches(columns=["content"]):
+                    for digests in map(_file_digests, (t or "" for t in batch.column(0).to_pylist())):
+                        spill.write(digests)
+                        n += len(digests) // 16
+        bloom = BloomFilter.sized(n)
+        with open(scratch, "rb") as spill:
+            while chunk := spill.read(DIGEST_CHUNK):
+                bloom.add_digests(chunk)
+    finally:
+        scratch.unlink(missing_ok=True)
     np.save(dataset / BITS, bloom.bits)
     (dataset / META).write_text(json.dumps({"m": bloom.m, "k": bloom.k, "n": n, "ngram": NGRAM, "stride": STRIDE,
                                             "fp_rate": FP_RATE, "normalize": "lowercase, whitespace runs → space"}))

@@ -191,19 +191,33 @@ def one_permutation_minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, n
     filled = np.zeros((n_docs, num_perm), dtype=bool)
     np.put(filled.reshape(-1), docs * num_perm + bins.astype(np.int64), True)
     d_idx, j_idx = np.nonzero(~filled & present[:, None])
-    source = sig.copy()
-    attempt = 0
-    while len(d_idx):
-        attempt += 1
-        with np.errstate(over="ignore"):
-            probe = mix64(j_idx.astype(U64) * _ROUND + U64(attempt) * _M2 + U64(seed))
-        cand = ((probe >> U64(32)) * U64(num_perm) >> U64(32)).astype(np.int64)
-        if attempt > 8 * num_perm:  # pathological: fall back to the next non-empty bin circularly
-            cand = (j_idx + attempt - 8 * num_perm) % num_perm
-        ok = filled[d_idx, cand]
-        sig[d_idx[ok], j_idx[ok]] = source[d_idx[ok], cand[ok]]
-        d_idx, j_idx = d_idx[~ok], j_idx[~ok]
+    if len(d_idx):
+        probes = _probe_table(num_perm, seed)
+        chosen = np.empty(len(d_idx), dtype=np.int64)
+        pending = np.arange(len(d_idx))
+        attempt, block = 0, 4
+        while len(pending):  # blocks of attempts (growing): the first non-empty bin along each probe sequence
+            cand = probes[j_idx[pending], attempt:attempt + block]
+            ok = filled[d_idx[pending, None], cand]
+            hit = ok.any(axis=1)
+            chosen[pending[hit]] = cand[hit, ok[hit].argmax(axis=1)]
+            pending = pending[~hit]
+            attempt, block = attempt + block, block * 2
+        sig[d_idx, j_idx] = sig[d_idx, chosen]  # chosen bins are non-empty: none of them is written here
     return sig
+
+
+@cache
+def _probe_table(num_perm: int, seed: int) -> np.ndarray:
+    """The bin each empty bin j tries at attempt 1, 2, …: [num_perm, 9 * num_perm]; hashed for the first
+    8 * num_perm attempts, then the next bins circularly (a pathological fallback that always ends)."""
+    j = np.arange(num_perm, dtype=U64)[:, None]
+    attempt = np.arange(1, 8 * num_perm + 1, dtype=U64)[None, :]
+    with np.errstate(over="ignore"):
+        probe = mix64(j * _ROUND + attempt * _M2 + U64(seed))
+    hashed = ((probe >> U64(32)) * U64(num_perm) >> U64(32)).astype(np.int64)
+    circular = (np.arange(num_perm)[:, None] + np.arange(1, num_perm + 1)[None, :]) % num_perm
+    return np.concatenate([hashed, circular], axis=1)
 
 
 def shingle_sets(texts: Sequence[str], ngram: int) -> list[np.ndarray]:

@@ -197,7 +197,8 @@ class NearDedup(GlobalStep):
         keys, recs = np.concatenate(keys_out), np.concatenate(recs_out)
         write_partitions(ctx.map_dir, ctx.first_row, keys, recs, self.num_partitions)
         rows = np.sort(np.concatenate(nodes))
-        save(ctx.map_dir / f"nodes-{ctx.first_row:010d}.npy", rank_records(batch.take(rows), ids[rows]))
+        ranked = batch.select(["license_type", "stars", "forks"]).take(rows)  # not the text: a copy of it costs
+        save(ctx.map_dir / f"nodes-{ctx.first_row:010d}.npy", rank_records(ranked, ids[rows]))
 
     def _long_enough(self, texts: list[str], has: np.ndarray) -> np.ndarray:
         if self.config.min_tokens <= self.default.ngram_size:

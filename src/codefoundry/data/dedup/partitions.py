@@ -14,16 +14,18 @@ travel; a reduce holds one partition, never all signatures.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from codefoundry.data.pipeline.executor import create
+
 
 def save(path: Path, array: np.ndarray) -> None:
     """Write `array` to `path` atomically (temp file + rename; scratch files skip fsync: a rerun redoes them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with create(tmp) as f:
         np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
 
@@ -34,9 +36,8 @@ def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: n
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(n + 1)).astype(np.int64)
     path = map_dir / f"parts-{first_row:010d}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with create(tmp) as f:
         np.lib.format.write_array(f, bounds, allow_pickle=False)
         np.lib.format.write_array(f, records[order], allow_pickle=False)
     os.replace(tmp, path)
@@ -45,17 +46,27 @@ def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: n
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _read_slice(path: Path, p: int) -> np.ndarray | None:
-    """Partition `p`'s records of one batch file: its offsets, then a seek to the slice."""
+@lru_cache(maxsize=1 << 16)
+def _layout(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, int, np.dtype]:
+    """A batch file's partition offsets, where its records start and their dtype: parsed once per process (every
+    reduce reads the same files; a header's parse is most of the cost of reading a small slice)."""
     with open(path, "rb") as f:
         bounds = np.lib.format.read_array(f, allow_pickle=False)
-        if p + 1 >= len(bounds):
-            raise ValueError(f"{path} has {len(bounds) - 1} partitions, not more than {p}")
-        lo, hi = int(bounds[p]), int(bounds[p + 1])
-        if hi <= lo:
-            return None
         _, _, dtype = _HEADERS[np.lib.format.read_magic(f)](f)
-        f.seek(f.tell() + lo * dtype.itemsize)
+        return bounds, f.tell(), dtype
+
+
+def _read_slice(path: Path, p: int) -> np.ndarray | None:
+    """Partition `p`'s records of one batch file: its offsets, then a seek to the slice."""
+    st = os.stat(path)
+    bounds, start, dtype = _layout(str(path), st.st_size, st.st_mtime_ns)
+    if p + 1 >= len(bounds):
+        raise ValueError(f"{path} has {len(bounds) - 1} partitions, not more than {p}")
+    lo, hi = int(bounds[p]), int(bounds[p + 1])
+    if hi <= lo:
+        return None
+    with open(path, "rb") as f:
+        f.seek(start + lo * dtype.itemsize)
         return np.fromfile(f, dtype, count=hi - lo)
 
 

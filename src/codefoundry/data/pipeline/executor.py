@@ -4,8 +4,8 @@ Layout of a run in progress (under the output dir; removed when the run complete
 
     .work/plan.json                      units (in order) + the run key (config + sources)
     .work/phase0/<unit>/kept.arrow       rows that survived phase 0's steps, staged for phase 1 (Arrow IPC:
-                                         written and memory-mapped back at a fraction of Parquet's cost)
-    .work/phase<last>/<unit>/kept.parquet  the last phase's rows, in the dataset's format (shards may be links)
+                                         written and memory-mapped back at a fraction of Parquet's cost); the
+                                         last phase's too: they are encoded to Parquet once, in the shards
     .work/phase0/<unit>/removed.parquet  rows removed in phase 0 (with `reason`); absent when none were
     .work/phase0/<unit>.done             completion marker, written last: {"kept_rows": n, "steps": the
                                          phase's per-step stats for this unit}
@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, Thr
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -92,15 +92,24 @@ def phases(steps: Sequence[Step]) -> list[Phase]:
     return out
 
 
+def create(path: Path) -> BinaryIO:
+    """`open(path, "wb")`, making its folder first only when it is missing (most writes go to one that exists:
+    a `mkdir` per file was a syscall each)."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+
+
 @contextlib.contextmanager
 def scratch_open(path: Path) -> Iterator[IO[bytes]]:
     """Like `atomic_open` (temp file + rename) without its fsync: `.work` files are scratch, and a unit whose
     files a machine crash lost is redone (`_unit_done` checks them), so only the dataset's own files pay for
     durability."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with create(tmp) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -157,8 +166,8 @@ def _write_scratch_json(path: Path, obj: Any) -> None:
 
 
 def kept_name(phase: Phase) -> str:
-    """A phase's kept rows: Arrow IPC when a later phase reads them back, Parquet for the last phase."""
-    return "kept.arrow" if phase.exit is not None else "kept.parquet"
+    """A phase's kept rows: Arrow IPC for every phase (the last phase's become Parquet once, in the shards)."""
+    return "kept.arrow"
 
 
 def _rows_in(path: Path) -> int:
@@ -181,14 +190,62 @@ def _unit_done(work: Path, phase: Phase, uid: str) -> bool:
 
 
 def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema) -> int:
-    """Scratch rows as an Arrow IPC file (uncompressed: read back by memory map, never kept)."""
+    """Scratch rows as an Arrow IPC file (uncompressed: read back by memory map, never kept), one record batch per
+    table written; a table whose columns came in several chunks records their lengths (`CHUNKS`), so that
+    `staged_tables` gives back each table as it was: Parquet pages follow chunk boundaries, and a shard written
+    from the staged rows is then the file the rows would have been written to directly."""
     rows = 0
     with scratch_open(path) as f, pa.ipc.new_file(f, schema) as writer:
         for table in tables:
             if table.num_rows:
-                writer.write_table(conform(table, schema))
+                table = conform(table, schema)
+                lengths = [[len(c) for c in column.chunks] for column in table.columns]
+                meta = None if all(len(n) == 1 for n in lengths) else {CHUNKS: json.dumps(lengths).encode()}
+                writer.write_batch(table.combine_chunks().to_batches()[0], custom_metadata=meta)
                 rows += table.num_rows
     return rows
+
+
+CHUNKS = b"codefoundry.chunks"
+"""A staged record batch's metadata key: the chunk lengths of each column of the table it was written from."""
+ROW_GROUP_ROWS = 1 << 20
+"""`ParquetWriter.write_table`'s row groups: at most this many rows (pyarrow's default)."""
+
+
+def staged_tables(path: Path) -> Iterator[pa.Table]:
+    """Each table `_write_arrow` wrote to `path`, chunked as it was given."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            batch, meta = reader.get_batch_with_custom_metadata(i)
+            if meta is None or CHUNKS not in meta:
+                yield pa.Table.from_batches([batch])
+                continue
+            columns = []
+            for column, lengths in zip(batch.columns, json.loads(meta[CHUNKS]), strict=True):
+                starts = np.cumsum([0, *lengths]).tolist()
+                columns.append(pa.chunked_array([column.slice(a, n) for a, n in zip(starts, lengths, strict=False)],
+                                                column.type))
+            yield pa.Table.from_arrays(columns, schema=batch.schema)
+
+
+def read_unit(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A unit's rows (`read_parquet` of a `.parquet` file), chunked as `read_parquet` would give them had they been
+    written to Parquet: a chunk per row group (≤ ROW_GROUP_ROWS rows of one written table), cut every
+    SCAN_BATCH_ROWS rows."""
+    if path.suffix != ".arrow":
+        return read_parquet(path, columns)
+    parts = []
+    for table in staged_tables(path):
+        table = table.select(columns) if columns is not None else table
+        for group in range(0, table.num_rows, ROW_GROUP_ROWS):
+            piece = table.slice(group, ROW_GROUP_ROWS).combine_chunks()
+            parts += [piece.slice(start, SCAN_BATCH_ROWS) for start in range(0, piece.num_rows, SCAN_BATCH_ROWS)]
+    if parts:
+        return pa.concat_tables(parts)
+    with pa.memory_map(str(path)) as source:
+        empty = pa.ipc.open_file(source).schema.empty_table()
+    return empty.select(columns) if columns is not None else empty
 
 
 @dataclass(frozen=True)
@@ -254,10 +311,7 @@ class UnitTask:
                     exit_.timed_map(batch, ctx)
                 yield batch
 
-        if exit_ is not None:
-            kept_rows = _write_arrow(out / kept_name(self.phase), survivors(), FILES_SCHEMA)
-        else:
-            kept_rows = _write_parquet(out / kept_name(self.phase), survivors(), FILES_SCHEMA, durable=False)
+        kept_rows = _write_arrow(out / kept_name(self.phase), survivors(), FILES_SCHEMA)
         if not self.removed_content:
             removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
                        for t in removed]
@@ -348,7 +402,7 @@ def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[
                 if name in steps:
                     stats.merge(StepStats.from_json(steps[name]))
                 steps[name] = stats.to_json()
-        yield work / f"phase{last}" / uid / "kept.parquet", removed, steps
+        yield work / f"phase{last}" / uid / "kept.arrow", removed, steps
 
 
 def step_seconds(work: Path, plan: list[Phase], outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]]
@@ -373,7 +427,7 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
 
     Shard boundaries depend only on the rows' `size`s, so the same rows give the same shards.
     """
-    sizes = [pq.ParquetFile(f).read(columns=["size"]).column("size").to_pylist() for f in files]
+    sizes = [read_unit(f, ["size"]).column("size").to_pylist() for f in files]
     boundaries: list[int] = []  # global row index where each shard after the first starts
     acc, row = 0, 0
     for per_file in sizes:
@@ -399,7 +453,7 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
             lo, hi = max(start - offset, 0), min(stop - offset, n)
             if lo < hi:
                 if cache.get("path") != f:
-                    cache.update(path=f, table=read_parquet(f))
+                    cache.update(path=f, table=read_unit(f))
                 table = cache["table"].slice(lo, hi - lo)
                 yield transform(table) if transform else table
             offset += n
@@ -409,9 +463,11 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
         start = boundaries[k - 1] if k else 0
         stop = boundaries[k] if k < len(boundaries) else row
         whole = [i for i in range(len(files)) if starts[i] == start and starts[i + 1] == stop and stop > start]
-        if whole and transform is None:  # the shard is exactly one unit's file: link it instead of rewriting
+        if whole and transform is None and files[whole[0]].suffix == ".parquet":  # exactly one unit's file: a link
             os.link(files[whole[0]], path)
             _fsync(path)  # scratch files are written without fsync; the dataset's are durable
+        elif whole and transform is None and files[whole[0]].suffix == ".arrow":  # as that unit's tables were given
+            _write_parquet(path, staged_tables(files[whole[0]]), schema)
         else:
             _write_parquet(path, shard_tables(k), schema)
     return paths
@@ -462,7 +518,7 @@ def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], sub
     trees = []
     columns = ["size", "lang", "licenses", "license_type"]
     for kept, removed_files, steps in outputs:
-        kept_t = pq.ParquetFile(kept).read(columns=columns)
+        kept_t = read_unit(kept, columns)
         removed_t = pa.concat_tables([pq.ParquetFile(f).read(columns=[*columns, REASON]) for f in removed_files]) \
             if removed_files else REMOVED_SCHEMA.empty_table().select([*columns, REASON])
         counts = {name: {k: v for k, v in data.items() if k != "seconds"} for name, data in steps.items()}

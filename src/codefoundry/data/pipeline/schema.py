@@ -46,6 +46,12 @@ def with_reason(table: pa.Table, reasons: pa.Array | list[str]) -> pa.Table:
 
 def conform(table: pa.Table, schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
     """`table` with exactly `schema`'s columns in order (missing ones null, types cast)."""
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names
-               else pa.nulls(table.num_rows, f.type) for f in schema]
+    names = set(table.column_names)
+    columns = [_cast(table.column(f.name), f.type) if f.name in names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
+    """`column.cast(type_)`, skipped when it already has that type (a cast to its own type changes nothing)."""
+    return column if column.type == type_ else column.cast(type_)
