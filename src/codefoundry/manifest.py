@@ -107,6 +107,7 @@ def write_manifest(
     `inputs` maps a role ("dataset", "tokenizer", …) to an input artifact directory; each
     must already have a manifest, whose hash is recorded.
     """
+    _check_not_replacing(Path(artifact_dir), kind)
     cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
     manifest = Manifest(
         kind=kind,
@@ -118,6 +119,24 @@ def write_manifest(
     )
     atomic_write_json(Path(artifact_dir) / MANIFEST_NAME, manifest.to_json())
     return manifest
+
+
+def artifact_kind(artifact_dir: str | Path) -> str | None:
+    """The `kind` in `artifact_dir/manifest.json`, or None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads((Path(artifact_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _check_not_replacing(artifact_dir: Path, kind: str) -> None:
+    """Refuse to write a `kind` manifest over another kind's: that artifact would lose its record."""
+    found = artifact_kind(artifact_dir)
+    if found is not None and found != kind:
+        raise ArtifactError(f"{artifact_dir} holds a {found} artifact; refusing to write a {kind} manifest over it",
+                            "choose another --out")
 
 
 def read_manifest(artifact_dir: str | Path, kind: str | None = None) -> Manifest:

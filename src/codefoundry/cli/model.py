@@ -33,7 +33,9 @@ def import_(
     """
     from codefoundry.console import console
     from codefoundry.model import import_gguf
+    from codefoundry.out_dir import check_out_dir
 
+    check_out_dir(out, "model", {"GGUF file": file})
     with console.status(f"importing {file}"):
         import_gguf(file, out, overwrite=overwrite)
     console.print(f"wrote {out}")
