@@ -4,9 +4,9 @@ The patterns are those of detect-secrets' plugins that BigCode enabled (AWS, Git
 SendGrid, npm, Twilio, Mailchimp, Discord, JWT, Azure storage, Artifactory, Square), with the
 ones detect-secrets added later (GitLab, OpenAI, PyPI, Telegram) and a few it lacks (GitHub
 fine-grained tokens, Slack app-level tokens, Discord webhooks, Mailgun, Google API keys, Hugging Face,
-Anthropic, npm tokens outside `.npmrc`). A prefix this specific is evidence enough: unlike generic high-entropy strings, a match
-is not dropped because its variable name ends in `_ID` or because its letters read like English,
-only when it is a placeholder (`AKIA…EXAMPLE`, `ghp_xxxx…`).
+Anthropic, npm tokens outside `.npmrc`). A prefix this specific is evidence enough: unlike generic
+high-entropy strings, a match is not dropped because its variable name ends in `_ID` or because its
+letters read like English, only when it is a placeholder (`AKIA…EXAMPLE`, `ghp_xxxx…`).
 
 Private keys: the whole body of a PEM/OpenSSH/PGP block (`-----BEGIN … PRIVATE KEY-----` to its
 `END` line, also inside a string with `\\n` escapes, and to the end of the base64 lines when the
