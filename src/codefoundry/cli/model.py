@@ -64,6 +64,8 @@ def export(
 
     if format != "gguf":
         raise UserError(f"--format {format!r} is not supported; supported: gguf")
+    if out.is_dir():  # --overwrite replaces a file, never a directory
+        raise UserError(f"--out {out} is a directory", "give the path of the .gguf file to write")
     with console.status(f"exporting {model_dir}"):
         export_gguf(model_dir, out, weight_type, overwrite=overwrite)
     console.print(f"wrote {out}")
