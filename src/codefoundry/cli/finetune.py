@@ -88,9 +88,6 @@ def finetune(
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,
                                      "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate})
-    from codefoundry.out_dir import check_out_dir
-
-    check_out_dir(out, "adapter", {"model": model, "data": data})
     run_finetune(model, data, out, cfg, resume=resume)
 
 
@@ -107,7 +104,7 @@ def merge(
     for name, value in (("--model", model), ("--adapter", adapter), ("--out", out)):
         if value is None:
             raise UserError(f"missing {name} DIR", hint="see: codefoundry finetune merge --help")
-    from codefoundry.out_dir import check_out_dir
+    from codefoundry.manifest import check_out_dir
 
     check_out_dir(out, "model", {"model": model, "adapter": adapter})
     run_merge(model, adapter, out)

@@ -32,8 +32,8 @@ def import_(
     stage reads it. Quantized types read: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants.
     """
     from codefoundry.console import console
+    from codefoundry.manifest import check_out_dir
     from codefoundry.model import import_gguf
-    from codefoundry.out_dir import check_out_dir
 
     check_out_dir(out, "model", {"GGUF file": file})
     with console.status(f"importing {file}"):

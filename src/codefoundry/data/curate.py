@@ -18,7 +18,7 @@ from codefoundry.data.sources import ReadOptions, resolve
 from codefoundry.data.steps import build_steps
 from codefoundry.data.subsets.notebooks import SUFFIX as NOTEBOOK_SUFFIX
 from codefoundry.data.subsets.parts import subset_parts
-from codefoundry.out_dir import check_out_dir
+from codefoundry.manifest import check_out_dir
 
 
 def read_options(config: CurateConfig) -> ReadOptions:

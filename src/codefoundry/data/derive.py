@@ -34,8 +34,7 @@ from codefoundry.data.pipeline import REMOVED_SCHEMA, Step, conform
 from codefoundry.data.steps import decontamination_steps, dedup_steps, pii_steps
 from codefoundry.data.subsets.part import SUBSETS, Part
 from codefoundry.data.subsets.parts import NO_NEAR_DEDUP
-from codefoundry.manifest import read_manifest
-from codefoundry.out_dir import check_out_dir
+from codefoundry.manifest import check_out_dir, read_manifest
 
 
 @dataclass(frozen=True)

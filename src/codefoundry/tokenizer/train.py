@@ -19,8 +19,7 @@ from codefoundry.atomic import atomic_write_json
 from codefoundry.config import StageConfig
 from codefoundry.console import console, progress_bar
 from codefoundry.errors import ConfigError, UserError
-from codefoundry.manifest import write_manifest
-from codefoundry.out_dir import check_out_dir
+from codefoundry.manifest import check_out_dir, write_manifest
 from codefoundry.tokenizer.corpus import (
     SampleStats,
     check_subset_weights,
