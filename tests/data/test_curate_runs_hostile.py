@@ -1,8 +1,11 @@
-"""Ctrl-C during a multi-process curation stops it at once: the queued units are not run first.
+"""Curation runs cut short or doubled up: Ctrl-C, and a second run on the same --out.
 
-Before, the pool's exit waited for every queued unit of the phase (a minute on site-packages, minutes under a test);
-now the units that were running finish or stop, the rest are never started, and the same command
-resumes from the finished ones.
+Ctrl-C during a multi-process curation stops it at once. Before, the pool's exit waited for every
+queued unit of the phase (a minute on site-packages), and a worker interrupted mid-task could wedge
+it for good; now the running units finish, the rest are never started, and the same command resumes.
+
+A second run on the same --out stops with one error line. Before, it cleared the first one's
+temporary files as its own leftovers, and the first died with an internal error halfway.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ MIT = ("MIT License\n\nPermission is hereby granted, free of charge, to any pers
        "and associated documentation files (the \"Software\"), to deal in the Software without restriction.\n")
 
 
-def _archives(root: Path, count: int) -> list[str]:
+def _archives(root: Path, count: int, files: int = 10) -> list[str]:
     """`count` small repositories as .zip archives: one work unit each."""
     root.mkdir()
     paths = []
@@ -29,7 +32,7 @@ def _archives(root: Path, count: int) -> list[str]:
         path = root / f"repo{i:03d}.zip"
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("LICENSE", MIT)
-            for j in range(10):
+            for j in range(files):
                 z.writestr(f"pkg/mod{j}.py", f"def f{i}_{j}(x):\n    return x * {i * 100 + j} + {j}\n" * 30)
         paths.append(str(path))
     return paths
@@ -60,3 +63,21 @@ def test_ctrl_c_stops_without_running_the_queued_units(tmp_path: Path) -> None:
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert (out / "manifest.json").exists()
+
+
+def test_second_run_on_the_same_out_is_refused(tmp_path: Path) -> None:
+    sources = _archives(tmp_path / "src", 30)  # one unit each, run one at a time: the first run lasts seconds
+    out = tmp_path / "dataset"
+    argv = [sys.executable, "-m", "codefoundry", "data", "curate", *sources, "--out", str(out), "-j", "1"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / ".work" / "plan.json").exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 1, second.stderr[-2000:]
+    lines = [line for line in (second.stdout + second.stderr).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "another run is writing" in lines[0], second.stdout + second.stderr
+    assert (out / "manifest.json").exists() and not (out / ".work").exists()
