@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from codefoundry.atomic import atomic_write_json
-from codefoundry.errors import ArtifactError
+from codefoundry.errors import ArtifactError, UserError
 
 MANIFEST_NAME = "manifest.json"
 VERSIONED_PACKAGES = ("codefoundry", "torch", "transformers", "tokenizers", "datasets", "pyarrow", "numpy")
@@ -107,6 +108,7 @@ def write_manifest(
     `inputs` maps a role ("dataset", "tokenizer", …) to an input artifact directory; each
     must already have a manifest, whose hash is recorded.
     """
+    _check_not_replacing(Path(artifact_dir), kind)
     cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
     manifest = Manifest(
         kind=kind,
@@ -118,6 +120,24 @@ def write_manifest(
     )
     atomic_write_json(Path(artifact_dir) / MANIFEST_NAME, manifest.to_json())
     return manifest
+
+
+def artifact_kind(artifact_dir: str | Path) -> str | None:
+    """The `kind` in `artifact_dir/manifest.json`, or None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads((Path(artifact_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _check_not_replacing(artifact_dir: Path, kind: str) -> None:
+    """Refuse to write a `kind` manifest over another kind's: that artifact would lose its record."""
+    found = artifact_kind(artifact_dir)
+    if found is not None and found != kind:
+        raise ArtifactError(f"{artifact_dir} holds a {found} artifact; refusing to write a {kind} manifest over it",
+                            "choose another --out")
 
 
 def read_manifest(artifact_dir: str | Path, kind: str | None = None) -> Manifest:
@@ -160,3 +180,50 @@ def lineage(artifact_dir: str | Path) -> Iterator[tuple[str, Path, Manifest]]:
         yield role or manifest.kind, path, manifest
         for sub_role, ref in reversed(list(manifest.inputs.items())):
             stack.append((f"{role or manifest.kind}/{sub_role}", Path(ref.path)))
+
+
+# Output directories, checked before a stage writes into one (or `--overwrite` clears it).
+# A stage must never write over what it reads, nor mix its files into another kind of artifact:
+# `--out` equal to an input, or a folder holding an input, would delete it on `--overwrite` and
+# mix the two otherwise; `--out` inside a source folder that is read file by file would feed the
+# run its own output; `--out` naming a file, or a directory holding another kind of artifact
+# (a tokenizer written into a dataset/), would replace that artifact's manifest.
+
+PathLike = str | os.PathLike[str]
+
+
+def _resolved(path: PathLike) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def check_out_dir(out: PathLike, kind: str, inputs: Mapping[str, PathLike | None] | None = None,
+                  read_inside: Iterable[PathLike] = ()) -> None:
+    """Raise `UserError` unless `out` may hold a `kind` artifact made from `inputs` (role → path).
+
+    `read_inside`: source folders whose files the stage reads one by one (`out` must not be under them).
+    """
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory", "give a new or empty directory")
+    real_out = _resolved(out_path)
+    for role, path in (inputs or {}).items():
+        if path is None or not os.path.exists(path):
+            continue
+        real = _resolved(path)
+        if real == real_out:
+            raise UserError(f"--out {out} is the {role} this command reads", "choose another --out")
+        if real.is_relative_to(real_out):
+            raise UserError(f"--out {out} holds the {role} {path}: writing there would mix with it or, with "
+                            "--overwrite, delete it", "choose an --out outside the inputs")
+    for source in read_inside:
+        if os.path.isdir(source) and real_out.is_relative_to(_resolved(source)):
+            raise UserError(f"--out {out} is inside the source {source}: the run would read its own output",
+                            "choose an --out outside the sources")
+    found = artifact_kind(out_path)
+    if found is not None and found != kind:
+        raise UserError(f"--out {out} holds {_a(found)} artifact; this command writes {_a(kind)}",
+                        "choose another --out")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

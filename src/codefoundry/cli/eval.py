@@ -68,4 +68,7 @@ def command(
              "limit": limit, "strip_prompt": False if no_strip_prompt else None, "timeout": timeout, "seed": seed,
              "workers": workers, "quantize": quantize}
     cfg = load_config(EvalConfig, config, flags)  # a flag named `model` rules out stage_config's keywords
+    from codefoundry.manifest import check_out_dir
+
+    check_out_dir(out, "eval", {"model": model})
     run_eval(Path(out), cfg)

@@ -104,4 +104,7 @@ def merge(
     for name, value in (("--model", model), ("--adapter", adapter), ("--out", out)):
         if value is None:
             raise UserError(f"missing {name} DIR", hint="see: codefoundry finetune merge --help")
+    from codefoundry.manifest import check_out_dir
+
+    check_out_dir(out, "model", {"model": model, "adapter": adapter})
     run_merge(model, adapter, out)

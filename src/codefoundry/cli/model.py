@@ -32,8 +32,10 @@ def import_(
     stage reads it. Quantized types read: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants.
     """
     from codefoundry.console import console
+    from codefoundry.manifest import check_out_dir
     from codefoundry.model import import_gguf
 
+    check_out_dir(out, "model", {"GGUF file": file})
     with console.status(f"importing {file}"):
         import_gguf(file, out, overwrite=overwrite)
     console.print(f"wrote {out}")
@@ -62,6 +64,8 @@ def export(
 
     if format != "gguf":
         raise UserError(f"--format {format!r} is not supported; supported: gguf")
+    if out.is_dir():  # --overwrite replaces a file, never a directory
+        raise UserError(f"--out {out} is a directory", "give the path of the .gguf file to write")
     with console.status(f"exporting {model_dir}"):
         export_gguf(model_dir, out, weight_type, overwrite=overwrite)
     console.print(f"wrote {out}")

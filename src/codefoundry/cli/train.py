@@ -104,6 +104,9 @@ def train(
                        max_time=parse_duration(max_time), seq_len=seq_len, micro_batch_size=micro_batch_size,
                        batch_tokens=batch_tokens, lr=lr, fim_rate=fim_rate, distributed=distributed, tp=tp, pp=pp,
                        compile=compile, seed=seed, **{"pack.workers": workers, "pack.seed": seed})
+    from codefoundry.manifest import check_out_dir
+
+    check_out_dir(out, "model", {"tokenizer": tokenizer, "dataset": dataset, "tokens": tokens})
     run_training(out, tokenizer, dataset=dataset, tokens=tokens, config=cfg, resume=resume)
 
 
@@ -130,4 +133,7 @@ def pack(
             raise UserError(f"missing {name} DIR", hint="see: codefoundry train pack --help")
     cfg = stage_config(PackConfig, config, validation_fraction=validation_fraction, metadata_rate=metadata_rate,
                        seed=seed, workers=workers)
+    from codefoundry.manifest import check_out_dir
+
+    check_out_dir(out, "tokens", {"dataset": dataset, "tokenizer": tokenizer})
     run_pack(dataset, tokenizer, out, cfg)

@@ -13,14 +13,16 @@ papers where they say so beside the value; every one can be set in `--config FIL
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from codefoundry.config import StageConfig
 from codefoundry.data.decontam import DecontamConfig
 from codefoundry.data.dedup.config import DedupConfig
 from codefoundry.data.filters import FiltersConfig
+from codefoundry.data.language import languages as known_languages
 from codefoundry.data.license import PERMISSIVE
 from codefoundry.data.optout import OptOutConfig
 from codefoundry.data.pii.redact import PiiConfig
@@ -72,6 +74,18 @@ class CurateConfig(StageConfig):
     """Upper bound on the raw file bytes in one output shard."""
     removed_content: bool = False
     """Keep `content` in removed/ rows (off: removed rows keep everything but the text)."""
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str] | None) -> list[str] | None:
+        """A misspelt name would select nothing and remove every file: name it instead."""
+        known = {lang.lower(): lang for lang in known_languages()}
+        for name in value or []:
+            if name.lower() not in known:
+                close = difflib.get_close_matches(name.lower(), list(known), n=3)
+                hint = f"; did you mean {', '.join(known[c] for c in close)}?" if close else ""
+                raise ValueError(f"unknown language {name!r} (The Stack's names: Python, C++, JavaScript…){hint}")
+        return value
 
 
 def make_executor(config: CurateConfig) -> LocalExecutor:

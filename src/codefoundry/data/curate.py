@@ -18,6 +18,7 @@ from codefoundry.data.sources import ReadOptions, resolve
 from codefoundry.data.steps import build_steps
 from codefoundry.data.subsets.notebooks import SUFFIX as NOTEBOOK_SUFFIX
 from codefoundry.data.subsets.parts import subset_parts
+from codefoundry.manifest import check_out_dir
 
 
 def read_options(config: CurateConfig) -> ReadOptions:
@@ -33,6 +34,9 @@ def curate(sources: Sequence[str | Path], out: str | Path, config: CurateConfig 
     resumes an interrupted run of the same settings."""
     config = config or CurateConfig()
     names = [str(s) for s in sources]
+    if not is_remote(out):  # before `--overwrite` clears it: never over, around or inside a source
+        check_out_dir(out, "dataset", {f"source {n}": n for n in names if not is_remote(n)},
+                      read_inside=[n for n in names if not is_remote(n)])
     units = resolve(names, read_options(config)) if names or not config.issues.files else []
     parts = subset_parts(config, units)
     if is_remote(out):

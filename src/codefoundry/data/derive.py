@@ -34,8 +34,7 @@ from codefoundry.data.pipeline import REMOVED_SCHEMA, Step, conform
 from codefoundry.data.steps import decontamination_steps, dedup_steps, pii_steps
 from codefoundry.data.subsets.part import SUBSETS, Part
 from codefoundry.data.subsets.parts import NO_NEAR_DEDUP
-from codefoundry.errors import UserError
-from codefoundry.manifest import read_manifest
+from codefoundry.manifest import check_out_dir, read_manifest
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,7 @@ def derive(dataset: str | Path, out: str | Path, steps: list[Step], section: Map
     """A new dataset at `out`: `dataset`'s kept rows through `steps`, its config with `section` replaced."""
     dataset, out = Path(dataset), Path(out)
     manifest = read_manifest(dataset, kind="dataset")
-    if out.resolve() == dataset.resolve():
-        raise UserError("--out must differ from the input dataset")
+    check_out_dir(out, "dataset", {"input dataset": dataset})
     update = {**section, **({"workers": workers} if workers else {})}
     config = CurateConfig.model_validate(manifest.config).model_copy(update=update)
     units = [ShardUnit(p, config.batch_rows) for p in sorted((dataset / "data" / SUBSET).glob("*.parquet"))]

@@ -25,11 +25,13 @@ input's removed rows and step stats over and records the input's manifest hash.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,12 +183,25 @@ def _run(job: Job, key: str, executor: LocalExecutor, overwrite: bool) -> None:
         console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
         return
     work = job.out / WORK
-    atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
-                                           "units": [u.describe() for u in job.units]})
-    start = time.perf_counter()
-    plan = executor.run(work, job.units, job.steps)
-    part_plans = [executor.run(part_work(work, p), p.units, p.steps) for p in job.parts]
-    finalize(job, key, plan, time.perf_counter() - start, part_plans)
+    with _sole_run(job.out, work / "lock"):
+        atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
+                                               "units": [u.describe() for u in job.units]})
+        start = time.perf_counter()
+        plan = executor.run(work, job.units, job.steps)
+        part_plans = [executor.run(part_work(work, p), p.units, p.steps) for p in job.parts]
+        finalize(job, key, plan, time.perf_counter() - start, part_plans)
+
+
+@contextlib.contextmanager
+def _sole_run(out: Path, lock: Path) -> Iterator[None]:
+    """Hold `lock` for the run: a second run on the same --out (which would clear the first one's temporary
+    files as its own leftovers) stops with an error instead. The kernel drops the lock with the process."""
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another run is writing {out}", "wait for it to finish, or choose another --out") from None
+        yield
 
 
 def part_work(work: Path, part: Part) -> Path:

@@ -110,8 +110,10 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     path = Path(model_dir) / CONFIG_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a missing path, or a file given for the directory
         raise ArtifactError(f"{model_dir} has no {CONFIG_NAME}: is it a model directory?") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} cannot be read: {e}") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):

@@ -73,23 +73,22 @@ class PrefillToken(BaseModel):
     logprob: float | None
 
 
-class BestOfSequence(BaseModel):
+class _SequenceDetails(BaseModel):
+    """What TGI reports of one generated sequence: the returned one (`Details`) and each other `best_of` one."""
+
+    finish_reason: Literal["length", "eos_token", "stop_sequence"]
+    generated_tokens: int
+    seed: int | None
+    prefill: list[PrefillToken]
+    tokens: list[Token]
+    top_tokens: list[list[Token]] | None = None
+
+
+class BestOfSequence(_SequenceDetails):
     generated_text: str
-    finish_reason: Literal["length", "eos_token", "stop_sequence"]
-    generated_tokens: int
-    seed: int | None
-    prefill: list[PrefillToken]
-    tokens: list[Token]
-    top_tokens: list[list[Token]] | None = None
 
 
-class Details(BaseModel):
-    finish_reason: Literal["length", "eos_token", "stop_sequence"]
-    generated_tokens: int
-    seed: int | None
-    prefill: list[PrefillToken]
-    tokens: list[Token]
-    top_tokens: list[list[Token]] | None = None
+class Details(_SequenceDetails):
     best_of_sequences: list[BestOfSequence] | None = None
 
 
@@ -169,29 +168,34 @@ class StreamOptions(_Lenient):
     include_usage: bool | None = None
 
 
-class CompletionRequest(_Lenient):
+class _OpenAIRequest(_Lenient):
+    """The sampling and streaming fields `/v1/completions` and `/v1/chat/completions` share."""
+
     model: str | None = None
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
-        ..., description="Text, texts, token ids, or lists of token ids (at most max_client_batch_size prompts).")
-    suffix: str | None = Field(None, description="Text after the completion: the prompt becomes the model's "
-                                                 "fill-in-the-middle prompt (422 for a model without FIM tokens).")
     max_tokens: int | None = None
     temperature: float | None = Field(None, description="0 means greedy.")
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    repetition_penalty: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
+    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
+
+
+class CompletionRequest(_OpenAIRequest):
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids (at most max_client_batch_size prompts).")
+    suffix: str | None = Field(None, description="Text after the completion: the prompt becomes the model's "
+                                                 "fill-in-the-middle prompt (422 for a model without FIM tokens).")
+    repetition_penalty: float | None = None
     n: int | None = Field(None, description="Choices per prompt; they share the prompt's KV blocks.")
     best_of: int | None = Field(None, description="Sequences generated per prompt; the n with the highest mean "
                                                   "token logprob are returned (not with stream).")
     logprobs: int | None = Field(None, description="Logprobs of each token and of the `logprobs` most likely ones.")
     echo: bool | None = Field(None, description="Prepend the prompt (and its tokens' logprobs) to the choice.")
-    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
-    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class ChatMessage(_Lenient):
@@ -202,27 +206,15 @@ class ChatMessage(_Lenient):
     tool_call_id: str | None = None
 
 
-class ChatRequest(_Lenient):
-    model: str | None = None
+class ChatRequest(_OpenAIRequest):
     messages: list[ChatMessage]
-    max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     n: int | None = Field(None, description="Choices; they share the prompt's KV blocks.")
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = Field(None, description="Rendered by the model's chat template (422 when "
                                                                  "the template does not take tools).")
     tool_choice: str | dict[str, Any] | None = Field(None, description="`auto` or `none`.")
-    response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
-    speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
 
 
 class Usage(BaseModel):

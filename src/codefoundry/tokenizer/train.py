@@ -19,7 +19,7 @@ from codefoundry.atomic import atomic_write_json
 from codefoundry.config import StageConfig
 from codefoundry.console import console, progress_bar
 from codefoundry.errors import ConfigError, UserError
-from codefoundry.manifest import write_manifest
+from codefoundry.manifest import check_out_dir, write_manifest
 from codefoundry.tokenizer.corpus import (
     SampleStats,
     check_subset_weights,
@@ -32,12 +32,15 @@ from codefoundry.tokenizer.load import load_tokenizer
 from codefoundry.tokenizer.special import EOS, SPECIAL_TOKENS
 
 BYTE_ALPHABET = 256
+MAX_VOCAB = 2**20
+"""`tokenizers` allocates for the whole vocabulary up front (a size of 2**31 aborts the process); the largest
+code tokenizers have a few hundred thousand tokens."""
 
 
 class TokenizerTrainConfig(StageConfig):
     """Settings of `codefoundry tokenizer train`."""
 
-    vocab_size: int = Field(49152, ge=len(SPECIAL_TOKENS) + BYTE_ALPHABET)
+    vocab_size: int = Field(49152, ge=len(SPECIAL_TOKENS) + BYTE_ALPHABET, le=MAX_VOCAB)
     """Tokens in the vocabulary, special tokens included (StarCoder: 49152)."""
     byte_budget: int = Field(1_000_000_000, gt=0)
     """Bytes of code to train on, sampled across languages (the whole dataset if it is smaller)."""
@@ -88,6 +91,7 @@ def train_tokenizer(dataset: str | Path, out_dir: str | Path,
                     config: TokenizerTrainConfig | None = None) -> Path:
     """Train on `dataset`'s shards and save an HF tokenizer directory to `out_dir`."""
     config = config or TokenizerTrainConfig()
+    check_out_dir(out_dir, "tokenizer", {"dataset": dataset})
     shards = dataset_shards(dataset)
     check_subset_weights(shards, config.subset_weights)
     totals = language_bytes(shards, config.subset_weights)

@@ -3,10 +3,10 @@
 The patterns are those of detect-secrets' plugins that BigCode enabled (AWS, GitHub, Slack, Stripe,
 SendGrid, npm, Twilio, Mailchimp, Discord, JWT, Azure storage, Artifactory, Square), with the
 ones detect-secrets added later (GitLab, OpenAI, PyPI, Telegram) and a few it lacks (GitHub
-fine-grained tokens, Mailgun, Google API keys, Hugging Face, Anthropic, npm tokens outside
-`.npmrc`). A prefix this specific is evidence enough: unlike generic high-entropy strings, a match
-is not dropped because its variable name ends in `_ID` or because its letters read like English,
-only when it is a placeholder (`AKIA…EXAMPLE`, `ghp_xxxx…`).
+fine-grained tokens, Slack app-level tokens, Discord webhooks, Mailgun, Google API keys, Hugging Face,
+Anthropic, npm tokens outside `.npmrc`). A prefix this specific is evidence enough: unlike generic
+high-entropy strings, a match is not dropped because its variable name ends in `_ID` or because its
+letters read like English, only when it is a placeholder (`AKIA…EXAMPLE`, `ghp_xxxx…`).
 
 Private keys: the whole body of a PEM/OpenSSH/PGP block (`-----BEGIN … PRIVATE KEY-----` to its
 `END` line, also inside a string with `\\n` escapes, and to the end of the base64 lines when the
@@ -30,6 +30,7 @@ VENDOR_PATTERNS: dict[str, tuple[tuple[str, ...], str, int]] = {
     "github_fine_grained": (("github_pat_",), r"(github_pat_[A-Za-z0-9_]{70,255})", 1),
     "gitlab": ((), r"(gl(?:pat|dt|ft|soat|rt|cbt|ptt|imt)-[A-Za-z0-9_\-]{20,50})(?![A-Za-z0-9_\-])", 1),
     "slack": ((), r"(xox(?:a|b|p|o|s|r|e)-(?:\d+-)+[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)", 1),
+    "slack_app": (("xapp-",), r"(xapp-\d-[A-Za-z0-9]+-\d+-[A-Za-z0-9]+)", 1),
     "slack_webhook": (("hooks.slack.com",), r"(https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/"
                                             r"[A-Za-z0-9_]+)", 1),
     "stripe": (("k_live_",), r"((?:r|s)k_live_[0-9A-Za-z]{24,247})(?![A-Za-z0-9])", 1),
@@ -41,9 +42,13 @@ VENDOR_PATTERNS: dict[str, tuple[tuple[str, ...], str, int]] = {
     "mailchimp": ((), r"-us[0-9]{1,2}(?![A-Za-z0-9])", 0),
     "twilio": ((), r"((?:AC|SK)[0-9a-f]{32})(?![A-Za-z0-9])", 1),
     "google_api_key": ((), r"(AIza[0-9A-Za-z_\-]{35})(?![A-Za-z0-9_\-])", 1),
-    "openai": (("T3BlbkFJ",), r"(sk-[A-Za-z0-9_\-]*[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20})", 1),
+    # project and service-account keys (`sk-proj-…`, `sk-svcacct-…`) carry 58-74 characters, `-` and `_` included,
+    # on each side of the marker: all of them are the secret
+    "openai": (("T3BlbkFJ",), r"(sk-[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,})", 1),
     "anthropic": (("sk-ant-",), r"(sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_\-]{80,})", 1),
     "huggingface": ((), r"(hf_[A-Za-z]{34})(?![A-Za-z0-9_])", 1),
+    "discord_webhook": (("/api/webhooks/",), r"(https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/"
+                                              r"[A-Za-z0-9_\-]{60,})", 1),
     "discord": ((), r"\.[A-Za-z\d_\-]{6}\.[A-Za-z\d_\-]{27,38}(?![A-Za-z0-9_\-])", 0),
     "telegram": ((), r":AA[0-9A-Za-z_\-]{33}(?![A-Za-z0-9_\-])", 0),
     "jwt": (("eyJ",), r"(eyJ[A-Za-z0-9_\-]{10,}={0,2}\.eyJ[A-Za-z0-9_\-]{10,}={0,2}\.[A-Za-z0-9_\-]{16,}={0,2})", 1),

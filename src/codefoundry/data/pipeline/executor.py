@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -342,6 +343,11 @@ def _run_reduce(step: GlobalStep, partition: int, scratch: Path) -> int:
     return partition
 
 
+def _ignore_sigint() -> None:
+    """In a worker: Ctrl-C is the driver's to handle (a worker interrupted mid-task can wedge the pool's queues)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalExecutor:
     """Runs units in `workers` processes (1 = in this process) with a progress bar."""
 
@@ -361,13 +367,20 @@ class LocalExecutor:
                     progress.advance(task)
                 return
             # Workers fork before the progress bar's refresh thread draws anything.
-            with ProcessPoolExecutor(min(self.workers, len(calls)), mp_context=get_context("fork")) as pool:
+            with ProcessPoolExecutor(min(self.workers, len(calls)), mp_context=get_context("fork"),
+                                     initializer=_ignore_sigint) as pool:
                 futures: set[Future[Any]] = {pool.submit(fn, *args) for args in calls}
-                while futures:
-                    done, futures = wait(futures, return_when=FIRST_EXCEPTION)
-                    for fut in done:
-                        fut.result()  # re-raise a worker's exception here
-                        progress.advance(task)
+                try:
+                    while futures:
+                        done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+                        for fut in done:
+                            fut.result()  # re-raise a worker's exception here
+                            progress.advance(task)
+                except BaseException:
+                    # Ctrl-C or a failed unit: the running units finish, the queued ones are not started (the
+                    # pool's exit would run them all first); a rerun resumes from the units that finished
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
 
     def run(self, work: Path, units: Sequence[WorkUnit], steps: Sequence[Step]) -> list[Phase]:
         """Run every phase of every unit under `work` (skipping what is already done)."""

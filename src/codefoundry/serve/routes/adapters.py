@@ -44,7 +44,11 @@ def allowed_path(root: Path | None, path: str) -> Path:
         raise ServeError("forbidden", "loading adapters at run time is off: start the server with --adapter-root DIR "
                                       "(adapters load only from under it)")
     root = root.resolve()
-    target = (root / path).resolve()
+    try:  # a NUL byte, a name longer than the file system allows: refused here, not deep in the loader
+        target = (root / path).resolve()
+        target.exists()
+    except (ValueError, OSError) as e:
+        raise validation(f"adapter path {path[:200]!r} is not a usable path: {type(e).__name__}") from None
     if not target.is_relative_to(root):
         raise ServeError("forbidden", f"adapter path {path!r} is outside --adapter-root")
     return target
