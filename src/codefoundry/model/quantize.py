@@ -73,6 +73,7 @@ class QuantizedLinear(nn.Module):
         # what lets a LoRA adapter that targets q_proj find its rows in qkv_proj
         self.fused_parts: tuple[tuple[str, int], ...] | None = getattr(linear, "fused_parts", None)
         self.packed = weight.device.type == "cpu" and _kernel_works(self)
+        self.cast_output = True            # False: return the compute dtype (`quantize_model`, inner layers)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -90,7 +91,9 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = (x if x.dim() == 2 else x.reshape(-1, self.in_features)).to(self.compute_dtype)
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if x2.dtype != self.compute_dtype:
+            x2 = x2.to(self.compute_dtype)
         if self.packed and x2.shape[0] <= PACKED_KERNEL_MAX_ROWS:
             if self.mode == "int8":
                 y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)
@@ -98,7 +101,10 @@ class QuantizedLinear(nn.Module):
                 y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, self.group_size, self.scale_zeros)
         else:
             y = F.linear(x2, self.dequantized(self.compute_dtype))
-        y = y.to(x.dtype)
+        # the kernel's bf16 result as it is (the next op promotes it, or takes bf16 anyway) unless the caller
+        # needs x's dtype: the logits, and a LoRA hook that adds its update in place
+        if (self.cast_output or self._forward_hooks) and y.dtype != x.dtype:
+            y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y if x.dim() == 2 else y.view(*lead, self.out_features)
@@ -235,7 +241,10 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
             layer_mode = mode
             if child is head or (mode == "int4" and not int4_fits(child.out_features, child.in_features, group_size)):
                 layer_mode = "int8"
-            setattr(parent, name, QuantizedLinear(child, layer_mode, group_size, compute_dtype))
+            layer = QuantizedLinear(child, layer_mode, group_size, compute_dtype)
+            # a bf16 result feeds the next layer without two casts; the logits stay in the model's dtype
+            layer.cast_output = child is head
+            setattr(parent, name, layer)
     if tied is not None:
         emb_name, emb = tied
         owner_name, _, attr = emb_name.rpartition(".")
