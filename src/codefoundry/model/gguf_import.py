@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +277,12 @@ def q4_blocks(tensor: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | N
     return q, d, m
 
 
-def q4_linear_weights(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+def q4_linear_weights(path: str | Path) -> Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Each Q4_0 / Q4_1 matrix of GGUF file `path` as `q4_blocks`, keyed by HF parameter name, in HF's row order.
 
     What `--quantize int4` reads instead of requantizing the dequantized weights: the file's own
     4-bit values and block scales (llama.cpp's row order undone the way `import_gguf` does).
+    A mapping that decodes a matrix when it is looked up, so a layer-by-layer load holds one at a time.
     """
     from gguf import GGMLQuantizationType as Q
 
@@ -293,19 +295,34 @@ def q4_linear_weights(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.T
     n_head = int(meta.get(f"{arch}.attention.head_count", 0))
     kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", n_head))
     names = tensor_names(arch, n_layer)
-    out = {}
-    for tensor in reader.tensors:
-        if tensor.tensor_type not in (Q.Q4_0, Q.Q4_1) or len(tensor.shape) != 2 or tensor.name not in names:
-            continue
+    tensors = {names[t.name]: t for t in reader.tensors
+               if t.tensor_type in (Q.Q4_0, Q.Q4_1) and len(t.shape) == 2 and t.name in names}
+    return _Q4Matrices(tensors, arch, n_head, kv_heads)
+
+
+class _Q4Matrices(Mapping):
+    """HF parameter name → `q4_blocks` of that GGUF tensor, decoded on each lookup."""
+
+    def __init__(self, tensors: dict[str, Any], arch: str, n_head: int, kv_heads: int) -> None:
+        self.tensors, self.arch, self.n_head, self.kv_heads = tensors, arch, n_head, kv_heads
+
+    def __getitem__(self, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        tensor = self.tensors[key]
         q, d, m = q4_blocks(tensor)
-        rows = None
-        if arch == "llama" and tensor.name.endswith("attn_q.weight"):
-            rows = lambda w: from_gguf_rows(w, n_head)                         # noqa: E731
-        elif arch == "llama" and tensor.name.endswith("attn_k.weight"):
-            rows = lambda w: from_gguf_rows(w, kv_heads)                       # noqa: E731
-        elif arch == "starcoder" and tensor.name.endswith("attn_qkv.weight") and kv_heads != 1:
-            rows = lambda w: qkv_from_blocks(w, n_head)                        # noqa: E731
-        if rows is not None:
-            q, d, m = rows(q), rows(d), None if m is None else rows(m)
-        out[names[tensor.name]] = (q, d, m)
-    return out
+        heads = None
+        if self.arch == "llama" and tensor.name.endswith("attn_q.weight"):
+            heads = self.n_head
+        elif self.arch == "llama" and tensor.name.endswith("attn_k.weight"):
+            heads = self.kv_heads
+        if heads is not None:
+            return from_gguf_rows(q, heads), from_gguf_rows(d, heads), None if m is None else from_gguf_rows(m, heads)
+        if self.arch == "starcoder" and tensor.name.endswith("attn_qkv.weight") and self.kv_heads != 1:
+            return (qkv_from_blocks(q, self.n_head), qkv_from_blocks(d, self.n_head),
+                    None if m is None else qkv_from_blocks(m, self.n_head))
+        return q, d, m
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)

@@ -358,7 +358,7 @@ class LoraLayers:
                 return None
             if shared is not None and all(slot != shared for slot, _ in stacked.layout):
                 return None                          # every row's adapter leaves this module alone
-            h = x2 @ stacked.lora_a
+            h = (x2 if x2.dtype == stacked.lora_a.dtype else x2.to(stacked.lora_a.dtype)) @ stacked.lora_a
             if not (shared is not None and len(stacked.layout) == 1):
                 h.mul_(batch.mask(n, stacked.layout, h.dtype))
             out2 = output.reshape(-1, output.shape[-1])   # a view of the output (a copy only if it is strided)

@@ -215,15 +215,15 @@ def plan_step(attn: PagedAttention, window: int | None = None) -> StepPlan:
 def write_kv(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn: PagedAttention) -> None:
     """Store the new tokens' `key`/`value` ([N, kv_heads, head_dim]) at their slots."""
     flat = kv_cache.view(-1, *kv_cache.shape[-2:])
-    rows = attn.plan.write_rows
-    flat.index_copy_(0, rows[0], key.to(kv_cache.dtype))
-    flat.index_copy_(0, rows[1], value.to(kv_cache.dtype))
+    kv = torch.cat((key, value))                  # [2N, kv_heads, hd] in write_rows' order (K rows, then V rows)
+    flat.index_copy_(0, attn.plan.write_rows.view(-1), kv if kv.dtype == flat.dtype else kv.to(flat.dtype))
 
 
 def _gather(kv_cache: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Cache rows `rows` ([2, R]) as [2, R, kv_heads, hd] of `dtype`."""
     flat = kv_cache.view(-1, *kv_cache.shape[-2:])
-    return flat.index_select(0, rows.reshape(-1)).view(2, rows.shape[1], *kv_cache.shape[-2:]).to(dtype)
+    kv = flat.index_select(0, rows.view(-1)).view(2, rows.shape[1], *kv_cache.shape[-2:])
+    return kv if kv.dtype == dtype else kv.to(dtype)
 
 
 def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, attn: PagedAttention,

@@ -38,6 +38,7 @@ QuantizeMode = Literal["int8", "int4"]
 QUANTIZE_MODES: tuple[str, ...] = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 32            # GGUF's Q4 block; the CPU kernel takes 32, 64, 128, 256 dividing K
 PACKED_KERNEL_MAX_ROWS = 32        # above: dequantize and run one dense matmul (measured crossover ~40-80 rows)
+_ROWS_PER_CHUNK = 4096            # rows quantized at once (bounds the float temporaries of a large table)
 _INT4_BLOCK_N = 64                 # the CPU int4 packing interleaves output channels in blocks of 64
 
 
@@ -73,6 +74,7 @@ class QuantizedLinear(nn.Module):
         # what lets a LoRA adapter that targets q_proj find its rows in qkv_proj
         self.fused_parts: tuple[tuple[str, int], ...] | None = getattr(linear, "fused_parts", None)
         self.packed = weight.device.type == "cpu" and _kernel_works(self)
+        self.cast_output = True            # False: return the compute dtype (`quantize_model`, inner layers)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -90,7 +92,9 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = (x if x.dim() == 2 else x.reshape(-1, self.in_features)).to(self.compute_dtype)
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if x2.dtype != self.compute_dtype:
+            x2 = x2.to(self.compute_dtype)
         if self.packed and x2.shape[0] <= PACKED_KERNEL_MAX_ROWS:
             if self.mode == "int8":
                 y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)
@@ -98,7 +102,10 @@ class QuantizedLinear(nn.Module):
                 y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, self.group_size, self.scale_zeros)
         else:
             y = F.linear(x2, self.dequantized(self.compute_dtype))
-        y = y.to(x.dtype)
+        # the kernel's bf16 result as it is (the next op promotes it, or takes bf16 anyway) unless the caller
+        # needs x's dtype: the logits, and a LoRA hook that adds its update in place
+        if (self.cast_output or self._forward_hooks) and y.dtype != x.dtype:
+            y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y if x.dim() == 2 else y.view(*lead, self.out_features)
@@ -134,9 +141,13 @@ def int4_fits(out_features: int, in_features: int, group_size: int = DEFAULT_GRO
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel int8: q [N, K] int8 and scales [N] float32, w ≈ q · s."""
-    w = weight.float()
-    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    for start in range(0, weight.shape[0], _ROWS_PER_CHUNK):     # row by row: the float temporaries of a
+        w = weight[start:start + _ROWS_PER_CHUNK].float()          # chunk, not of a whole vocabulary table
+        s = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        q[start:start + len(w)] = torch.round(w / s[:, None]).clamp(-127, 127)
+        scales[start:start + len(w)] = s
     return q, scales
 
 
@@ -197,8 +208,14 @@ def _kernel_works(layer: QuantizedLinear) -> bool:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.qweight, layer.group_size, layer.scale_zeros)
     except (RuntimeError, NotImplementedError, AttributeError):
         return False
-    ref = F.linear(x.float(), layer.dequantized(torch.float32))
-    return bool(torch.allclose(y.float(), ref, rtol=0.05, atol=0.05 * float(ref.abs().max()) + 1e-3))
+    if layer.mode == "int8":      # a sample of rows: a vocabulary-sized table is not dequantized whole
+        rows = slice(0, 256)
+        ref = F.linear(x.float(), layer.qweight[rows].float() * layer.scales[rows].float()[:, None])
+    else:
+        rows = slice(None)
+        ref = F.linear(x.float(), layer.dequantized(torch.float32))
+    y = y[:, rows].float()
+    return bool(torch.allclose(y, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()) + 1e-3))
 
 
 def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DEFAULT_GROUP_SIZE,
@@ -235,7 +252,10 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
             layer_mode = mode
             if child is head or (mode == "int4" and not int4_fits(child.out_features, child.in_features, group_size)):
                 layer_mode = "int8"
-            setattr(parent, name, QuantizedLinear(child, layer_mode, group_size, compute_dtype))
+            layer = QuantizedLinear(child, layer_mode, group_size, compute_dtype)
+            # a bf16 result feeds the next layer without two casts; the logits stay in the model's dtype
+            layer.cast_output = child is head
+            setattr(parent, name, layer)
     if tied is not None:
         emb_name, emb = tied
         owner_name, _, attr = emb_name.rpartition(".")

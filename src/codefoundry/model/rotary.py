@@ -177,26 +177,36 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.config = config
         self._inv_freq: dict[torch.device, torch.Tensor] = {}   # not a buffer: no dtype casts, no meta tensors
+        self._signs: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [...] → cos, sin [..., head_dim]."""
+        """positions [...] → cos, signed sin [..., 1, head_dim] (see `apply_rotary`), once for every layer."""
         device = positions.device
         if device not in self._inv_freq:
+            half = self.config.head_dim // 2
             self._inv_freq[device] = rope_inverse_frequencies(self.config).to(device)
-        freqs = positions[..., None].float() * self._inv_freq[device]        # (..., hd/2)
-        emb = torch.cat((freqs, freqs), dim=-1)                             # (..., hd)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+            self._signs[device] = torch.cat((torch.full((half,), -1.0), torch.ones(half))).to(device)
+        freqs = positions[..., None, None].float() * self._inv_freq[device]      # (..., 1, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)                                 # (..., 1, hd)
+        # -sin on the first half: x·cos + rotate_half(x)·sin = x·cos + swap_halves(x)·signed_sin, exactly
+        return emb.cos().to(dtype), (emb.sin() * self._signs[device]).to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """HF's rotate_half: [x1 | x2] → [-x2 | x1] (the reference `apply_rotary` is checked against)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [..., heads, hd] by cos/sin [..., hd] (HF's half-split layout, not GPT-J's interleaved one)."""
-    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-    return x * cos + rotate_half(x) * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [..., heads, hd] by `RotaryEmbedding`'s cos / signed sin [..., 1, hd] (HF's half-split layout).
+
+    HF's `x·cos + rotate_half(x)·sin` in three ops: rotate_half(x)·sin = swap_halves(x)·signed_sin,
+    the half swap one `flip` of a [2, hd/2] view (a sign flip is exact, so the numbers are HF's).
+    """
+    hd = x.shape[-1]
+    swapped = x.unflatten(-1, (2, hd // 2)).flip(-2).flatten(-2)
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 class RotaryAttention(nn.Module):
@@ -236,6 +246,8 @@ class RotaryAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x, cos, sin)                          # (B, T, H, hd), (B, T, kv, hd) ×2
+        if v.dtype != q.dtype:       # a quantized qkv_proj answers in bf16; the float32 rotation promoted q and k
+            v = v.to(q.dtype)
         mask = None
         if self.window is not None and self.window < T:          # causal and at most `window` keys back
             i = torch.arange(T, device=x.device)
@@ -290,8 +302,7 @@ class RotaryModel(nn.Module):
         """input_ids [B, T] → final hidden states [B, T, C] (positions 0..T-1)."""
         x = self.embed_tokens(input_ids)
         x = F.dropout(x, p=self.embedding_dropout, training=self.training)
-        cos, sin = self.rotary_emb(torch.arange(input_ids.shape[1], device=input_ids.device), x.dtype)  # (T, hd)
-        cos, sin = cos[None], sin[None]                                                               # (1, T, hd)
+        cos, sin = self.rotary_emb(torch.arange(input_ids.shape[1], device=input_ids.device), x.dtype)  # (T, 1, hd)
         for layer in self.layers:
             x = layer(x, cos, sin)
         return self.norm(x)
@@ -302,7 +313,7 @@ class RotaryModel(nn.Module):
         if len(kv_caches) != len(self.layers):
             raise ValueError(f"{len(kv_caches)} KV caches for {len(self.layers)} layers")
         x = self.embed_tokens(input_ids)                        # (N, C)
-        cos, sin = self.rotary_emb(positions, x.dtype)          # (N, hd) each
+        cos, sin = self.rotary_emb(positions, x.dtype)          # (N, 1, hd) each, shared by the layers
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer.forward_paged(x, cos, sin, kv_cache, attn)
         return self.norm(x[attn.logits_indices])               # (L, C): only the rows that need logits
