@@ -41,7 +41,10 @@ def test_adapter_scores_equal_the_merged_models(adapted: tuple[Path, Path, Path]
                                                 train_dataset_dir: Path) -> None:
     base, adapter, merged = adapted
     common = {"tasks": TASKS, "limit": 2, "max_new_tokens": 8, "temperature": 0, "workers": 2, "ks": [1]}
+    card = (base / "README.md").read_text()
     run_eval(tmp_path / "adapter", EvalConfig(model=base, adapter=adapter, **common))
+    assert (base / "README.md").read_text() == card                   # the scores are the adapter's: its card has them
+    assert "humaneval-infilling-single-line" in (adapter / "README.md").read_text()
     run_eval(tmp_path / "merged", EvalConfig(model=merged, **common))
     run_eval(tmp_path / "base", EvalConfig(model=base, **common))
     with_adapter, folded, plain = (_rows(tmp_path / name / "samples.jsonl") for name in ("adapter", "merged", "base"))
@@ -59,9 +62,6 @@ def test_adapter_scores_equal_the_merged_models(adapted: tuple[Path, Path, Path]
     assert any(row["role"].startswith("adapter:") for row in results["model_lineage"])
     manifest = read_manifest(tmp_path / "adapter", kind="eval")
     assert set(manifest.inputs) == {"model", "adapter"}
-    # the scores went to the adapter's card, not the base's
-    assert "humaneval-infilling-single-line" in (adapter / "README.md").read_text()
-    assert "codefoundry_task" not in (base / "README.md").read_text()
 
 
 def test_adapter_flag_mistakes_are_one_error_line(adapted: tuple[Path, Path, Path], tmp_path: Path,
