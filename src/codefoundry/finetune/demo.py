@@ -111,13 +111,13 @@ PREFIX_TOKENS, SUFFIX_TOKENS = 128, 64
 
 
 def demo_config(seconds: float, seed: int) -> FinetuneConfig:
-    # one micro-batch of 8 requests per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 1e-3 (StarCoder's
-    # fine-tune: 1e-4) because the run is that short and the adapter small
+    # one micro-batch of 8 requests per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
+    # fine-tune: 1e-4) because the run is that short, and only the holes' few tokens are learned
     steps_between = 10
     data = FinetuneDataSettings(fim_holes="lines", fim_max_prefix_tokens=PREFIX_TOKENS,
                                 fim_max_suffix_tokens=SUFFIX_TOKENS, validation_fraction=0.05)
     return FinetuneConfig(lora=LoraSettings(), data=data, seq_len=512, micro_batch_size=8, grad_accum=1,
-                          max_time=seconds, lr=1e-3, warmup_steps=5, eval_interval=steps_between,
+                          max_time=seconds, lr=2e-3, warmup_steps=5, eval_interval=steps_between,
                           eval_max_sequences=32, checkpoint_interval=steps_between, seed=seed)
 
 
