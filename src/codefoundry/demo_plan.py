@@ -16,7 +16,7 @@ class DemoPlan:
     tokenizer_bytes: int           # 20 MB of code to train the tokenizer on
     vocab_size: int                # 8192
     pretrain_s: float              # 135 s of `small` pretraining
-    finetune_s: float              # 225 s of LoRA fine-tuning
+    finetune_s: float              # 405 s of LoRA fine-tuning on line-level FIM (the quiet run's spare minutes)
     humaneval_limit: int           # the first 32 HumanEval problems, greedy (SmolLM2 solves 4 of them)
     infilling_limit: int           # the first 40 single-line infilling problems, greedy
     humaneval_new_tokens: int = 160
@@ -32,7 +32,7 @@ class DemoPlan:
                    tokenizer_bytes=max(200_000, round(20_000_000 * scale)),
                    vocab_size=8192 if scale >= 0.3 else 2048,
                    pretrain_s=max(5.0, 0.15 * budget_s),
-                   finetune_s=max(5.0, 0.25 * budget_s),
+                   finetune_s=max(5.0, 0.45 * budget_s),
                    humaneval_limit=max(2, min(164, round(32 * scale))),
                    infilling_limit=max(2, min(1033, round(40 * scale))),
                    humaneval_new_tokens=160 if scale >= 0.3 else 24,

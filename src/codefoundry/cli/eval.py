@@ -18,6 +18,7 @@ COMMAND = {
         "--temperature 0.2 --out eval/",
         "codefoundry eval --task multiple-js --endpoint http://127.0.0.1:8000 --api openai --api-key K --out eval/",
         "codefoundry eval --task humaneval-infilling-single-line --model model/ --max-new-tokens 25 --out eval/",
+        "codefoundry eval --task humaneval --model base/ --adapter adapters/code --out eval/",
         "codefoundry eval --task my_tasks.jsonl --endpoint http://127.0.0.1:8080 --out eval/",
     ),
 }
@@ -30,6 +31,9 @@ def command(
                                       show_default=False)],
     out: OutOpt,
     model: ModelOpt = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="A LoRA adapter directory for --model, "
+                                                 "applied without writing a merged model.", show_default=False)
+                       ] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="TGI or OpenAI-compatible server URL.",
                                                  show_default=False)] = None,
     api: Annotated[str | None, typer.Option("--api", help="Endpoint protocol: tgi (default) or openai.",
@@ -63,7 +67,7 @@ def command(
     from codefoundry.eval import EvalConfig, run_eval
 
     tasks = [t.strip() for t in task.split(",") if t.strip()] or None
-    flags = {"tasks": tasks, "model": model, "endpoint": endpoint, "api": api, "api_key": api_key,
+    flags = {"tasks": tasks, "model": model, "adapter": adapter, "endpoint": endpoint, "api": api, "api_key": api_key,
              "n_samples": n_samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
              "limit": limit, "strip_prompt": False if no_strip_prompt else None, "timeout": timeout, "seed": seed,
              "workers": workers, "quantize": quantize}

@@ -15,6 +15,7 @@ FINETUNE_EXAMPLES = examples(
     "codefoundry finetune --model SmolLM2-135M-Instruct.Q4_1.gguf --data instructions.jsonl --out adapters/mine "
     "--max-steps 200",
     "codefoundry finetune --model model/ --data dataset/ --out adapters/my-code --lora-r 8 --max-time 10m",
+    "codefoundry finetune --model model/ --data dataset/ --out adapters/fim --fim-holes lines --lr 1e-3 --max-time 5m",
     "codefoundry finetune --model model/ --data commits.jsonl --out adapters/commits --target-modules c_attn",
     "codefoundry finetune --model model/ --data instructions.jsonl --out adapters/mine --resume",
 )
@@ -65,6 +66,9 @@ def finetune(
     validation_fraction: Annotated[float | None, typer.Option("--validation-fraction",
                                                               help="Share of rows held out (default 0.1).")] = None,
     fim_rate: Annotated[float | None, typer.Option("--fim-rate", help="dataset/ only: FIM probability.")] = None,
+    fim_holes: Annotated[str | None, typer.Option(
+        "--fim-holes", help="dataset/ only: documents (pretraining's FIM, default) or lines (IDE-style requests: "
+                            "a hole of 1-3 lines in a short window, only the middle learned).")] = None,
     eval_interval: Annotated[int | None, typer.Option("--eval-interval", min=1)] = None,
     checkpoint_interval: Annotated[int | None, typer.Option("--checkpoint-interval", min=1)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda, cpu (default: cuda when available).")
@@ -87,7 +91,8 @@ def finetune(
                        seed=seed, **{"lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,
-                                     "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate})
+                                     "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate,
+                                     "data.fim_holes": fim_holes})
     run_finetune(model, data, out, cfg, resume=resume)
 
 

@@ -5,8 +5,8 @@ through the sandbox; the subsets' sizes come from the demo's budget and are writ
 results.json (`config.limit`) and printed. The three models:
 
     model       the `small` preset pretrained from scratch (expect pass@1 0: minutes of CPU)
-    base        SmolLM2-135M-Instruct as shipped
-    finetuned   the same with the LoRA adapter trained on the curated code merged in
+    base        SmolLM2-135M-Instruct as shipped (+ StarCoder's FIM tokens)
+    finetuned   base/ with the LoRA adapter adapters/code (`eval --adapter`: folded in memory, no merged copy)
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 
 HUMANEVAL, INFILLING = "humaneval", "humaneval-infilling-single-line"
 MODELS = {"model": "pretrained from scratch (small)", "base": "SmolLM2-135M base", "finetuned": "SmolLM2-135M + LoRA"}
+# what each evaluated name is made of under out/: (model dir, adapter dir or None)
+SOURCES = {"model": ("model", None), "base": ("base", None), "finetuned": ("base", "adapters/code")}
 
 
-def demo_configs(model: Path, plan: DemoPlan, workers: int | None, seed: int) -> list[EvalConfig]:
+def demo_configs(model: Path, plan: DemoPlan, workers: int | None, seed: int,
+                 adapter: Path | None = None) -> list[EvalConfig]:
     """One config per task: each has its own problem limit and completion length."""
-    common = {"model": model, "temperature": 0, "n_samples": 1, "ks": [1], "seed": seed, "workers": workers}
+    common = {"model": model, "adapter": adapter, "temperature": 0, "n_samples": 1, "ks": [1], "seed": seed,
+              "workers": workers}
     return [EvalConfig(tasks=[HUMANEVAL], limit=plan.humaneval_limit, max_new_tokens=plan.humaneval_new_tokens,
                        **common),
             EvalConfig(tasks=[INFILLING], limit=plan.infilling_limit, max_new_tokens=plan.infilling_new_tokens,
@@ -38,20 +42,24 @@ def demo_configs(model: Path, plan: DemoPlan, workers: int | None, seed: int) ->
 
 
 def run_demo_stage(out: Path, name: str, plan: DemoPlan, workers: int | None, seed: int) -> Path:
-    """Evaluate `out/<name>` into `out/eval/<name>/<task>/`, then mark `out/eval/<name>` done with a manifest."""
+    """Evaluate `name` (see SOURCES) into `out/eval/<name>/<task>/`, then mark `out/eval/<name>` done with a
+    manifest."""
     from codefoundry.manifest import write_manifest
 
-    model = out / name
-    if not (model / "manifest.json").exists():
-        raise UserError(f"{model} is missing: an earlier demo stage makes it")
+    model_name, adapter_name = SOURCES[name]
+    model, adapter = out / model_name, out / adapter_name if adapter_name else None
+    for needed in (model, adapter):
+        if needed is not None and not (needed / "manifest.json").exists():
+            raise UserError(f"{needed} is missing: an earlier demo stage makes it")
     dest = out / "eval" / name
-    for config in demo_configs(model, plan, workers, seed):
+    for config in demo_configs(model, plan, workers, seed, adapter):
         task_dir = dest / config.tasks[0]
         if not (task_dir / "manifest.json").exists():       # each task's own run resumes from its samples
             task_dir.mkdir(parents=True, exist_ok=True)
             run_eval(task_dir, config)
     write_manifest(dest, "eval-demo", {"humaneval_limit": plan.humaneval_limit,
-                                       "infilling_limit": plan.infilling_limit}, seed=seed, inputs={"model": model},
+                                       "infilling_limit": plan.infilling_limit}, seed=seed,
+                   inputs={"model": model, **({"adapter": adapter} if adapter else {})},
                    extra={"tasks": [HUMANEVAL, INFILLING]})
     return dest
 

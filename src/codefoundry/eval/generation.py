@@ -293,17 +293,22 @@ def _fit_max_new_tokens(r: httpx.Response) -> int | None:
 class LocalGenerator:
     """Completions from a model directory through `codefoundry.generate` (batched, paged KV cache)."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu", quantize: str | None = None) -> None:
+    def __init__(self, model_dir: Path, device: str = "cpu", quantize: str | None = None,
+                 adapter: Path | None = None) -> None:
         from codefoundry.model import load_model
         from codefoundry.tokenizer import load_tokenizer
 
-        self.model_dir = model_dir
-        self.model = load_model(model_dir, device=device, quantize=quantize)
+        self.model_dir, self.adapter = model_dir, adapter
+        if adapter is None:
+            self.model = load_model(model_dir, device=device, quantize=quantize)
+        else:
+            self.model = with_adapter(load_model(model_dir, device=device), adapter, quantize)
         self.model.eval()
         self.tokenizer = load_tokenizer(model_dir)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": str(self.model_dir.resolve())}
+        return {"model": str(self.model_dir.resolve()),
+                **({"adapter": str(self.adapter.resolve())} if self.adapter is not None else {})}
 
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
         from codefoundry.generate import SamplingParams, generate
@@ -320,3 +325,16 @@ class LocalGenerator:
             params.append(SamplingParams.from_openai(temperature=sampling.temperature, top_p=sampling.top_p,
                                                      max_new_tokens=room, stop=req.stop, seed=req.seed))
         return [c.text for c in generate(self.model, self.tokenizer, prompts, params)]
+
+
+def with_adapter(model: Any, adapter: Path, quantize: str | None = None) -> Any:
+    """`model` with the LoRA `adapter` folded into its weights in memory (what `finetune merge` saves, without
+    writing it), then quantized when asked."""
+    from codefoundry.finetune.lora import open_adapter
+
+    merged = open_adapter(model, adapter).merge_and_unload()
+    if quantize:
+        from codefoundry.model.quantize import quantize_model
+
+        merged = quantize_model(merged, quantize)
+    return merged

@@ -5,7 +5,7 @@
       results.json     metrics per task (pass@k, exact match, verdict counts), config, model lineage,
                        contamination check, sandbox isolation
       results.md       the same metrics as a markdown table
-      manifest.json    inputs: the model dir when local; the endpoint in `extra`
+      manifest.json    inputs: the model dir (and --adapter's) when local; the endpoint in `extra`
 
 Problems are processed in chunks; each finished problem's samples are appended to
 `samples.jsonl`, so an interrupted run resumes where it stopped (same --out, same settings).
@@ -44,7 +44,7 @@ from codefoundry.manifest import lineage, write_manifest
 
 SAMPLES = "samples.jsonl"
 VERDICT_RULES = 2  # bumped whenever how a program is judged changes: older verdicts are recomputed
-RUN_KEYS = ("tasks", "model", "endpoint", "api", "n_samples", "temperature", "top_p", "max_new_tokens",
+RUN_KEYS = ("tasks", "model", "adapter", "endpoint", "api", "n_samples", "temperature", "top_p", "max_new_tokens",
             "limit", "seed", "strip_prompt")
 
 
@@ -54,6 +54,9 @@ class EvalConfig(StageConfig):
     tasks: list[str] = Field(default_factory=lambda: ["humaneval"])
     model: Path | None = None
     """A local model/ artifact, generated through codefoundry.generate."""
+    adapter: Path | None = None
+    """A LoRA adapter (PEFT directory) for the local --model, folded into its weights in memory; its
+    lineage (the datasets that trained it) counts in the contamination check."""
     endpoint: str | None = None
     """A TGI or OpenAI-compatible server URL."""
     api: Literal["tgi", "openai"] = "tgi"
@@ -165,6 +168,12 @@ def comparability(tasks: list[Task], config: EvalConfig) -> dict[str, Any]:
 def make_generator(config: EvalConfig) -> Generator:
     if (config.model is None) == (config.endpoint is None):
         raise UserError("give exactly one of --model DIR or --endpoint URL")
+    if config.adapter is not None and config.model is None:
+        raise UserError("--adapter needs --model (the base model it was trained on)",
+                        "for a server, name the adapter in its request parameters instead")
+    if config.adapter is not None and not (config.adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {config.adapter} is not a PEFT adapter directory (no adapter_config.json)",
+                        "make one with: codefoundry finetune --out DIR")
     if config.endpoint is not None:
         return EndpointGenerator(config.endpoint, config.api, config.api_key, config.concurrency,
                                  config.max_retries, config.request_timeout)
@@ -174,7 +183,7 @@ def make_generator(config: EvalConfig) -> Generator:
     model = resolve_model_path(config.model)                # a .gguf file: the directory it imports to
     if not (model / "config.json").exists():
         raise UserError(f"{config.model} is not a model directory (no config.json)")
-    return LocalGenerator(model, config.device, config.quantize)
+    return LocalGenerator(model, config.device, config.quantize, config.adapter)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -258,10 +267,14 @@ def _markdown(results: dict[str, Any], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lineage(model: Path | None) -> list[dict[str, Any]]:
+def _lineage(model: Path | None, adapter: Path | None = None) -> list[dict[str, Any]]:
     if model is None:
         return []
-    return [{"role": role, "kind": m.kind, "path": str(path), "created": m.created} for role, path, m in lineage(model)]
+    rows = [{"role": role, "kind": m.kind, "path": str(path), "created": m.created} for role, path, m in lineage(model)]
+    if adapter is not None:
+        rows += [{"role": f"adapter:{role}", "kind": m.kind, "path": str(path), "created": m.created}
+                 for role, path, m in lineage(adapter)]
+    return rows
 
 
 def run_eval(out: Path, config: EvalConfig) -> Path:
@@ -299,8 +312,9 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
         "results": results,
         "config": cfg,
         "source": generator.describe(),
-        "model_lineage": _lineage(config.model),
-        "contamination": contamination_report(config.model, tasks),
+        "model_lineage": _lineage(config.model, config.adapter),
+        "contamination": contamination_report(config.model, tasks,
+                                              [config.adapter] if config.adapter is not None else []),
         "settings": comparability(tasks, config),
         "sandbox": {**sandbox.isolation(), "launch_retries": sandbox.retries},
         "programs_executed": executor.executed,
@@ -308,12 +322,14 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     }
     atomic_write_json(out / "results.json", document)
     atomic_write_text(out / "results.md", _markdown(results, source))
-    has_manifest = config.model is not None and (config.model / "manifest.json").exists()
-    write_manifest(out, "eval", cfg, seed=config.seed, inputs={"model": config.model} if has_manifest else None,
+    inputs = {role: path for role, path in (("model", config.model), ("adapter", config.adapter))
+              if path is not None and (path / "manifest.json").exists()}
+    write_manifest(out, "eval", cfg, seed=config.seed, inputs=inputs or None,
                    extra={"endpoint": config.endpoint, "api": config.api if config.endpoint else None,
-                          "tasks": names, "model": str(config.model) if config.model else None})
+                          "tasks": names, "model": str(config.model) if config.model else None,
+                          "adapter": str(config.adapter) if config.adapter else None})
     if config.model is not None:
         from codefoundry.eval.card import update_model_index
 
-        update_model_index(config.model, results)
+        update_model_index(config.adapter or config.model, results)   # the scores are the adapter's, not the base's
     return out

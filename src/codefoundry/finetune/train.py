@@ -20,6 +20,7 @@ from codefoundry.errors import ArtifactError, UserError
 from codefoundry.finetune.card import base_model_facts, write_adapter_card
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import dataset_batches, jsonl_batches
+from codefoundry.finetune.lines import LineFimSettings, line_fim_batches
 from codefoundry.finetune.loop import FinetuneResult, finetune_loop
 from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
 from codefoundry.manifest import MANIFEST_NAME, read_manifest, write_manifest
@@ -80,7 +81,11 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     tokenizer = load_tokenizer(base_dir)
     out.mkdir(parents=True, exist_ok=True)
     fim_rate = None
-    if data.is_dir():
+    if data.is_dir() and config.data.fim_holes == "lines":
+        train, val, report = line_fim_batches(data, tokenizer, config.seed, config.data.validation_fraction,
+                                              line_settings(config))
+        fim_rate = 1.0
+    elif data.is_dir():
         train, val, report, fim_rate = dataset_batches(data, base_dir, tokenizer, out, config)
     else:
         train, val, report = jsonl_batches(data, tokenizer, config)
@@ -113,6 +118,12 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
              results["val_loss_before"], results["val_loss"], results["tokens_per_s"],
              (results["peak_memory_bytes"] or 0) / 2**20, results["peak_memory_kind"])
     return out
+
+
+def line_settings(config: FinetuneConfig) -> LineFimSettings:
+    d = config.data
+    return LineFimSettings(max_prefix_tokens=d.fim_max_prefix_tokens, max_suffix_tokens=d.fim_max_suffix_tokens,
+                           max_lines=d.fim_max_lines, spm_rate=d.fim_spm_rate).fitted(config.seq_len)
 
 
 def _results(result: FinetuneResult, trainable: int, total: int, targets: list[str],

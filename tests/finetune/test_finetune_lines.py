@@ -1,0 +1,121 @@
+"""Line-level FIM examples: the token layout (PSM and SPM), the loss mask (middle + EOS only), the windows,
+the holes (whole non-blank lines), determinism, and a fine-tune on a curated dataset/ with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_finetune_lora import make_base
+
+from codefoundry.cli import run
+from codefoundry.finetune.data import IGNORE, ExampleBatches
+from codefoundry.finetune.lines import FimIds, LineFimSettings, build_examples, cut_hole, line_fim_example
+from codefoundry.tokenizer import load_tokenizer
+
+TEXT = ("import os\n\n\ndef area(w, h):\n    \"\"\"The area.\"\"\"\n    result = w * h\n    return result\n\n\n"
+        "def perimeter(w, h):\n    return 2 * (w + h)\n")
+
+
+def _rng(seed: int) -> np.random.RandomState:
+    return np.random.RandomState(seed)
+
+
+def _split(example, ids: FimIds) -> tuple[list[int], list[int]]:
+    """(prompt ids, learned ids) of an example."""
+    tokens = example.ids.tolist()
+    return tokens[:example.n_prompt], tokens[example.n_prompt:]
+
+
+@pytest.fixture(scope="module")
+def tok(train_tokenizer_dir: Path):
+    return load_tokenizer(train_tokenizer_dir)
+
+
+def test_psm_layout_and_only_the_middle_and_eos_are_learned(tok) -> None:
+    ids = FimIds.from_tokenizer(tok)
+    settings = LineFimSettings(spm_rate=0.0, max_lines=1)
+    for seed in range(20):
+        prefix, middle, suffix = cut_hole(TEXT, _rng(seed), 1)
+        example = line_fim_example(TEXT, _rng(seed), tok, ids, settings)
+        enc = lambda s: tok.encode(s, add_special_tokens=False)   # noqa: E731
+        assert prefix + middle + suffix == TEXT and middle.count("\n") == 1 and middle.strip()
+        assert middle in TEXT.splitlines(keepends=True)                       # one whole line of the file
+        prompt, learned = _split(example, ids)
+        assert prompt == [ids.prefix, *enc(prefix), ids.suffix, *enc(suffix), ids.middle]
+        assert learned == [*enc(middle), ids.eos] and ids.eos == tok.eos_token_id
+        # the batch: inputs shifted against labels; every target before the middle ignored, the middle and EOS kept
+        batch = ExampleBatches([example], seed=0, pad_id=0, shuffle=False).batch([0])
+        labels = batch.y[0].tolist()
+        assert labels[:len(prompt) - 1] == [IGNORE] * (len(prompt) - 1)
+        assert labels[len(prompt) - 1:] == learned
+        assert batch.x[0].tolist() == example.ids[:-1].tolist()
+
+
+def test_spm_puts_the_prefix_after_fim_middle_unlearned(tok) -> None:
+    ids = FimIds.from_tokenizer(tok)
+    enc = lambda s: tok.encode(s, add_special_tokens=False)   # noqa: E731
+    prefix, middle, suffix = cut_hole(TEXT, _rng(3), 2)
+    example = line_fim_example(TEXT, _rng(3), tok, ids, LineFimSettings(spm_rate=1.0, max_lines=2))
+    prompt, learned = _split(example, ids)
+    assert prompt == [ids.prefix, ids.suffix, *enc(suffix), ids.middle, *enc(prefix)]
+    assert learned == [*enc(middle), ids.eos]
+
+
+def test_windows_keep_the_tokens_next_to_the_hole(tok) -> None:
+    ids = FimIds.from_tokenizer(tok)
+    text = "".join(f"value_{i} = compute({i}, {i * 7})\n" for i in range(200))
+    settings = LineFimSettings(max_prefix_tokens=24, max_suffix_tokens=10, spm_rate=0.0, max_lines=1)
+    for seed in range(10):
+        prefix, _, suffix = cut_hole(text, _rng(seed), 1)
+        example = line_fim_example(text, _rng(seed), tok, ids, settings)
+        prompt, _ = _split(example, ids)
+        cut = prompt.index(ids.suffix)
+        p, s = prompt[1:cut], prompt[cut + 1:-1]
+        assert len(p) <= 24 and len(s) <= 10
+        if prefix:
+            assert prefix.endswith(tok.decode(p))                      # the prefix's end, next to the hole
+        if suffix:
+            assert suffix.startswith(tok.decode(s))                    # the suffix's start
+    fitted = LineFimSettings().fitted(64)                               # every example fits a 64-token sequence
+    assert fitted.max_prefix_tokens + fitted.max_suffix_tokens + fitted.max_middle_tokens + 4 <= 65
+    assert LineFimSettings().fitted(4096) == LineFimSettings()
+    examples = build_examples([text, TEXT * 20], tok, fitted, seed=1)
+    assert examples and max(len(e.ids) for e in examples) <= 65
+
+
+def test_holes_are_whole_non_blank_lines_and_examples_repeat_with_the_seed(tok) -> None:
+    assert cut_hole("\n   \n\t\n", _rng(0), 3) is None
+    assert line_fim_example("\n\n", _rng(0), tok, FimIds.from_tokenizer(tok), LineFimSettings()) is None
+    sizes = set()
+    for seed in range(60):
+        _, middle, _ = cut_hole(TEXT, _rng(seed), 3)
+        assert middle.splitlines()[0].strip() and middle.endswith("\n")
+        sizes.add(len(middle.splitlines()))
+    assert sizes == {1, 2, 3}                                           # one line, and the multi-line holes
+    long_line = "x = [" + ", ".join(str(i) for i in range(400)) + "]\n"
+    assert line_fim_example(long_line, _rng(0), tok, FimIds.from_tokenizer(tok),
+                            LineFimSettings(max_middle_tokens=32)) is None   # a hole too long to learn from
+    docs = [TEXT, TEXT.upper(), "\n"]
+    first, again = (build_examples(docs, tok, LineFimSettings(), seed=5) for _ in range(2))
+    assert len(first) == 2 and all(np.array_equal(a.ids, b.ids) for a, b in zip(first, again, strict=True))
+    other = build_examples(docs, tok, LineFimSettings(), seed=6)
+    assert any(not np.array_equal(a.ids, b.ids) for a, b in zip(first, other, strict=True))
+
+
+def test_finetune_on_line_fim_requests_from_a_dataset(tmp_path: Path, train_dataset_dir: Path,
+                                                      train_tokenizer_dir: Path) -> None:
+    base = make_base("gpt_bigcode", train_tokenizer_dir, tmp_path / "base")
+    out = tmp_path / "adapters" / "fim"
+    assert run(["finetune", "--model", str(base), "--data", str(train_dataset_dir), "--out", str(out),
+                "--fim-holes", "lines", "--max-steps", "2", "--lora-r", "2", "--seq-len", "64",
+                "--micro-batch-size", "2", "--device", "cpu"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    training, data = manifest["extra"]["training"], manifest["extra"]["data"]
+    assert training["fim_rate"] == 1.0 and training["steps"] == 2 and training["tokens"] > 0
+    assert data["format"] == "dataset-fim-lines" and data["train_sequences"] > 0 and data["validation_sequences"] > 0
+    assert manifest["config"]["data"]["fim_holes"] == "lines"
+    assert set(manifest["inputs"]) == {"model", "dataset"}
+    assert not (out / "tokens").exists()                               # nothing packed: the windows are cut from text
