@@ -119,3 +119,23 @@ def test_finetune_on_line_fim_requests_from_a_dataset(tmp_path: Path, train_data
     assert manifest["config"]["data"]["fim_holes"] == "lines"
     assert set(manifest["inputs"]) == {"model", "dataset"}
     assert not (out / "tokens").exists()                               # nothing packed: the windows are cut from text
+
+
+def test_below_fim_rate_one_a_request_is_its_left_to_right_twin(tok) -> None:
+    ids = FimIds.from_tokenizer(tok)
+    enc = lambda s: tok.encode(s, add_special_tokens=False)   # noqa: E731
+    kinds = set()
+    for seed in range(40):
+        prefix, middle, suffix = cut_hole(TEXT, _rng(seed), 1)
+        fim_only = line_fim_example(TEXT, _rng(seed), tok, ids, LineFimSettings(spm_rate=0.0, max_lines=1))
+        mixed = line_fim_example(TEXT, _rng(seed), tok, ids,
+                                 LineFimSettings(spm_rate=0.0, max_lines=1, fim_rate=0.5))
+        prompt, learned = _split(mixed, ids)
+        if ids.middle in prompt:                                   # a FIM request, as at rate 1
+            assert mixed.ids.tolist() == fim_only.ids.tolist()
+            kinds.add("fim")
+        else:                                                      # prefix, then the hole and suffix learned, no EOS
+            assert prefix and prompt == enc(prefix) and learned == [*enc(middle), *enc(suffix)]
+            assert ids.eos not in learned
+            kinds.add("left-to-right")
+    assert kinds == {"fim", "left-to-right"}

@@ -42,12 +42,12 @@ class FinetuneDataSettings(StageConfig):
     """Share of rows (JSONL) or repositories (dataset/) held out for the validation loss."""
     fim_rate: float | None = Field(None, ge=0, le=1)
     """dataset/ only: FIM probability per document (None: 0.5, as in pretraining, when the tokenizer
-    has the FIM tokens, else 0)."""
+    has the FIM tokens, else 0); with fim_holes=lines, per request (None: 1; the rest left-to-right)."""
     fim_spm_rate: float = Field(0.5, ge=0, le=1)
     fim_holes: Literal["documents", "lines"] = "documents"
     """dataset/ only. documents: pretraining's FIM on seq_len chunks, every token learned. lines: one
     IDE-style request per example (`codefoundry.finetune.lines`): a hole of 1..fim_max_lines whole lines
-    between short prefix/suffix windows, FIM rate 1, only the middle and its EOS learned."""
+    between short prefix/suffix windows (FIM rate 1 unless fim_rate says), only the middle and its EOS learned."""
     fim_max_prefix_tokens: int = Field(256, ge=0)
     """lines: prefix window before the hole, in tokens."""
     fim_max_suffix_tokens: int = Field(128, ge=0)

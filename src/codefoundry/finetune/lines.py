@@ -4,7 +4,9 @@ An editor's completion request is a short window of the file around the cursor w
 one line (sometimes a few) in it. Document-level FIM (`codefoundry.train.fim`) cuts holes of any
 length at random characters in seq_len chunks, and learns every token of the chunk; in minutes of
 CPU it does not teach a model to answer a one-line hole and stop. Here every example is one such
-request, and only the answer is learned:
+request (or, at `fim_rate` < 1, its left-to-right twin: the prefix window, then the lines after it
+learned without an EOS, so plain completion does not learn to stop early), and only the answer is
+learned:
 
     file lines:  … │ prefix lines (≤ max_prefix_tokens) │ hole: 1–max_lines lines │ suffix (≤ max_suffix_tokens) │ …
 
@@ -40,6 +42,7 @@ class LineFimSettings:
     max_lines: int = 3            # holes of 1..max_lines lines; one line half of the time (IDE completions)
     max_middle_tokens: int = 96   # a longer hole (a minified line, a data table) is no example
     spm_rate: float = 0.5
+    fim_rate: float = 1.0         # the rest are left-to-right: the prefix window, then its next lines learned
     chars_per_token: float = 3.0  # how many characters of each window to tokenize before cutting to budget
 
     def fitted(self, seq_len: int) -> LineFimSettings:
@@ -117,6 +120,9 @@ def line_fim_example(text: str, rng: np.random.RandomState, tokenizer, ids: FimI
     m = [*encode(middle), ids.eos]
     if len(m) > settings.max_middle_tokens + 1:
         return None
+    # drawn only below rate 1, so a FIM-only run's examples stay what they were
+    if settings.fim_rate < 1 and p and rng.random_sample() >= settings.fim_rate:
+        return Example(np.asarray(p + m[:-1] + s, dtype=np.int64), len(p))   # no EOS: a completion goes on
     prompt = [ids.prefix, ids.suffix, *s, ids.middle, *p] if spm else [ids.prefix, *p, ids.suffix, *s, ids.middle]
     return Example(np.asarray(prompt + m, dtype=np.int64), len(prompt))
 

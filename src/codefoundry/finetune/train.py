@@ -84,7 +84,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     if data.is_dir() and config.data.fim_holes == "lines":
         train, val, report = line_fim_batches(data, tokenizer, config.seed, config.data.validation_fraction,
                                               line_settings(config))
-        fim_rate = 1.0
+        fim_rate = line_settings(config).fim_rate
     elif data.is_dir():
         train, val, report, fim_rate = dataset_batches(data, base_dir, tokenizer, out, config)
     else:
@@ -123,7 +123,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
 def line_settings(config: FinetuneConfig) -> LineFimSettings:
     d = config.data
     return LineFimSettings(max_prefix_tokens=d.fim_max_prefix_tokens, max_suffix_tokens=d.fim_max_suffix_tokens,
-                           max_lines=d.fim_max_lines, spm_rate=d.fim_spm_rate).fitted(config.seq_len)
+                           max_lines=d.fim_max_lines, spm_rate=d.fim_spm_rate,
+                           fim_rate=1.0 if d.fim_rate is None else d.fim_rate).fitted(config.seq_len)
 
 
 def _results(result: FinetuneResult, trainable: int, total: int, targets: list[str],
