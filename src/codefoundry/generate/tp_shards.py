@@ -231,16 +231,9 @@ def attach_gguf_int4(model: nn.Module, path: str | Path) -> None:
     """Give `model`'s linear layers the Q4 blocks of GGUF file `path` (as `load_model(..., "int4")` reads them),
     so that each shard slices the file's own values."""
     from codefoundry.model.gguf_import import q4_linear_weights
-    from codefoundry.model.quantize import from_gguf_q4
+    from codefoundry.model.quantize import attach_int4_sources
 
-    blocks = q4_linear_weights(path)
-    head = getattr(model, "lm_head", None)
-    for name, module in model.named_modules():
-        found = blocks.get(f"{name}.weight")
-        if isinstance(module, nn.Linear) and found is not None and module is not head \
-                and tuple(found[0].shape) == tuple(module.weight.shape):
-            q, d, m = found
-            module.int4_source = from_gguf_q4(d, q, m)
+    attach_int4_sources(model, q4_linear_weights(path))
 
 
 def _shard_gpt_bigcode(model: nn.Module, rank: int, world: int, int8: bool) -> None:

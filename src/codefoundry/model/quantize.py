@@ -218,6 +218,18 @@ def _kernel_works(layer: QuantizedLinear) -> bool:
     return bool(torch.allclose(y, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()) + 1e-3))
 
 
+def attach_int4_sources(model: nn.Module, int4_weights: dict) -> None:
+    """Give each linear layer but the head whose `<name>.weight` has GGUF Q4 blocks (q, d, m) of its shape those
+    blocks as its int4 values, so quantizing keeps the file's own numbers."""
+    head = getattr(model, "lm_head", None)
+    for name, module in model.named_modules():
+        blocks = int4_weights.get(f"{name}.weight")
+        if isinstance(module, nn.Linear) and blocks is not None and module is not head \
+                and tuple(blocks[0].shape) == tuple(module.weight.shape):
+            q, d, m = blocks
+            module.int4_source = from_gguf_q4(d, q, m)
+
+
 def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DEFAULT_GROUP_SIZE,
                    compute_dtype: torch.dtype | None = None,
                    int4_weights: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None,
@@ -238,12 +250,7 @@ def quantize_model(model: nn.Module, mode: QuantizeMode, *, group_size: int = DE
     embeddings = {id(m.weight): (name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
     tied = embeddings.get(id(head.weight)) if isinstance(head, nn.Linear) else None
     if mode == "int4" and int4_weights:
-        for name, module in model.named_modules():
-            blocks = int4_weights.get(f"{name}.weight")
-            if isinstance(module, nn.Linear) and blocks is not None and module is not head \
-                    and tuple(blocks[0].shape) == tuple(module.weight.shape):
-                q, d, m = blocks
-                module.int4_source = from_gguf_q4(d, q, m)
+        attach_int4_sources(model, int4_weights)
     _fuse_projections(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
