@@ -500,11 +500,11 @@ def _reap_dead_disks() -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            dead.setdefault(path.parent, []).append(mount_point)
         except BlockingIOError:
-            pass  # its sandbox is alive
+            continue  # its sandbox is alive
         finally:
             os.close(fd)
+        dead.setdefault(path.parent, []).append(mount_point)
     for base, mounts in dead.items():
         for mount_point in mounts:
             _libc.umount2(os.fsencode(mount_point), _MNT_DETACH)
