@@ -69,6 +69,9 @@ def finetune(
     fim_holes: Annotated[str | None, typer.Option(
         "--fim-holes", help="dataset/ only: documents (pretraining's FIM, default) or lines (IDE-style requests: "
                             "a hole of 1-3 lines in a short window, only the middle learned).")] = None,
+    examples: Annotated[str | None, typer.Option(
+        "--examples", help="--fim-holes lines: lines (FIM requests, default), functions (signature + docstring -> "
+                           "body, HumanEval's shape) or mix (as many of each).")] = None,
     eval_interval: Annotated[int | None, typer.Option("--eval-interval", min=1)] = None,
     checkpoint_interval: Annotated[int | None, typer.Option("--checkpoint-interval", min=1)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda, cpu (default: cuda when available).")
@@ -92,7 +95,7 @@ def finetune(
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,
                                      "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate,
-                                     "data.fim_holes": fim_holes})
+                                     "data.fim_holes": fim_holes, "data.examples": examples})
     run_finetune(model, data, out, cfg, resume=resume)
 
 

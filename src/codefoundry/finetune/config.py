@@ -54,6 +54,9 @@ class FinetuneDataSettings(StageConfig):
     """lines: suffix window after the hole, in tokens."""
     fim_max_lines: int = Field(3, ge=1)
     """lines: the longest hole, in lines (one line half of the time)."""
+    examples: Literal["lines", "functions", "mix"] = "lines"
+    """fim_holes=lines only. lines: the FIM requests above. functions: signature + docstring → body + EOS of
+    Python functions (`codefoundry.finetune.functions`, HumanEval's shape). mix: as many of each."""
 
 
 class FinetuneConfig(StageConfig):

@@ -44,6 +44,7 @@ class LineFimSettings:
     spm_rate: float = 0.5
     fim_rate: float = 1.0         # the rest are left-to-right: the prefix window, then its next lines learned
     chars_per_token: float = 3.0  # how many characters of each window to tokenize before cutting to budget
+    examples: str = "lines"       # lines | functions (`codefoundry.finetune.functions`) | mix (as many of each)
 
     def fitted(self, seq_len: int) -> LineFimSettings:
         """These settings with the windows and the hole scaled down so that an example is ≤ seq_len + 1 tokens."""
@@ -160,6 +161,30 @@ def build_examples(documents: list[str], tokenizer, settings: LineFimSettings, s
     return examples
 
 
+EXAMPLE_FORMATS = {"lines": "fim-lines", "functions": "functions", "mix": "fim-lines+functions"}
+
+
+def request_examples(documents: list[str], tokenizer, settings: LineFimSettings, seed: int,
+                     per_document: int = 1) -> list[Example]:
+    """The examples `settings.examples` asks for: line-level FIM requests, function bodies, or both in equal
+    numbers (the larger set cut to the smaller's size, seeded; ExampleBatches shuffles them together)."""
+    from codefoundry.finetune.functions import FunctionSettings, build_function_examples
+
+    if settings.examples not in EXAMPLE_FORMATS:
+        raise UserError(f"examples {settings.examples!r}: choose one of {', '.join(EXAMPLE_FORMATS)}")
+    lines = build_examples(documents, tokenizer, settings, seed, per_document) if settings.examples != "functions" \
+        else []
+    if settings.examples == "lines":
+        return lines
+    functions = build_function_examples(documents, tokenizer, FunctionSettings(), seed)
+    if settings.examples == "functions":
+        return functions
+    n = min(len(lines), len(functions))
+    rng = np.random.RandomState(np.array([seed, 0x313C], dtype=np.uint32))
+    return [*(lines[i] for i in sorted(rng.permutation(len(lines))[:n])),
+            *(functions[i] for i in sorted(rng.permutation(len(functions))[:n]))]
+
+
 def line_fim_batches(dataset: Path, tokenizer, seed: int, validation_fraction: float, settings: LineFimSettings,
                      per_document: int = 1, max_validation: int = 256
                      ) -> tuple[ExampleBatches, ExampleBatches, DataReport]:
@@ -167,9 +192,13 @@ def line_fim_batches(dataset: Path, tokenizer, seed: int, validation_fraction: f
     train_docs, val_docs = read_documents(dataset, validation_fraction, seed)
     if not train_docs:
         raise UserError(f"dataset {dataset} has no training documents with content")
-    train = build_examples(train_docs, tokenizer, settings, seed, per_document)
-    val = build_examples(val_docs[:max_validation], tokenizer, settings, seed + 1_000_003)
-    report = DataReport(str(dataset), "dataset-fim-lines", rows=len(train_docs) + len(val_docs),
+    train = request_examples(train_docs, tokenizer, settings, seed, per_document)
+    val = request_examples(val_docs[:max_validation], tokenizer, settings, seed + 1_000_003)
+    if not train:
+        raise UserError(f"dataset {dataset} gives no {settings.examples} examples",
+                        hint="functions need Python files with docstrings; try --examples lines")
+    report = DataReport(str(dataset), f"dataset-{EXAMPLE_FORMATS[settings.examples]}",
+                        rows=len(train_docs) + len(val_docs),
                         kept=len(train_docs) + len(val_docs), train=len(train), validation=len(val))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return ExampleBatches(train, seed, pad), ExampleBatches(val, seed, pad, shuffle=False), report

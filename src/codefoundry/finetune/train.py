@@ -124,7 +124,8 @@ def line_settings(config: FinetuneConfig) -> LineFimSettings:
     d = config.data
     return LineFimSettings(max_prefix_tokens=d.fim_max_prefix_tokens, max_suffix_tokens=d.fim_max_suffix_tokens,
                            max_lines=d.fim_max_lines, spm_rate=d.fim_spm_rate,
-                           fim_rate=1.0 if d.fim_rate is None else d.fim_rate).fitted(config.seq_len)
+                           fim_rate=1.0 if d.fim_rate is None else d.fim_rate,
+                           examples=d.examples).fitted(config.seq_len)
 
 
 def _results(result: FinetuneResult, trainable: int, total: int, targets: list[str],

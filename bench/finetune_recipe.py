@@ -1,0 +1,119 @@
+"""The demo's fine-tune recipe: which examples, learning rate and LoRA modules make SmolLM2 + adapter beat the base.
+
+Every variant fine-tunes the same base on the same curated dataset/ for the same fixed number of steps (same
+seed, same batch size), then is scored greedily as base + adapter on the same HumanEval and single-line
+infilling subsets as the base itself, through the same engine (`codefoundry eval --adapter`):
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/finetune_recipe.py --base demo-out/base --dataset demo-out/dataset \\
+        --out /tmp/recipe --steps 48 --humaneval 164 --infilling 200 --variants demo,psm,mix,mix-all
+
+Variants (each over the demo's own `demo_config`):
+    demo       the demo's recipe before this bench: line-level FIM requests, PSM/SPM half each, lr 2e-3, q/v
+    psm        line requests in PSM only (the format the evaluation and llm-ls send)
+    functions  signature + docstring → body only (HumanEval's shape)
+    mix        as many function examples as PSM line requests
+    mix-all    mix, LoRA on every linear layer of the blocks (q, k, v, o, gate, up, down)
+    mix-all-lo mix-all at lr 1e-3
+    current    what `demo_config` gives now
+
+Prints one row per model: steps, tokens, training seconds, HumanEval passes, infilling exact matches and passes
+(by execution). With N problems, one problem is 1/N; a difference of 1-2 problems on 40 is noise, and the
+infilling problems come several per HumanEval function (the first 200 cover ~30 functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "demo": {"data.examples": "lines", "data.fim_spm_rate": 0.5, "lr": 2e-3, "lora.target_modules": None},
+    "psm": {"data.examples": "lines", "data.fim_spm_rate": 0.0, "lr": 2e-3, "lora.target_modules": None},
+    "functions": {"data.examples": "functions", "lr": 2e-3, "lora.target_modules": None},
+    "mix": {"data.examples": "mix", "data.fim_spm_rate": 0.0, "lr": 2e-3, "lora.target_modules": None},
+    "mix-all": {"data.examples": "mix", "data.fim_spm_rate": 0.0, "lr": 2e-3, "lora.target_modules": ALL_LINEAR},
+    "mix-all-lo": {"data.examples": "mix", "data.fim_spm_rate": 0.0, "lr": 1e-3, "lora.target_modules": ALL_LINEAR},
+    "current": {},
+}
+
+
+def variant_config(name: str, steps: int, seed: int):
+    from codefoundry.finetune.demo import demo_config
+
+    base = demo_config(600.0, seed).model_dump()
+    for key, value in VARIANTS[name].items():
+        section, _, field = key.rpartition(".")
+        (base[section] if section else base)[field] = value
+    base.update(max_time=None, max_steps=steps, eval_interval=steps, checkpoint_interval=steps)
+    return type(demo_config(1.0, seed)).model_validate(base)
+
+
+def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infilling: int, seed: int
+             ) -> tuple[dict[str, Any], float]:
+    from codefoundry.eval.demo import HUMANEVAL, INFILLING
+    from codefoundry.eval.harness import EvalConfig, run_eval
+
+    scores: dict[str, Any] = {}
+    start = time.perf_counter()
+    for task, limit, new_tokens in ((HUMANEVAL, humaneval, 160), (INFILLING, infilling, 24)):
+        dest = out / task
+        if not (dest / "results.json").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            run_eval(dest, EvalConfig(tasks=[task], model=model, adapter=adapter, limit=limit, temperature=0,
+                                      n_samples=1, ks=[1], seed=seed, max_new_tokens=new_tokens))
+        scores[task] = json.loads((dest / "results.json").read_text())["results"][task]
+    return scores, time.perf_counter() - start
+
+
+def row(name: str, scores: dict[str, Any], train: dict[str, Any] | None, eval_s: float) -> str:
+    he, fill = scores["humaneval"], scores["humaneval-infilling-single-line"]
+    n_he, n_fill = he["problems"], fill["problems"]
+    cells = [name, str(train["steps"]) if train else "–", f"{train['tokens']:,}" if train else "–",
+             f"{train['seconds']:.0f}" if train else "–",
+             f"{train['val_loss_before']} → {train['val_loss']}" if train else "–",
+             f"{round(he['pass@1'] * n_he)}/{n_he}", f"{round(fill['exact_match'] * n_fill)}/{n_fill}",
+             f"{round(fill['pass@1'] * n_fill)}/{n_fill}", f"{eval_s:.0f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="the demo's base/ (SmolLM2 + FIM tokens)")
+    parser.add_argument("--dataset", type=Path, required=True, help="the demo's curated dataset/")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--humaneval", type=int, default=164)
+    parser.add_argument("--infilling", type=int, default=200)
+    parser.add_argument("--variants", default="demo,mix")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from codefoundry.finetune import finetune
+    from codefoundry.manifest import read_manifest
+
+    print("| model | steps | tokens | train s | held-out loss | HumanEval pass | infilling exact | "
+          "infilling pass | eval s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|", flush=True)
+    scores, eval_s = evaluate(args.base, None, args.out / "base-eval", args.humaneval, args.infilling, args.seed)
+    print(row("base", scores, None, eval_s), flush=True)
+    for name in args.variants.split(","):
+        adapter = args.out / name / "adapter"
+        if not (adapter / "manifest.json").exists():
+            shutil.rmtree(adapter, ignore_errors=True)
+            start = time.perf_counter()
+            finetune(args.base, args.dataset, adapter, variant_config(name, args.steps, args.seed))
+            (adapter / "wall_s").write_text(f"{time.perf_counter() - start:.1f}")
+        training = read_manifest(adapter).extra["training"]
+        train = {**training, "seconds": float((adapter / "wall_s").read_text())}
+        scores, eval_s = evaluate(args.base, adapter, args.out / name / "eval", args.humaneval, args.infilling,
+                                  args.seed)
+        print(row(name, scores, train, eval_s), flush=True)
+
+
+if __name__ == "__main__":
+    main()
