@@ -12,8 +12,7 @@ from test_finetune_lora import make_base
 
 from codefoundry.cli import run
 from codefoundry.finetune.data import IGNORE, ExampleBatches
-from codefoundry.finetune.functions import (FunctionSettings, build_function_examples, function_example,
-                                            functions_in)
+from codefoundry.finetune.functions import FunctionSettings, build_function_examples, function_example, functions_in
 from codefoundry.finetune.lines import FimIds, LineFimSettings, request_examples
 from codefoundry.tokenizer import load_tokenizer
 
