@@ -116,3 +116,24 @@ def test_finetune_on_a_mix_of_functions_and_line_requests(tmp_path: Path, train_
     bad = run(["finetune", "--model", str(base), "--data", str(train_dataset_dir), "--out", str(tmp_path / "x"),
                "--fim-holes", "lines", "--examples", "everything", "--max-steps", "1"])
     assert bad != 0 and not (tmp_path / "x" / "manifest.json").exists()
+
+
+def test_training_layouts_are_what_the_evaluation_feeds(tok) -> None:
+    """Line requests (PSM) and function prompts are tokenized as the evaluation tokenizes its prompts."""
+    from codefoundry import benchmarks
+    from codefoundry.eval.tasks import load_task
+
+    ids = FimIds.from_tokenizer(tok)
+    enc = lambda s: tok.encode(s, add_special_tokens=False) if s else []   # noqa: E731
+    infilling = load_task("humaneval-infilling-single-line").problems[:60]
+    raw = list(benchmarks.humaneval_infilling("single-line"))[:60]
+    for problem, row in zip(infilling, raw, strict=True):
+        # LocalGenerator encodes the whole prompt text; training encodes each piece between the sentinels
+        assert tok.encode(problem.prompt) == [ids.prefix, *enc(row["prompt"]), ids.suffix, *enc(row["suffix"]),
+                                              ids.middle]
+    for problem, row in zip(load_task("humaneval").problems[:20], benchmarks.humaneval()[:20], strict=True):
+        fns = functions_in(row["prompt"] + row["canonical_solution"], FunctionSettings(max_body_lines=100))
+        top = [f for f in fns if problem.prompt.endswith(f.prompt)]
+        # the function's prompt is the stripped evaluation prompt from its `def` on; the body its answer
+        assert top and row["canonical_solution"].strip() in top[0].body
+        assert tok.encode(problem.prompt) == enc(problem.prompt)          # no BOS: the same ids as training's
