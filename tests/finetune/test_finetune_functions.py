@@ -97,6 +97,8 @@ def test_mix_has_as_many_functions_as_line_requests_and_repeats_with_the_seed(to
     again = request_examples(docs, tok, LineFimSettings(spm_rate=0.0, examples="mix"), seed=0)
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(mix, again, strict=True))
     assert len(request_examples(docs, tok, LineFimSettings(examples="functions"), seed=0)) == 4
+    no_python = ["x <- 1\ny <- 2\n", "fn main() {}\n"]                # mix without functions: the line requests
+    assert len(request_examples(no_python, tok, LineFimSettings(examples="mix"), seed=0)) == 2
     few = build_function_examples(docs, tok, FunctionSettings(max_functions=3, max_per_file=1), seed=0)
     assert len(few) == 2                                                   # one per file, two files parse
 

@@ -167,7 +167,8 @@ EXAMPLE_FORMATS = {"lines": "fim-lines", "functions": "functions", "mix": "fim-l
 def request_examples(documents: list[str], tokenizer, settings: LineFimSettings, seed: int,
                      per_document: int = 1) -> list[Example]:
     """The examples `settings.examples` asks for: line-level FIM requests, function bodies, or both in equal
-    numbers (the larger set cut to the smaller's size, seeded; ExampleBatches shuffles them together)."""
+    numbers (the larger set cut to the smaller's size, seeded; ExampleBatches shuffles them together; with
+    no function found, the line requests alone)."""
     from codefoundry.finetune.functions import FunctionSettings, build_function_examples
 
     if settings.examples not in EXAMPLE_FORMATS:
@@ -179,6 +180,8 @@ def request_examples(documents: list[str], tokenizer, settings: LineFimSettings,
     functions = build_function_examples(documents, tokenizer, FunctionSettings(), seed)
     if settings.examples == "functions":
         return functions
+    if not functions or not lines:          # a corpus without documented Python functions: its line requests
+        return lines or functions
     n = min(len(lines), len(functions))
     rng = np.random.RandomState(np.array([seed, 0x313C], dtype=np.uint32))
     return [*(lines[i] for i in sorted(rng.permutation(len(lines))[:n])),
