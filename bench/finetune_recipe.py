@@ -43,10 +43,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def variant_config(name: str, steps: int, seed: int):
+def variant_config(name: str, steps: int, seed: int, device: str):
     from codefoundry.finetune.demo import demo_config
 
     base = demo_config(600.0, seed).model_dump()
+    base["device"] = device
     for key, value in VARIANTS[name].items():
         section, _, field = key.rpartition(".")
         (base[section] if section else base)[field] = value
@@ -54,8 +55,8 @@ def variant_config(name: str, steps: int, seed: int):
     return type(demo_config(1.0, seed)).model_validate(base)
 
 
-def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infilling: int, seed: int
-             ) -> tuple[dict[str, Any], float]:
+def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infilling: int, seed: int,
+             device: str) -> tuple[dict[str, Any], float]:
     from codefoundry.eval.demo import HUMANEVAL, INFILLING
     from codefoundry.eval.harness import EvalConfig, run_eval
 
@@ -66,7 +67,8 @@ def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infil
         if not (dest / "results.json").exists():
             dest.mkdir(parents=True, exist_ok=True)
             run_eval(dest, EvalConfig(tasks=[task], model=model, adapter=adapter, limit=limit, temperature=0,
-                                      n_samples=1, ks=[1], seed=seed, max_new_tokens=new_tokens))
+                                      n_samples=1, ks=[1], seed=seed, max_new_tokens=new_tokens,
+                                      device=device))
         scores[task] = json.loads((dest / "results.json").read_text())["results"][task]
     return scores, time.perf_counter() - start
 
@@ -84,8 +86,11 @@ def row(name: str, scores: dict[str, Any], train: dict[str, Any] | None, eval_s:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", type=Path, required=True, help="the demo's base/ (SmolLM2 + FIM tokens)")
-    parser.add_argument("--dataset", type=Path, required=True, help="the demo's curated dataset/")
+    parser.add_argument("--base", type=Path, help="the demo's base/ (SmolLM2 + FIM tokens)")
+    parser.add_argument("--dataset", type=Path, help="the demo's curated dataset/")
+    parser.add_argument("--prepare", action="store_true",
+                        help="make base/ and dataset/ with the demo's own stages in OUT/demo (default budget)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: training and evaluation")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--humaneval", type=int, default=164)
@@ -93,25 +98,34 @@ def main() -> None:
     parser.add_argument("--variants", default="demo,mix")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.prepare:
+        from codefoundry.demo import STAGES, DemoConfig, run_demo
+
+        run_demo(DemoConfig(out=args.out / "demo", serve=False), [s for s in STAGES if s.name in ("curate",
+                                                                                                  "base model")])
+        args.base, args.dataset = args.out / "demo" / "base", args.out / "demo" / "dataset"
+    if args.base is None or args.dataset is None:
+        parser.error("give --base and --dataset, or --prepare")
 
     from codefoundry.finetune import finetune
     from codefoundry.manifest import read_manifest
 
     print("| model | steps | tokens | train s | held-out loss | HumanEval pass | infilling exact | "
           "infilling pass | eval s |\n|---|---:|---:|---:|---|---:|---:|---:|---:|", flush=True)
-    scores, eval_s = evaluate(args.base, None, args.out / "base-eval", args.humaneval, args.infilling, args.seed)
+    scores, eval_s = evaluate(args.base, None, args.out / "base-eval", args.humaneval, args.infilling, args.seed,
+                              args.device)
     print(row("base", scores, None, eval_s), flush=True)
     for name in args.variants.split(","):
         adapter = args.out / name / "adapter"
         if not (adapter / "manifest.json").exists():
             shutil.rmtree(adapter, ignore_errors=True)
             start = time.perf_counter()
-            finetune(args.base, args.dataset, adapter, variant_config(name, args.steps, args.seed))
+            finetune(args.base, args.dataset, adapter, variant_config(name, args.steps, args.seed, args.device))
             (adapter / "wall_s").write_text(f"{time.perf_counter() - start:.1f}")
         training = read_manifest(adapter).extra["training"]
         train = {**training, "seconds": float((adapter / "wall_s").read_text())}
         scores, eval_s = evaluate(args.base, adapter, args.out / name / "eval", args.humaneval, args.infilling,
-                                  args.seed)
+                                  args.seed, args.device)
         print(row(name, scores, train, eval_s), flush=True)
 
 
