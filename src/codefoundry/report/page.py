@@ -149,7 +149,8 @@ def eval_section(scores: dict[str, dict[str, Any]], plan: dict[str, Any] | None)
     note = (f"Greedy, one sample per problem: the first {plan.get('humaneval_limit')} HumanEval problems "
             f"(≤ {plan.get('humaneval_new_tokens')} new tokens, pass@1 = share solved, every program run in the "
             f"sandbox) and the first {plan.get('infilling_limit')} single-line infilling problems (exact match). "
-            "Small subsets: a difference of one problem is noise.")
+            "A difference of a problem or two is noise at these sizes (the infilling problems come several per "
+            "HumanEval function).")
     return ("<h2>Evaluation</h2>" + f"<p class=note>{escape(note)}</p>"
             + table(["model", "HumanEval pass@1", "infilling exact match", "contaminated"], rows)
             + image(plots.grouped_bars(["HumanEval pass@1", "infilling exact match"], series, "score",
