@@ -111,18 +111,21 @@ PREFIX_TOKENS, SUFFIX_TOKENS = 128, 64
 
 
 def demo_config(seconds: float, seed: int, target_modules: list[str] | None = None) -> FinetuneConfig:
-    """The demo's recipe (measured by bench/finetune_recipe.py): as many function examples (signature + docstring
-    → body + EOS, HumanEval's left-to-right shape) as line-level FIM requests, the requests in PSM only (what the
-    evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter learns to fill a hole
-    without learning to stop a function early. `target_modules`: the base's linear layers (`block_linears`)."""
+    """The demo's recipe (bench/finetune_recipe.py sets it beside the alternatives): as many function examples
+    (signature + docstring → body + EOS, HumanEval's left-to-right shape) as line-level FIM requests, the requests
+    in PSM only (what the evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter
+    learns to fill a hole without learning to stop a function early. `target_modules`: the base's linear layers
+    (`block_linears`)."""
     # one micro-batch of 8 examples per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
     # fine-tune: 1e-4) because the run is that short, and only the answers' few tokens are learned. Time-bound:
-    # a faster loop gives more steps (the cosine horizon is estimated from the first step). Held-out loss every
+    # a faster loop gives more steps (the cosine horizon is estimated from the first step). No LoRA dropout: a
+    # run of ~100 steps does not overfit, and PEFT's dropout keeps a copy of every adapted layer's input for the
+    # backward pass (seven linears × 30 layers × 8 × ~450 tokens: ~2 GB in fp32, by arithmetic). Held-out loss every
     # 20 steps (32 sequences cost about a step), a checkpoint every 10 (a Ctrl-C loses little)
     data = FinetuneDataSettings(fim_holes="lines", examples="mix", fim_spm_rate=0.0,
                                 fim_max_prefix_tokens=PREFIX_TOKENS, fim_max_suffix_tokens=SUFFIX_TOKENS,
                                 validation_fraction=0.05)
-    return FinetuneConfig(lora=LoraSettings(target_modules=target_modules), data=data, seq_len=512,
+    return FinetuneConfig(lora=LoraSettings(target_modules=target_modules, dropout=0.0), data=data, seq_len=512,
                           micro_batch_size=8, grad_accum=1, max_time=seconds, lr=2e-3, warmup_steps=5,
                           eval_interval=20, eval_max_sequences=32, checkpoint_interval=10,
                           seed=seed)
