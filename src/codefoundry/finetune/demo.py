@@ -114,13 +114,14 @@ def demo_config(seconds: float, seed: int, target_modules: list[str] | None = No
     """The demo's recipe (bench/finetune_recipe.py sets it beside the alternatives): as many function examples
     (signature + docstring → body + EOS, HumanEval's left-to-right shape) as line-level FIM requests, the requests
     in PSM only (what the evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter
-    learns to fill a hole without learning to stop a function early. `target_modules`: the base's linear layers
-    (`block_linears`)."""
+    learns to fill a hole without learning to stop a function early. LoRA on PEFT's default modules (SmolLM2: q, v)
+    unless `target_modules` says: on all seven linears a step took 1.5× as long and 1.5× the memory
+    (bench/finetune_memory.py), so fewer steps fit the budget, for a gain not measured yet."""
     # one micro-batch of 8 examples per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
     # fine-tune: 1e-4) because the run is that short, and only the answers' few tokens are learned. Time-bound:
     # a faster loop gives more steps (the cosine horizon is estimated from the first step). No LoRA dropout: a
     # run of ~100 steps does not overfit, and PEFT's dropout keeps a copy of every adapted layer's input for the
-    # backward pass (seven linears × 30 layers × 8 × ~450 tokens: ~2 GB in fp32, by arithmetic). Held-out loss every
+    # backward pass (bench/finetune_memory.py). Held-out loss every
     # 20 steps (32 sequences cost about a step), a checkpoint every 10 (a Ctrl-C loses little)
     data = FinetuneDataSettings(fim_holes="lines", examples="mix", fim_spm_rate=0.0,
                                 fim_max_prefix_tokens=PREFIX_TOKENS, fim_max_suffix_tokens=SUFFIX_TOKENS,
@@ -141,17 +142,5 @@ def run_finetune(out: Path, seconds: float, seed: int) -> Path:
         if not (needed / "manifest.json").exists():
             raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
     resume = (adapter / "checkpoints" / "latest.json").exists()
-    return finetune(base, dataset, adapter, demo_config(seconds, seed, block_linears(base)), resume=resume)
+    return finetune(base, dataset, adapter, demo_config(seconds, seed), resume=resume)
 
-
-def block_linears(model_dir: Path) -> list[str]:
-    """The names of every linear layer in the model's blocks (SmolLM2: q, k, v, o, gate, up, down): LoRA on all of
-    them rather than PEFT's q/v default (QLoRA: adapting every linear layer is what matches full fine-tuning)."""
-    import torch
-
-    from codefoundry.finetune.lora import linear_names
-    from codefoundry.model import load_config, model_class
-
-    config = load_config(model_dir)
-    with torch.device("meta"):                      # the module tree only
-        return linear_names(model_class(config)(config))

@@ -1,0 +1,73 @@
+"""Peak memory of one LoRA training step of the demo's fine-tune, by LoRA targets and dropout (CPU, fp32).
+
+Each setting runs in its own process (peak RSS is per process): load the base, add LoRA, one forward and
+backward over the same 8 examples (the demo's micro-batch: `mix` examples of the curated dataset/, padded to
+the longest), then print the process's peak RSS and the step's seconds.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/finetune_memory.py --base demo-out/base --dataset demo-out/dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SETTINGS = {"q/v, dropout 0.05 (old demo)": (None, 0.05), "all linear, dropout 0.05": ("all", 0.05),
+            "all linear, dropout 0": ("all", 0.0), "q/v, dropout 0 (demo now)": (None, 0.0)}
+
+
+def one(base: Path, dataset: Path, targets: str | None, dropout: float) -> dict[str, float]:
+    import torch
+
+    from codefoundry.finetune.config import LoraSettings
+    from codefoundry.finetune.demo import demo_config
+    from codefoundry.finetune.lines import read_documents, request_examples
+    from codefoundry.finetune.lora import add_lora
+    from codefoundry.finetune.train import line_settings
+    from codefoundry.model import load_model
+    from codefoundry.tokenizer import load_tokenizer
+
+    config = demo_config(60, 0, ALL_LINEAR if targets == "all" else None)
+    tokenizer = load_tokenizer(base)
+    docs, _ = read_documents(dataset, 0.05, 0)
+    examples = request_examples(docs[:400], tokenizer, line_settings(config), 0)
+    from codefoundry.finetune.data import ExampleBatches
+
+    batch = ExampleBatches(examples, 0, tokenizer.eos_token_id).batch(range(8))
+    model = add_lora(load_model(base, dtype=torch.float32),
+                     LoraSettings(target_modules=config.lora.target_modules, dropout=dropout))
+    model.train()
+    start = time.perf_counter()
+    loss = model(batch.x, labels=batch.y)
+    loss.backward()
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "step_s": time.perf_counter() - start, "tokens": batch.tokens, "width": batch.x.shape[1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        targets, dropout = args.one
+        print(json.dumps(one(args.base, args.dataset, None if targets == "qv" else targets, float(dropout))))
+        return
+    print("| LoRA | peak RSS MiB | step s | batch |\n|---|---:|---:|---|", flush=True)
+    for name, (targets, dropout) in SETTINGS.items():
+        out = subprocess.run([sys.executable, __file__, "--base", str(args.base), "--dataset", str(args.dataset),
+                              "--one", targets or "qv", str(dropout)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {name} | {r['peak_rss_mib']:,.0f} | {r['step_s']:.1f} | 8 × {r['width']} ({r['tokens']} tokens) |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
