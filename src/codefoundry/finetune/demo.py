@@ -114,9 +114,9 @@ def demo_config(seconds: float, seed: int, target_modules: list[str] | None = No
     """The demo's recipe (bench/finetune_recipe.py sets it beside the alternatives): as many function examples
     (signature + docstring → body + EOS, HumanEval's left-to-right shape) as line-level FIM requests, the requests
     in PSM only (what the evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter
-    learns to fill a hole without learning to stop a function early. LoRA on PEFT's default modules (SmolLM2: q, v)
-    unless `target_modules` says: on all seven linears a step took 1.5× as long and 1.5× the memory
-    (bench/finetune_memory.py), so fewer steps fit the budget, for a gain not measured yet."""
+    learns to fill a hole without learning to stop a function early. LoRA on PEFT's default modules (SmolLM2: q, v,
+    the modules of the runs measured so far) unless `target_modules` says; all seven linears is the first variant
+    to measure (`mix-all` in the bench)."""
     # one micro-batch of 8 examples per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
     # fine-tune: 1e-4) because the run is that short, and only the answers' few tokens are learned. Time-bound:
     # a faster loop gives more steps (the cosine horizon is estimated from the first step). No LoRA dropout: a
