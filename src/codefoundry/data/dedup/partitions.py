@@ -1,19 +1,23 @@
 """Hash-partitioned files of the dedup shuffle: each batch writes one file, each reduce reads its slice of each.
 
-    <scratch>/map/<unit>/parts-0000004096.npy   two .npy arrays back to back: P + 1 offsets, then the records
+    <scratch>/map/<unit>/parts-0000004096.npy   .npy arrays back to back: P + 1 offsets, then the records
                                                 of the batch starting at row 4096 of that unit ordered by
-                                                partition (key % P): partition p is records[off[p]:off[p+1]]
-    <scratch>/map/<unit>/nodes-0000004096.npy    rank records of that batch's rows
+                                                partition (key % P): partition p is records[off[p]:off[p+1]];
+                                                then the step's other arrays for the batch, if any (`extra`:
+                                                near dedup's rank records and shingle sets)
     <scratch>/reduce/…                           one result file per partition
 
-One file per batch whatever P is (scratch files cost more to delete than to write on some disks);
-a reduce reads each batch's offsets and seeks to its partition's records. Only keys and row ids
-travel; a reduce holds one partition, never all signatures.
+One file per batch whatever P is and whatever else the step keeps (a scratch file costs a create,
+a rename and an unlink: more than writing its bytes); a reduce reads each batch's offsets and seeks
+to its partition's records. Only keys and row ids travel; a reduce holds one partition, never all
+signatures.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,8 +34,10 @@ def save(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: np.ndarray, n: int) -> None:
-    """Write `records` (one per key) ordered by partition `keys % n`, after the partitions' offsets."""
+def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: np.ndarray, n: int,
+                     extra: Sequence[np.ndarray] = ()) -> None:
+    """Write `records` (one per key) ordered by partition `keys % n`, after the partitions' offsets, then the
+    `extra` arrays (`read_extra` gives them back)."""
     part = (keys % np.uint64(n)).astype(np.int64)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(n + 1)).astype(np.int64)
@@ -40,6 +46,8 @@ def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: n
     with create(tmp) as f:
         np.lib.format.write_array(f, bounds, allow_pickle=False)
         np.lib.format.write_array(f, records[order], allow_pickle=False)
+        for array in extra:
+            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
     os.replace(tmp, path)
 
 
@@ -68,6 +76,25 @@ def _read_slice(path: Path, p: int) -> np.ndarray | None:
     with open(path, "rb") as f:
         f.seek(start + lo * dtype.itemsize)
         return np.fromfile(f, dtype, count=hi - lo)
+
+
+def read_extra(path: Path, mmap: bool = False) -> list[np.ndarray]:
+    """The `extra` arrays of a batch file, in the order written (memory-mapped if `mmap`, else read)."""
+    st = os.stat(path)
+    bounds, start, dtype = _layout(str(path), st.st_size, st.st_mtime_ns)
+    out: list[np.ndarray] = []
+    with open(path, "rb") as f:
+        f.seek(start + int(bounds[-1]) * dtype.itemsize)
+        while f.tell() < st.st_size:
+            shape, fortran, array_dtype = _HEADERS[np.lib.format.read_magic(f)](f)
+            count = math.prod(shape)
+            if mmap and count:
+                array = np.memmap(path, array_dtype, "r", offset=f.tell(), shape=shape, order="F" if fortran else "C")
+                f.seek(count * array_dtype.itemsize, os.SEEK_CUR)
+            else:
+                array = np.fromfile(f, array_dtype, count=count).reshape(shape, order="F" if fortran else "C")
+            out.append(array)
+    return out
 
 
 def read_partition(scratch: Path, p: int, dtype: np.dtype) -> np.ndarray:
