@@ -16,6 +16,7 @@ signatures.
 from __future__ import annotations
 
 import math
+import mmap as mmap_module
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -78,23 +79,36 @@ def _read_slice(path: Path, p: int) -> np.ndarray | None:
         return np.fromfile(f, dtype, count=hi - lo)
 
 
-def read_extra(path: Path, mmap: bool = False) -> list[np.ndarray]:
-    """The `extra` arrays of a batch file, in the order written (memory-mapped if `mmap`, else read)."""
-    st = os.stat(path)
-    bounds, start, dtype = _layout(str(path), st.st_size, st.st_mtime_ns)
-    out: list[np.ndarray] = []
+@lru_cache(maxsize=1 << 16)
+def _extra_layout(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, tuple[int, ...], bool, np.dtype], ...]:
+    """(offset, shape, fortran order, dtype) of each array after a batch file's records: parsed once per process
+    (every reduce task's shingle-set lookups load the same files again)."""
+    bounds, start, dtype = _layout(path, size, mtime_ns)
+    out = []
     with open(path, "rb") as f:
         f.seek(start + int(bounds[-1]) * dtype.itemsize)
-        while f.tell() < st.st_size:
+        while f.tell() < size:
             shape, fortran, array_dtype = _HEADERS[np.lib.format.read_magic(f)](f)
-            count = math.prod(shape)
-            if mmap and count:
-                array = np.memmap(path, array_dtype, "r", offset=f.tell(), shape=shape, order="F" if fortran else "C")
-                f.seek(count * array_dtype.itemsize, os.SEEK_CUR)
-            else:
-                array = np.fromfile(f, array_dtype, count=count).reshape(shape, order="F" if fortran else "C")
-            out.append(array)
-    return out
+            out.append((f.tell(), shape, fortran, array_dtype))
+            f.seek(math.prod(shape) * array_dtype.itemsize, os.SEEK_CUR)
+    return tuple(out)
+
+
+def read_extra(path: Path, mmap: bool = False) -> list[np.ndarray]:
+    """The `extra` arrays of a batch file, in the order written (memory-mapped if `mmap` and large, else read)."""
+    st = os.stat(path)
+    layout = _extra_layout(str(path), st.st_size, st.st_mtime_ns)
+    if not layout:
+        return []
+    with open(path, "rb") as f:
+        if mmap and st.st_size > MMAP_MIN_BYTES:
+            data, base = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_READ), 0
+        else:  # one read for every array: small files cost their syscalls more than their bytes
+            base = layout[0][0]
+            f.seek(base)
+            data = f.read()
+    return [np.frombuffer(data, dtype, count=math.prod(shape), offset=offset - base).reshape(
+        shape, order="F" if fortran else "C") for offset, shape, fortran, dtype in layout]
 
 
 def read_partition(scratch: Path, p: int, dtype: np.dtype) -> np.ndarray:

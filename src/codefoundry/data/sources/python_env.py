@@ -11,7 +11,8 @@ licensed by its LICENSE.txt.
 from __future__ import annotations
 
 import csv
-import os
+import itertools
+import re
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codefoundry.data.license import (
     LicenseEvidence,
@@ -91,6 +93,22 @@ def license_files_evidence(dist: metadata.Distribution, threshold: float,
             for path, text in distribution_license_files(dist, files).items()}
 
 
+_LEFT_OUT = re.compile(r"^[^/]*\.dist-info(/|$)|^\.\.|(^|/)(" + "|".join(map(re.escape, sorted(SKIP_DIRS))) + r")(/|$)")
+
+
+def listed_files(files: list[str]) -> list[str]:
+    """A distribution's RECORD paths that are rows, in order, each once: not its .dist-info, nothing outside
+    site-packages (`../`), nothing under a skipped folder (one regex over all paths: Arrow's, when they convert)."""
+    try:
+        names = pa.array(files, pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):
+        kept = [rel for rel in files if not _LEFT_OUT.search(rel)]
+    else:
+        left_out = pc.match_substring_regex(names, _LEFT_OUT.pattern).to_numpy(zero_copy_only=False)
+        kept = list(itertools.compress(files, ~left_out)) if len(files) else []
+    return list(dict.fromkeys(kept))
+
+
 @dataclass(frozen=True)
 class DistributionRepo:
     """One installed distribution, found by its .dist-info folder."""
@@ -110,15 +128,7 @@ class DistributionRepo:
         for ids in license_files_evidence(dist, self.options.license_threshold, files).values():
             evidence.declare("", ids)
         evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
-        listing: list[tuple[str, str]] = []
-        seen = set()
-        for rel in files:
-            parts = rel.split("/")
-            if parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS.intersection(parts) or rel in seen:
-                continue
-            seen.add(rel)
-            listing.append((rel, os.path.join(site, rel)))
-        yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listing, site, self.options),
+        yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listed_files(files), site, self.options),
                                 evidence=evidence, **self.options.kwargs())
 
 
@@ -133,7 +143,9 @@ class StdlibRepo:
         return f"stdlib {self.root}"
 
     def read(self) -> Iterator[pa.Table]:
-        listing = [(rel, full) for rel, full in walk(self.root) if not rel.startswith("site-packages/")]
+        # site-packages is not walked (another source, and most of the files under the stdlib's folder)
+        listing = [rel for rel, _ in walk(self.root, frozenset({"site-packages"}))
+                   if not rel.startswith("site-packages/")]
         yield from repo_batches(RepoInfo("python/cpython"), disk_entries(listing, self.root, self.options),
                                 **self.options.kwargs())
 

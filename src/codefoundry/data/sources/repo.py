@@ -24,14 +24,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from codefoundry.data.annotate import git_blob_sha1
-from codefoundry.data.license import (
-    LicenseEvidence,
-    decode_lenient,
-    is_license_file,
-    is_metadata_file,
-    license_type,
-    spdx_headers,
-)
+from codefoundry.data.license import LicenseEvidence, decode_lenient, license_type, spdx_headers
+from codefoundry.data.license.names import evidence_files
 from codefoundry.data.pipeline import REMOVED_SCHEMA
 from codefoundry.data.sources.unit import SourceLimits
 
@@ -103,10 +97,11 @@ def paths_looked_at(paths: Iterable[str], limits: SourceLimits, only_suffixes: t
     makes entries, a stat and a resolve each, for these alone; `repo_batches` gives the same rows.
     """
     paths = list(paths)
-    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes))
+    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes)) if only_suffixes or skip_suffixes \
+        else sorted(paths)
     if limits.max_files_per_repo:
         chosen = chosen[: limits.max_files_per_repo]
-    return set(chosen).union(p for p in paths if is_license_file(p) or is_metadata_file(p))
+    return set(chosen).union(itertools.compress(paths, evidence_files(paths)))
 
 
 def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],
@@ -135,8 +130,9 @@ def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int
     held until its last batch (about 400 bytes a file more)."""
     evidence = evidence or LicenseEvidence()
     first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
-    for i, path in enumerate(paths):
-        if _is_utf8(path) and (is_license_file(path) or is_metadata_file(path)):
+    for i in itertools.compress(range(len(paths)), evidence_files(paths)):
+        path = paths[i]
+        if _is_utf8(path):
             e = entry_at(i)
             try:
                 if e.size is not None and e.size > limits.max_file_bytes:
