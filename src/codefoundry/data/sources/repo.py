@@ -150,11 +150,25 @@ def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int
         yield _batch(info, [entry_at(i) for i in batch], first_read, limits, evidence, permissive)
 
 
+def _text_bytes(data: bytes) -> bytes:
+    """`decode`'s checks (Skip "read:binary" | "read:invalid_utf8") without keeping the string: the column is
+    built from the bytes (an ASCII file, most of them, is not even decoded)."""
+    if b"\0" in data[:BINARY_SNIFF]:
+        raise Skip("read:binary")
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Skip("read:invalid_utf8") from None
+    return data
+
+
 def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes], limits: SourceLimits,
            evidence: LicenseEvidence, permissive: Sequence[str]) -> pa.Table:
     """REMOVED_SCHEMA rows of `entries`, read now (or taken from `first_read`)."""
     rows: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
-    headers: list[list[str]] = []
+    contents: list[bytes | None] = []
+    licenses: list[list[str]] = []
     for e in entries:
         content, reason, size, sha, path = None, None, e.size, e.hexsha, e.path
         try:
@@ -167,17 +181,24 @@ def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes
             if len(data) > limits.max_file_bytes:
                 raise Skip("read:too_big")
             size, sha = len(data), sha or git_blob_sha1(data)
-            content = decode(data)
+            content = _text_bytes(data)
         except Skip as skip:
             reason = skip.reason
-        headers.append(spdx_headers(content) if content else [])
-        for name, value in (("path", path), ("size", size), ("hexsha", sha), ("content", content),
-                            ("reason", reason)):
+        # a file's own SPDX header (looked for in the text only where the bytes name one)
+        own = spdx_headers(content.decode("utf-8")) if content and b"SPDX-License-Identifier" in content else []
+        licenses.append(evidence.licenses_for(path, own))
+        contents.append(content)
+        for name, value in (("path", path), ("size", size), ("hexsha", sha), ("reason", reason)):
             rows[name].append(value)
-    licenses = [evidence.licenses_for(path, own) for path, own in zip(rows["path"], headers, strict=True)]
     n = len(entries)
+    types: dict[tuple[str, ...], str] = {}  # a batch's files share few license lists
+    for key in map(tuple, licenses):
+        if key not in types:
+            types[key] = license_type(key, permissive)
+        rows["license_type"].append(types[key])
     rows |= {"repo_name": [printable(info.repo_name)] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
-             "licenses": licenses, "license_type": [license_type(ids, permissive) for ids in licenses]}
+             "licenses": licenses,
+             "content": pa.array(contents, pa.binary()).view(pa.string())}  # checked UTF-8 above
     for name in ("ext", "lang", "avg_line_length", "max_line_length", "alphanum_fraction"):
         rows[name] = [None] * n
     return pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
