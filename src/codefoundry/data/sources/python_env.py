@@ -50,6 +50,10 @@ def record_paths(dist: metadata.Distribution) -> list[str]:
     per file: pathlib's parsing was most of the cost of listing a distribution."""
     text = dist.read_text("RECORD")
     lines: list[str] | None = text.splitlines() if text else None
+    if lines and '"' not in text and "\0" not in text:  # nothing quoted: csv's row is the line cut at its commas
+        if "" in lines or any(n > 2 for n in map(str.count, lines, itertools.repeat(","))):
+            return [f.as_posix() for f in dist.files or []]  # what importlib makes of a malformed RECORD
+        return [_posix(line.partition(",")[0]) for line in lines]
     if not lines:
         sources = dist.read_text("SOURCES.txt")
         lines = [f'"{line}"' for line in sources.splitlines()] if sources else None  # as importlib does
