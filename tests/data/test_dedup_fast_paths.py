@@ -14,7 +14,7 @@ import pytest
 from codefoundry.data.dedup import minhash
 from codefoundry.data.dedup.exact import content_keys
 from codefoundry.data.dedup.minhash import shingle_hashes, token_hashes
-from codefoundry.data.dedup.partitions import read_extra, read_partition, write_partitions
+from codefoundry.data.dedup.partitions import map_files, read_extra, read_partition, write_partitions
 from conftest import stdlib_files
 
 MASK = (1 << 64) - 1
@@ -142,3 +142,42 @@ def test_extra_arrays_come_back_as_written(tmp_path: Path) -> None:
         assert sorted(np.concatenate(parts)["id"].tolist()) == list(range(n_records))
     write_partitions(tmp_path / "plain" / "000000", 0, records["key"], records, 2)
     assert read_extra(tmp_path / "plain" / "000000" / "parts-0000000000.npy") == []
+
+
+def _plain_one_permutation(hashes: list[int], docs: list[int], n_docs: int, num_perm: int,
+                           seed: int) -> list[list[int]]:
+    sig = [[0xFFFFFFFF] * num_perm for _ in range(n_docs)]
+    filled = [[False] * num_perm for _ in range(n_docs)]
+    for h, d in zip(hashes, docs, strict=True):
+        keyed = _mix(h ^ (seed * ROUND & MASK))
+        j = ((keyed >> 32) * num_perm) >> 32
+        sig[d][j], filled[d][j] = min(sig[d][j], keyed & 0xFFFFFFFF), True
+    probes = [[((_mix((j * ROUND + t * M2 + seed) & MASK) >> 32) * num_perm) >> 32 for t in range(1, 8 * num_perm + 1)]
+              + [(j + t) % num_perm for t in range(1, num_perm + 1)] for j in range(num_perm)]
+    for d in set(docs):
+        base = list(sig[d])
+        for j in range(num_perm):
+            if not filled[d][j]:
+                sig[d][j] = base[next(c for c in probes[j] if filled[d][c])]
+    return sig
+
+
+@pytest.mark.parametrize("num_perm", [16, 64])
+def test_one_permutation_signatures_are_the_shingle_by_shingle_ones(num_perm: int) -> None:
+    texts = _texts()[:30]
+    hashes, docs = shingle_hashes(texts, 5)
+    sig, has = minhash.signatures_of(hashes, docs, len(texts), num_perm, seed=42)
+    want = _plain_one_permutation(hashes.tolist(), docs.tolist(), len(texts), num_perm, 42)
+    assert sig.tolist() == want
+    assert has.tolist() == [d in set(docs.tolist()) for d in range(len(texts))]
+
+
+def test_map_files_are_the_sorted_glob(tmp_path: Path) -> None:
+    for rel in ("map/000002/parts-0000000000.npy", "map/000002/parts-0000002048.npy", "map/000000/parts-0000000000.npy",
+                "map/000000/.parts-0000004096.npy.77.tmp", "map/.hidden/parts-0000000000.npy", "map/000001/other.npy",
+                "map/000010/parts-0000000000.npy", "map/stray-file"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert map_files(tmp_path) == sorted((tmp_path / "map").glob("*/parts-*.npy"))
+    assert map_files(tmp_path, "000002") == sorted((tmp_path / "map" / "000002").glob("parts-*.npy"))
+    assert map_files(tmp_path, "000009") == [] and map_files(tmp_path / "nothing") == []

@@ -226,14 +226,20 @@ def one_permutation_minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, n
     full = np.uint32(0xFFFFFFFF)
     sig = np.full(n_docs * num_perm, full, dtype=np.uint32)
     with np.errstate(over="ignore"):
-        keyed = mix64(hashes ^ (U64(seed) * _ROUND))
-    bins = ((keyed >> U64(32)) * U64(num_perm)) >> U64(32)
-    np.minimum.at(sig, docs * num_perm + bins.astype(np.int64), (keyed & U64(0xFFFFFFFF)).astype(np.uint32))
+        keyed = hashes ^ (U64(seed) * _ROUND)
+        tmp = np.empty_like(keyed)
+        _mix64_inplace(keyed, tmp)
+    slot = np.right_shift(keyed, U64(32), out=tmp)  # the bin: high 32 bits × num_perm >> 32, then its row's offset
+    slot *= U64(num_perm)
+    slot >>= U64(32)
+    slot = slot.view(np.int64)  # < num_perm: the same value as int64
+    slot += docs * num_perm
+    np.minimum.at(sig, slot, keyed.astype(np.uint32))  # the low 32 bits compete
     sig = sig.reshape(n_docs, num_perm)
     present = np.zeros(n_docs, dtype=bool)
     present[docs] = True
     filled = np.zeros((n_docs, num_perm), dtype=bool)
-    np.put(filled.reshape(-1), docs * num_perm + bins.astype(np.int64), True)
+    filled.reshape(-1)[slot] = True
     d_idx, j_idx = np.nonzero(~filled & present[:, None])
     if len(d_idx):
         probes = _probe_table(num_perm, seed)

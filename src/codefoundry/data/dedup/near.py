@@ -42,6 +42,7 @@ from codefoundry.data.dedup.minhash import (
 from codefoundry.data.dedup.minhash import optimal_param as _optimal_param
 from codefoundry.data.dedup.partitions import (
     files_key,
+    map_files,
     open_ids,
     read_all,
     read_extra,
@@ -272,8 +273,7 @@ def removal_set(scratch: Path) -> np.ndarray:
     if not len(nodes):
         return np.empty(0, np.int64)
     # only clustered rows' ranks are kept, file by file: memory follows the duplicates, not the dataset
-    parts = [r[np.isin(r["id"], nodes)] for f in sorted((scratch / "map").glob("*/parts-*.npy"))
-             for r in read_extra(f)[:1]]
+    parts = [r[np.isin(r["id"], nodes)] for f in map_files(scratch) for r in read_extra(f)[:1]]
     ranks = np.concatenate(parts) if parts else np.empty(0, RANK_DTYPE)
     ranks = ranks[np.argsort(ranks["id"])]
     label_of = labels[np.searchsorted(nodes, ranks["id"])]
@@ -296,7 +296,7 @@ class SetStore:
             while len(self._units) >= self.max_units:
                 self._units.popitem(last=False)
             indexes, hashes = [], []
-            for f in sorted((self.scratch / "map" / f"{unit:06d}").glob("parts-*.npy")):
+            for f in map_files(self.scratch, f"{unit:06d}"):
                 extra = read_extra(f, mmap=True)
                 if len(extra) == 3:  # rank records, then the sets' index and hashes (`verify`)
                     indexes.append(_with_file(np.asarray(extra[1]), len(hashes)))

@@ -111,9 +111,27 @@ def read_extra(path: Path, mmap: bool = False) -> list[np.ndarray]:
         shape, order="F" if fortran else "C") for offset, shape, fortran, dtype in layout]
 
 
+def map_files(scratch: Path, unit: str | None = None) -> list[Path]:
+    """Every batch file under `scratch/map` (or one unit's folder), in the order of `sorted(glob("*/parts-*.npy"))`
+    (unit, then file name); listed with os.scandir, pathlib's glob was a good part of a small reduce."""
+    root = os.path.join(scratch, "map")
+    units = [unit] if unit is not None else sorted(e.name for e in _entries(root) if e.is_dir())
+    return [Path(root, u, name) for u in units
+            for name in sorted(e.name for e in _entries(os.path.join(root, u))
+                               if e.name.startswith("parts-") and e.name.endswith(".npy"))]
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def read_partition(scratch: Path, p: int, dtype: np.dtype) -> np.ndarray:
     """Every unit's records of partition `p`, in unit and batch order."""
-    chunks = [c for f in sorted((scratch / "map").glob("*/parts-*.npy")) if (c := _read_slice(f, p)) is not None]
+    chunks = [c for f in map_files(scratch) if (c := _read_slice(f, p)) is not None]
     return np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 
