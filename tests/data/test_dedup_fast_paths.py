@@ -14,7 +14,7 @@ import pytest
 from codefoundry.data.dedup import minhash
 from codefoundry.data.dedup.exact import content_keys
 from codefoundry.data.dedup.minhash import shingle_hashes, token_hashes
-from codefoundry.data.dedup.partitions import map_files, read_extra, read_partition, write_partitions
+from codefoundry.data.dedup.partitions import _read_header, map_files, read_extra, read_partition, write_partitions
 from conftest import stdlib_files
 
 MASK = (1 << 64) - 1
@@ -181,3 +181,21 @@ def test_map_files_are_the_sorted_glob(tmp_path: Path) -> None:
     assert map_files(tmp_path) == sorted((tmp_path / "map").glob("*/parts-*.npy"))
     assert map_files(tmp_path, "000002") == sorted((tmp_path / "map" / "000002").glob("parts-*.npy"))
     assert map_files(tmp_path, "000009") == [] and map_files(tmp_path / "nothing") == []
+
+
+def test_npy_headers_read_as_numpy_reads_them(tmp_path: Path) -> None:
+    arrays = [np.zeros(3, dtype=[("key", "<u8"), ("id", "<i8")]), np.arange(5), np.zeros((3, 4)),
+              np.empty(0, np.uint64), np.asfortranarray(np.ones((2, 3))), np.array(7),
+              np.zeros(2, dtype=[("shape", "<i8"), ("x", "<f4", (2,))]), np.zeros((0, 5), np.int32),
+              np.zeros(70_000, np.uint8)]
+    path = tmp_path / "many.npy"
+    with open(path, "wb") as f:
+        for a in arrays:
+            np.lib.format.write_array(f, a, allow_pickle=False)
+    with open(path, "rb") as ours, open(path, "rb") as numpys:
+        for a in arrays:
+            want = np.lib.format.read_array_header_1_0(numpys) if np.lib.format.read_magic(numpys) == (1, 0) \
+                else np.lib.format.read_array_header_2_0(numpys)
+            assert _read_header(ours) == want and ours.tell() == numpys.tell()
+            ours.seek(a.nbytes, 1)
+            numpys.seek(a.nbytes, 1)

@@ -15,12 +15,16 @@ signatures.
 
 from __future__ import annotations
 
+import ast
 import math
 import mmap as mmap_module
 import os
+import re
+import struct
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -53,6 +57,33 @@ def write_partitions(map_dir: Path, first_row: int, keys: np.ndarray, records: n
 
 
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_SHAPE = re.compile(r"'shape': \(([0-9, ]*)\)")
+
+
+def _read_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy array at `f`'s position, `f` left at its data. Our files' headers
+    differ in their shape alone: the rest is parsed once per process (numpy's `literal_eval` per header was most
+    of the cost of reading a small map file)."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    size_format = "<H" if version == (1, 0) else "<I"
+    (length,) = struct.unpack(size_format, f.read(struct.calcsize(size_format)))
+    header = f.read(length).decode("latin1")
+    shape = _SHAPE.search(header)
+    if version not in _HEADERS or shape is None:  # not one numpy writes for us: numpy's own reading
+        f.seek(start)
+        return _HEADERS[np.lib.format.read_magic(f)](f)
+    fortran, dtype = _header_fields(header[:shape.start()] + "'shape': ()" + header[shape.end():])
+    return tuple(int(n) for n in shape.group(1).split(",") if n.strip()), fortran, dtype
+
+
+@lru_cache(maxsize=256)
+def _header_fields(header: str) -> tuple[bool, np.dtype]:
+    fields = ast.literal_eval(header)
+    if not isinstance(fields, dict) or fields.keys() != {"descr", "fortran_order", "shape"} \
+            or not isinstance(fields["fortran_order"], bool):
+        raise ValueError(f"not a .npy header: {header!r}")
+    return fields["fortran_order"], np.lib.format.descr_to_dtype(fields["descr"])
 
 
 @lru_cache(maxsize=1 << 16)
@@ -60,8 +91,9 @@ def _layout(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, int, np.dt
     """A batch file's partition offsets, where its records start and their dtype: parsed once per process (every
     reduce reads the same files; a header's parse is most of the cost of reading a small slice)."""
     with open(path, "rb") as f:
-        bounds = np.lib.format.read_array(f, allow_pickle=False)
-        _, _, dtype = _HEADERS[np.lib.format.read_magic(f)](f)
+        shape, _, bounds_dtype = _read_header(f)
+        bounds = np.fromfile(f, bounds_dtype, count=math.prod(shape))
+        _, _, dtype = _read_header(f)
         return bounds, f.tell(), dtype
 
 
@@ -88,7 +120,7 @@ def _extra_layout(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, tuple
     with open(path, "rb") as f:
         f.seek(start + int(bounds[-1]) * dtype.itemsize)
         while f.tell() < size:
-            shape, fortran, array_dtype = _HEADERS[np.lib.format.read_magic(f)](f)
+            shape, fortran, array_dtype = _read_header(f)
             out.append((f.tell(), shape, fortran, array_dtype))
             f.seek(math.prod(shape) * array_dtype.itemsize, os.SEEK_CUR)
     return tuple(out)
