@@ -14,7 +14,9 @@ import pytest
 from codefoundry.data.dedup import minhash
 from codefoundry.data.dedup.exact import content_keys
 from codefoundry.data.dedup.minhash import shingle_hashes, token_hashes
+from codefoundry.data.dedup.near import NearDedup, NearDedupConfig
 from codefoundry.data.dedup.partitions import _read_header, map_files, read_extra, read_partition, write_partitions
+from codefoundry.data.pipeline import UnitContext
 from conftest import stdlib_files
 
 MASK = (1 << 64) - 1
@@ -199,3 +201,33 @@ def test_npy_headers_read_as_numpy_reads_them(tmp_path: Path) -> None:
             assert _read_header(ours) == want and ours.tell() == numpys.tell()
             ours.seek(a.nbytes, 1)
             numpys.seek(a.nbytes, 1)
+
+
+def test_reduce_tasks_share_shingle_sets_until_a_map_file_changes(tmp_path: Path) -> None:
+    base = next(iter(stdlib_files("textwrap.py").values()))
+    near_copy = base.replace("width", "w", 4)
+    far_copy = "\n".join(line for i, line in enumerate(base.splitlines()) if i % 3)  # ~0.6 Jaccard: not a dup
+
+    def table(text: str) -> pa.Table:
+        return pa.table({"content": [text], "lang": ["Python"], "license_type": ["permissive"], "stars": [1],
+                         "forks": [0]})
+
+    def edges(step: NearDedup, scratch: Path) -> list[bytes]:
+        for p in range(step.num_partitions):
+            step.reduce(p, scratch)
+        return [(scratch / "reduce" / f"edges-{p:04d}.npy").read_bytes() for p in range(step.num_partitions)]
+
+    shared = NearDedup(NearDedupConfig(num_partitions=2, threshold=0.7, bands=64, rows=2))
+    for scratch in (tmp_path / "a", tmp_path / "b"):
+        (scratch / "reduce").mkdir(parents=True)
+    contexts = [UnitContext(f"{i:06d}", i, tmp_path / "a") for i in range(2)]
+    shared.map(table(base), contexts[0])
+    shared.map(table(near_copy), contexts[1])
+    edges(shared, tmp_path / "a")
+    assert any(len(np.load(tmp_path / "a" / "reduce" / f"edges-{p:04d}.npy")) for p in range(2))  # a pair
+    shared.map(table(far_copy), contexts[1])  # unit 1's map file rewritten: its loaded sets are stale
+    fresh = NearDedup(shared.config)
+    fresh.map(table(base), UnitContext("000000", 0, tmp_path / "b"))
+    fresh.map(table(far_copy), UnitContext("000001", 1, tmp_path / "b"))
+    assert edges(shared, tmp_path / "a") == edges(fresh, tmp_path / "b")
+    assert not any(len(np.load(tmp_path / "b" / "reduce" / f"edges-{p:04d}.npy")) for p in range(2))

@@ -14,6 +14,7 @@ Phases (a `GlobalStep`; any executor runs them, the partitions are its unit of d
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ class NearDedup(GlobalStep):
                           for lang, o in sorted(c.languages.items())}
         self._removed: tuple[str, list[np.ndarray]] | None = None  # (files_key, memory-mapped sorted ids)
         self._unit: tuple[int, np.ndarray] | None = None
+        self._sets: tuple[tuple, SetStore] | None = None  # (map files' stamp, store) kept between reduce tasks
 
     # -- map -------------------------------------------------------------------------------------
     def groups(self, langs: list[str | None]) -> list[tuple[int, LshParams, np.ndarray]]:
@@ -233,15 +235,26 @@ class NearDedup(GlobalStep):
                 edges = np.unique(np.stack([u, v], axis=1), axis=0)
                 u, v = edges[:, 0], edges[:, 1]
                 if self.config.verify:
-                    ok = SetStore(scratch, self.config.verify_cache_units).verify(u, v)
+                    ok = self._set_store(scratch).verify(u, v)
                     u, v = u[ok], v[ok]
                 nodes, roots = components(u, v)
                 pairs = np.zeros(len(nodes), dtype=PAIR)
                 pairs["node"], pairs["root"] = nodes, roots
         save(scratch / "reduce" / f"edges-{partition:04d}.npy", pairs)
 
+    def _set_store(self, scratch: Path) -> SetStore:
+        """The shingle-set store of the last reduce task while the map files are the same ones (names, sizes,
+        times): a process's reduce tasks share its loaded units instead of each loading them again."""
+        files = map_files(scratch)
+        stamp = (str(scratch), self.config.verify_cache_units,
+                 tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]))
+        if self._sets is None or self._sets[0] != stamp:
+            self._sets = (stamp, SetStore(scratch, self.config.verify_cache_units))
+        return self._sets[1]
+
     # -- load + filter -------------------------------------------------------------------------------
     def load(self, scratch: Path) -> None:
+        self._sets = None  # the reduce phase is over: its loaded shingle sets go
         result = scratch / "reduce" / "remove.npy"
         with FileLock(str(scratch / "reduce" / "remove.lock")):
             if not result.exists():
@@ -251,7 +264,8 @@ class NearDedup(GlobalStep):
             self._removed, self._unit = (key, open_ids([result])), None
 
     def __getstate__(self) -> dict[str, object]:
-        return {**super().__getstate__(), "_removed": None, "_unit": None}  # memory maps stay in their process
+        # memory maps and loaded sets stay in their process
+        return {**super().__getstate__(), "_removed": None, "_unit": None, "_sets": None}
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
