@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -15,7 +16,13 @@ from codefoundry.data.license import LicenseEvidence, from_license_text, spdx_he
 from codefoundry.data.license.match import _gram_index, _Windows, examine, references
 from codefoundry.data.license.names import evidence_files, is_license_file, is_metadata_file
 from codefoundry.data.sources.local import SKIP_DIRS, DirectoryRepo, walk
-from codefoundry.data.sources.python_env import StdlibRepo, listed_files, record_paths
+from codefoundry.data.sources.python_env import (
+    StdlibRepo,
+    _metadata_name,
+    distributions,
+    listed_files,
+    record_paths,
+)
 from codefoundry.data.sources.repo import Skip, decode
 from codefoundry.data.sources.unit import ReadOptions, SourceLimits
 from conftest import MIT_LICENSE
@@ -154,3 +161,22 @@ def test_rows_from_checked_bytes_are_the_decoded_texts(tmp_path: Path) -> None:
         assert rows[name]["licenses"] == sorted({"MIT", *own}), name
     assert rows["spdx.py"]["licenses"] == ["Apache-2.0", "MIT"] and rows["spdx-late.py"]["licenses"] == ["MIT"]
     assert rows["latin1.py"]["reason"] == "read:invalid_utf8" and rows["binary.bin"]["reason"] == "read:binary"
+
+
+def test_distribution_names_from_headers_are_importlibs(tmp_path: Path) -> None:
+    cases = {"plain": ("Metadata-Version: 2.1\nName: Plain_Pkg\nVersion: 1\n\nName: not this, the body\n", None),
+             "none": ("Metadata-Version: 2.1\nVersion: 1\n\nbody\n", None), "empty": ("", "Name: from-pkg-info\n"),
+             "folded": ("Name: folded\n  continued\nSummary: s\n", None),
+             "crlf": ("Name: crlf\r\nVersion: 1\r\n", None)}
+    dists = [metadata.Distribution.at(d) for d in distributions()[::10]]
+    for name, (core, pkg_info) in cases.items():
+        info = tmp_path / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_bytes(core.encode())
+        if pkg_info is not None:
+            (info / "PKG-INFO").write_text(pkg_info)
+        dists.append(metadata.Distribution.at(info))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # importlib warns on a missing key
+        for dist in dists:
+            assert _metadata_name(dist, dist.read_text("METADATA")) == dist.metadata["Name"]

@@ -11,9 +11,12 @@ licensed by its LICENSE.txt.
 from __future__ import annotations
 
 import csv
+import email.parser
+import email.policy
 import itertools
 import re
 import sysconfig
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -113,6 +116,15 @@ def listed_files(files: list[str]) -> list[str]:
     return list(dict.fromkeys(kept))
 
 
+def _metadata_name(dist: metadata.Distribution, core: str | None) -> str | None:
+    """`dist.metadata["Name"]` from its headers alone (importlib parses the whole METADATA, description and all)."""
+    text = core or dist.read_text("PKG-INFO") or dist.read_text("") or ""
+    name = email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True)["Name"]
+    if not name or "\n" not in name:
+        return name
+    return textwrap.dedent(" " * 8 + name)  # importlib's repair of a folded value (RFC 822 indentation)
+
+
 @dataclass(frozen=True)
 class DistributionRepo:
     """One installed distribution, found by its .dist-info folder."""
@@ -125,13 +137,14 @@ class DistributionRepo:
 
     def read(self) -> Iterator[pa.Table]:
         dist = metadata.Distribution.at(self.dist_info)
-        name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
+        core = dist.read_text("METADATA")
+        name = (_metadata_name(dist, core) or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
         site = self.dist_info.parent
         evidence = LicenseEvidence()  # the .dist-info's license files and METADATA speak for the whole distribution
         files = record_paths(dist)  # parsing RECORD is costly: once
         for ids in license_files_evidence(dist, self.options.license_threshold, files).values():
             evidence.declare("", ids)
-        evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
+        evidence.declare("", from_core_metadata(core or "", self.options.license_threshold))
         yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listed_files(files), site, self.options),
                                 evidence=evidence, **self.options.kwargs())
 
