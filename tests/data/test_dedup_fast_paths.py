@@ -140,6 +140,9 @@ def test_extra_arrays_come_back_as_written(tmp_path: Path) -> None:
             got = read_extra(path, mmap=mmap)
             assert len(got) == len(extra)
             assert all(g.dtype == e.dtype and np.array_equal(g, e) for g, e in zip(got, extra, strict=True))
+            for first in (1, 3):  # only the first arrays (the rank records without the shingle sets)
+                got = read_extra(path, mmap=mmap, first=first)
+                assert len(got) == first and all(np.array_equal(g, e) for g, e in zip(got, extra, strict=False))
         parts = [read_partition(tmp_path / f"s{n_records}", p, records.dtype) for p in range(4)]
         assert sorted(np.concatenate(parts)["id"].tolist()) == list(range(n_records))
     write_partitions(tmp_path / "plain" / "000000", 0, records["key"], records, 2)

@@ -287,7 +287,7 @@ def removal_set(scratch: Path) -> np.ndarray:
     if not len(nodes):
         return np.empty(0, np.int64)
     # only clustered rows' ranks are kept, file by file: memory follows the duplicates, not the dataset
-    parts = [r[np.isin(r["id"], nodes)] for f in map_files(scratch) for r in read_extra(f)[:1]]
+    parts = [r[np.isin(r["id"], nodes)] for f in map_files(scratch) for r in read_extra(f, first=1)]
     ranks = np.concatenate(parts) if parts else np.empty(0, RANK_DTYPE)
     ranks = ranks[np.argsort(ranks["id"])]
     label_of = labels[np.searchsorted(nodes, ranks["id"])]

@@ -126,19 +126,21 @@ def _extra_layout(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, tuple
     return tuple(out)
 
 
-def read_extra(path: Path, mmap: bool = False) -> list[np.ndarray]:
-    """The `extra` arrays of a batch file, in the order written (memory-mapped if `mmap` and large, else read)."""
+def read_extra(path: Path, mmap: bool = False, first: int | None = None) -> list[np.ndarray]:
+    """The `extra` arrays of a batch file, in the order written, or only the `first` ones (memory-mapped if `mmap`
+    and the file is large, else read: one read for all of them, small files cost their syscalls more than bytes)."""
     st = os.stat(path)
-    layout = _extra_layout(str(path), st.st_size, st.st_mtime_ns)
+    layout = _extra_layout(str(path), st.st_size, st.st_mtime_ns)[:first]
     if not layout:
         return []
     with open(path, "rb") as f:
         if mmap and st.st_size > MMAP_MIN_BYTES:
             data, base = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_READ), 0
-        else:  # one read for every array: small files cost their syscalls more than their bytes
+        else:
+            offset, shape, _, dtype = layout[-1]
             base = layout[0][0]
             f.seek(base)
-            data = f.read()
+            data = f.read(offset + math.prod(shape) * dtype.itemsize - base)
     return [np.frombuffer(data, dtype, count=math.prod(shape), offset=offset - base).reshape(
         shape, order="F" if fortran else "C") for offset, shape, fortran, dtype in layout]
 
