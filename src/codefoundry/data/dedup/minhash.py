@@ -49,8 +49,8 @@ _ROUND = U64(0x9E3779B97F4A7C15)
 
 
 def _mix64_inplace(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """`mix64(x)` written into `x` with one scratch array `tmp` of the same shape: a large batch's temporaries
-    cost fresh pages (kernel time) more than the arithmetic."""
+    """`mix64(x)` written into `x` with one scratch array `tmp` of the same shape: a fresh temporary per operation
+    costs its allocation and pages (kernel time) besides the arithmetic."""
     with np.errstate(over="ignore"):
         for shift, mult in ((30, _M1), (27, _M2), (31, None)):
             np.right_shift(x, U64(shift), out=tmp)
@@ -73,9 +73,10 @@ def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     # word/non-word changes alternate: starts and ends from one pass (a token at either end adds its edge)
     edges = np.flatnonzero(word[1:] != word[:-1])
     edges += 1
-    if word[0] or word[-1]:
-        parts = [[0]] if word[0] else []
-        edges = np.concatenate([*parts, edges, [len(word)] if word[-1] else []]).astype(np.int64)
+    if word[0]:
+        edges = np.concatenate([[0], edges])
+    if word[-1]:
+        edges = np.concatenate([edges, [len(word)]])
     starts, ends = edges[0::2], edges[1::2]
     if not len(starts):
         return np.empty(0, U64), np.empty(0, np.int64)
