@@ -97,8 +97,8 @@ def paths_looked_at(paths: Iterable[str], limits: SourceLimits, only_suffixes: t
     makes entries, a stat and a resolve each, for these alone; `repo_batches` gives the same rows.
     """
     paths = list(paths)
-    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes)) if only_suffixes or skip_suffixes \
-        else sorted(paths)
+    selecting = bool(only_suffixes or skip_suffixes)  # else every path is selected: no test per path
+    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes)) if selecting else sorted(paths)
     if limits.max_files_per_repo:
         chosen = chosen[: limits.max_files_per_repo]
     return set(chosen).union(itertools.compress(paths, evidence_files(paths)))
