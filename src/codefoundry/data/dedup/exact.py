@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from codefoundry.config import StageConfig
@@ -27,12 +28,40 @@ KEYED = np.dtype([("k1", "<u8"), ("k2", "<u8"), *RANK_DTYPE.descr])
 REASON = "exact_dedup"
 
 
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _NIBBLE[ord(chr(_c).upper())] = _i
+
+
 def content_keys(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Two uint64 halves of a 128-bit content key per row: the hexsha's first 32 hex digits."""
-    shas = batch.column("hexsha").to_pylist()
-    contents = batch.column("content").to_pylist()
-    hexes = [s if s else hashlib.sha1((c or "").encode("utf-8", "surrogatepass")).hexdigest()
-             for s, c in zip(shas, contents, strict=True)]
+    """Two uint64 halves of a 128-bit content key per row: the hexsha's first 32 hex digits (a row without one:
+    those of its content's sha1)."""
+    shas = batch.column("hexsha")
+    shas = shas.combine_chunks() if isinstance(shas, pa.ChunkedArray) else shas
+    absent = pc.fill_null(pc.equal(shas, ""), True)  # null or empty: no hexsha
+    missing = np.flatnonzero(absent.to_numpy(zero_copy_only=False))
+    if len(missing):  # rows without a hexsha: the sha1 of their text (never the whole column as Python strings)
+        contents = batch.column("content").take(pa.array(missing)).to_pylist()
+        digests = [hashlib.sha1((c or "").encode("utf-8", "surrogatepass")).hexdigest() for c in contents]
+        shas = pc.replace_with_mask(shas, absent, pa.array(digests, shas.type))
+    k1, k2 = _hex_keys(shas)
+    return k1, k2
+
+
+def _hex_keys(shas: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """`int(h[:16], 16)` and `int(h[16:32], 16)` of each string, from the column's bytes when every one is 32+
+    hex digits (git's 40), else one string at a time."""
+    lengths = pc.utf8_length(shas).to_numpy(zero_copy_only=False) if len(shas) else np.empty(0, np.int64)
+    if len(shas) and (lengths >= 32).all() and shas.type == pa.string():
+        _, offsets_buf, data_buf = shas.buffers()
+        offsets = np.frombuffer(offsets_buf, np.int32, count=len(shas) + 1, offset=shas.offset * 4)
+        data = np.frombuffer(data_buf, np.uint8)
+        digits = _NIBBLE[data[offsets[:-1, None] + np.arange(32)]]
+        if (digits != 255).all():
+            weights = np.uint64(16) ** np.arange(15, -1, -1, dtype=np.uint64)
+            halves = (digits.reshape(-1, 2, 16).astype(np.uint64) * weights).sum(axis=2, dtype=np.uint64)
+            return np.ascontiguousarray(halves[:, 0]), np.ascontiguousarray(halves[:, 1])
+    hexes = shas.to_pylist()
     k1 = np.array([int(h[:16], 16) for h in hexes], dtype=np.uint64)
     k2 = np.array([int(h[16:32], 16) for h in hexes], dtype=np.uint64)
     return k1, k2

@@ -16,11 +16,14 @@ depend on batch boundaries or on the process that computes them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 U64 = np.uint64
 _M1, _M2 = U64(0xBF58476D1CE4E5B9), U64(0x94D049BB133111EB)  # splitmix64 finalizer
@@ -45,6 +48,18 @@ _MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtyp
 _ROUND = U64(0x9E3779B97F4A7C15)
 
 
+def _mix64_inplace(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """`mix64(x)` written into `x` with one scratch array `tmp` of the same shape: a fresh temporary per operation
+    costs its allocation and pages (kernel time) besides the arithmetic."""
+    with np.errstate(over="ignore"):
+        for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+            np.right_shift(x, U64(shift), out=tmp)
+            x ^= tmp
+            if mult is not None:
+                x *= mult
+    return x
+
+
 def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and start offsets of the `[A-Za-z_0-9]+` tokens of a byte string.
 
@@ -52,21 +67,29 @@ def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     then mixes: exact for tokens of any length, one vectorized round per 8 bytes of the
     longest token still pending.
     """
+    if not raw:
+        return np.empty(0, U64), np.empty(0, np.int64)
     word = np.frombuffer(raw.translate(_ALNUM_TABLE), dtype=np.bool_)
-    starts = np.flatnonzero(word[1:] > word[:-1]) + 1
-    ends = np.flatnonzero(word[:-1] > word[1:]) + 1
+    # word/non-word changes alternate: starts and ends from one pass (a token at either end adds its edge)
+    edges = np.flatnonzero(word[1:] != word[:-1])
+    edges += 1
     if word[0]:
-        starts = np.concatenate([[0], starts])
+        edges = np.concatenate([[0], edges])
     if word[-1]:
-        ends = np.concatenate([ends, [len(word)]])
+        edges = np.concatenate([edges, [len(word)]])
+    starts, ends = edges[0::2], edges[1::2]
     if not len(starts):
-        return np.empty(0, U64), starts
+        return np.empty(0, U64), np.empty(0, np.int64)
     padded = raw + bytes(8)
     words = np.ndarray((len(raw) + 1,), dtype="<u8", buffer=padded, strides=(1,))  # 8 bytes at every offset
     lengths = ends - starts
     with np.errstate(over="ignore"):
-        h = lengths.astype(U64) * _ROUND
-        h = (h ^ (words[starts] & _MASKS[np.minimum(lengths, 8)])) * _M1
+        h = lengths.astype(U64)
+        h *= _ROUND
+        head = words[starts]
+        head &= _MASKS[np.minimum(lengths, 8)]
+        h ^= head
+        h *= _M1
         todo = np.flatnonzero(lengths > 8)
         offset = 8
         while len(todo):
@@ -74,7 +97,7 @@ def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
             h[todo] = (h[todo] ^ (words[starts[todo] + offset] & _MASKS[np.minimum(rem, 8)])) * _M1
             todo = todo[rem > 8]
             offset += 8
-    return mix64(h), starts
+    return _mix64_inplace(h, head), np.ascontiguousarray(starts)
 
 
 @dataclass(frozen=True)
@@ -92,26 +115,45 @@ class Permutations:
         return cls(a, b)
 
 
-def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+def _utf8_docs(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple[list[bytes | memoryview], np.ndarray]:
+    """Each text's UTF-8 bytes (null as empty) and their lengths. An Arrow string column is sliced from its own
+    buffer: no Python string per row and no encode (Arrow holds valid UTF-8, which is what encoding gives)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if isinstance(texts, pa.Array):
+        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            raise TypeError(f"texts must be strings, not {texts.type}")
+        if texts.null_count:
+            texts = pc.fill_null(texts, "")
+        _, offsets_buf, data_buf = texts.buffers()
+        width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=width, count=len(texts) + 1, offset=texts.offset * width().itemsize)
+        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+        bounds = offsets.tolist()
+        return [data[lo:hi] for lo, hi in itertools.pairwise(bounds)], np.diff(offsets).astype(np.int64)
+    parts = [t.encode("utf-8", "surrogatepass") for t in texts]
+    return parts, np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+
+
+def shingle_hashes(texts: Sequence[str] | pa.Array | pa.ChunkedArray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every `ngram`-token window of each text: (hashes [m] uint64, doc index [m] int64).
 
-    Windows never cross documents; a text with fewer than `ngram` tokens has none.
+    Windows never cross documents; a text with fewer than `ngram` tokens has none. `texts` may be an
+    Arrow string column (nulls count as empty texts): the same hashes, without a Python string per row.
     """
     out_h: list[np.ndarray] = []
     out_d: list[np.ndarray] = []
     weights = mix64(np.arange(1, ngram + 1, dtype=U64))
+    parts, sizes = _utf8_docs(texts)
+    ends = np.cumsum(sizes + 1)
     i = 0
-    while i < len(texts):
+    while i < len(parts):
         # a chunk of whole documents, ≈ CHUNK_BYTES of text (one long document is a chunk alone)
-        parts, size, first = [], 0, i
-        while i < len(texts) and (not parts or size + len(texts[i]) <= CHUNK_BYTES):
-            data = texts[i].encode("utf-8", "surrogatepass")
-            parts.append(data)
-            size += len(data) + 1
-            i += 1
-        raw = b"\0".join(parts) + b"\0"
-        lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
-        doc_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        first = i
+        base = int(ends[i - 1]) if i else 0
+        i = max(i + 1, int(np.searchsorted(ends, base + CHUNK_BYTES + 1, side="left")))
+        raw = b"\0".join(parts[first:i]) + b"\0"
+        doc_start = np.concatenate([[0], ends[first:i - 1] - base])
         th, starts = token_hashes(raw)
         if len(th) < ngram:
             continue
@@ -120,9 +162,12 @@ def shingle_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.nda
         valid = tok_doc[:m] == tok_doc[ngram - 1:]
         with np.errstate(over="ignore"):
             acc = th[:m] * weights[0]
+            tmp = np.empty_like(acc)
             for k in range(1, ngram):
-                acc += th[k:k + m] * weights[k]
-        out_h.append(mix64(acc[valid]))
+                np.multiply(th[k:k + m], weights[k], out=tmp)
+                acc += tmp
+        kept = acc[valid]
+        out_h.append(_mix64_inplace(kept, tmp[: len(kept)]))
         out_d.append(tok_doc[:m][valid] + first)
     if not out_h:
         return np.empty(0, U64), np.empty(0, np.int64)
@@ -182,14 +227,20 @@ def one_permutation_minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, n
     full = np.uint32(0xFFFFFFFF)
     sig = np.full(n_docs * num_perm, full, dtype=np.uint32)
     with np.errstate(over="ignore"):
-        keyed = mix64(hashes ^ (U64(seed) * _ROUND))
-    bins = ((keyed >> U64(32)) * U64(num_perm)) >> U64(32)
-    np.minimum.at(sig, docs * num_perm + bins.astype(np.int64), (keyed & U64(0xFFFFFFFF)).astype(np.uint32))
+        keyed = hashes ^ (U64(seed) * _ROUND)
+        tmp = np.empty_like(keyed)
+        _mix64_inplace(keyed, tmp)
+    slot = np.right_shift(keyed, U64(32), out=tmp)  # the bin: high 32 bits × num_perm >> 32, then its row's offset
+    slot *= U64(num_perm)
+    slot >>= U64(32)
+    slot = slot.view(np.int64)  # < num_perm: the same value as int64
+    slot += docs * num_perm
+    np.minimum.at(sig, slot, keyed.astype(np.uint32))  # the low 32 bits compete
     sig = sig.reshape(n_docs, num_perm)
     present = np.zeros(n_docs, dtype=bool)
     present[docs] = True
     filled = np.zeros((n_docs, num_perm), dtype=bool)
-    np.put(filled.reshape(-1), docs * num_perm + bins.astype(np.int64), True)
+    filled.reshape(-1)[slot] = True
     d_idx, j_idx = np.nonzero(~filled & present[:, None])
     if len(d_idx):
         probes = _probe_table(num_perm, seed)

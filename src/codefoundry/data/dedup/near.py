@@ -2,8 +2,8 @@
 
 Phases (a `GlobalStep`; any executor runs them, the partitions are its unit of distribution):
 
-    map, per unit      signatures of the batch → one key per (band, bucket) → p<k>-*.npy by key % P,
-                       plus the rows' rank records (nodes-*.npy) [and shingle sets if verify]
+    map, per batch     signatures of the batch → one key per (band, bucket), ordered by key % P, then the
+                       rows' rank records [and shingle sets if verify]: one parts-*.npy (`partitions.py`)
     reduce, per part   sort keys; rows sharing a key are candidate pairs (edges to the bucket's first
                        row), optionally verified by true Jaccard; components inside the partition are
                        written as (row, local root) pairs: edges-<p>.npy
@@ -14,6 +14,7 @@ Phases (a `GlobalStep`; any executor runs them, the partitions are its unit of d
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from codefoundry.data.dedup.minhash import (
 from codefoundry.data.dedup.minhash import optimal_param as _optimal_param
 from codefoundry.data.dedup.partitions import (
     files_key,
+    map_files,
     open_ids,
     read_all,
+    read_extra,
     read_partition,
     save,
     unit_ids,
@@ -158,6 +161,7 @@ class NearDedup(GlobalStep):
                           for lang, o in sorted(c.languages.items())}
         self._removed: tuple[str, list[np.ndarray]] | None = None  # (files_key, memory-mapped sorted ids)
         self._unit: tuple[int, np.ndarray] | None = None
+        self._sets: tuple[tuple, SetStore] | None = None  # (map files' stamp, store) kept between reduce tasks
 
     # -- map -------------------------------------------------------------------------------------
     def groups(self, langs: list[str | None]) -> list[tuple[int, LshParams, np.ndarray]]:
@@ -172,10 +176,11 @@ class NearDedup(GlobalStep):
 
     def map(self, batch: pa.Table, ctx: UnitContext) -> None:
         ids = ctx.row_ids(batch.num_rows).to_numpy()
-        texts = [t or "" for t in batch.column("content").to_pylist()]
+        content = batch.column("content")  # Arrow strings: shingled from their buffer, no Python string per row
         keys_out, recs_out, nodes = [], [], []
+        set_index, set_hashes, set_size = [], [], 0
         for group, params, rows in self.groups(batch.column("lang").to_pylist()):
-            chunk = [texts[i] for i in rows]
+            chunk = content if len(rows) == batch.num_rows else content.take(rows)
             hashes, docs = shingle_hashes(chunk, params.ngram_size)
             sig, has = signatures_of(hashes, docs, len(chunk), params.num_perm, self.config.seed, self.config.method)
             has &= self._long_enough(chunk, has)
@@ -191,30 +196,28 @@ class NearDedup(GlobalStep):
             nodes.append(rows)
             if self.config.verify:
                 uniq, offsets = unique_per_doc(hashes, docs, len(chunk))
-                self._save_sets(uniq, offsets, has, ids[rows], params, group, ctx)
+                index = np.zeros(len(rows), dtype=SET_INDEX)
+                index["id"], index["threshold"] = ids[rows], params.threshold
+                index["lo"], index["hi"] = offsets[:-1][has] + set_size, offsets[1:][has] + set_size
+                set_index.append(index)
+                set_hashes.append(uniq)
+                set_size += len(uniq)
         if not recs_out:
             return
-        keys, recs = np.concatenate(keys_out), np.concatenate(recs_out)
-        write_partitions(ctx.map_dir, ctx.first_row, keys, recs, self.num_partitions)
         rows = np.sort(np.concatenate(nodes))
         ranked = batch.select(["license_type", "stars", "forks"]).take(rows)  # not the text: a copy of it costs
-        save(ctx.map_dir / f"nodes-{ctx.first_row:010d}.npy", rank_records(ranked, ids[rows]))
+        extra = [rank_records(ranked, ids[rows])]
+        if self.config.verify:
+            extra += [np.concatenate(set_index), np.concatenate(set_hashes)]
+        write_partitions(ctx.map_dir, ctx.first_row, np.concatenate(keys_out), np.concatenate(recs_out),
+                         self.num_partitions, extra)
 
-    def _long_enough(self, texts: list[str], has: np.ndarray) -> np.ndarray:
+    def _long_enough(self, texts: pa.Array | pa.ChunkedArray, has: np.ndarray) -> np.ndarray:
         if self.config.min_tokens <= self.default.ngram_size:
             return has
         counts = [len(token_hashes(t.encode("utf-8", "surrogatepass") + b"\0")[0]) if h else 0
-                  for t, h in zip(texts, has, strict=True)]
+                  for t, h in zip((t or "" for t in texts.to_pylist()), has, strict=True)]
         return np.array(counts, dtype=np.int64) >= self.config.min_tokens
-
-    def _save_sets(self, hashes: np.ndarray, offsets: np.ndarray, has: np.ndarray, ids: np.ndarray,
-                   params: LshParams, group: int, ctx: UnitContext) -> None:
-        index = np.zeros(len(ids), dtype=SET_INDEX)
-        index["id"], index["lo"], index["hi"] = ids, offsets[:-1][has], offsets[1:][has]
-        index["threshold"] = params.threshold
-        stem = f"sets-{ctx.first_row:010d}-{group:03d}"
-        save(ctx.map_dir / f"{stem}.hashes.npy", hashes)
-        save(ctx.map_dir / f"{stem}.index.npy", index)
 
     # -- reduce ------------------------------------------------------------------------------------
     def reduce(self, partition: int, scratch: Path) -> None:
@@ -232,15 +235,26 @@ class NearDedup(GlobalStep):
                 edges = np.unique(np.stack([u, v], axis=1), axis=0)
                 u, v = edges[:, 0], edges[:, 1]
                 if self.config.verify:
-                    ok = SetStore(scratch, self.config.verify_cache_units).verify(u, v)
+                    ok = self._set_store(scratch).verify(u, v)
                     u, v = u[ok], v[ok]
                 nodes, roots = components(u, v)
                 pairs = np.zeros(len(nodes), dtype=PAIR)
                 pairs["node"], pairs["root"] = nodes, roots
         save(scratch / "reduce" / f"edges-{partition:04d}.npy", pairs)
 
+    def _set_store(self, scratch: Path) -> SetStore:
+        """The shingle-set store of the last reduce task while the map files are the same ones (names, sizes,
+        times): a process's reduce tasks share its loaded units instead of each loading them again."""
+        files = map_files(scratch)
+        stamp = (str(scratch), self.config.verify_cache_units,
+                 tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]))
+        if self._sets is None or self._sets[0] != stamp:
+            self._sets = (stamp, SetStore(scratch, self.config.verify_cache_units))
+        return self._sets[1]
+
     # -- load + filter -------------------------------------------------------------------------------
     def load(self, scratch: Path) -> None:
+        self._sets = None  # the reduce phase is over: its loaded shingle sets go
         result = scratch / "reduce" / "remove.npy"
         with FileLock(str(scratch / "reduce" / "remove.lock")):
             if not result.exists():
@@ -250,7 +264,8 @@ class NearDedup(GlobalStep):
             self._removed, self._unit = (key, open_ids([result])), None
 
     def __getstate__(self) -> dict[str, object]:
-        return {**super().__getstate__(), "_removed": None, "_unit": None}  # memory maps stay in their process
+        # memory maps and loaded sets stay in their process
+        return {**super().__getstate__(), "_removed": None, "_unit": None, "_sets": None}
 
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
@@ -272,8 +287,7 @@ def removal_set(scratch: Path) -> np.ndarray:
     if not len(nodes):
         return np.empty(0, np.int64)
     # only clustered rows' ranks are kept, file by file: memory follows the duplicates, not the dataset
-    parts = [r[np.isin(r["id"], nodes)] for f in sorted((scratch / "map").glob("*/nodes-*.npy"))
-             for r in [np.load(f)]]
+    parts = [r[np.isin(r["id"], nodes)] for f in map_files(scratch) for r in read_extra(f, first=1)]
     ranks = np.concatenate(parts) if parts else np.empty(0, RANK_DTYPE)
     ranks = ranks[np.argsort(ranks["id"])]
     label_of = labels[np.searchsorted(nodes, ranks["id"])]
@@ -296,10 +310,11 @@ class SetStore:
             while len(self._units) >= self.max_units:
                 self._units.popitem(last=False)
             indexes, hashes = [], []
-            for k, f in enumerate(sorted((self.scratch / "map" / f"{unit:06d}").glob("sets-*.index.npy"))):
-                index = np.load(f)
-                indexes.append(_with_file(index, k))
-                hashes.append(np.load(f.with_name(f.name.replace(".index.npy", ".hashes.npy")), mmap_mode="r"))
+            for f in map_files(self.scratch, f"{unit:06d}"):
+                extra = read_extra(f, mmap=True)
+                if len(extra) == 3:  # rank records, then the sets' index and hashes (`verify`)
+                    indexes.append(_with_file(np.asarray(extra[1]), len(hashes)))
+                    hashes.append(extra[2])
             index = np.concatenate(indexes) if indexes else np.empty(0, SET_ROW)
             self._units[unit] = (index[np.argsort(index["id"])], hashes)
         return self._units[unit]

@@ -50,6 +50,7 @@ class LicenseEvidence:
     metadata: dict[str, list[str]] = field(default_factory=dict)   # metadata file → ids it declares
     declared: dict[str, list[str]] = field(default_factory=dict)   # directory → ids declared for it
     _scoped: dict[str, list[str]] | None = field(default=None, repr=False)
+    _by_folder: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def add_file(self, path: str, text: str, threshold: float = DEFAULT_THRESHOLD) -> None:
         """Look at one license or metadata file of the repository (other files are ignored)."""
@@ -68,6 +69,7 @@ class LicenseEvidence:
     def scopes(self) -> dict[str, list[str]]:
         """Directory → ids of the evidence that sits there."""
         if self._scoped is None:
+            self._by_folder.clear()
             scoped: dict[str, list[str]] = {d: list(ids) for d, ids in self.declared.items()}
             for path, ids in (*self.files.items(), *self.metadata.items()):
                 scoped.setdefault(scope_of(path), []).extend(ids)
@@ -77,11 +79,18 @@ class LicenseEvidence:
     def licenses_for(self, path: str, header_ids: Iterable[str] = ()) -> list[str]:
         """Ids that apply to the file at `path`: its directory's and every parent's, plus its own header's."""
         scopes = self.scopes()
-        parts = path.split("/")[:-1]
         ids = list(header_ids)
+        headerless, folder = not ids, path.rpartition("/")[0]
+        if headerless and folder in self._by_folder:  # a folder's files share their licenses: combined once
+            return list(self._by_folder[folder])
+        parts = path.split("/")[:-1]
         for depth in range(len(parts) + 1):
             ids += scopes.get("/".join(parts[:depth]), [])
-        return combine(ids)
+        found = combine(ids)
+        if headerless:
+            self._by_folder[folder] = found
+            return list(found)
+        return found
 
     def licenses(self) -> list[str]:
         """Every id found anywhere in the repository (sorted)."""

@@ -36,8 +36,11 @@ def normalize(text: str) -> list[str]:
     """The words of a license text, without copyright lines, bullets and punctuation."""
     text = _COPYRIGHT_LINE.sub(" ", text.replace("\r", ""))
     text = _BULLET.sub(" ", text).lower()
+    found = _WORD.findall(text)
+    if _SPELLING.keys().isdisjoint(found):  # most texts: no spelling to unify, the words as found
+        return found
     words: list[str] = []
-    for w in _WORD.findall(text):
+    for w in found:
         words.extend(_SPELLING.get(w, w).split())
     return words
 
@@ -88,12 +91,22 @@ class _GramIndex:
     ids: dict[str, int]   # bigram → id
     flat: np.ndarray      # every reference's bigram ids, reference after reference
     starts: np.ndarray    # where each reference's ids start in `flat`
+    members: dict[str, np.ndarray]  # reference file name → a mask over the ids (and -1's last slot): its bigrams
 
     def shared(self, present: frozenset[str]) -> np.ndarray:
         """For each reference (in `references()` order), how many of its bigrams are in `present`."""
+        return self.shared_ids(np.array([self.ids[g] for g in present if g in self.ids], dtype=np.int64))
+
+    def shared_ids(self, present: np.ndarray) -> np.ndarray:
+        """`shared` of the bigrams of these ids (-1: a bigram of no reference; repeats allowed)."""
         mask = np.zeros(len(self.ids) + 1, dtype=np.int64)  # the last slot: no reference has it
-        mask[[self.ids[g] for g in present if g in self.ids]] = 1
+        mask[present[present >= 0]] = 1
         return np.add.reduceat(mask[self.flat], self.starts) if len(self.flat) else np.zeros(0, np.int64)
+
+    def doc_ids(self, doc: list[str | None]) -> np.ndarray:
+        """Each document bigram's id (-1: none of the references has it, or the position left the document)."""
+        get = self.ids.get
+        return np.fromiter((-1 if g is None else get(g, -1) for g in doc), dtype=np.int64, count=len(doc))
 
 
 @cache
@@ -104,7 +117,11 @@ def _gram_index() -> _GramIndex:
     for ref in references():
         starts.append(len(flat))
         flat += [ids.setdefault(g, len(ids)) for g in sorted(ref.grams)] or [-1]  # -1: the never-set last slot
-    return _GramIndex(ids, np.array(flat, dtype=np.int64), np.array(starts, dtype=np.int64))
+    members = {}
+    for ref in references():
+        members[ref.name] = np.zeros(len(ids) + 1, dtype=bool)
+        members[ref.name][[ids[g] for g in ref.grams]] = True
+    return _GramIndex(ids, np.array(flat, dtype=np.int64), np.array(starts, dtype=np.int64), members)
 
 
 def _width(ref: Reference) -> int:
@@ -122,9 +139,15 @@ class _Windows:
     into its stretch are counted again; recounting every window of every candidate after each match made a
     document of many licenses (or one license many times) quadratic: a minute for 1.9 MB."""
 
-    def __init__(self, doc: list[str | None], ref: Reference) -> None:
+    def __init__(self, doc: list[str | None], ref: Reference, doc_ids: np.ndarray | None = None) -> None:
+        """`doc_ids`: `_GramIndex.doc_ids(doc)`, kept up to date by the caller (-1 where `doc` holds None); given,
+        the windows are counted with numpy instead of word by word (the same counts)."""
         self.width = _width(ref)
-        self.pos = np.array([i for i, g in enumerate(doc) if g is not None and g in ref.grams], dtype=np.int64)
+        self.doc_ids = doc_ids
+        if doc_ids is None:
+            self.pos = np.array([i for i, g in enumerate(doc) if g is not None and g in ref.grams], dtype=np.int64)
+        else:
+            self.pos = np.flatnonzero(_gram_index().members[ref.name][doc_ids])
         self.count = np.zeros(len(self.pos), dtype=np.int32)
         self.scanned = len(doc)  # document positions gone over: the matcher's work, whatever the machine's speed
         self._best: tuple[int, int, int] | None = None
@@ -133,6 +156,9 @@ class _Windows:
     def _recount(self, doc: list[str | None], start: int, stop: int) -> None:
         """Count again the windows ending at `pos[start:stop]` (the sliding window of distinct bigrams)."""
         if start >= stop:
+            return
+        if self.doc_ids is not None:
+            self._recount_arrays(start, stop)
             return
         width = self.width
         lo = int(np.searchsorted(self.pos, self.pos[start] - width, "left"))
@@ -160,6 +186,34 @@ class _Windows:
         self.scanned += stop - lo
         self._best = None
 
+    def _recount_arrays(self, start: int, stop: int) -> None:
+        """`_recount` without a Python step per word. A window [L, e] (indices of the live positions, L the
+        first within `width` of e's position) holds (e - L + 1) words, minus one for each word whose previous
+        occurrence j' also lies in it (j' ≥ L): such a pair (j', j) counts for the ends e in [j, death), death
+        being the first end whose window starts after j'. Ends and window starts both only grow, so the pairs
+        alive at each end are births so far minus deaths so far: two cumulative sums."""
+        width = self.width
+        lo = int(np.searchsorted(self.pos, self.pos[start] - width, "left"))
+        ids = self.doc_ids[self.pos[lo:stop]]
+        live = np.flatnonzero(ids >= 0)
+        q, g = self.pos[lo:stop][live], ids[live]
+        first = np.searchsorted(q, q - width, "left")  # each live end's window start (an index into q)
+        order = np.argsort(g, kind="stable")
+        repeat = g[order[1:]] == g[order[:-1]]
+        prev = np.full(len(q), -1, dtype=np.int64)
+        prev[order[1:][repeat]] = order[:-1][repeat]
+        pairs = np.flatnonzero(prev >= 0)
+        death = np.searchsorted(first, prev[pairs], "right")
+        alive = death > pairs
+        births = np.bincount(pairs[alive], minlength=len(q)).cumsum()
+        deaths = np.bincount(death[alive], minlength=len(q) + 1)[: len(q)].cumsum()
+        counts = np.arange(len(q)) - first + 1 - (births - deaths)
+        out = np.full(stop - lo, -1, dtype=np.int32)
+        out[live] = counts
+        self.count[start:stop] = out[start - lo:]
+        self.scanned += stop - lo
+        self._best = None
+
     def best(self, doc: list[str | None]) -> tuple[int, int, int]:
         """(distinct reference bigrams, first, last doc position) of the densest stretch no longer than the width."""
         if self._best is None:
@@ -171,6 +225,15 @@ class _Windows:
             return 0, 0, -1
         hi = int(np.argmax(self.count))  # the first of the densest, as a left-to-right scan meets them
         lo = int(np.searchsorted(self.pos, self.pos[hi] - self.width, "left"))
+        if self.doc_ids is not None:  # the first live word that does not recur later in the window starts the match
+            ids = self.doc_ids[self.pos[lo: hi + 1]]
+            live = self.pos[lo: hi + 1][ids >= 0]
+            ids = ids[ids >= 0]
+            order = np.argsort(ids, kind="stable")
+            repeat = ids[order[1:]] == ids[order[:-1]]
+            recurs = np.zeros(len(ids), dtype=bool)
+            recurs[order[:-1][repeat]] = True
+            return best, int(live[int(np.argmax(~recurs))]), int(live[-1])
         alive = [i for i in self.pos[lo: hi + 1].tolist() if doc[i] is not None]
         window: dict[str | None, int] = {}
         for i in alive:
@@ -229,13 +292,21 @@ def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
 
 
 def _examine_section(text: str, threshold: float) -> Section:
-    words = normalize(text)
+    return _examine_words(tuple(normalize(text)), threshold)
+
+
+@lru_cache(maxsize=1024)
+def _examine_words(words: tuple[str, ...], threshold: float) -> Section:
+    # A section is decided by its normalized words alone: files that differ only in their copyright lines (the
+    # same MIT or BSD text under other names) are matched once per worker.
     doc: list[str | None] = [f"{a} {b}" for a, b in itertools.pairwise(words)]
     explained = [False] * len(words)
     found: dict[str, int] = {}  # id → position of its first match
     matched: list[str] = []
     present = frozenset(doc)
-    shared = _gram_index().shared(present)
+    index = _gram_index()
+    doc_ids = index.doc_ids(doc)  # the bigrams as ids: the candidates' windows are counted with numpy
+    shared = index.shared_ids(doc_ids)
     candidates = [ref for ref, n in zip(references(), shared.tolist(), strict=True)
                   if n >= threshold * len(ref.grams)]
     windows: dict[str, _Windows] = {}
@@ -244,7 +315,7 @@ def _examine_section(text: str, threshold: float) -> Section:
         kept = []
         for ref in candidates:  # the rest cannot reach the threshold even with the whole document
             if ref.name not in windows:
-                windows[ref.name] = _Windows(doc, ref)
+                windows[ref.name] = _Windows(doc, ref, doc_ids)
             hits, first, last = windows[ref.name].best(doc)
             coverage = hits / len(ref.grams)
             if coverage < threshold:  # windows only lose words: it never reaches the threshold again
@@ -262,6 +333,7 @@ def _examine_section(text: str, threshold: float) -> Section:
             if doc[i] in best.grams:  # words of the reference; words inserted into it stay unexplained
                 explained[i] = explained[i + 1] = True
             doc[i] = None
+        doc_ids[best_span[0]: best_span[1] + 1] = -1
         for ref in candidates:
             windows[ref.name].explain(doc, *best_span)
     scanned = sum(w.scanned for w in windows.values())

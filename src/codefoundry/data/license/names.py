@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _LICENSE_WORD = r"(un)?licen[cs]e[sd]?|copying|copyright"
 _LICENSE_NAME = re.compile(rf"^({_LICENSE_WORD}|notice)([-_. ].*)?$|^.*[-_.]({_LICENSE_WORD})([-_. ].*)?$",
@@ -64,6 +69,32 @@ def is_notice_file(path: str) -> bool:
 def is_metadata_file(path: str) -> bool:
     """Package metadata (pyproject.toml, setup.py, setup.cfg, package.json, Cargo.toml, PKG-INFO) in any directory."""
     return path.rsplit("/", 1)[-1] in METADATA_FILES
+
+
+# Every ASCII name `is_license_file` or `is_metadata_file` accepts holds one of these (case aside): its license
+# word, a license's name, or a metadata file's name.
+_MAYBE_EVIDENCE = ("licen|copying|copyright|notice|gpl|mit|isc|bsd|apache|mpl|epl|wtfpl|zlib|cc0|bsl|psf"
+                   r"|pyproject\.toml|setup\.cfg|setup\.py|package\.json|cargo\.toml|metadata|pkg-info")
+_BULK_MIN = 64  # fewer paths: one Python test each costs less than Arrow's setup
+
+
+def evidence_files(paths: Sequence[str]) -> list[bool]:
+    """`is_license_file(p) or is_metadata_file(p)` for each path. One regex over all paths (Arrow's, no Python call
+    per path) leaves the exact tests to the few that can pass: ASCII paths with a license or metadata word, and
+    every non-ASCII path (case folding beyond ASCII is Python's to judge)."""
+    exact = [is_license_file(p) or is_metadata_file(p) for p in paths] if len(paths) < _BULK_MIN else None
+    if exact is not None:
+        return exact
+    try:
+        names = pa.array(paths, pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a name with undecodable bytes (surrogate escapes)
+        return [is_license_file(p) or is_metadata_file(p) for p in paths]
+    maybe = pc.or_(pc.invert(pc.string_is_ascii(names)),
+                   pc.match_substring_regex(names, _MAYBE_EVIDENCE, ignore_case=True))
+    out = [False] * len(paths)
+    for i in np.flatnonzero(maybe.to_numpy(zero_copy_only=False)).tolist():
+        out[i] = is_license_file(paths[i]) or is_metadata_file(paths[i])
+    return out
 
 
 def scope_of(path: str) -> str:

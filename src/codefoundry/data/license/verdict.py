@@ -15,8 +15,17 @@ a pointer to another file, a NOTICE without license text, or a short statement n
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from codefoundry.data.license.match import DEFAULT_THRESHOLD, Section, bigrams, examine, normalize, references
+from codefoundry.data.license.match import (
+    DEFAULT_THRESHOLD,
+    Section,
+    _gram_index,
+    bigrams,
+    examine,
+    normalize,
+    references,
+)
 from codefoundry.data.license.metadata import UNKNOWN, names_in
 from codefoundry.data.license.names import is_notice_file
 
@@ -66,9 +75,10 @@ def _is_known_text(run: str, matched: set[str]) -> bool:
     grams = bigrams(run.split())
     if not grams:
         return False
+    shared = zip(references(), _gram_index().shared(grams).tolist(), strict=True)  # |grams ∩ ref.grams| each
     if len(grams) < 3:  # a few words (a title cut off a match): only a license matched here explains them
-        return any(grams <= ref.grams for ref in references() if ref.spdx in matched)
-    return any(len(grams & ref.grams) >= _KNOWN_TEXT * len(grams) for ref in references()
+        return any(n == len(grams) for ref, n in shared if ref.spdx in matched)
+    return any(n >= _KNOWN_TEXT * len(grams) for ref, n in shared
                if ref.spdx in matched or not ref.name.startswith("restricted/"))
 
 
@@ -96,6 +106,16 @@ def added_restriction(sections: list[Section]) -> bool:
 
 def license_file_ids(path: str, text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
     """The ids a license file gives its scope: matched ids (+ MODIFIED), named ids, UNKNOWN, or []."""
+    return list(_file_ids(is_notice_file(path), text, threshold))
+
+
+@lru_cache(maxsize=256)
+def _file_ids(notice: bool, text: str, threshold: float) -> tuple[str, ...]:
+    # The path counts only as a NOTICE-like name or not: the same file text in many repositories is judged once.
+    return tuple(_decide(notice, text, threshold))
+
+
+def _decide(notice: bool, text: str, threshold: float) -> list[str]:
     sections = examine(text, threshold)
     ids: list[str] = []
     for section in sections:
@@ -109,6 +129,6 @@ def license_file_ids(path: str, text: str, threshold: float = DEFAULT_THRESHOLD)
             return [*named, MODIFIED] if restricts_use(" ".join(words)) else named
         if len(words) <= _TRIVIAL or _POINTER.search(text):
             return []
-    if is_notice_file(path) and not restricts_use(" ".join(words)):
+    if notice and not restricts_use(" ".join(words)):
         return []
     return [UNKNOWN]

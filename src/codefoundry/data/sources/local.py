@@ -58,12 +58,15 @@ def read_file(path: str | Path, limit: int) -> bytes:
         raise Skip("read:unreadable") from None
 
 
-def walk(root: Path) -> Iterator[tuple[str, str]]:
-    """(path relative to root with "/", absolute path) of every non-directory entry, symlinked dirs not followed."""
+def walk(root: Path, skip_top: frozenset[str] = frozenset()) -> Iterator[tuple[str, str]]:
+    """(path relative to root with "/", absolute path) of every non-directory entry, symlinked dirs not followed;
+    the real folders named in `skip_top` directly under root are not walked (a symlink of that name is listed)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         folder = Path(os.path.relpath(dirpath, root)).as_posix()  # once per folder: pathlib is slow per file
-        prefix = "" if folder == "." else folder + "/"
+        top = folder == "."
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not (
+            top and d in skip_top and not os.path.islink(os.path.join(dirpath, d))))
+        prefix = "" if top else folder + "/"
         for name in sorted(filenames):
             yield prefix + name, os.path.join(dirpath, name)
         for name in dirnames:  # a symlink to a directory is listed as a dir but not walked: record it
@@ -129,12 +132,12 @@ def disk_entry(rel: str, full: str | Path, root: Path, dirs: dict[str, Path | No
     return Entry(rel, size, lambda limit, p=target: read_file(p, limit))
 
 
-def disk_entries(listing: list[tuple[str, str]], root: Path, options: ReadOptions) -> list[Entry]:
-    """Entries of the (relative, absolute) paths of `listing` that `repo_batches` will look at."""
-    wanted = paths_looked_at((rel for rel, _ in listing), options.limits, options.only_suffixes,
-                             options.skip_suffixes)
+def disk_entries(listing: list[str], root: Path, options: ReadOptions) -> list[Entry]:
+    """Entries of the distinct paths (relative to `root`) of `listing` that `repo_batches` will look at."""
+    wanted = paths_looked_at(listing, options.limits, options.only_suffixes, options.skip_suffixes)
     dirs: dict[str, Path | None] = {}
-    return [disk_entry(rel, full, root, dirs) for rel, full in listing if rel in wanted]
+    base = os.fspath(root)
+    return [disk_entry(rel, os.path.join(base, rel), root, dirs) for rel in listing if rel in wanted]
 
 
 def _folder_inside(parent: str, folder: Path, root: Path, dirs: dict[str, Path | None]) -> bool:

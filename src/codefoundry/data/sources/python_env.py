@@ -11,14 +11,19 @@ licensed by its LICENSE.txt.
 from __future__ import annotations
 
 import csv
-import os
+import email.parser
+import email.policy
+import itertools
+import re
 import sysconfig
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codefoundry.data.license import (
     LicenseEvidence,
@@ -48,6 +53,10 @@ def record_paths(dist: metadata.Distribution) -> list[str]:
     per file: pathlib's parsing was most of the cost of listing a distribution."""
     text = dist.read_text("RECORD")
     lines: list[str] | None = text.splitlines() if text else None
+    if lines and '"' not in text and "\0" not in text:  # nothing quoted: csv's row is the line cut at its commas
+        if "" in lines or any(n > 2 for n in map(str.count, lines, itertools.repeat(","))):
+            return [f.as_posix() for f in dist.files or []]  # what importlib makes of a malformed RECORD
+        return [_posix(line.partition(",")[0]) for line in lines]
     if not lines:
         sources = dist.read_text("SOURCES.txt")
         lines = [f'"{line}"' for line in sources.splitlines()] if sources else None  # as importlib does
@@ -91,6 +100,31 @@ def license_files_evidence(dist: metadata.Distribution, threshold: float,
             for path, text in distribution_license_files(dist, files).items()}
 
 
+_LEFT_OUT = re.compile(r"^[^/]*\.dist-info(/|$)|^\.\.|(^|/)(" + "|".join(map(re.escape, sorted(SKIP_DIRS))) + r")(/|$)")
+
+
+def listed_files(files: list[str]) -> list[str]:
+    """A distribution's RECORD paths that are rows, in order, each once: not its .dist-info, nothing outside
+    site-packages (`../`), nothing under a skipped folder (one regex over all paths: Arrow's, when they convert)."""
+    try:
+        names = pa.array(files, pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):
+        kept = [rel for rel in files if not _LEFT_OUT.search(rel)]
+    else:
+        left_out = pc.match_substring_regex(names, _LEFT_OUT.pattern).to_numpy(zero_copy_only=False)
+        kept = list(itertools.compress(files, ~left_out)) if len(files) else []
+    return list(dict.fromkeys(kept))
+
+
+def _metadata_name(dist: metadata.Distribution, core: str | None) -> str | None:
+    """`dist.metadata["Name"]` from its headers alone (importlib parses the whole METADATA, description and all)."""
+    text = core or dist.read_text("PKG-INFO") or dist.read_text("") or ""
+    name = email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True)["Name"]
+    if not name or "\n" not in name:
+        return name
+    return textwrap.dedent(" " * 8 + name)  # importlib's repair of a folded value (RFC 822 indentation)
+
+
 @dataclass(frozen=True)
 class DistributionRepo:
     """One installed distribution, found by its .dist-info folder."""
@@ -103,22 +137,15 @@ class DistributionRepo:
 
     def read(self) -> Iterator[pa.Table]:
         dist = metadata.Distribution.at(self.dist_info)
-        name = (dist.metadata["Name"] or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
+        core = dist.read_text("METADATA")
+        name = (_metadata_name(dist, core) or self.dist_info.name.split("-")[0]).lower().replace("_", "-")
         site = self.dist_info.parent
         evidence = LicenseEvidence()  # the .dist-info's license files and METADATA speak for the whole distribution
         files = record_paths(dist)  # parsing RECORD is costly: once
         for ids in license_files_evidence(dist, self.options.license_threshold, files).values():
             evidence.declare("", ids)
-        evidence.declare("", from_core_metadata(dist.read_text("METADATA") or "", self.options.license_threshold))
-        listing: list[tuple[str, str]] = []
-        seen = set()
-        for rel in files:
-            parts = rel.split("/")
-            if parts[0].endswith(".dist-info") or rel.startswith("..") or SKIP_DIRS.intersection(parts) or rel in seen:
-                continue
-            seen.add(rel)
-            listing.append((rel, os.path.join(site, rel)))
-        yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listing, site, self.options),
+        evidence.declare("", from_core_metadata(core or "", self.options.license_threshold))
+        yield from repo_batches(RepoInfo(f"pypi/{name}"), disk_entries(listed_files(files), site, self.options),
                                 evidence=evidence, **self.options.kwargs())
 
 
@@ -133,7 +160,9 @@ class StdlibRepo:
         return f"stdlib {self.root}"
 
     def read(self) -> Iterator[pa.Table]:
-        listing = [(rel, full) for rel, full in walk(self.root) if not rel.startswith("site-packages/")]
+        # site-packages is not walked (another source, and most of the files under the stdlib's folder)
+        listing = [rel for rel, _ in walk(self.root, frozenset({"site-packages"}))
+                   if not rel.startswith("site-packages/")]
         yield from repo_batches(RepoInfo("python/cpython"), disk_entries(listing, self.root, self.options),
                                 **self.options.kwargs())
 

@@ -24,14 +24,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from codefoundry.data.annotate import git_blob_sha1
-from codefoundry.data.license import (
-    LicenseEvidence,
-    decode_lenient,
-    is_license_file,
-    is_metadata_file,
-    license_type,
-    spdx_headers,
-)
+from codefoundry.data.license import LicenseEvidence, decode_lenient, license_type, spdx_headers
+from codefoundry.data.license.names import evidence_files
 from codefoundry.data.pipeline import REMOVED_SCHEMA
 from codefoundry.data.sources.unit import SourceLimits
 
@@ -103,10 +97,11 @@ def paths_looked_at(paths: Iterable[str], limits: SourceLimits, only_suffixes: t
     makes entries, a stat and a resolve each, for these alone; `repo_batches` gives the same rows.
     """
     paths = list(paths)
-    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes))
+    selecting = bool(only_suffixes or skip_suffixes)  # else every path is selected: no test per path
+    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes)) if selecting else sorted(paths)
     if limits.max_files_per_repo:
         chosen = chosen[: limits.max_files_per_repo]
-    return set(chosen).union(p for p in paths if is_license_file(p) or is_metadata_file(p))
+    return set(chosen).union(itertools.compress(paths, evidence_files(paths)))
 
 
 def repo_batches(info: RepoInfo, entries: Sequence[Entry], limits: SourceLimits, permissive: Sequence[str],
@@ -135,8 +130,9 @@ def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int
     held until its last batch (about 400 bytes a file more)."""
     evidence = evidence or LicenseEvidence()
     first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
-    for i, path in enumerate(paths):
-        if _is_utf8(path) and (is_license_file(path) or is_metadata_file(path)):
+    for i in itertools.compress(range(len(paths)), evidence_files(paths)):
+        path = paths[i]
+        if _is_utf8(path):
             e = entry_at(i)
             try:
                 if e.size is not None and e.size > limits.max_file_bytes:
@@ -154,11 +150,25 @@ def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int
         yield _batch(info, [entry_at(i) for i in batch], first_read, limits, evidence, permissive)
 
 
+def _text_bytes(data: bytes) -> bytes:
+    """`decode`'s checks (Skip "read:binary" | "read:invalid_utf8") without keeping the string: the column is
+    built from the bytes (an ASCII file, most of them, is not even decoded)."""
+    if b"\0" in data[:BINARY_SNIFF]:
+        raise Skip("read:binary")
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Skip("read:invalid_utf8") from None
+    return data
+
+
 def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes], limits: SourceLimits,
            evidence: LicenseEvidence, permissive: Sequence[str]) -> pa.Table:
     """REMOVED_SCHEMA rows of `entries`, read now (or taken from `first_read`)."""
     rows: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
-    headers: list[list[str]] = []
+    contents: list[bytes | None] = []
+    licenses: list[list[str]] = []
     for e in entries:
         content, reason, size, sha, path = None, None, e.size, e.hexsha, e.path
         try:
@@ -171,17 +181,24 @@ def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes
             if len(data) > limits.max_file_bytes:
                 raise Skip("read:too_big")
             size, sha = len(data), sha or git_blob_sha1(data)
-            content = decode(data)
+            content = _text_bytes(data)
         except Skip as skip:
             reason = skip.reason
-        headers.append(spdx_headers(content) if content else [])
-        for name, value in (("path", path), ("size", size), ("hexsha", sha), ("content", content),
-                            ("reason", reason)):
+        # a file's own SPDX header (looked for in the text only where the bytes name one)
+        own = spdx_headers(content.decode("utf-8")) if content and b"SPDX-License-Identifier" in content else []
+        licenses.append(evidence.licenses_for(path, own))
+        contents.append(content)
+        for name, value in (("path", path), ("size", size), ("hexsha", sha), ("reason", reason)):
             rows[name].append(value)
-    licenses = [evidence.licenses_for(path, own) for path, own in zip(rows["path"], headers, strict=True)]
     n = len(entries)
+    types: dict[tuple[str, ...], str] = {}  # a batch's files share few license lists
+    for key in map(tuple, licenses):
+        if key not in types:
+            types[key] = license_type(key, permissive)
+        rows["license_type"].append(types[key])
     rows |= {"repo_name": [printable(info.repo_name)] * n, "stars": [info.stars] * n, "forks": [info.forks] * n,
-             "licenses": licenses, "license_type": [license_type(ids, permissive) for ids in licenses]}
+             "licenses": licenses,
+             "content": pa.array(contents, pa.binary()).view(pa.string())}  # checked UTF-8 above
     for name in ("ext", "lang", "avg_line_length", "max_line_length", "alphanum_fraction"):
         rows[name] = [None] * n
     return pa.Table.from_pydict(rows, schema=REMOVED_SCHEMA)
