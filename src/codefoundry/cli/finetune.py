@@ -73,6 +73,8 @@ def finetune(
     checkpoint_interval: Annotated[int | None, typer.Option("--checkpoint-interval", min=1)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda, cpu (default: cuda when available).")
                       ] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto (bf16 on a GPU or a CPU with AMX/"
+                         "AVX-512 BF16, else fp32), bf16 or fp32; the adapter's weights stay fp32.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     seed: SeedOpt = None,
 ) -> None:
@@ -92,7 +94,7 @@ def finetune(
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,
                                      "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate,
-                                     "data.fim_holes": fim_holes})
+                                     "data.fim_holes": fim_holes}, precision=precision)
     run_finetune(model, data, out, cfg, resume=resume)
 
 
