@@ -5,8 +5,9 @@
         lr ← warmup + cosine(step)                   # codefoundry.train.schedule.lr_at
         for micro in range(accum):
             batch ← train[step·G + micro·B …]        # a pure function of the indices (data.py)
-            loss ← model(x, labels=y) / accum        # only the LoRA weights get gradients
-            loss.backward()
+            for piece in split_batch(batch):         # length groups, padding cut (pieces.py): the same loss
+                loss ← model(x, labels=y) · share / accum   # only the LoRA weights get gradients
+                loss.backward()
         clip; AdamW step; log; eval; checkpoint      # metrics.jsonl, checkpoints/ (train.checkpoint)
 
 A checkpoint holds the LoRA weights, the optimizer, the RNG (LoRA dropout) and the cosine horizon,
@@ -32,7 +33,7 @@ from codefoundry.errors import UserError
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import Batches
 from codefoundry.finetune.lora import adapter_state, load_adapter_state
-from codefoundry.finetune.pieces import split_batch
+from codefoundry.finetune.pieces import group_cost, split_batch
 from codefoundry.train import checkpoint as ckpt
 from codefoundry.train import lr_at
 from codefoundry.train.live import LiveView
@@ -94,7 +95,7 @@ def evaluate(model: Any, val: Batches, config: FinetuneConfig, device: torch.dev
     with torch.no_grad():
         for first in range(0, n, config.micro_batch_size):
             b = val.batch(range(first, min(n, first + config.micro_batch_size)))
-            for piece in split_batch(b.x, b.y):
+            for piece in split_batch(b.x, b.y, group_cost(device)):
                 if not piece.labels:
                     continue
                 with autocast:
@@ -175,7 +176,7 @@ def finetune_loop(model: Any, train: Batches, val: Batches, config: FinetuneConf
                 for micro in range(config.grad_accum):
                     first = step * G + micro * B
                     b = train.batch(range(first, first + B))
-                    for piece in split_batch(b.x, b.y):      # the same loss without most of the padding
+                    for piece in split_batch(b.x, b.y, group_cost(device)):   # the same loss, less padding
                         with autocast:
                             loss = model(piece.x.to(device, non_blocking=True),
                                          labels=piece.y.to(device, non_blocking=True))
