@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import torch
 
 IGNORE = -100
-# what one more forward + backward costs, in padded tokens: on a CPU a few hundred kernel launches
-# (tens of ms) against ~1 ms per token of a 135M model; a GPU runs a whole short batch in about a launch's time
-GROUP_COST_TOKENS = {"cpu": 32, "cuda": 2048}
+# what one more forward + backward costs, in padded tokens. CPU: measured on SmolLM2 in bf16, a demo batch of
+# 8 line-FIM requests cut into 4 groups (1,560 → 1,249 tokens) took more CPU time than uncut (oneDNN builds
+# kernels per matmul shape, and short groups run below peak), so a group must save a lot; a GPU runs a short
+# batch in about the time of its kernel launches
+GROUP_COST_TOKENS = {"cpu": 512, "cuda": 2048}
 
 
 def group_cost(device: torch.device) -> int:
