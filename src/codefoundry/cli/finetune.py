@@ -90,11 +90,12 @@ def finetune(
     cfg = stage_config(FinetuneConfig, config, max_steps=max_steps, max_time=parse_duration(max_time),
                        seq_len=seq_len, micro_batch_size=micro_batch_size, grad_accum=grad_accum, lr=lr,
                        eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, device=device,
+                       precision=precision,
                        seed=seed, **{"lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,
                                      "data.validation_fraction": validation_fraction, "data.fim_rate": fim_rate,
-                                     "data.fim_holes": fim_holes}, precision=precision)
+                                     "data.fim_holes": fim_holes})
     run_finetune(model, data, out, cfg, resume=resume)
 
 
