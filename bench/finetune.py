@@ -3,6 +3,7 @@
     .venv/bin/python bench/finetune.py                      # 10 steps of 4 rows, seq ≤ 256, r 16, lr 1e-3
     .venv/bin/python bench/finetune.py --steps 60 --accum 4 --seq-len 512 --lr 3e-4 --eval-rows 64
     .venv/bin/python bench/finetune.py --device cuda        # on a GPU (bf16 base + autocast on both sides)
+    .venv/bin/python bench/finetune.py --precision fp32,bf16  # each precision on both sides, one run: the ratios
 
 The data is made here from codefoundry's own code (not a benchmark): every function or method of
 `src/codefoundry` with a docstring becomes an instruction row, "Write the Python function `name(args)`
@@ -14,6 +15,11 @@ batches (codefoundry.finetune's data module), with the same AdamW, warmup + cosi
 clipping, each in its own process (so peak memory is per side):
 - ours:   `codefoundry.finetune.finetune` — codefoundry's Llama module wrapped by peft;
 - anchor: transformers' `LlamaForCausalLM` wrapped by peft's `get_peft_model` (task CAUSAL_LM), a plain loop.
+
+`--precision` runs each side once per precision: fp32 everywhere, or bf16 base weights with fp32 LoRA
+weights and optimizer (ours: `FinetuneConfig.precision`; the anchor: a bf16 model under bf16 autocast,
+peft keeping its adapter in fp32). The rows differ in length and learn only their response, so ours
+also shows its head-only-where-labelled loss and its length groups (`codefoundry.finetune.pieces`).
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def config_for(args: argparse.Namespace):
 
     return FinetuneConfig(seq_len=args.seq_len, micro_batch_size=args.micro_batch, grad_accum=args.accum,
                           max_steps=args.steps, lr=args.lr, eval_interval=args.steps, checkpoint_interval=args.steps,
-                          eval_max_sequences=args.eval_rows, device=args.device, seed=0,
+                          eval_max_sequences=args.eval_rows, device=args.device, seed=0, precision=args.precision,
                           lora=LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "v_proj"]),
                           data=FinetuneDataSettings(template="chat", validation_fraction=0.1))
 
@@ -112,7 +118,7 @@ def run_anchor(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     base_dir = resolve_model_path(smollm2_gguf())
     train, val, _ = jsonl_batches(Path(args.rows), load_tokenizer(base_dir), config)
-    bf16 = device.type == "cuda"
+    bf16 = args.precision == "bf16"
     model = transformers.AutoModelForCausalLM.from_pretrained(
         base_dir, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation="sdpa").to(device)
     torch.manual_seed(0)
@@ -169,6 +175,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-rows", type=int, default=32, help="Held-out rows scored before and after.")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16, or several comma-separated (one run each).")
     parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,16 +189,19 @@ def main() -> None:
         print(f"{n} instruction rows from codefoundry's own functions; {args.steps} steps of "
               f"{args.micro_batch} x {args.accum} rows, seq <= {args.seq_len}, lr {args.lr}, {args.device}")
         results = {}
-        for side in ("ours", "anchor"):
-            cmd = [sys.executable, __file__, side, "--rows", str(rows), "--work", work, "--steps", str(args.steps),
-                   "--micro-batch", str(args.micro_batch), "--accum", str(args.accum), "--seq-len", str(args.seq_len),
-                   "--lr", str(args.lr), "--device", args.device, "--eval-rows", str(args.eval_rows)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if done.returncode or line is None:
-                sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
-            results[side] = json.loads(line[len("RESULT "):])
-        data = results["ours"]["data"]
+        precisions = args.precision.split(",")
+        for precision in precisions:
+            for side in ("ours", "anchor"):
+                cmd = [sys.executable, __file__, side, "--rows", str(rows), "--work", f"{work}/{precision}",
+                       "--steps", str(args.steps), "--micro-batch", str(args.micro_batch), "--accum", str(args.accum),
+                       "--seq-len", str(args.seq_len), "--lr", str(args.lr), "--device", args.device,
+                       "--eval-rows", str(args.eval_rows), "--precision", precision]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if done.returncode or line is None:
+                    sys.exit(f"{side} {precision} failed:\n{done.stderr[-3000:]}")
+                results[f"{side} {precision}"] = json.loads(line[len("RESULT "):])
+        data = results[f"ours {precisions[0]}"]["data"]
         print(f"rows kept {data['kept']} of {data['rows']} ({data['skipped'] or 'none skipped'}); "
               f"{data['train_sequences']} train, {data['validation_sequences']} held out")
         print("| | held-out loss before | after | trainable params | peak memory | tokens/s |")
@@ -199,11 +209,15 @@ def main() -> None:
         for side, r in results.items():
             print(f"| {side} | {r['val_loss_before']:.4f} | {r['val_loss_after']:.4f} | {r['trainable']:,} | "
                   f"{r['peak_bytes'] / 2**20:,.0f} MiB | {r['tokens_per_s']:,.0f} |")
-        ours, anchor = results["ours"], results["anchor"]
-        print(f"ratio tokens/s ours/anchor: {ours['tokens_per_s'] / anchor['tokens_per_s']:.2f}x; "
-              f"held-out loss ours {ours['val_loss_before']:.4f} -> {ours['val_loss_after']:.4f} "
-              f"({'below' if ours['val_loss_after'] < ours['val_loss_before'] else 'NOT below'} the base), "
-              f"perplexity {math.exp(ours['val_loss_before']):.2f} -> {math.exp(ours['val_loss_after']):.2f}")
+        slowest = min(r["tokens_per_s"] for r in results.values())
+        print("tokens/s relative to the slowest: " + ", ".join(f"{side} {r['tokens_per_s'] / slowest:.2f}x"
+                                                             for side, r in results.items()))
+        for precision in precisions:
+            ours, anchor = results[f"ours {precision}"], results[f"anchor {precision}"]
+            print(f"{precision}: ratio tokens/s ours/anchor: {ours['tokens_per_s'] / anchor['tokens_per_s']:.2f}x; "
+                  f"held-out loss ours {ours['val_loss_before']:.4f} -> {ours['val_loss_after']:.4f} "
+                  f"({'below' if ours['val_loss_after'] < ours['val_loss_before'] else 'NOT below'} the base), "
+                  f"perplexity {math.exp(ours['val_loss_before']):.2f} -> {math.exp(ours['val_loss_after']):.2f}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def write_rows(path: Path, n: int = 24) -> Path:
 
 def small_config(**changes) -> FinetuneConfig:
     base = dict(seq_len=64, micro_batch_size=2, grad_accum=2, max_steps=4, lr=5e-3, eval_interval=2,
-                checkpoint_interval=2, device="cpu", lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+                checkpoint_interval=2, device="cpu", precision="fp32", lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     return FinetuneConfig(**{**base, **changes})
 
 
@@ -180,3 +180,33 @@ def test_a_time_budget_stops_after_the_step_that_reaches_it(tmp_path: Path, trai
                            torch.device("cpu"))
     assert result.steps == 1 and result.val_loss is not None and result.val_loss_before is not None
     assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"] == 1
+
+
+def test_bf16_follows_fp32_and_keeps_the_adapter_fp32(tmp_path: Path, train_tokenizer_dir: Path) -> None:
+    """bf16 base weights (what `auto` picks on a GPU or a CPU with bf16 hardware): the same losses up to bf16
+    rounding, an fp32 adapter that transformers + peft open."""
+    from codefoundry.finetune.loop import use_bf16
+
+    base_dir = make_base("llama", train_tokenizer_dir, tmp_path / "base")
+    rows = write_rows(tmp_path / "rows.jsonl")
+    runs = {p: finetune(base_dir, rows, tmp_path / p, small_config(precision=p, max_steps=8, eval_interval=8,
+                                                                   checkpoint_interval=8))
+            for p in ("fp32", "bf16")}
+
+    def losses(run: Path) -> list[float]:
+        return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+    fp32, bf16 = losses(runs["fp32"]), losses(runs["bf16"])
+    assert len(fp32) == len(bf16) == 8 and fp32 != bf16                      # bf16 did run: other rounding
+    assert max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)) < 0.02 * max(fp32), (fp32, bf16)
+    assert bf16[-1] < bf16[0] - 0.05 and fp32[-1] < fp32[0] - 0.05, (fp32, bf16)   # both learn
+    tensors = load_file(str(runs["bf16"] / "adapter_model.safetensors"))
+    assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        theirs = __import__("peft").PeftModel.from_pretrained(hf, runs["bf16"]).eval()(ids).logits
+        ours = open_adapter(load_model(base_dir), runs["bf16"]).eval()(ids)
+    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert use_bf16(small_config(precision="auto"), torch.device("cuda"))
+    assert not use_bf16(small_config(precision="fp32"), torch.device("cuda"))

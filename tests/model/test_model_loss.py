@@ -78,3 +78,20 @@ def test_model_grads_match_unfused_head() -> None:
     unfused = torch.autograd.grad(plain, list(model.parameters()))
     assert abs(loss.item() - plain.item()) <= 1e-12 and loss.dim() == 0
     assert max((a - b).abs().max().item() for a, b in zip(fused, unfused, strict=True)) <= 1e-12
+
+
+def test_causal_lm_loss_runs_the_head_only_on_labelled_rows() -> None:
+    from codefoundry.model.loss import causal_lm_loss
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 11, 16, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(40, 16, dtype=torch.float64, generator=g)
+    labels = torch.full((3, 11), -100)
+    labels[0, 8:] = torch.tensor([1, 2, 3])
+    labels[2, 4] = 39                                  # rows 1: nothing learned
+    expected = torch.nn.functional.cross_entropy((hidden @ weight.t()).flatten(0, 1), labels.flatten())
+    (want,) = torch.autograd.grad(expected, hidden)
+    got = causal_lm_loss(hidden, weight, labels)
+    (have,) = torch.autograd.grad(got, hidden)
+    assert abs(float(got - expected)) < 1e-12 and torch.allclose(have, want, atol=1e-14)
+    assert have[1].abs().max() == 0                    # no gradient where no label is

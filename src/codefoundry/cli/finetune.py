@@ -76,6 +76,8 @@ def finetune(
     checkpoint_interval: Annotated[int | None, typer.Option("--checkpoint-interval", min=1)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cuda, cpu (default: cuda when available).")
                       ] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto (bf16 on a GPU or a CPU with AMX/"
+                         "AVX-512 BF16, else fp32), bf16 or fp32; the adapter's weights stay fp32.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     seed: SeedOpt = None,
 ) -> None:
@@ -91,6 +93,7 @@ def finetune(
     cfg = stage_config(FinetuneConfig, config, max_steps=max_steps, max_time=parse_duration(max_time),
                        seq_len=seq_len, micro_batch_size=micro_batch_size, grad_accum=grad_accum, lr=lr,
                        eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, device=device,
+                       precision=precision,
                        seed=seed, **{"lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
                                      "lora.target_modules": _targets(target_modules), "data.format": data_format,
                                      "data.mask_prompt": mask_prompt, "data.template": template,

@@ -89,7 +89,8 @@ class FinetuneConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1)
     log_interval: int = Field(1, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 base weights and autocast on GPU, fp32 on CPU (adapter weights stay fp32)."""
+    """auto: bf16 base weights and autocast on GPU and on a CPU with bf16 hardware (AMX, AVX-512 BF16), else
+    fp32. The adapter's weights and optimizer stay fp32."""
     device: str | None = None
     """cuda, cpu, … (None: cuda when available)."""
     seed: int = 0

@@ -5,8 +5,9 @@
         lr ← warmup + cosine(step)                   # codefoundry.train.schedule.lr_at
         for micro in range(accum):
             batch ← train[step·G + micro·B …]        # a pure function of the indices (data.py)
-            loss ← model(x, labels=y) / accum        # only the LoRA weights get gradients
-            loss.backward()
+            for piece in split_batch(batch):         # length groups, padding cut (pieces.py): the same loss
+                loss ← model(x, labels=y) · share / accum   # only the LoRA weights get gradients
+                loss.backward()
         clip; AdamW step; log; eval; checkpoint      # metrics.jsonl, checkpoints/ (train.checkpoint)
 
 A checkpoint holds the LoRA weights, the optimizer, the RNG (LoRA dropout) and the cosine horizon,
@@ -32,6 +33,7 @@ from codefoundry.errors import UserError
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import Batches
 from codefoundry.finetune.lora import adapter_state, load_adapter_state
+from codefoundry.finetune.pieces import group_cost, split_batch
 from codefoundry.train import checkpoint as ckpt
 from codefoundry.train import lr_at
 from codefoundry.train.live import LiveView
@@ -59,6 +61,21 @@ def warmup_for(config: FinetuneConfig, decay: int) -> int:
     return min(WARMUP_STEPS, max(1, decay // 10))
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16): then bf16 runs several times
+    faster than fp32 on it; elsewhere bf16 is emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_amx_tile_supported",
+                                                                      "_is_avx512_bf16_supported"))
+
+
+def use_bf16(config: FinetuneConfig, device: torch.device) -> bool:
+    """`precision` resolved: auto is bf16 on a GPU and on a CPU with bf16 hardware, else fp32."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+
+
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """(bytes, what was measured): CUDA's peak allocation, else the process's peak resident set."""
     if device.type == "cuda":
@@ -78,13 +95,13 @@ def evaluate(model: Any, val: Batches, config: FinetuneConfig, device: torch.dev
     with torch.no_grad():
         for first in range(0, n, config.micro_batch_size):
             b = val.batch(range(first, min(n, first + config.micro_batch_size)))
-            labels = int((b.y != -100).sum())
-            if not labels:
-                continue
-            with autocast:
-                loss = model(b.x.to(device), labels=b.y.to(device))
-            total += float(loss) * labels
-            count += labels
+            for piece in split_batch(b.x, b.y, group_cost(device)):
+                if not piece.labels:
+                    continue
+                with autocast:
+                    loss = model(piece.x.to(device), labels=piece.y.to(device))
+                total += float(loss) * piece.labels
+                count += piece.labels
     model.train(was_training)
     return total / count if count else None
 
@@ -105,7 +122,7 @@ def finetune_loop(model: Any, train: Batches, val: Batches, config: FinetuneConf
          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
         lr=config.lr, fused=device.type in ("cuda", "cpu"))
     cuda = device.type == "cuda"
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+    bf16 = use_bf16(config, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -159,10 +176,12 @@ def finetune_loop(model: Any, train: Batches, val: Batches, config: FinetuneConf
                 for micro in range(config.grad_accum):
                     first = step * G + micro * B
                     b = train.batch(range(first, first + B))
-                    with autocast:
-                        loss = model(b.x.to(device, non_blocking=True), labels=b.y.to(device, non_blocking=True))
-                    (loss / config.grad_accum).backward()
-                    loss_sum += float(loss.detach())
+                    for piece in split_batch(b.x, b.y, group_cost(device)):   # the same loss, less padding
+                        with autocast:
+                            loss = model(piece.x.to(device, non_blocking=True),
+                                         labels=piece.y.to(device, non_blocking=True))
+                        (loss * (piece.weight / config.grad_accum)).backward()
+                        loss_sum += float(loss.detach()) * piece.weight
                     step_tokens += b.tokens
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(
                     params, config.grad_clip if config.grad_clip > 0 else float("inf")))

@@ -21,7 +21,7 @@ from codefoundry.finetune.card import base_model_facts, write_adapter_card
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import dataset_batches, jsonl_batches
 from codefoundry.finetune.lines import LineFimSettings, line_fim_batches
-from codefoundry.finetune.loop import FinetuneResult, finetune_loop
+from codefoundry.finetune.loop import FinetuneResult, finetune_loop, use_bf16
 from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
 from codefoundry.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
@@ -93,7 +93,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
              report.train, report.validation)
 
     device = pick_device(config)
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(config, device)
     base = load_model(base_dir, dtype=torch.bfloat16 if bf16 else torch.float32, device=device)
     torch.manual_seed(config.seed)                                   # LoRA A's init
     peft_model = add_lora(base, config.lora.model_copy(update={"target_modules": targets}))

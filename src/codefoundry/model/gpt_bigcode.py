@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codefoundry.model.config import GPTBigCodeConfig
-from codefoundry.model.loss import linear_cross_entropy
+from codefoundry.model.loss import causal_lm_loss
 from codefoundry.model.paged import PagedAttention, paged_attention, write_kv
 
 ACT_FNS = {
@@ -165,7 +165,7 @@ class GPTBigCodeForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, V]; with `labels` [B, T], the mean cross-entropy instead."""
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         if input_ids.shape[1] > self.config.n_positions:
             raise ValueError(f"sequence of {T} tokens is longer than n_positions={self.config.n_positions}")
         pos = torch.arange(T, device=input_ids.device)
@@ -176,7 +176,7 @@ class GPTBigCodeForCausalLM(nn.Module):
         if labels is None:
             return self.lm_head(x)                               # (B, T, V)
         # same math as F.cross_entropy(lm_head(x), labels), without the logits (model/loss.py)
-        return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, labels.reshape(B * T))
+        return causal_lm_loss(x, self.lm_head.weight, labels)
 
     def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: PagedAttention,
                       kv_caches: list[torch.Tensor]) -> torch.Tensor:

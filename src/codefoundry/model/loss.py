@@ -101,3 +101,18 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return LinearCrossEntropy.apply(x, weight, labels, chunk_rows)
     return _chunked(x, weight, labels, chunk_rows)[0]
+
+
+def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`linear_cross_entropy` of hidden states [B, T, C] against labels [B, T], the head run only where a label is.
+
+    Fine-tuning rows learn a few tokens each (a response, a hole's middle): the other positions' logits
+    would be computed and then weighted by zero. Dropping their rows first is the same mean, and the head
+    (a [V, C] matmul per row, forward and backward) costs only the labelled rows.
+    """
+    x, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    keep = y != IGNORE_INDEX
+    if not bool(keep.all()):
+        rows = keep.nonzero().squeeze(1)
+        x, y = x.index_select(0, rows), y.index_select(0, rows)
+    return linear_cross_entropy(x, weight, y)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codefoundry.errors import ConfigError
-from codefoundry.model.loss import linear_cross_entropy
+from codefoundry.model.loss import causal_lm_loss
 from codefoundry.model.paged import PagedAttention, paged_attention, write_kv
 
 ROPE_TYPES = {"default": (), "linear": ("factor",),
@@ -356,14 +356,14 @@ class RotaryForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, V]; with `labels` [B, T] (already shifted, -100 ignored), the mean cross-entropy."""
-        batch, length = input_ids.shape
+        length = input_ids.shape[1]
         if length > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {length} tokens is longer than max_position_embeddings="
                              f"{self.config.max_position_embeddings}")
         x = self.model(input_ids)                                # (B, T, C)
         if labels is None:
             return self.lm_head(x)                               # (B, T, V)
-        return linear_cross_entropy(x.view(batch * length, -1), self.lm_head.weight, labels.reshape(-1))
+        return causal_lm_loss(x, self.lm_head.weight, labels)
 
     def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: PagedAttention,
                       kv_caches: list[torch.Tensor]) -> torch.Tensor:
