@@ -11,6 +11,7 @@ from pydantic import Field
 
 from codefoundry.config import StageConfig
 from codefoundry.data.pii.detect import PRIORITY, Span, find_pii
+from codefoundry.data.pii.gates import EVERYWHERE, Candidates, candidates
 from codefoundry.data.pipeline import Mapper
 
 TOKENS = {"email": "<EMAIL>", "key": "<KEY>", "password": "<PASSWORD>", "ip_address": "<IP_ADDRESS>"}
@@ -35,10 +36,11 @@ def _private_ip(value: str) -> str:
     return choices[int(hashlib.sha1(value.encode()).hexdigest(), 16) % len(choices)]
 
 
-def redact(text: str, config: PiiConfig | None = None) -> tuple[str, Counter[str]]:
-    """`text` with PII replaced (the same value → the same replacement in a file) and counts per kind."""
+def redact(text: str, config: PiiConfig | None = None, where: Candidates = EVERYWHERE) -> tuple[str, Counter[str]]:
+    """`text` with PII replaced (the same value → the same replacement in a file) and counts per kind; `where` as
+    in `find_pii`."""
     config = config or PiiConfig()
-    spans: list[Span] = find_pii(text, frozenset(config.kinds))
+    spans: list[Span] = find_pii(text, frozenset(config.kinds), where)
     counts: Counter[str] = Counter()
     out, last = [], 0
     for s in spans:
@@ -63,13 +65,14 @@ class RedactPII(Mapper):
         self.config = config or PiiConfig()
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column("content").to_pylist()
+        column = batch.column("content")
+        texts = column.to_pylist()
         new = []
-        for text in texts:
+        for text, where in zip(texts, candidates(texts, column), strict=True):
             if not text:
                 new.append(text)
                 continue
-            redacted, counts = redact(text, self.config)
+            redacted, counts = redact(text, self.config, where)
             for kind, n in counts.items():
                 self.stat_update(f"{kind}", n)
             if counts:
