@@ -289,7 +289,7 @@ def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY), where: Cand
     whole batch at once)."""
     spans: list[Span] = []
     pre = Prefilter(text)  # one pass decides which lines the IP, key and credential detectors read
-    if "email" in kinds:
+    if "email" in kinds and "email" in where.detectors:
         spans += emails(text)
     if "ip_address" in kinds and "ip_address" in where.detectors:
         spans += ip_addresses(text, pre)

@@ -11,7 +11,7 @@ yields nothing:
 - Python's `\\d` and `\\w` are Unicode: "ASCII digits (word characters) or any non-ASCII" stand for
   them; Python's `\\s` is Unicode, so a class `[^\\s…]` becomes `[^\\n…]` (more chars);
 - case-insensitive words are spelled with every character that Python's `re.I` or `str.lower()`
-  equates with a letter (`K` Kelvin for k, `ſ` for s, `İ` and `ı` for i), which RE2's own
+  equates with a letter (the Kelvin sign U+212A for k, `ſ` for s, `İ` and `ı` for i), which RE2's own
   `(?i)` misses in part;
 - bounded parts (`{1,500}?`, a back-reference to the opening quote) are relaxed.
 
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # every character that Python's case-insensitive matching or `str.lower()` equates with a lowercase ASCII letter
-_FOLDS = {"i": "iIİı", "k": "kKK", "s": "sSſ"}
+_FOLDS = {"i": "iI\u0130\u0131", "k": "kK\u212a", "s": "sS\u017f"}  # İ ı, Kelvin sign, long s
 
 
 def fold(word: str) -> str:
@@ -124,6 +124,7 @@ _HIGH_ENTROPY = r"[\"'][A-Za-z0-9+/\\\-_=]{23,}[\"']|[\"'][0-9a-fA-F]{9,}[\"']"
 _IP = r"\.".join([f"[{DIGIT}]{{1,3}}"] * 4) + "|(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2}"
 
 GATES: dict[str, str | tuple[str, ...]] = {
+    "email": "@",
     "vendor": VENDOR_GATE,
     "private_key": r"PRIVATE KEY|Private-Lines:",
     "high_entropy": _HIGH_ENTROPY,
@@ -133,7 +134,7 @@ GATES: dict[str, str | tuple[str, ...]] = {
 """Detector → RE2 pattern (or patterns) that every text it reports something in matches."""
 LINE_GATED = ("high_entropy", "assignment")
 """Detectors that read single lines: their gate also picks the lines (these patterns stay within a line)."""
-MIN_BYTES = {"vendor": 160_000, "assignment": 48_000, "high_entropy": 128_000, "ip_address": 64_000,
+MIN_BYTES = {"email": 0, "vendor": 160_000, "assignment": 48_000, "high_entropy": 128_000, "ip_address": 64_000,
              "private_key": 64_000}
 """Arrow compiles a pattern anew for every call (the vendor gate takes ~1.5 ms); in a smaller batch the detector's
 own Python path costs less than that, so the gate stays open. Break-even sizes measured on the curation bench:
@@ -179,43 +180,43 @@ def _matched_lines(text: str, pieces: Sequence[int]) -> list[Line]:
     return lines
 
 
-def _lines_where(texts: Sequence[str | None], column: pa.Array, pattern: str) -> dict[int, list[Line]]:
-    """Row → the lines of its text that `pattern` matches, for the rows it matches. A split at every match (extended
-    to its line's end) leaves pieces that end where a match starts."""
-    split = pc.split_pattern_regex(column, f"(?:{pattern})[^\n]*")
-    offsets = split.offsets.to_numpy().astype(np.int64)
-    offsets -= offsets[0]
-    pieces = split.flatten()
-    byte_lengths = pc.binary_length(pieces).to_numpy().astype(np.int64)
-    out = {}
-    for row in np.flatnonzero(np.diff(offsets) > 1).tolist():
-        text = texts[row] or ""
-        first, last = offsets[row], offsets[row + 1]
-        lengths = (byte_lengths[first:last].tolist() if text.isascii()  # bytes are characters in ASCII
-                   else pc.utf8_length(pieces.slice(first, last - first)).to_pylist())
-        out[row] = _matched_lines(text, lengths)
-    return out
+def _piece_lengths(pieces: pa.Array, byte_lengths: np.ndarray, first: int, last: int, text: str) -> list[int]:
+    """Lengths in characters of one text's pieces (bytes are characters in an ASCII text)."""
+    if text.isascii():
+        return byte_lengths[first:last].tolist()
+    return pc.utf8_length(pieces.slice(first, last - first)).to_pylist()
 
 
-def candidates(texts: Sequence[str | None], column: pa.Array | pa.ChunkedArray | None = None) -> list[Candidates]:
-    """Per text, the detectors that may find something in it and, for line-reading ones, the lines (`column`: the
-    same texts as an Arrow array, when the caller has it)."""
-    if column is None:
-        column = pa.array(texts, pa.string())
-    elif isinstance(column, pa.ChunkedArray):
+def candidates(column: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, Candidates]]:
+    """Row → (its text, where each detector may find something) for the rows of `column` where any detector may
+    find something; the other rows hold nothing to redact (and are not converted to Python strings)."""
+    if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     size = pc.sum(pc.binary_length(column)).as_py() or 0
-    detectors: list[set[str]] = [set() for _ in texts]
-    lines: list[dict[str, list[Line]]] = [{} for _ in texts]
+    detectors: dict[int, set[str]] = {}
+    split_at: dict[int, dict[str, tuple[pa.Array, np.ndarray, int, int]]] = {}
     for name, pattern in GATES.items():
         if size < MIN_BYTES[name]:
-            for found in detectors:
-                found.add(name)
+            rows = range(len(column))
         elif isinstance(pattern, str) and name in LINE_GATED:
-            for row, row_lines in _lines_where(texts, column, pattern).items():
-                detectors[row].add(name)
-                lines[row][name] = row_lines
+            # a split at every match (extended to its line's end) leaves pieces that end where a match starts
+            split = pc.split_pattern_regex(column, f"(?:{pattern})[^\n]*")
+            offsets = split.offsets.to_numpy().astype(np.int64)
+            offsets -= offsets[0]
+            pieces = split.flatten()
+            byte_lengths = pc.binary_length(pieces).to_numpy().astype(np.int64)
+            rows = np.flatnonzero(np.diff(offsets) > 1).tolist()
+            for row in rows:
+                split_at.setdefault(row, {})[name] = (pieces, byte_lengths, offsets[row], offsets[row + 1])
         else:
-            for row in np.flatnonzero(_mask(column, pattern)).tolist():
-                detectors[row].add(name)
-    return [Candidates(frozenset(d), ln) for d, ln in zip(detectors, lines, strict=True)]
+            rows = np.flatnonzero(_mask(column, pattern)).tolist()
+        for row in rows:
+            detectors.setdefault(row, set()).add(name)
+    rows = sorted(detectors)
+    out = {}
+    for row, text in zip(rows, column.take(pa.array(rows, pa.int64())).to_pylist(), strict=True):
+        if text:
+            lines = {name: _matched_lines(text, _piece_lengths(*where, text))
+                     for name, where in split_at.get(row, {}).items()}
+            out[row] = (text, Candidates(frozenset(detectors[row]), lines))
+    return out

@@ -43,17 +43,21 @@ class Gibberish:
         for (a, b), c in Counter(itertools.pairwise(_normalize(corpus))).items():
             counts[_INDEX[a]][_INDEX[b]] += c
         self.logp = [[math.log(c / sum(row)) for c in row] for row in counts]
-        good = sorted(self.score(line) for line in corpus.splitlines() if len(_normalize(line)) >= 20)
+        # the same numbers keyed by the two characters: one lookup per bigram in `score`
+        self._bigram_logp = {a + b: self.logp[i][j] for a, i in _INDEX.items() for b, j in _INDEX.items()}
+        good = sorted(self._score(norm) for norm in map(_normalize, corpus.splitlines()) if len(norm) >= 20)
         rng = random.Random(0)
         chars = string.ascii_letters + string.digits
         bad = sorted(self.score("".join(rng.choice(chars) for _ in range(rng.randint(16, 48)))) for _ in range(500))
         self.threshold = (good[len(good) // 100] + bad[-len(bad) // 100]) / 2
 
     def score(self, text: str) -> float:
-        norm = _normalize(text)
+        return self._score(_normalize(text))
+
+    def _score(self, norm: str) -> float:
         if len(norm) < 2:
             return 0.0
-        total = sum(self.logp[_INDEX[a]][_INDEX[b]] for a, b in itertools.pairwise(norm))
+        total = sum(map(self._bigram_logp.__getitem__, map(str.__add__, norm, norm[1:])))  # in order, as pairwise
         return math.exp(total / (len(norm) - 1))
 
     def is_gibberish(self, text: str) -> bool:

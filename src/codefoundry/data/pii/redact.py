@@ -6,7 +6,9 @@ import hashlib
 from collections import Counter
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from codefoundry.config import StageConfig
@@ -65,21 +67,22 @@ class RedactPII(Mapper):
         self.config = config or PiiConfig()
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        column = batch.column("content")
-        texts = column.to_pylist()
-        new = []
-        for text, where in zip(texts, candidates(texts, column), strict=True):
-            if not text:
-                new.append(text)
-                continue
+        column = batch.column("content").combine_chunks()
+        rows, redacted_texts = [], []
+        for row, (text, where) in candidates(column).items():  # only the texts where something may be found
             redacted, counts = redact(text, self.config, where)
             for kind, n in counts.items():
                 self.stat_update(f"{kind}", n)
             if counts:
                 self.stat_update("files_redacted")
-            new.append(redacted)
+                rows.append(row)
+                redacted_texts.append(redacted)
+        if rows:
+            mask = np.zeros(len(column), bool)
+            mask[rows] = True
+            column = pc.replace_with_mask(column, pa.array(mask), pa.array(redacted_texts, pa.string()))
         i = batch.schema.get_field_index("content")
-        return batch.set_column(i, batch.schema.field(i), pa.array(new, pa.string()))
+        return batch.set_column(i, batch.schema.field(i), column)
 
 
 __all__ = ["PRIORITY", "TOKENS", "PiiConfig", "RedactPII", "redact"]
