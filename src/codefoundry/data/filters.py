@@ -313,9 +313,13 @@ class SizeFilter(Filter):
         self.config = config or SizeFilterConfig()
 
     def reasons(self, batch: pa.Table) -> list[str | None]:
-        data = pc.is_in(batch.column("lang"), pa.array(self.config.languages, pa.string())).to_numpy(
-            zero_copy_only=False)
-        chars = pc.fill_null(pc.utf8_length(batch.column("content")), 0).to_numpy()
+        data = pc.fill_null(pc.is_in(batch.column("lang"), pa.array(self.config.languages, pa.string())),
+                            False).to_numpy(zero_copy_only=False)
+        chars = np.zeros(batch.num_rows, np.int64)
+        rows = np.flatnonzero(data)
+        if len(rows):  # characters are counted only where the rule applies (a count reads every byte)
+            content = batch.column("content").take(pa.array(rows, pa.int64()))
+            chars[rows] = pc.fill_null(pc.utf8_length(content), 0).to_numpy()
         return _reasons_where([(data & (chars < self.config.min_chars), "size:too_small"),
                                (data & (chars > self.config.max_chars), "size:too_large")], batch.num_rows)
 

@@ -33,8 +33,9 @@ from functools import cache
 from typing import Any
 
 from codefoundry.data.pii.assignments import assigned_secrets
+from codefoundry.data.pii.gates import EVERYWHERE, Candidates
 from codefoundry.data.pii.gibberish import detector
-from codefoundry.data.pii.prefilter import Prefilter
+from codefoundry.data.pii.prefilter import HINTS, Prefilter
 from codefoundry.data.pii.values import is_placeholder, is_sequential
 from codefoundry.data.pii.vendors import private_keys, vendor_matches
 
@@ -222,43 +223,78 @@ def _repeats(text: str, spans: list[Span]) -> Iterator[Span]:
             i = text.find(value, j)
 
 
-def secrets(text: str, pre: Prefilter | None = None) -> Iterator[Span]:
+def secrets(text: str, pre: Prefilter | None = None, where: Candidates = EVERYWHERE) -> Iterator[Span]:
     """Keys and passwords: vendor patterns and private-key blocks (whole text), high-entropy strings (lines with a
     quoted 16+-character token holding a digit), named assignments and positional forms (lines with a secret word,
-    `://`, `-u`, `-p`), then every other occurrence of each value found."""
+    `://`, `-u`, `-p`), then every other occurrence of each value found. `where` (`gates.candidates`) names the
+    detectors that can find anything in `text`, and the lines the line-reading ones need to read."""
     pre = pre or Prefilter(text)
-    found = [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text, pre)
-             if not is_placeholder(text[s:e])]
-    found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]
-    candidates = {_line_bounds(text, m.start()) for m in KEY_CANDIDATE.finditer(text)
-                  if DIGIT.search(text, m.start(), m.end())}
-    found += _high_entropy(text, sorted(candidates))
-    lower = text.lower()  # a search of the lower-cased text is much faster than a case-insensitive one
-    if len(lower) == len(text):
-        hinted = pre.hint_lines(lower)
-    else:
-        hinted = sorted({_line_bounds(text, m.start()) for m in NAME_HINT_ANY_CASE.finditer(text)})
-    for start, end in hinted:
-        if end - start <= 2000:
-            found += [Span(start + s, start + e, kind, text[start + s:start + e], rule)
-                      for rule, kind, s, e in assigned_secrets(text[start:end])]
+    found: list[Span] = []
+    gates = where.detectors
+    if "vendor" in gates:
+        found += [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text, pre)
+                  if not is_placeholder(text[s:e])]
+    if "private_key" in gates:
+        found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]
+    if "high_entropy" in gates:
+        found += _high_entropy(text, _key_candidate_lines(text, where.lines_for("high_entropy")))
+    if "assignment" in gates:
+        found += _assignments(text, pre, where.lines_for("assignment"))
     yield from found
     yield from _repeats(text, found)
+
+
+def _key_candidate_lines(text: str, lines: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+    """The lines with a quoted 16+-character token holding a digit, among `lines` (None: all of them). A token never
+    spans lines, so the tokens that `finditer` finds in a line are those it finds there in the whole text."""
+    if lines is None:
+        return sorted({_line_bounds(text, m.start()) for m in KEY_CANDIDATE.finditer(text)
+                       if DIGIT.search(text, m.start(), m.end())})
+    return [(start, end) for start, end in lines
+            if any(DIGIT.search(text, m.start(), m.end()) for m in KEY_CANDIDATE.finditer(text, start, end))]
+
+
+def _hinted(line: str, same_length: bool) -> bool:
+    """Whether `line` holds a secret word or positional marker, as `Prefilter.hint_lines` finds them."""
+    if same_length:
+        lower = line.lower()
+        return any(hint in lower for hint in HINTS)
+    return NAME_HINT_ANY_CASE.search(line) is not None
+
+
+def _assignments(text: str, pre: Prefilter, lines: list[tuple[int, int]] | None = None) -> Iterator[Span]:
+    """Named assignments and positional forms on the lines with a secret word, `://`, `-u`, `-p` (among `lines`, the
+    lines where they can be; None: all)."""
+    if lines is not None:
+        same_length = text.isascii() or len(text.lower()) == len(text)
+        hinted = [(start, end) for start, end in lines if end - start <= 2000 and _hinted(text[start:end], same_length)]
+    else:
+        lower = text.lower()  # a search of the lower-cased text is much faster than a case-insensitive one
+        if len(lower) == len(text):
+            hinted = pre.hint_lines(lower)
+        else:
+            hinted = sorted({_line_bounds(text, m.start()) for m in NAME_HINT_ANY_CASE.finditer(text)})
+    for start, end in hinted:
+        if end - start <= 2000:
+            for rule, kind, s, e in assigned_secrets(text[start:end]):
+                yield Span(start + s, start + e, kind, text[start + s:start + e], rule)
 
 
 PRIORITY = {"key": 0, "password": 1, "email": 2, "ip_address": 3}
 
 
-def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY)) -> list[Span]:
-    """Non-overlapping PII spans, in text order; on overlap the higher-priority kind (key first) wins."""
+def find_pii(text: str, kinds: frozenset[str] = frozenset(PRIORITY), where: Candidates = EVERYWHERE) -> list[Span]:
+    """Non-overlapping PII spans, in text order; on overlap the higher-priority kind (key first) wins.
+    `where`: the secret detectors that can find anything in `text`, and where (`gates.candidates` decides it for a
+    whole batch at once)."""
     spans: list[Span] = []
     pre = Prefilter(text)  # one pass decides which lines the IP, key and credential detectors read
-    if "email" in kinds:
+    if "email" in kinds and "email" in where.detectors:
         spans += emails(text)
-    if "ip_address" in kinds:
+    if "ip_address" in kinds and "ip_address" in where.detectors:
         spans += ip_addresses(text, pre)
     if kinds & {"key", "password"}:
-        spans += [s for s in secrets(text, pre) if s.kind in kinds]
+        spans += [s for s in secrets(text, pre, where) if s.kind in kinds]
     spans.sort(key=lambda s: (PRIORITY[s.kind], s.start, -s.end))
     chosen: list[Span] = []  # in text order, non-overlapping: a new span only meets its two neighbours
     starts: list[int] = []

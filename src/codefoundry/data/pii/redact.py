@@ -6,11 +6,14 @@ import hashlib
 from collections import Counter
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from codefoundry.config import StageConfig
 from codefoundry.data.pii.detect import PRIORITY, Span, find_pii
+from codefoundry.data.pii.gates import EVERYWHERE, Candidates, candidates
 from codefoundry.data.pipeline import Mapper
 
 TOKENS = {"email": "<EMAIL>", "key": "<KEY>", "password": "<PASSWORD>", "ip_address": "<IP_ADDRESS>"}
@@ -35,10 +38,11 @@ def _private_ip(value: str) -> str:
     return choices[int(hashlib.sha1(value.encode()).hexdigest(), 16) % len(choices)]
 
 
-def redact(text: str, config: PiiConfig | None = None) -> tuple[str, Counter[str]]:
-    """`text` with PII replaced (the same value → the same replacement in a file) and counts per kind."""
+def redact(text: str, config: PiiConfig | None = None, where: Candidates = EVERYWHERE) -> tuple[str, Counter[str]]:
+    """`text` with PII replaced (the same value → the same replacement in a file) and counts per kind; `where` as
+    in `find_pii`."""
     config = config or PiiConfig()
-    spans: list[Span] = find_pii(text, frozenset(config.kinds))
+    spans: list[Span] = find_pii(text, frozenset(config.kinds), where)
     counts: Counter[str] = Counter()
     out, last = [], 0
     for s in spans:
@@ -63,20 +67,22 @@ class RedactPII(Mapper):
         self.config = config or PiiConfig()
 
     def transform(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column("content").to_pylist()
-        new = []
-        for text in texts:
-            if not text:
-                new.append(text)
-                continue
-            redacted, counts = redact(text, self.config)
+        column = batch.column("content").combine_chunks()
+        rows, redacted_texts = [], []
+        for row, (text, where) in candidates(column).items():  # only the texts where something may be found
+            redacted, counts = redact(text, self.config, where)
             for kind, n in counts.items():
                 self.stat_update(f"{kind}", n)
             if counts:
                 self.stat_update("files_redacted")
-            new.append(redacted)
+                rows.append(row)
+                redacted_texts.append(redacted)
+        if rows:
+            mask = np.zeros(len(column), bool)
+            mask[rows] = True
+            column = pc.replace_with_mask(column, pa.array(mask), pa.array(redacted_texts, pa.string()))
         i = batch.schema.get_field_index("content")
-        return batch.set_column(i, batch.schema.field(i), pa.array(new, pa.string()))
+        return batch.set_column(i, batch.schema.field(i), column)
 
 
 __all__ = ["PRIORITY", "TOKENS", "PiiConfig", "RedactPII", "redact"]

@@ -1,0 +1,222 @@
+"""Which texts of a batch each secret detector can find anything in: one RE2 scan per detector over the whole column.
+
+Most files hold no vendor key, no private key, no quoted 16-character token and no credential
+assignment; Python's regex engine and the per-line loops cost the same on those files as on the
+others. Arrow's `match_substring_regex` runs RE2 (a DFA: one pass, no backtracking) over the
+column, so a pattern that is a *superset* of what a detector can report tells which texts the
+detector may skip. Each gate is written so that a text it rejects is one where the detector
+yields nothing:
+
+- lookarounds are dropped (RE2 has none; without them a pattern matches more, never less);
+- Python's `\\d` and `\\w` are Unicode: "ASCII digits (word characters) or any non-ASCII" stand for
+  them; Python's `\\s` is Unicode, so a class `[^\\s…]` becomes `[^\\n…]` (more chars);
+- case-insensitive words are spelled with every character that Python's `re.I` or `str.lower()`
+  equates with a letter (the Kelvin sign U+212A for k, `ſ` for s, `İ` and `ı` for i), which RE2's own
+  `(?i)` misses in part;
+- bounded parts (`{1,500}?`, a back-reference to the opening quote) are relaxed.
+
+The detectors then run as before on the texts a gate lets through, so their spans are unchanged
+(`tests/data/test_pii_gates.py` compares gated and ungated results).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# every character that Python's case-insensitive matching or `str.lower()` equates with a lowercase ASCII letter
+_FOLDS = {"i": "iI\u0130\u0131", "k": "kK\u212a", "s": "sS\u017f"}  # İ ı, Kelvin sign, long s
+
+
+def fold(word: str) -> str:
+    """`word` as an RE2 pattern matching it in any case, Python's way (`fold("sas")` → `[sSſ][aA][sSſ]`)."""
+    return "".join(f"[{_FOLDS.get(c, c + c.upper())}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+def _words(*words: str) -> str:
+    return "(?:" + "|".join(fold(w) for w in words) + ")"
+
+
+DIGIT = r"0-9\x{80}-\x{10FFFF}"
+r"""Python's Unicode `\d` inside an RE2 class: ASCII digits and any non-ASCII character (a class of every
+Unicode digit, `\p{Nd}`, makes RE2 compile a large program, and it compiles anew for every batch)."""
+
+# What every match of each vendor pattern (vendors.py) contains. A pattern led by a literal is cheap for RE2 (it
+# skips ahead to the literal), an alternation of literals costs one DFA pass, and counted classes (`{32}`) in an
+# alternation multiply its states: so the literals go in one pattern and the three shapes without a distinctive
+# literal get their own.
+VENDOR_ANCHORS: dict[str, str] = {
+    "aws_access_key_id": "A3T|ABIA|ACCA|AKIA|ASIA",
+    "github": "gh[pousr]_",
+    "github_fine_grained": "github_pat_",
+    "gitlab": "gl(?:pat|dt|ft|soat|rt|cbt|ptt|imt)-",
+    "slack": "xox[abposre]-",
+    "slack_app": "xapp-",
+    "slack_webhook": r"hooks\.slack\.com",
+    "stripe": "k_live_",
+    "sendgrid": r"SG\.",
+    "npm": "npm_|_authToken=",
+    "pypi": "pypi-Ag",
+    "mailgun": "key-",
+    "mailchimp": "-us[0-9]",
+    "twilio": "AC[0-9a-f]{32}",  # and SK…: see VENDOR_SHAPES
+    "google_api_key": "AIza",
+    "openai": "T3BlbkFJ",
+    "anthropic": "sk-ant-",
+    "huggingface": "hf_",
+    "discord_webhook": "/api/webhooks/",
+    "discord": rf"\.[A-Za-z{DIGIT}_\-]{{6}}\.[A-Za-z{DIGIT}_\-]{{27}}",
+    "telegram": ":AA",
+    "jwt": "eyJ",
+    "azure_storage": "AccountKey=",
+    "artifactory": f"AKC|AP[{DIGIT}A-F]",
+    "square": "sq0(?:csp|atp)-",
+}
+VENDOR_SHAPES = ("twilio", "discord")
+"""Vendor anchors with a counted class: tested on their own (twilio's two prefixes apart, each a literal lead)."""
+VENDOR_GATE = ("|".join(v for k, v in VENDOR_ANCHORS.items() if k not in VENDOR_SHAPES),
+               VENDOR_ANCHORS["twilio"], "SK[0-9a-f]{32}", VENDOR_ANCHORS["discord"])
+
+
+NAME_CHAR = r"[^\x00-\x2c\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"
+"""Python's `[\\w.\\-]` in a name: ASCII letters, digits, `_`, `.`, `-`, and (more than needed) any non-ASCII."""
+SECRET_WORD = _words("pass", "pwd", "secret", "token", "key", "credential", "auth", "psk", "sas")
+"""assignments.SECRET_WORD, searched in a lower-cased name: what a name needs for the quoted-value form."""
+NAME_KIND_WORD = _words("pass", "pw", "secret", "token", "key", "credential", "psk", "sas", "contrasena", "senha")
+"""What a name needs for `assignments.name_kind` to call it a credential: one of its parts is a password word
+(pass…, pw…, contrasena, senha), a secret word (secret, token, …key, credential, psk, sas) or a final `key`."""
+
+# assignments.QUOTED_VALUE after a secret-named token (`…password = "…"`, `"token": '…'`, `api_key => "…"`); a
+# value shorter than 4 characters is never a credential (assignments.value_ok)
+_QUOTED = (SECRET_WORD + NAME_CHAR + r"*[\"'`]?\]?(?:[ \t]*:[ \t]*[A-Za-z_][^\n]*)?[ \t]*(?::=|=>|={1,3}|:|,)"
+           r"[ \t]*(?:[rbuRB]{0,2}|new String\()[\"'`][^\"'`\n]{4,}[\"'`]")
+# assignments.LINE and DOCKER_ENV: an unquoted `NAME=value`, `export NAME=value`, `name: value`, `ENV NAME value`;
+# LINE's value is one token to the end of the line (or a `#` comment), and value_ok rejects one with a bracket
+_LINE = (r"^[ \t]*(?:-[ \t]+)?(?:(?:export|set|setx|ENV|ARG|readonly|declare(?:[ \t]+-[^ \t\n]+)?)[ \t]+)?[\"']?"
+         + NAME_CHAR + "*" + NAME_KIND_WORD + NAME_CHAR
+         + r"*[\"']?[ \t]*[=:][ \t]*[^\s'\"`()\[\]{}<>][^\s()\[\]{}<>]*[ \t]*(?:[ \t]#[^\n]*)?$"
+         + r"|^[ \t]*(?:ENV|setenv)[ \t]")
+_XML = r"<[^<>\n]*" + NAME_KIND_WORD + r"[^<>\n]*>[^<\n]{4,}</"
+# assignments.positional: URL user-info, connection strings, curl -u, .netrc, mysql/sshpass/redis-cli/docker -p,
+# --password flags, Authorization headers
+_POSITIONAL = "|".join([
+    r"://[^:/@'\"<>\n]*:[^:/@'\"<>\n]+@",
+    _words("password", "pwd") + r"[ \t]*=",
+    r"(?:-u|--user)[ \t=]",
+    r"password[ \t]",
+    r"mysql[^\n]*-p",
+    r"sshpass",
+    r"redis-cli|docker",
+    r"--(?:pass|token|api-key|apikey|secret|client-secret|auth-token)",
+    fold("authorization"),
+])
+
+# detect-secrets' base64 and hex plugins report a quoted string only above their entropy limits (4.5 and 3.0 bits
+# per character): a string of k distinct characters has at most log2(k) bits, so a reported string has 23+ (base64)
+# or 9+ (hex) characters
+_HIGH_ENTROPY = r"[\"'][A-Za-z0-9+/\\\-_=]{23,}[\"']|[\"'][0-9a-fA-F]{9,}[\"']"
+# detect.IPV4 (`\d` is Unicode) and detect.IPV6 (what it matches, before its look-arounds)
+_IP = r"\.".join([f"[{DIGIT}]{{1,3}}"] * 4) + "|(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2}"
+
+GATES: dict[str, str | tuple[str, ...]] = {
+    "email": "@",
+    "vendor": VENDOR_GATE,
+    "private_key": r"PRIVATE KEY|Private-Lines:",
+    "high_entropy": _HIGH_ENTROPY,
+    "assignment": "(?m)(?:" + "|".join([_QUOTED, _LINE, _XML, _POSITIONAL]) + ")",
+    "ip_address": _IP,
+}
+"""Detector → RE2 pattern (or patterns) that every text it reports something in matches."""
+LINE_GATED = ("high_entropy", "assignment")
+"""Detectors that read single lines: their gate also picks the lines (these patterns stay within a line)."""
+MIN_BYTES = {"email": 0, "vendor": 160_000, "assignment": 48_000, "high_entropy": 128_000, "ip_address": 64_000,
+             "private_key": 64_000}
+"""Arrow compiles a pattern anew for every call (the vendor gate takes ~1.5 ms); in a smaller batch the detector's
+own Python path costs less than that, so the gate stays open. Break-even sizes measured on the curation bench:
+compile time / (Python cost per byte - RE2 cost per byte)."""
+
+ALL = frozenset(GATES)
+Line = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Where one text can hold something for each secret detector."""
+
+    detectors: frozenset[str] = ALL
+    """Detectors (keys of `GATES`) that may find something in the text; the others have nothing to read."""
+    lines: dict[str, list[Line]] = field(default_factory=dict)
+    """For `LINE_GATED` detectors whose gate ran: the (start, end) of the lines it matched, in text order."""
+
+    def lines_for(self, detector: str) -> list[Line] | None:
+        """The lines `detector` needs to read; None: every line."""
+        return self.lines.get(detector)
+
+
+EVERYWHERE = Candidates()
+
+
+def _mask(column: pa.Array, pattern: str | tuple[str, ...]) -> np.ndarray:
+    """Rows of `column` that `pattern` (any of `pattern`) matches."""
+    if isinstance(pattern, tuple):
+        return np.logical_or.reduce([_mask(column, p) for p in pattern])
+    return pc.match_substring_regex(column, pattern).to_numpy(zero_copy_only=False)
+
+
+def _matched_lines(text: str, pieces: Sequence[int]) -> list[Line]:
+    """The lines of `text` holding a match, from the lengths of the pieces that splitting `text` at each match
+    (extended to the end of its line) leaves: a match starts where its piece ends and runs to the newline."""
+    lines, pos = [], 0
+    for n in pieces[:-1]:
+        start = pos + n
+        end = text.find("\n", start)
+        pos = len(text) if end < 0 else end
+        lines.append((text.rfind("\n", 0, start) + 1, pos))
+    return lines
+
+
+def _piece_lengths(pieces: pa.Array, byte_lengths: np.ndarray, first: int, last: int, text: str) -> list[int]:
+    """Lengths in characters of one text's pieces (bytes are characters in an ASCII text)."""
+    if text.isascii():
+        return byte_lengths[first:last].tolist()
+    return pc.utf8_length(pieces.slice(first, last - first)).to_pylist()
+
+
+def candidates(column: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, Candidates]]:
+    """Row → (its text, where each detector may find something) for the rows of `column` where any detector may
+    find something; the other rows hold nothing to redact (and are not converted to Python strings)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    size = pc.sum(pc.binary_length(column)).as_py() or 0
+    detectors: dict[int, set[str]] = {}
+    split_at: dict[int, dict[str, tuple[pa.Array, np.ndarray, int, int]]] = {}
+    for name, pattern in GATES.items():
+        if size < MIN_BYTES[name]:
+            rows = range(len(column))
+        elif isinstance(pattern, str) and name in LINE_GATED:
+            # a split at every match (extended to its line's end) leaves pieces that end where a match starts
+            split = pc.split_pattern_regex(column, f"(?:{pattern})[^\n]*")
+            offsets = split.offsets.to_numpy().astype(np.int64)
+            offsets -= offsets[0]
+            pieces = split.flatten()
+            byte_lengths = pc.binary_length(pieces).to_numpy().astype(np.int64)
+            rows = np.flatnonzero(np.diff(offsets) > 1).tolist()
+            for row in rows:
+                split_at.setdefault(row, {})[name] = (pieces, byte_lengths, offsets[row], offsets[row + 1])
+        else:
+            rows = np.flatnonzero(_mask(column, pattern)).tolist()
+        for row in rows:
+            detectors.setdefault(row, set()).add(name)
+    rows = sorted(detectors)
+    out = {}
+    for row, text in zip(rows, column.take(pa.array(rows, pa.int64())).to_pylist(), strict=True):
+        if text:
+            lines = {name: _matched_lines(text, _piece_lengths(*where, text))
+                     for name, where in split_at.get(row, {}).items()}
+            out[row] = (text, Candidates(frozenset(detectors[row]), lines))
+    return out
