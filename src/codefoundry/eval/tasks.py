@@ -28,7 +28,7 @@ from pathlib import Path
 
 from codefoundry import benchmarks
 from codefoundry.errors import UserError
-from codefoundry.eval.languages import LANGUAGES
+from codefoundry.eval.languages import LANGUAGES, SplitProgram
 
 # bigcode-evaluation-harness tasks/humaneval.py (8 stop words, <file_sep> since 5f42b34d)
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
@@ -46,7 +46,7 @@ class Problem:
     task_id: str
     prompt: str                      # exactly what the model is sent
     stop: tuple[str, ...]
-    program: Callable[[str], str]    # completion (already cut) -> the program to execute
+    program: Callable[[str], str | SplitProgram]  # completion (already cut) -> the program to execute
     reference: str | None = None     # the canonical completion, when the benchmark has one
     exact_match: bool = False        # also score `completion.strip() == reference.strip()`
 
@@ -84,7 +84,8 @@ def humaneval_task(strip_prompt: bool = True) -> Task:
         prompt, cut = _split_prompt(p["prompt"], strip_prompt)
         tail = f"\n{p['test']}\ncheck({p['entry_point']})\n"
         problems.append(Problem(p["task_id"], prompt, HUMANEVAL_STOPS,
-                                lambda c, prompt=prompt, tail=tail: prompt + c + tail,
+                                lambda c, prompt=prompt, tail=tail, ep=p["entry_point"]:
+                                SplitProgram(prompt + c, tail, prompt, ep),
                                 reference=cut + p["canonical_solution"]))
     return Task("humaneval", "python", problems, "humaneval")
 
@@ -92,9 +93,11 @@ def humaneval_task(strip_prompt: bool = True) -> Task:
 def infilling_task(kind: str) -> Task:
     problems = []
     for p in benchmarks.humaneval_infilling(kind):
-        tail = f"{p['suffix']}\n{p['test']}\ncheck({p['entry_point']})\n"
+        tests = f"\n{p['test']}\ncheck({p['entry_point']})\n"
+        canonical = p["prompt"] + p["canonical_solution"] + p["suffix"]  # the tests' helpers, as the benchmark has them
         problems.append(Problem(p["task_id"], FIM_TEMPLATE.format(prefix=p["prompt"], suffix=p["suffix"]), FIM_STOPS,
-                                lambda c, prefix=p["prompt"], tail=tail: prefix + c + tail,
+                                lambda c, prefix=p["prompt"], suffix=p["suffix"], tests=tests, canonical=canonical,
+                                ep=p["entry_point"]: SplitProgram(prefix + c + suffix, tests, canonical, ep),
                                 reference=p["canonical_solution"], exact_match=True))
     return Task(f"humaneval-infilling-{kind}", "python", problems, "humaneval-infilling")
 
@@ -109,7 +112,8 @@ def mbpp_task(test_setup_code: bool = False) -> Task:
         setup = r.get("test_setup_code", "") if test_setup_code else ""
         tail = "\n" + setup + "\n" + "\n".join(r["test_list"]) + "\n"
         problems.append(Problem(f"mbpp/{r['task_id']}", prompt, MBPP_STOPS,
-                                lambda c, prompt=prompt, tail=tail: prompt + c + tail, reference=r["code"]))
+                                lambda c, prompt=prompt, tail=tail: SplitProgram(prompt + c, tail, prompt),
+                                reference=r["code"]))
     return Task("mbpp", "python", problems, "mbpp")
 
 
@@ -150,7 +154,9 @@ def jsonl_task(path: Path) -> Task:
         language = lang
         problems.append(Problem(str(row.get("task_id", f"{path.stem}/{n}")), prompt,
                                 tuple(row.get("stop", HUMANEVAL_STOPS if lang == "python" else ())),
-                                lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n",
+                                (lambda c, prompt=prompt, tests=tests: SplitProgram(prompt + c, "\n" + tests + "\n"))
+                                if lang == "python" else
+                                (lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n"),
                                 reference=row.get("reference")))
     if not problems:
         raise UserError(f"task file {path} has no problems")
