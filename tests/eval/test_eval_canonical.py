@@ -60,7 +60,9 @@ def test_mbpp_canonical_and_test_setup_code(executor: Executor) -> None:
     assert not executor.run("python", p367.program(p367.reference)).passed
     with_setup = next(p for p in load_task("mbpp", mbpp_test_setup_code=True).problems if p.task_id == "mbpp/367")
     program = with_setup.program(with_setup.reference)
-    assert program.index("class Node") < program.index("root = Node(1)")
+    assert program.text.index("class Node") < program.text.index("root = Node(1)")
+    # the setup runs in the checker: its trees are handles on the candidate's Node objects
+    assert "class Node" in program.candidate and "root = Node(1)" in program.tests
     assert executor.run("python", program).passed
 
 
