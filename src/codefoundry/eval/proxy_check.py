@@ -495,7 +495,8 @@ def raise_candidate_exception(name, text):
 
 
 def free_names(tree):
-    """Names the tests read but never bind (the functions, modules and values they take from the program)."""
+    """Names the tests read but never bind (the functions, modules and values they take from the program;
+    built-in names too: a program may shadow one, as MBPP's `sum` does)."""
     loaded, bound = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
@@ -508,7 +509,7 @@ def free_names(tree):
             bound.add((node.asname or node.name).split(".")[0])
         elif isinstance(node, ast.ExceptHandler) and node.name:
             bound.add(node.name)
-    return sorted(loaded - bound - set(dir(builtins)))
+    return sorted(loaded - bound)
 
 
 def main():
