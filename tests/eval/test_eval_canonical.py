@@ -87,4 +87,7 @@ def test_infilling_programs_shared_across_rows_run_once(executor: Executor) -> N
 @pytest.mark.parametrize("name", ["mbpp", "humaneval-infilling-single-line", "humaneval-infilling-multi-line",
                                   "humaneval-infilling-random-span", "humaneval-infilling-random-span-light"])
 def test_every_canonical_passes(executor: Executor, name: str) -> None:
-    assert failures(executor, load_task(name)) == []
+    task = load_task(name)
+    # mbpp/367's asserts need its test_setup_code, which BEH (and so this task by default) leaves out
+    task = Task(task.name, task.language, [p for p in task.problems if p.task_id != "mbpp/367"])
+    assert failures(executor, task) == []

@@ -105,8 +105,9 @@ ATTACKS = {
                                    "    os.write(1, os.urandom(16).hex().encode())\n",
     "os._exit(0) at module level": WRONG + "import os\nos._exit(0)\n",
     "os._exit(0) inside the call": "\n    import os\n    os._exit(0)\n",
-    "writes to the pipes' fds": WRONG + "import os, struct\nfor fd in range(3, 64):\n    for msg in (b'[\"ready\",{}]', "
-                                        "b'[\"ok\",true]', b'garbage'):\n        try:\n"
+    "writes to the pipes' fds": WRONG + "import os, struct\nfor fd in range(3, 64):\n"
+                                        "    for msg in (b'[\"ready\",{}]', b'[\"ok\",true]', b'garbage'):\n"
+                                        "        try:\n"
                                         "            os.write(fd, struct.pack('>I', len(msg)) + msg)\n"
                                         "        except OSError:\n            pass\n",
     "forged answers on the pipe": "\n    import os, struct\n    msg = b'[\"ok\",true]'\n    for fd in range(3, 64):\n"
@@ -120,11 +121,13 @@ ATTACKS = {
     "kills its parent": WRONG + "import ctypes, os, signal\nctypes.CDLL(None).kill(os.getppid(), signal.SIGKILL)\n",
     "sends SIGALRM and SIGINT to its parent": "\n    import ctypes, os, signal\n"
                                               "    ctypes.CDLL(None).kill(os.getppid(), signal.SIGALRM)\n"
-                                              "    ctypes.CDLL(None).kill(os.getppid(), signal.SIGINT)\n    return False\n",
+                                              "    ctypes.CDLL(None).kill(os.getppid(), signal.SIGINT)\n"
+                                              "    return False\n",
     "ctypes reads the checker's memory": WRONG + CTYPES_READ,
     "infinite loop in one call": "\n    while True:\n        pass\n",
     "infinite loop that swallows the timeout": "\n    while True:\n        try:\n            while True:\n"
-                                               "                pass\n        except BaseException:\n            pass\n",
+                                               "                pass\n        except BaseException:\n"
+                                               "            pass\n",
 }
 
 
