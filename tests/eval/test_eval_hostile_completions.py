@@ -146,6 +146,17 @@ def test_frame_walking_forges_a_pass_in_one_interpreter_but_not_here(executor: E
     assert executor.run("python", program).verdict == "failed"
 
 
+def test_shadowing_a_builtin_the_tests_use_forges_nothing(executor: Executor) -> None:
+    """HumanEval/4's tests compare with `abs(...)`: a completion that rebinds `abs` passed in one interpreter;
+    here the tests take only the entry point from the candidate."""
+    he = load_task("humaneval").problems[4]
+    assert he.task_id == "HumanEval/4" and "abs(candidate" in he.program("").tests
+    program = he.program("\n    return 0.0\nabs = lambda x: 0\n")
+    assert executor.run("python", program.text).verdict == "passed"  # fooled in one interpreter
+    assert executor.run("python", program).verdict == "failed"
+    assert executor.run("python", he.program(he.reference + "abs = lambda x: 0\n")).passed
+
+
 def test_hostile_completions_never_pass(executor: Executor) -> None:
     he = load_task("humaneval").problems[0]
     futures = {name: executor.submit("python", he.program(c)) for name, c in ATTACKS.items()}

@@ -31,6 +31,7 @@ RLIMIT_DATA plus their own heap flag instead.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import secrets
@@ -54,13 +55,13 @@ _TIMED_OUT = (124, 137)  # coreutils timeout: TERM sent (124), KILL needed (137)
 class SplitProgram:
     """A Python program cut where trust changes: `candidate` (the prompt and the completion) runs in a
     process of its own; `helpers` (benchmark code the tests use, e.g. HumanEval/38's `encode_cyclic`) and
-    `tests` run in the checker, where the tests' free names and `entry_point` are the candidate's
-    functions, called with plain data."""
+    `tests` run in the checker, where the names in `entry_points` are the candidate's functions (classes),
+    called with plain data; `entry_points=None`: every free name of the tests that is not a built-in."""
 
     candidate: str
     tests: str
     helpers: str = ""
-    entry_point: str | None = None
+    entry_points: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -69,7 +70,20 @@ class SplitProgram:
 
     def to_json(self) -> str:
         return json.dumps({"candidate": self.candidate, "helpers": self.helpers, "tests": self.tests,
-                           "entry_point": self.entry_point}, ensure_ascii=False)
+                           "entry_points": None if self.entry_points is None else list(self.entry_points)},
+                          ensure_ascii=False)
+
+
+def python_definitions(code: str) -> tuple[tuple[str, ...], str]:
+    """(the functions and classes `code` defines at top level, its top-level imports as code): a reference
+    solution's entry points, and the imports its tests may lean on. ((), "") where `code` does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return (), ""
+    names = tuple(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+    imports = "".join(ast.unparse(n) + "\n" for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return names, imports
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,12 @@ depth-bounded, and any other object becomes an opaque handle (no truth value, eq
 itself; its attributes and methods answer through the same codec). A garbled frame, an
 oversized answer or the candidate's death fails the check, whatever the tests catch.
 
-    argv: <seconds> ; files: check.json ({candidate, helpers, tests, entry_point}), .proof
+Which names the tests take from the candidate: the task's entry points (HumanEval's `entry_point`;
+the functions and classes MBPP's reference solution defines, `sum` included), or, for a task that
+names none, every free name of the tests that is not a built-in. A free name the candidate binds to
+a module is imported by the checker itself (stdlib or numpy), never taken from the candidate.
+
+    argv: <seconds> ; files: check.json ({candidate, helpers, tests, entry_points}), .proof
 """
 
 import ast
@@ -42,7 +47,9 @@ DEPTH_LIMIT = 100  # nesting of one value
 INT_HEX_LIMIT = 100_000  # hex digits of one big int
 _HEADER = struct.Struct(">I")
 _LATE_GUARD = {"shutil": ("rmtree", "move", "chown"), "subprocess": ("Popen",)}
-_IMPORTABLE = frozenset(sys.stdlib_module_names) | {"numpy"}  # modules the checker imports for a test's free name
+# modules the checker imports for a test's free name (stdlib or numpy, none that acts on import)
+_IMPORTABLE = (frozenset(sys.stdlib_module_names) | {"numpy"}) - {"antigravity", "this", "__hello__", "__phello__",
+                                                                  "idlelib", "turtle", "turtledemo", "tkinter"}
 
 
 class TimeoutException(Exception):
@@ -558,7 +565,7 @@ def main():
         proof = f.read()
     os.unlink(".proof")
     os.unlink("check.json")
-    helpers, tests, entry_point = spec["helpers"], spec["tests"], spec["entry_point"]
+    helpers, tests, entry_points = spec["helpers"], spec["tests"], spec["entry_points"]
     if "numpy" in helpers + tests:
         with contextlib.suppress(ImportError):
             import numpy  # noqa: F401
@@ -571,9 +578,9 @@ def main():
         tests_code = compile(tests_tree, "tests.py", "exec", dont_inherit=True, optimize=0)
     except BaseException as e:
         fail(1, "the benchmark's own code does not run: " + _format(e, {"prompt.py": helpers, "tests.py": tests}))
-    wanted = [n for n in free_names(tests_tree) if n not in namespace]
-    if entry_point and entry_point not in wanted:
-        wanted.append(entry_point)
+    free = [n for n in free_names(tests_tree) if n not in namespace and not hasattr(builtins, n)]
+    entry = set(entry_points if entry_points is not None else free)  # names whose functions are the candidate's
+    wanted = sorted(entry | set(free))
 
     deadline = {"first": 0.0, "hard": 0.0, "fired": False}
 
@@ -604,7 +611,7 @@ def main():
             channel.fail("the candidate's process broke the protocol: no ready message")
         for name in wanted:
             kind = ready[1].get(name)
-            if kind == ["f"] or name == entry_point:
+            if name in entry and (kind == ["f"] or entry_points is not None):
                 namespace[name] = Remote(channel, ["n", name])
             elif type(kind) is list and len(kind) == 2 and kind[0] == "m" and type(kind[1]) is str \
                     and kind[1].split(".")[0] in _IMPORTABLE:
@@ -612,7 +619,7 @@ def main():
 
                 with contextlib.suppress(ImportError):
                     namespace[name] = importlib.import_module(kind[1])
-            elif type(kind) is list and len(kind) == 2 and kind[0] == "v":
+            elif type(kind) is list and len(kind) == 2 and kind[0] == "v" and name in entry:
                 try:
                     namespace[name] = decode(kind[1], channel.resolve)
                 except ProtocolError as e:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from codefoundry import benchmarks
 from codefoundry.errors import UserError
-from codefoundry.eval.languages import LANGUAGES, SplitProgram
+from codefoundry.eval.languages import LANGUAGES, SplitProgram, python_definitions
 
 # bigcode-evaluation-harness tasks/humaneval.py (8 stop words, <file_sep> since 5f42b34d)
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
@@ -84,7 +84,7 @@ def humaneval_task(strip_prompt: bool = True) -> Task:
         prompt, cut = _split_prompt(p["prompt"], strip_prompt)
         tail = f"\n{p['test']}\ncheck({p['entry_point']})\n"
         problems.append(Problem(p["task_id"], prompt, HUMANEVAL_STOPS,
-                                lambda c, prompt=prompt, tail=tail, ep=p["entry_point"]:
+                                lambda c, prompt=prompt, tail=tail, ep=(p["entry_point"],):
                                 SplitProgram(prompt + c, tail, prompt, ep),
                                 reference=cut + p["canonical_solution"]))
     return Task("humaneval", "python", problems, "humaneval")
@@ -97,7 +97,7 @@ def infilling_task(kind: str) -> Task:
         canonical = p["prompt"] + p["canonical_solution"] + p["suffix"]  # the tests' helpers, as the benchmark has them
         problems.append(Problem(p["task_id"], FIM_TEMPLATE.format(prefix=p["prompt"], suffix=p["suffix"]), FIM_STOPS,
                                 lambda c, prefix=p["prompt"], suffix=p["suffix"], tests=tests, canonical=canonical,
-                                ep=p["entry_point"]: SplitProgram(prefix + c + suffix, tests, canonical, ep),
+                                ep=(p["entry_point"],): SplitProgram(prefix + c + suffix, tests, canonical, ep),
                                 reference=p["canonical_solution"], exact_match=True))
     return Task(f"humaneval-infilling-{kind}", "python", problems, "humaneval-infilling")
 
@@ -111,8 +111,10 @@ def mbpp_task(test_setup_code: bool = False) -> Task:
         prompt = f'"""\n{r["text"]}\n{r["test_list"][0]}\n"""\n'
         setup = r.get("test_setup_code", "") if test_setup_code else ""
         tail = "\n" + setup + "\n" + "\n".join(r["test_list"]) + "\n"
+        names, imports = python_definitions(r["code"])  # the tests call what the reference defines
         problems.append(Problem(f"mbpp/{r['task_id']}", prompt, MBPP_STOPS,
-                                lambda c, prompt=prompt, tail=tail: SplitProgram(prompt + c, tail, prompt),
+                                lambda c, prompt=prompt, tail=tail, helpers=prompt + imports, names=names:
+                                SplitProgram(prompt + c, tail, helpers, names or None),
                                 reference=r["code"]))
     return Task("mbpp", "python", problems, "mbpp")
 
@@ -152,9 +154,12 @@ def jsonl_task(path: Path) -> Task:
         if language not in (None, lang):
             raise UserError(f"task file {path} line {n}: language {lang!r} differs from earlier lines ({language!r})")
         language = lang
+        names, imports = python_definitions(prompt + row["reference"]) if isinstance(row.get("reference"), str) \
+            else ((), "")
         problems.append(Problem(str(row.get("task_id", f"{path.stem}/{n}")), prompt,
                                 tuple(row.get("stop", HUMANEVAL_STOPS if lang == "python" else ())),
-                                (lambda c, prompt=prompt, tests=tests: SplitProgram(prompt + c, "\n" + tests + "\n"))
+                                (lambda c, prompt=prompt, tests=tests, imports=imports, names=names:
+                                 SplitProgram(prompt + c, "\n" + tests + "\n", imports, names or None))
                                 if lang == "python" else
                                 (lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n"),
                                 reference=row.get("reference")))
