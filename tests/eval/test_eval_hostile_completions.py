@@ -154,7 +154,6 @@ def test_shadowing_a_builtin_the_tests_use_forges_nothing(executor: Executor) ->
     program = he.program("\n    return 0.0\nabs = lambda x: 0\n")
     assert executor.run("python", program.text).verdict == "passed"  # fooled in one interpreter
     assert executor.run("python", program).verdict == "failed"
-    assert executor.run("python", he.program(he.reference + "abs = lambda x: 0\n")).passed
 
 
 def test_hostile_completions_never_pass(executor: Executor) -> None:
