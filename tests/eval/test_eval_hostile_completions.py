@@ -228,3 +228,15 @@ def test_codec_round_trips_plain_data() -> None:
     tree = codec.encode(value, lambda x, depth: (_ for _ in ()).throw(TypeError(x)))
     decoded = codec.decode(json.loads(json.dumps(tree)), lambda tag, payload: None)
     assert decoded == value and type(decoded[8]) is tuple and type(decoded[10]) is frozenset
+
+
+def test_user_tasks_split_where_their_tests_are_python_on_their_own(tmp_path) -> None:
+    from codefoundry.eval.languages import SplitProgram
+
+    rows = [{"prompt": "def f():\n", "tests": "assert f() == 1", "reference": "    return 1\n"},
+            {"prompt": "S = r'''", "tests": "'''\nassert S == 'x'"}]  # the tests close the completion's literal
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    split, whole = (p.program("x") for p in load_task(str(path)).problems)
+    assert isinstance(split, SplitProgram) and split.entry_points == ("f",)
+    assert whole == "S = r'''x\n'''\nassert S == 'x'\n"

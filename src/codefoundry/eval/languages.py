@@ -74,6 +74,15 @@ class SplitProgram:
                           ensure_ascii=False)
 
 
+def python_compiles(code: str) -> bool:
+    """`code` is Python on its own (compiled, never run)."""
+    try:
+        compile(code, "<tests>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def python_definitions(code: str) -> tuple[tuple[str, ...], str]:
     """(the functions and classes `code` defines at top level, its top-level imports as code): a reference
     solution's entry points, and the imports its tests may lean on. ((), "") where `code` does not parse."""

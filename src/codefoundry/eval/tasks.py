@@ -13,6 +13,11 @@ sandbox. Prompts, stops and programs follow bigcode-evaluation-harness (BEH):
 - multiple-LANG: MultiPL-E's reworded prompt (stripped, as BEH); program prompt + completion + tests.
 - a .jsonl file: its `prompt`; program prompt + completion + `tests`.
 
+Python programs are `SplitProgram`s: the tests run in a checker process of their own and call the
+candidate's entry points (HumanEval's `entry_point`; what MBPP's or a user task's `reference` defines;
+else every free name of the tests) with plain data. A user task whose `tests` are not Python on their
+own (they continue the completion's code, e.g. close its string literal) runs in one interpreter.
+
 A user task is a JSONL file, one problem per line:
 `{"task_id": "add/0", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3",
   "language": "python", "stop": ["\\ndef"], "reference": "    return a + b\\n"}`
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from codefoundry import benchmarks
 from codefoundry.errors import UserError
-from codefoundry.eval.languages import LANGUAGES, SplitProgram, python_definitions
+from codefoundry.eval.languages import LANGUAGES, SplitProgram, python_compiles, python_definitions
 
 # bigcode-evaluation-harness tasks/humaneval.py (8 stop words, <file_sep> since 5f42b34d)
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
@@ -160,7 +165,7 @@ def jsonl_task(path: Path) -> Task:
                                 tuple(row.get("stop", HUMANEVAL_STOPS if lang == "python" else ())),
                                 (lambda c, prompt=prompt, tests=tests, imports=imports, names=names:
                                  SplitProgram(prompt + c, "\n" + tests + "\n", imports, names or None))
-                                if lang == "python" else
+                                if lang == "python" and python_compiles(tests) else
                                 (lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n"),
                                 reference=row.get("reference")))
     if not problems:
