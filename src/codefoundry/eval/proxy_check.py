@@ -48,8 +48,8 @@ INT_HEX_LIMIT = 100_000  # hex digits of one big int
 _HEADER = struct.Struct(">I")
 _LATE_GUARD = {"shutil": ("rmtree", "move", "chown"), "subprocess": ("Popen",)}
 # modules the checker imports for a test's free name (stdlib or numpy, none that acts on import)
-_IMPORTABLE = (frozenset(sys.stdlib_module_names) | {"numpy"}) - {"antigravity", "this", "__hello__", "__phello__",
-                                                                  "idlelib", "turtle", "turtledemo", "tkinter"}
+_IMPORTABLE = (frozenset(getattr(sys, "stdlib_module_names", ())) | {"numpy"}) - {
+    "antigravity", "this", "__hello__", "__phello__", "idlelib", "turtle", "turtledemo", "tkinter"}
 
 
 class TimeoutException(Exception):
@@ -540,6 +540,7 @@ def main():
             os.close(answers_r)
             os.close(out)
             os.close(err)
+            libc.prctl(4, 1, 0, 0, 0)  # the child holds no secret: dumpable again, as a plain interpreter is
             signal.signal(signal.SIGINT, signal.default_int_handler)
             candidate_main(requests_r, answers_w)
         finally:
