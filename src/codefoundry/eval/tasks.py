@@ -13,6 +13,11 @@ sandbox. Prompts, stops and programs follow bigcode-evaluation-harness (BEH):
 - multiple-LANG: MultiPL-E's reworded prompt (stripped, as BEH); program prompt + completion + tests.
 - a .jsonl file: its `prompt`; program prompt + completion + `tests`.
 
+Python programs are `SplitProgram`s: the tests run in a checker process of their own and call the
+candidate's entry points (HumanEval's `entry_point`; what MBPP's or a user task's `reference` defines;
+else every free name of the tests) with plain data. A user task whose `tests` are not Python on their
+own (they continue the completion's code, e.g. close its string literal) runs in one interpreter.
+
 A user task is a JSONL file, one problem per line:
 `{"task_id": "add/0", "prompt": "def add(a, b):\\n", "tests": "assert add(1, 2) == 3",
   "language": "python", "stop": ["\\ndef"], "reference": "    return a + b\\n"}`
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from codefoundry import benchmarks
 from codefoundry.errors import UserError
-from codefoundry.eval.languages import LANGUAGES
+from codefoundry.eval.languages import LANGUAGES, SplitProgram, python_compiles, python_definitions
 
 # bigcode-evaluation-harness tasks/humaneval.py (8 stop words, <file_sep> since 5f42b34d)
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
@@ -46,7 +51,7 @@ class Problem:
     task_id: str
     prompt: str                      # exactly what the model is sent
     stop: tuple[str, ...]
-    program: Callable[[str], str]    # completion (already cut) -> the program to execute
+    program: Callable[[str], str | SplitProgram]  # completion (already cut) -> the program to execute
     reference: str | None = None     # the canonical completion, when the benchmark has one
     exact_match: bool = False        # also score `completion.strip() == reference.strip()`
 
@@ -84,7 +89,8 @@ def humaneval_task(strip_prompt: bool = True) -> Task:
         prompt, cut = _split_prompt(p["prompt"], strip_prompt)
         tail = f"\n{p['test']}\ncheck({p['entry_point']})\n"
         problems.append(Problem(p["task_id"], prompt, HUMANEVAL_STOPS,
-                                lambda c, prompt=prompt, tail=tail: prompt + c + tail,
+                                lambda c, prompt=prompt, tail=tail, ep=(p["entry_point"],):
+                                SplitProgram(prompt + c, tail, prompt, ep),
                                 reference=cut + p["canonical_solution"]))
     return Task("humaneval", "python", problems, "humaneval")
 
@@ -92,9 +98,11 @@ def humaneval_task(strip_prompt: bool = True) -> Task:
 def infilling_task(kind: str) -> Task:
     problems = []
     for p in benchmarks.humaneval_infilling(kind):
-        tail = f"{p['suffix']}\n{p['test']}\ncheck({p['entry_point']})\n"
+        tests = f"\n{p['test']}\ncheck({p['entry_point']})\n"
+        canonical = p["prompt"] + p["canonical_solution"] + p["suffix"]  # the tests' helpers, as the benchmark has them
         problems.append(Problem(p["task_id"], FIM_TEMPLATE.format(prefix=p["prompt"], suffix=p["suffix"]), FIM_STOPS,
-                                lambda c, prefix=p["prompt"], tail=tail: prefix + c + tail,
+                                lambda c, prefix=p["prompt"], suffix=p["suffix"], tests=tests, canonical=canonical,
+                                ep=(p["entry_point"],): SplitProgram(prefix + c + suffix, tests, canonical, ep),
                                 reference=p["canonical_solution"], exact_match=True))
     return Task(f"humaneval-infilling-{kind}", "python", problems, "humaneval-infilling")
 
@@ -108,8 +116,11 @@ def mbpp_task(test_setup_code: bool = False) -> Task:
         prompt = f'"""\n{r["text"]}\n{r["test_list"][0]}\n"""\n'
         setup = r.get("test_setup_code", "") if test_setup_code else ""
         tail = "\n" + setup + "\n" + "\n".join(r["test_list"]) + "\n"
+        names, imports = python_definitions(r["code"])  # the tests call what the reference defines
         problems.append(Problem(f"mbpp/{r['task_id']}", prompt, MBPP_STOPS,
-                                lambda c, prompt=prompt, tail=tail: prompt + c + tail, reference=r["code"]))
+                                lambda c, prompt=prompt, tail=tail, helpers=prompt + imports, names=names:
+                                SplitProgram(prompt + c, tail, helpers, names or None),
+                                reference=r["code"]))
     return Task("mbpp", "python", problems, "mbpp")
 
 
@@ -148,9 +159,14 @@ def jsonl_task(path: Path) -> Task:
         if language not in (None, lang):
             raise UserError(f"task file {path} line {n}: language {lang!r} differs from earlier lines ({language!r})")
         language = lang
+        names, imports = python_definitions(prompt + row["reference"]) if isinstance(row.get("reference"), str) \
+            else ((), "")
         problems.append(Problem(str(row.get("task_id", f"{path.stem}/{n}")), prompt,
                                 tuple(row.get("stop", HUMANEVAL_STOPS if lang == "python" else ())),
-                                lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n",
+                                (lambda c, prompt=prompt, tests=tests, imports=imports, names=names:
+                                 SplitProgram(prompt + c, "\n" + tests + "\n", imports, names or None))
+                                if lang == "python" and python_compiles(tests) else
+                                (lambda c, prompt=prompt, tests=tests: prompt + c + "\n" + tests + "\n"),
                                 reference=row.get("reference")))
     if not problems:
         raise UserError(f"task file {path} has no problems")
