@@ -67,3 +67,20 @@ def test_resume_with_other_settings_or_data_is_refused(tiny_model_dir: Path, row
     assert run([*base, "--data", str(rows), "--resume", "--lora-r", "4"]) == 1
     one_error(capsys, "do not match this run's adapter")
     assert (out / "adapter_model.safetensors").read_bytes() == weights
+
+
+def test_alpaca_rows_train_and_a_missing_response_is_named(tiny_model_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text("".join(json.dumps({"instruction": f"double {i}", "input": "", "output": f"{2 * i}"}) + "\n"
+                              for i in range(12)))
+    out = tmp_path / "adapter"
+    assert run(["finetune", "--model", str(tiny_model_dir), "--data", str(alpaca), "--out", str(out),
+                "--micro-batch-size", "2", "--grad-accum", "1", "--seq-len", "64", "--max-steps", "1"]) == 0
+    assert (out / "adapter_model.safetensors").exists()
+    capsys.readouterr()
+    no_answer = tmp_path / "questions.jsonl"
+    no_answer.write_text("".join(json.dumps({"instruction": f"double {i}"}) + "\n" for i in range(4)))
+    assert run(["finetune", "--model", str(tiny_model_dir), "--data", str(no_answer), "--out",
+                str(tmp_path / "other")]) == 1
+    one_error(capsys, "missing_field:response", "need instruction, response")
