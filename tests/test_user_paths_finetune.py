@@ -37,7 +37,7 @@ def test_out_that_is_a_file_or_the_model_is_refused(tiny_model_dir: Path, rows: 
     one_error(capsys, "is a file")
     assert rows.read_bytes() == before
     assert run(["finetune", "--model", str(tiny_model_dir), "--data", str(rows), "--out", str(tiny_model_dir)]) == 1
-    one_error(capsys, "is the --model")
+    one_error(capsys, "already holds a model artifact")
 
 
 def test_refused_data_leaves_no_out(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

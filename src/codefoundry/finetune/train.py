@@ -75,8 +75,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
         raise UserError(f"--model {model} does not exist")
     if not data.exists():
         raise UserError(f"--data {data} does not exist")
-    check_out_dir(out, "adapter", {"--model": model, "--data": data})
     _check_out(out, resume)
+    check_out_dir(out, "adapter", {"--model": model, "--data": data})
     base_dir = resolve_model_path(model)
     model_config = load_config(base_dir)
     if config.seq_len > model_config.n_positions:
