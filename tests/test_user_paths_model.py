@@ -45,3 +45,12 @@ def test_export_onto_a_directory_keeps_it(tiny_model_dir: Path, tmp_path: Path,
     one_error(capsys, "is a directory")
     assert sorted(p.name for p in target.iterdir()) == before
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_export_onto_the_models_own_weights_keeps_them(tiny_model_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    target = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    weights = (target / "model.safetensors").read_bytes()
+    assert run(["model", "export", str(target), "--out", str(target / "model.safetensors"), "--overwrite"]) == 1
+    one_error(capsys, "is one of the files of the model")
+    assert (target / "model.safetensors").read_bytes() == weights

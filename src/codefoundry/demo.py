@@ -34,6 +34,7 @@ from codefoundry.config import StageConfig
 from codefoundry.console import console
 from codefoundry.demo_plan import DEFAULT_BUDGET_S, DemoPlan
 from codefoundry.errors import UserError
+from codefoundry.manifest import check_out_dir
 
 TIMINGS = "timings.json"
 
@@ -167,6 +168,17 @@ def print_plan(plan: DemoPlan) -> None:
                   f"concurrent requests × {plan.probe_new_tokens} tokens", highlight=False)
 
 
+def check_demo_out(config: DemoConfig) -> None:
+    """--out must be new, empty or an earlier demo's (it has plan.json): never a file, an artifact, a folder of
+    other things, or around what the demo reads (a rerun resumes in it, so it writes among what is there)."""
+    out = config.out
+    local = [s for s in config.sources if Path(s).exists()]
+    check_out_dir(out, "demo", {"--base-model": config.base_model, **{f"--source {s}": s for s in local}},
+                  read_inside=local)
+    if out.is_dir() and not (out / "plan.json").exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and is not a demo's output", "choose a new or empty --out")
+
+
 def run_demo(config: DemoConfig, stages: list[DemoStage] | None = None) -> list[str]:
     """Run (or skip, when finished) each stage into `config.out`; print and return one status per stage.
 
@@ -174,6 +186,12 @@ def run_demo(config: DemoConfig, stages: list[DemoStage] | None = None) -> list[
     """
     plan = DemoPlan.for_budget(config.budget)
     ctx = DemoContext(config, plan)
+    check_demo_out(config)
+    before = json.loads((ctx.out / "plan.json").read_text()) if (ctx.out / "plan.json").exists() else None
+    if before not in (None, asdict(plan)) and not all(stage.done(ctx) for stage in stages or STAGES):
+        raise UserError(f"--out {ctx.out} holds an unfinished demo planned for a {before['budget_s']:.0f} s budget; "
+                        f"this one plans {plan.budget_s:.0f} s",
+                        f"rerun with --budget {before['budget_s']:.0f}s to continue it, or choose a new --out")
     ctx.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(ctx.out / "plan.json", asdict(plan))
     print_plan(plan)

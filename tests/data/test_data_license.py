@@ -82,13 +82,13 @@ def test_is_license_file(path: str, expected: bool) -> None:
 
 def test_metadata_files() -> None:
     assert from_metadata("pyproject.toml", '[project]\nname = "x"\nlicense = "MIT OR Apache-2.0"\n') == [
-        "MIT", "Apache-2.0"]
+        "Apache-2.0 OR MIT"]
     assert from_metadata("pyproject.toml", '[project]\nlicense = {text = "BSD-3-Clause"}\n') == ["BSD-3-Clause"]
     assert from_metadata("pyproject.toml", '[project]\nclassifiers = ["License :: OSI Approved :: MIT License"]\n'
                          ) == ["MIT"]
     assert from_metadata("package.json", '{"name": "x", "license": "ISC"}') == ["ISC"]
-    assert from_metadata("Cargo.toml", '[package]\nlicense = "MIT/Apache-2.0"\n') == ["MIT", "Apache-2.0"]
-    assert from_metadata("Cargo.toml", '[package]\nlicense = "MIT OR Apache-2.0"\n') == ["MIT", "Apache-2.0"]
+    assert from_metadata("Cargo.toml", '[package]\nlicense = "MIT/Apache-2.0"\n') == ["Apache-2.0 OR MIT"]
+    assert from_metadata("Cargo.toml", '[package]\nlicense = "MIT OR Apache-2.0"\n') == ["Apache-2.0 OR MIT"]
     assert from_metadata("setup.cfg", "[metadata]\nlicense = Apache 2.0\n") == ["Apache-2.0"]
     assert from_metadata("pyproject.toml", "not [valid toml") == []
     meta = "Metadata-Version: 2.4\nName: x\nLicense-Expression: GPL-3.0-or-later\n\nLong description\n"

@@ -50,7 +50,7 @@ def export(
                                               show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .gguf file to write.", show_default=False)],
     format: Annotated[str, typer.Option("--format", help="Output format; only gguf.")] = "gguf",
-    weight_type: Annotated[str, typer.Option("--type", help="Matrix weights: f16 or q8_0.")] = "f16",
+    weight_type: Annotated[str, typer.Option("--type", help="Matrix weights: f16, q8_0, q4_0 or q4_1.")] = "f16",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a model directory as a GGUF file that llama.cpp and Ollama run.
@@ -66,6 +66,9 @@ def export(
         raise UserError(f"--format {format!r} is not supported; supported: gguf")
     if out.is_dir():  # --overwrite replaces a file, never a directory
         raise UserError(f"--out {out} is a directory", "give the path of the .gguf file to write")
+    if out.exists() and out.suffix != ".gguf" and out.resolve().is_relative_to(model_dir.resolve()):
+        raise UserError(f"--out {out} is one of the files of the model being exported",
+                        "give the path of a new .gguf file")
     with console.status(f"exporting {model_dir}"):
         export_gguf(model_dir, out, weight_type, overwrite=overwrite)
     console.print(f"wrote {out}")

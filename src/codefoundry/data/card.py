@@ -74,7 +74,8 @@ def render_card(stats: Mapping[str, Any], config: CurateConfig, sources: Sequenc
              "## Sources\n", *[f"- `{s}`" for s in sources], "",
              "## Policies\n",
              f"- License policy: **{config.license_policy}** (license types kept; The Stack v2 decides the type: "
-             "permissive if every detected license is on the permissive list, no_license if none was found).",
+             "permissive if every detected license is on the permissive list, no_license if none was found; "
+             "a dual license such as `GPL-3.0 OR MIT` counts as one, on the list when any of its choices is).",
              f"- Permissive list: {', '.join(config.permissive_licenses)}.",
              f"- Languages: {', '.join(config.languages) if config.languages else 'all known languages'}.",
              f"- Vendored files dropped: {config.drop_vendored}; generated files dropped: {config.drop_generated}.",

@@ -32,6 +32,7 @@ STRIDE = 50       # … with stride 50
 FP_RATE = 0.001   # per window; Data Portraits uses 0.01 but queries at stride, not at every offset
 CHANCE_SPANS = 1e-3   # a span is reported when chance ones are expected this rarely per query
 MIN_CHARS = 2 * NGRAM   # the least that can hold a chain of two stored n-grams
+MAX_CHARS = 100_000   # a large source file; each character costs a window of k Bloom probes (time and memory)
 MEMBERSHIP_METHOD = (f"{NGRAM}-character n-grams of the normalised snippet (lowercase, whitespace runs as one space) "
                      "against the dataset's Bloom filter, Data Portraits style; only runs of consecutive stored "
                      "n-grams long enough not to arise by chance count")
@@ -200,12 +201,16 @@ class Membership:
 
 
 def check_snippet(snippet: str) -> None:
-    """Refuse a snippet too short for the index to confirm anything (it could only ever answer "not found")."""
+    """Refuse a snippet too short for the index to confirm anything (it could only ever answer "not found"), or
+    too long to check in bounded time and memory."""
     chars = len(normalize(snippet))
     if chars < MIN_CHARS:
         raise UserError(f"the snippet is {chars} characters after normalising (lowercase, whitespace runs as one "
                         f"space); at least {MIN_CHARS} are needed: the index confirms only runs of two consecutive "
                         f"{NGRAM}-character pieces")
+    if chars > MAX_CHARS:
+        raise UserError(f"the snippet is {chars:,} characters after normalising; at most {MAX_CHARS:,} are "
+                        "checked at once", "split it and ask for each part")
 
 
 def contains(dataset: str | Path, snippet: str, bloom: BloomFilter | None = None) -> Membership:

@@ -111,11 +111,18 @@ class Job:
         return read_manifest(self.base, kind="dataset") if self.base else None
 
 
+LOCK = "lock"  # in WORK: held by the run writing this --out
+
+
 def prepare(out: Path, key: str, overwrite: bool) -> bool:
     """Make `out` ready for the run `key`; True if it already holds that run's finished dataset."""
     work = out / WORK
-    if overwrite and out.exists():
-        remove_tree(out)
+    if overwrite and out.exists():  # all but the run lock the caller holds
+        for child in [*(c for c in out.iterdir() if c != work), *(c for c in work.iterdir() if c.name != LOCK)]:
+            if child.is_dir() and not child.is_symlink():
+                remove_tree(child)
+            else:
+                child.unlink()
     if (out / MANIFEST_NAME).exists():  # written last: its presence means a finished run
         manifest = read_manifest(out)
         if manifest.kind == "dataset" and manifest.extra.get("run_key") == key:
@@ -179,11 +186,19 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path | str:
 
 
 def _run(job: Job, key: str, executor: LocalExecutor, overwrite: bool) -> None:
-    if prepare(job.out, key, overwrite):
-        console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
-        return
     work = job.out / WORK
-    with _sole_run(job.out, work / "lock"):
+    fresh = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)  # the lock lives here and is taken before --overwrite clears anything
+    with _sole_run(job.out, work / LOCK):
+        try:
+            done = prepare(job.out, key, overwrite)
+        except UserError:
+            if fresh:  # a folder we refuse keeps nothing of ours
+                remove_tree(work)
+            raise
+        if done:
+            console.print(f"{job.out}: already complete ({len(job.units)} work units)", highlight=False)
+            return
         atomic_write_json(work / "plan.json", {"run_key": key, "sources": job.sources,
                                                "units": [u.describe() for u in job.units]})
         start = time.perf_counter()

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codefoundry.data import vendor
+from codefoundry.data.license import allows
 from codefoundry.data.pipeline import Filter
 
 LicensePolicy = Literal["permissive", "permissive+no_license", "all"]
@@ -51,7 +52,7 @@ class LicenseFilter(Filter):
             return None
         if kind == "no_license":
             return "license:no_license"
-        offending = [lic for lic in record["licenses"] or [] if lic not in self.permissive]
+        offending = [lic for lic in record["licenses"] or [] if not allows(lic, self.permissive)]
         return f"license:{(offending or ['non_permissive'])[0].lower().removeprefix('licenseref-')}"
 
 

@@ -235,7 +235,8 @@ def jsonl_batches(path: Path, tokenizer, config: FinetuneConfig) -> tuple[Exampl
     report.sha256 = file_sha256(path)
     if not examples:
         raise UserError(f"--data {path}: no usable row ({report.summary()})",
-                        hint=f"{fmt} rows need " + ", ".join(FORMAT_KEYS.get(fmt, ())) +
+                        hint=f"{fmt} rows need " + ", ".join((*FORMAT_KEYS.get(fmt, ()),
+                                                              *(("response",) if fmt == "instruction" else ()))) +
                         f"; rows longer than seq_len {config.seq_len} tokens are skipped")
     if report.skipped:
         log.warning("%s: %s", path, report.summary())

@@ -79,7 +79,7 @@ def adapter_state(peft_model: Any) -> dict[str, torch.Tensor]:
 
 def load_adapter_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
     params = {name: p for name, p in peft_model.named_parameters() if p.requires_grad}
-    if set(params) != set(state):
+    if set(params) != set(state) or any(p.shape != state[name].shape for name, p in params.items()):
         raise UserError("the checkpoint's LoRA weights do not match this run's adapter (another --lora-r or "
                         "--target-modules?)", hint="resume with the settings of the original run")
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Fine-tuning rows → (prompt, response) text, one function per format; a bad row gives a reason slug.
 
-    instruction  {"instruction": …, "response": …, "input"?: …}
+    instruction  {"instruction": …, "response" (or Alpaca's "output"): …, "input"?: …}
                  chat template: user = instruction (+ input), assistant = response
                  plain:         "Question: {instruction}\\n\\nAnswer: " + response   (StarCoder's fine-tune)
     chat         {"messages": [{"role": …, "content": …}, …, {"role": "assistant", …}]}
@@ -84,7 +84,8 @@ class Renderer:
             if not message or not message.strip():
                 raise ValueError("missing_field:message")
             return Rendered(f"<commit_before>{old}<commit_msg>{message}<commit_after>", new, eos=True)
-        instruction, response = _text(row, "instruction"), _text(row, "response")
+        answer = "output" if "output" in row and "response" not in row else "response"   # Alpaca's name
+        instruction, response = _text(row, "instruction"), _text(row, answer)
         extra = _text(row, "input", required=False)
         if extra and extra.strip():
             instruction = f"{instruction}\n\n{extra}"

@@ -10,12 +10,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from codefoundry.atomic import atomic_write_json
 from codefoundry.errors import ArtifactError, UserError
 from codefoundry.finetune.card import base_model_facts, write_adapter_card
 from codefoundry.finetune.config import FinetuneConfig
@@ -23,9 +27,11 @@ from codefoundry.finetune.data import dataset_batches, jsonl_batches
 from codefoundry.finetune.lines import LineFimSettings, line_fim_batches
 from codefoundry.finetune.loop import FinetuneResult, finetune_loop, use_bf16
 from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
-from codefoundry.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from codefoundry.manifest import MANIFEST_NAME, check_out_dir, manifest_sha256, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
+RUN_FILE = "checkpoints/run.json"   # what the checkpoints were trained on (a --resume must match it)
+_FACT_NAMES = {"model": "--model", "data": "--data", "lora": "LoRA setting", "data_settings": "data setting"}
 
 
 def pick_device(config: FinetuneConfig) -> torch.device:
@@ -70,6 +76,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     if not data.exists():
         raise UserError(f"--data {data} does not exist")
     _check_out(out, resume)
+    check_out_dir(out, "adapter", {"--model": model, "--data": data})
     base_dir = resolve_model_path(model)
     model_config = load_config(base_dir)
     if config.seq_len > model_config.n_positions:
@@ -79,16 +86,25 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     with torch.device("meta"):                                       # the module tree, no weights: check names early
         targets = target_modules(model_class(model_config)(model_config), config.lora.target_modules)
     tokenizer = load_tokenizer(base_dir)
+    fresh = not out.exists()
+    _same_run(out, {"model": str(base_dir.resolve()), "data": _data_fingerprint(data), "seq_len": config.seq_len,
+                    "seed": config.seed, "data_settings": config.data.model_dump(mode="json"),
+                    "lora": {**config.lora.model_dump(mode="json"), "target_modules": targets}}, resume)
     out.mkdir(parents=True, exist_ok=True)
     fim_rate = None
-    if data.is_dir() and config.data.fim_holes == "lines":
-        train, val, report = line_fim_batches(data, tokenizer, config.seed, config.data.validation_fraction,
-                                              line_settings(config))
-        fim_rate = line_settings(config).fim_rate
-    elif data.is_dir():
-        train, val, report, fim_rate = dataset_batches(data, base_dir, tokenizer, out, config)
-    else:
-        train, val, report = jsonl_batches(data, tokenizer, config)
+    try:
+        if data.is_dir() and config.data.fim_holes == "lines":
+            train, val, report = line_fim_batches(data, tokenizer, config.seed, config.data.validation_fraction,
+                                                  line_settings(config))
+            fim_rate = line_settings(config).fim_rate
+        elif data.is_dir():
+            train, val, report, fim_rate = dataset_batches(data, base_dir, tokenizer, out, config)
+        else:
+            train, val, report = jsonl_batches(data, tokenizer, config)
+    except UserError:
+        if fresh:  # data we refuse leaves no --out behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info("data %s (%s): %s; %d training and %d validation sequences", data, report.format, report.summary(),
              report.train, report.validation)
 
@@ -118,6 +134,32 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
              results["val_loss_before"], results["val_loss"], results["tokens_per_s"],
              (results["peak_memory_bytes"] or 0) / 2**20, results["peak_memory_kind"])
     return out
+
+
+def _data_fingerprint(data: Path) -> str:
+    """A dataset/ by its manifest's hash, a JSONL file by its bytes' hash."""
+    if data.is_dir():
+        return manifest_sha256(data) if (data / MANIFEST_NAME).exists() else str(data.resolve())
+    digest = hashlib.sha256()
+    with data.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_run(out: Path, facts: dict[str, Any], resume: bool) -> None:
+    """Record what a run trains on beside its checkpoints; a --resume from other data, another base model or other
+    LoRA and data settings is refused (its adapter and card would claim what the weights were not trained on)."""
+    path = out / RUN_FILE
+    if resume and path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = [_FACT_NAMES.get(k, k) for k in facts if before.get(k) != facts[k]]
+        if changed:
+            raise UserError(f"the checkpoint in {out} was trained with another {', '.join(changed)} than this run",
+                            hint="resume with the original --model, --data and LoRA/data settings, or choose "
+                                 "another --out")
+        return
+    atomic_write_json(path, facts)
 
 
 def line_settings(config: FinetuneConfig) -> LineFimSettings:

@@ -27,7 +27,8 @@ to k tokens per step by prompt lookup (`generate.speculative`) and verifies them
 forward; outputs are unchanged (greedy and seeded alike), and a request then gets several
 StepOutputs in one step, one per kept token, in order. Grammar-constrained requests
 (`SamplingParams.grammar`, `generate.grammar`) get their token mask in the batched sampler
-and never speculate.
+and never speculate; their grammar is compiled on a worker thread, so one that takes seconds
+delays only its own request.
 
 The engine is not thread-safe: one thread steps it, and adds or aborts between steps.
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ import torch
 from codefoundry.console import progress_bar
 from codefoundry.generate.adapters import AdapterError, AdapterRegistry
 from codefoundry.generate.detokenizer import IncrementalDetokenizer
-from codefoundry.generate.grammar import GrammarCompiler, GrammarMatcher
+from codefoundry.generate.grammar import GrammarCompiler, GrammarMatcher, check_grammar
 from codefoundry.generate.kv_cache import KVCacheManager
 from codefoundry.generate.params import FinishReason, SamplingParams, ValidationError
 from codefoundry.generate.runner import ModelRunner, ScheduledSequence
@@ -58,6 +60,7 @@ from codefoundry.model import kv_cache_bytes_per_block
 
 DEFAULT_MAX_BATCH_TOKENS = 2048        # tokens computed per step (prefill chunks + decodes)
 DEFAULT_MAX_BATCH_SIZE = 256           # sequences per step
+GRAMMAR_WAIT_S = 0.05                  # an idle step's wait for a compiling grammar (the loop still sees aborts)
 DEFAULT_KV_CACHE_BYTES = 1 << 30       # cap on generate()'s default pool: 1 GiB of K/V
 
 
@@ -186,6 +189,7 @@ class Engine:
         self.vocab = len(tokenizer)    # the model's vocabulary is padded to a multiple of 64: never sample padding
         self._states: dict[Hashable, _RequestState] = {}
         self.grammars = GrammarCompiler(tokenizer, self.vocab)
+        self._compiling: dict[Hashable, tuple[futures.Future[GrammarMatcher], _RequestState]] = {}
 
     def add_request(self, request_id: Hashable, prompt: str | Sequence[int], params: SamplingParams) -> int | None:
         """Queue a request (prompt text or token ids); returns the seed it will sample with (None when greedy)."""
@@ -208,23 +212,42 @@ class Engine:
         seed = (params.seed if params.seed is not None else secrets.randbits(64)) if params.sampling else None
         # prompt logprobs need logits at every prompt position: no cached prefix for them (vLLM does the same)
         request = Request(request_id, ids, adapter_id=adapter_key, use_prefix_cache=not params.decoder_input_details)
-        self.scheduler.add_request(request)
         speculate = self.speculate if params.speculate is None else params.speculate
-        grammar = None
-        if params.grammar is not None:
-            grammar = self.grammars.matcher(params.grammar)
-            speculate = 0                  # a draft would need the matcher advanced and rolled back per position
-        self._states[request_id] = _RequestState(request, params, seed, self.tokenizer, self.eos_ids, speculate,
-                                                 grammar)
+        state = _RequestState(request, params, seed, self.tokenizer, self.eos_ids, speculate)
+        if params.grammar is None:
+            self.scheduler.add_request(request)
+            self._states[request_id] = state
+            return seed
+        check_grammar(*params.grammar)     # a bad grammar is the caller's error now, not a failed request later
+        state.speculate = 0                # a draft would need the matcher advanced and rolled back per position
+        # a hostile grammar's first mask takes seconds: built on a worker thread (llguidance releases the GIL)
+        # while the batch keeps stepping; the request joins the scheduler once its matcher is ready
+        self._compiling[request_id] = (self.grammars.prepare(params.grammar, self.eos_ids), state)
         return seed
+
+    def _admit_compiled(self) -> None:
+        """Requests whose grammar is ready join the scheduler; when nothing else can run, wait a little for one."""
+        if not self._compiling:
+            return
+        if not self.scheduler.has_unfinished():
+            futures.wait([f for f, _ in self._compiling.values()], timeout=GRAMMAR_WAIT_S,
+                         return_when=futures.FIRST_COMPLETED)
+        for request_id, (future, state) in list(self._compiling.items()):
+            if future.done():
+                del self._compiling[request_id]
+                state.grammar = future.result()
+                self.scheduler.add_request(state.request)
+                self._states[request_id] = state
 
     def abort(self, request_id: Hashable) -> bool:
         """Drop a request (client gone) and free its blocks; False if it is not queued."""
+        if self._compiling.pop(request_id, None) is not None:
+            return True
         self._states.pop(request_id, None)
         return self.scheduler.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or bool(self._compiling)
 
     def add_adapter(self, name: str, path: str) -> dict:
         """Load a PEFT LoRA adapter; requests then name it in `SamplingParams.adapter_id`. Returns its description."""
@@ -244,12 +267,14 @@ class Engine:
 
     def stats(self) -> EngineStats:
         s, kv = self.scheduler, self.kv
-        return EngineStats(s.num_waiting, s.num_running, kv.num_blocks, kv.num_used_blocks, kv.block_size,
+        return EngineStats(s.num_waiting + len(self._compiling), s.num_running, kv.num_blocks, kv.num_used_blocks,
+                           kv.block_size,
                            s.num_preemptions, kv.num_cached_blocks, kv.stats.queries, kv.stats.hits,
                            self.spec_draft_tokens, self.spec_accepted_tokens)
 
     def step(self) -> EngineOutputs:
         """Schedule, run the model once, sample, update; one StepOutput per request that got a token."""
+        self._admit_compiled()
         plan = self.scheduler.schedule()
         for request_id in plan.preempted_ids:
             state = self._states[request_id]

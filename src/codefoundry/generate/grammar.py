@@ -20,6 +20,8 @@ tokenizer as is (byte-level tokens included). xgrammar's wheel pulls a CUDA torc
 from __future__ import annotations
 
 import json
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ import torch
 from codefoundry.generate.params import ValidationError
 
 KINDS = ("json", "regex")
+log = logging.getLogger(__name__)
 
 
 class GrammarError(ValidationError):
@@ -72,6 +75,25 @@ class GrammarCompiler:
     def __init__(self, tokenizer: Any, vocab_size: int) -> None:
         self.tokenizer, self.vocab_size = tokenizer, vocab_size
         self._ll: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def prepare(self, grammar: tuple[str, str], eos_ids: set[int]) -> Future[GrammarMatcher]:
+        """A matcher with its first mask computed, built on this compiler's worker thread. A hostile grammar
+        (`(a{1000}){1000}`) spends seconds there, in llguidance's lexer without the GIL, and then fails its
+        fuel limit: its matcher allows only EOS. A grammar that cannot be built at all ends the same way."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar")
+
+        def build() -> GrammarMatcher:
+            try:
+                matcher = self.matcher(grammar)
+                matcher.allowed()
+                return matcher
+            except Exception:  # checked before it was queued: only llguidance's own failure gets here
+                log.exception("grammar %r could not be compiled", grammar[0])
+                return EosOnly(eos_ids, self.vocab_size)
+
+        return self._pool.submit(build)
 
     def matcher(self, grammar: tuple[str, str]) -> GrammarMatcher:
         import llguidance
@@ -90,20 +112,43 @@ class GrammarMatcher:
 
     def __init__(self, matcher: Any, vocab_size: int) -> None:
         self._m, self.vocab_size = matcher, vocab_size
+        self._mask: torch.Tensor | None = None   # for the current position (the first is computed ahead)
 
     def allowed(self) -> torch.Tensor:
         """A bool tensor [vocab_size]: True where the token keeps the output inside the grammar."""
-        bits = np.frombuffer(self._m.compute_bitmask(), dtype=np.uint8)
-        mask = np.unpackbits(bits, bitorder="little")[:self.vocab_size].astype(bool)
-        return torch.from_numpy(mask)
+        if self._mask is None:
+            bits = np.frombuffer(self._m.compute_bitmask(), dtype=np.uint8)
+            self._mask = torch.from_numpy(np.unpackbits(bits, bitorder="little")[:self.vocab_size].astype(bool))
+        return self._mask
 
     def advance(self, token_id: int) -> None:
+        self._mask = None
         self._m.consume_token(token_id)
 
     @property
     def done(self) -> bool:
         """The grammar is complete (only EOS may follow) or broken."""
         return self._m.is_stopped() or self._m.is_error()
+
+
+class EosOnly(GrammarMatcher):
+    """A grammar that failed: only EOS may follow, as llguidance's own matcher does once it errs."""
+
+    def __init__(self, eos_ids: set[int], vocab_size: int) -> None:
+        mask = torch.zeros(vocab_size, dtype=torch.bool)
+        mask[[i for i in eos_ids if i < vocab_size]] = True
+        super().__init__(None, vocab_size)
+        self._eos = mask
+
+    def allowed(self) -> torch.Tensor:
+        return self._eos
+
+    def advance(self, token_id: int) -> None:
+        pass
+
+    @property
+    def done(self) -> bool:
+        return True
 
 
 def _schema_text(value: Any, where: str) -> str:

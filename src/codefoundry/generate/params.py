@@ -65,10 +65,13 @@ class SamplingParams:
     # speculative decoding and constrained output
     speculate: int | None = None              # draft tokens per step (prompt lookup); 0 = off, None = the engine's
     grammar: tuple[str, str] | None = None    # ("json", schema as JSON text) or ("regex", pattern): constrained output
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100]) added to logits (OpenAI)
 
     def __post_init__(self) -> None:
         if self.grammar is not None and not isinstance(self.grammar, tuple):   # a list, after a msgpack round trip
             object.__setattr__(self, "grammar", tuple(self.grammar))
+        if not isinstance(self.logit_bias, tuple) or any(not isinstance(b, tuple) for b in self.logit_bias):
+            object.__setattr__(self, "logit_bias", tuple(tuple(b) for b in self.logit_bias))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         elif not isinstance(self.stop, tuple):
@@ -109,6 +112,12 @@ class SamplingParams:
                 raise bad("stop", "a list of non-empty strings", list(self.stop))
         if self.speculate is not None and not 0 <= self.speculate <= MAX_SPECULATE:
             raise bad("speculate", f">= 0 and <= {MAX_SPECULATE}", self.speculate)
+        for pair in self.logit_bias:
+            if len(pair) != 2 or not isinstance(pair[0], int) or isinstance(pair[0], bool) or pair[0] < 0:
+                raise bad("logit_bias", "a map of token ids (integers >= 0) to numbers", dict(self.logit_bias))
+            if isinstance(pair[1], bool) or not isinstance(pair[1], int | float) or not -100 <= pair[1] <= 100:
+                raise bad("logit_bias", f"a map of token ids to numbers >= -100 and <= 100 (token {pair[0]})",
+                          pair[1])
         if self.grammar is not None and (len(self.grammar) != 2 or not all(isinstance(g, str) for g in self.grammar)):
             raise bad("grammar", "a (type, value) pair of strings", self.grammar)
 
@@ -117,14 +126,15 @@ class SamplingParams:
                     max_new_tokens: int | None = None, stop: str | Sequence[str] | None = None,
                     seed: int | None = None, frequency_penalty: float | None = None,
                     presence_penalty: float | None = None, repetition_penalty: float | None = None,
-                    details: bool = False, top_n_tokens: int = 0,
-                    decoder_input_details: bool = False) -> SamplingParams:
+                    details: bool = False, top_n_tokens: int = 0, decoder_input_details: bool = False,
+                    logit_bias: dict[int, float] | None = None) -> SamplingParams:
         """OpenAI's parameters (what `/v1/completions` takes and the eval harness sets) as `SamplingParams`.
 
         Temperature 0 is greedy whatever top_p says (OpenAI, vLLM); a null temperature samples at 1
         (OpenAI's default); top_p of 1 or more means no nucleus filter. `max_new_tokens` None keeps
         the default (a server resolves a missing `max_tokens` against its own budget). Frequency and
         presence penalties follow OpenAI's definition (counts of generated tokens, not normalized).
+        `logit_bias` maps token ids to a bias in [-100, 100] added to their logits before any choice.
         """
         greedy = temperature == 0
         return cls(do_sample=not greedy, temperature=None if greedy else temperature,
@@ -133,7 +143,8 @@ class SamplingParams:
                    repetition_penalty=repetition_penalty, seed=seed,
                    max_new_tokens=cls.max_new_tokens if max_new_tokens is None else max_new_tokens,
                    stop=() if stop is None else stop, details=details, top_n_tokens=top_n_tokens,
-                   decoder_input_details=decoder_input_details, openai_penalties=True)
+                   decoder_input_details=decoder_input_details, openai_penalties=True,
+                   logit_bias=tuple(sorted((logit_bias or {}).items())))
 
     def with_seed(self) -> SamplingParams:
         """A copy whose seed is fixed: drawn at random when sampling without one, so replies can report it."""

@@ -1,6 +1,7 @@
 """The one sampler: a batch of logits with per-row parameters → next tokens and their logprobs.
 
-Logit processing follows TGI's `HeterogeneousNextTokenChooser` order: watermark, repetition penalty,
+Logit processing follows TGI's `HeterogeneousNextTokenChooser` order: watermark, (grammar masks and
+OpenAI's `logit_bias`, before anything else reads the logits), repetition penalty,
 frequency and presence penalties, then the warpers temperature, top-k, top-p, typical-p (HF's definitions),
 then greedy argmax or a random draw. Each step is one vectorized op over the rows that use it, and a
 row pays only for the processors its parameters turn on (a greedy batch is one argmax over log-softmax).
@@ -97,6 +98,7 @@ class Sampler:
         apply_watermark(scores, rows)
         if masks is not None:
             apply_token_masks(scores, masks)
+        apply_logit_bias(scores, rows)
         self._penalize(scores, rows)
         apply_openai_penalties(scores, rows)
         self._warp(scores, params)
@@ -221,6 +223,16 @@ def apply_watermark(scores: torch.Tensor, rows: Sequence[SampleRow], delta: floa
         if row.params.watermark and row.token_ids:
             green = watermark_greenlist(int(row.token_ids[-1]), scores.shape[1]).to(scores.device)
             scores[i, green] += delta
+
+
+def apply_logit_bias(scores: torch.Tensor, rows: Sequence[SampleRow]) -> None:
+    """OpenAI's `logit_bias`, in place: each listed token's logit plus its bias (-100 all but bans it, +100 all
+    but forces it). Ids past the logits' width (padding of a smaller tokenizer) are skipped."""
+    for i, row in enumerate(rows):
+        bias = [(t, b) for t, b in row.params.logit_bias if t < scores.shape[1]]
+        if bias:
+            ids = torch.tensor([t for t, _ in bias], device=scores.device)
+            scores[i, ids] += torch.tensor([b for _, b in bias], dtype=scores.dtype, device=scores.device)
 
 
 def apply_openai_penalties(scores: torch.Tensor, rows: Sequence[SampleRow]) -> None:

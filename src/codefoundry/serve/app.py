@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codefoundry import __version__
 from codefoundry.serve.config import ServeConfig
@@ -65,6 +67,13 @@ def create_app(state: ServerState) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         state.metrics.request_failure.labels(err="validation").inc()
         return validation(f"{where}: {first.get('msg')}").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, e: StarletteHTTPException) -> Response:
+        if e.status_code == 400:  # a body FastAPI cannot even parse (not UTF-8): the same 422 as a malformed one
+            state.metrics.request_failure.labels(err="validation").inc()
+            return validation(f"body: {e.detail} (send UTF-8 JSON)").response()
+        return await http_exception_handler(request, e)
 
     @app.exception_handler(Unauthorized)
     async def on_unauthorized(request: Request, e: Exception) -> Response:

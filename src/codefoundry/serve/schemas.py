@@ -168,8 +168,11 @@ class StreamOptions(_Lenient):
     include_usage: bool | None = None
 
 
-class _OpenAIRequest(_Lenient):
-    """The sampling and streaming fields `/v1/completions` and `/v1/chat/completions` share."""
+class _OpenAIRequest(BaseModel):
+    """The sampling and streaming fields `/v1/completions` and `/v1/chat/completions` share. Undeclared fields
+    are kept (`model_extra`) so that the routes refuse those that would change the output."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     max_tokens: int | None = None
@@ -183,6 +186,9 @@ class _OpenAIRequest(_Lenient):
     stream_options: StreamOptions | None = None
     response_format: dict[str, Any] | None = Field(None, description="json_object or json_schema: constrained output.")
     speculate: int | None = Field(None, description="Prompt-lookup draft tokens per step (0 = off).")
+    logit_bias: dict[str, float] | None = Field(None, description="Token id → bias in [-100, 100], added to the "
+                                                                  "logits before sampling (unknown id = 422).")
+    repetition_penalty: float | None = Field(None, description="> 0; 1.0 means no penalty (CTRL, as TGI and vLLM).")
 
 
 class CompletionRequest(_OpenAIRequest):
@@ -190,7 +196,6 @@ class CompletionRequest(_OpenAIRequest):
         ..., description="Text, texts, token ids, or lists of token ids (at most max_client_batch_size prompts).")
     suffix: str | None = Field(None, description="Text after the completion: the prompt becomes the model's "
                                                  "fill-in-the-middle prompt (422 for a model without FIM tokens).")
-    repetition_penalty: float | None = None
     n: int | None = Field(None, description="Choices per prompt; they share the prompt's KV blocks.")
     best_of: int | None = Field(None, description="Sequences generated per prompt; the n with the highest mean "
                                                   "token logprob are returned (not with stream).")

@@ -137,6 +137,8 @@ class Validator:
         token) asks for the tokens' logprobs, and with `echo` for the prompt's too; `response_format` constrains
         the output."""
         adapter = self.adapter(model, openai=True)
+        if openai.get("logit_bias") is not None:
+            openai["logit_bias"] = self.logit_bias(openai["logit_bias"])
         if logprobs is not None and not 0 <= logprobs <= max_logprobs:
             name = "logprobs" if max_logprobs == OPENAI_MAX_LOGPROBS else "top_logprobs"
             raise validation(f"`{name}` must be >= 0 and <= {max_logprobs}. Given: {logprobs}")
@@ -152,6 +154,19 @@ class Validator:
             return self.check(self._prompt_text(prompt), params, fill=max_tokens is None, input_ids=prompt,
                               max_top_n=max_logprobs)
         return self.check(prompt, params, fill=max_tokens is None, max_top_n=max_logprobs)
+
+    def logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
+        """OpenAI's `logit_bias` (JSON keys are strings) as {token id: bias}; 422 for an id outside the vocabulary
+        (the range of the biases is `SamplingParams`' rule)."""
+        vocab = len(self.tokenizer)
+        parsed: dict[int, float] = {}
+        for key, value in bias.items():
+            token = key.strip()
+            if not token.isdigit() or not int(token) < vocab:
+                raise validation(f"`logit_bias` keys must be token ids >= 0 and < {vocab} (the vocabulary). "
+                                 f"Given: {key!r}")
+            parsed[int(token)] = value
+        return parsed
 
     def _prompt_text(self, ids: list[int]) -> str:
         vocab = len(self.tokenizer)
@@ -222,3 +237,41 @@ def check_choices(n: int | None, best_of: int | None, *, stream: bool, limit: in
     if stream and best_of > n:
         raise validation("`best_of` > `n` is not supported when streaming (the best are known only at the end)")
     return n, best_of
+
+
+# OpenAI (and vLLM-extension) parameters that change what is generated and that this server does not implement,
+# with the value that means "off": any other value is refused, never silently dropped. Fields that do not change
+# the output (`user`, `store`, `metadata`, `service_tier`, `parallel_tool_calls`, `prediction`) are ignored, as
+# unknown fields are in TGI.
+UNSUPPORTED_OPENAI: dict[str, tuple[Any, ...]] = {
+    "functions": (), "function_call": (), "audio": (), "web_search_options": (), "modalities": (["text"],),
+    "top_k": (-1, 0), "min_p": (0, 0.0), "typical_p": (1, 1.0), "min_tokens": (0,), "ignore_eos": (False,),
+    "stop_token_ids": ([],), "bad_words": ([],), "allowed_token_ids": (), "use_beam_search": (False,),
+    "length_penalty": (1, 1.0), "include_stop_str_in_output": (False,), "skip_special_tokens": (True,),
+    "prompt_logprobs": (), "logits_processors": (), "truncate_prompt_tokens": (), "guided_json": (),
+    "guided_regex": (), "guided_choice": (), "guided_grammar": (), "structured_outputs": (),
+}
+_INSTEAD = {"functions": "use `tools`", "function_call": "use `tool_choice`",
+            **{k: "use `response_format`" for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                                    "structured_outputs")}}
+
+
+def check_unsupported(extra: dict[str, Any] | None) -> None:
+    """422 naming the first parameter of `extra` (the fields the schema does not declare) that would change the
+    output and is not implemented here."""
+    for name, value in (extra or {}).items():
+        if name in UNSUPPORTED_OPENAI and value is not None and value not in UNSUPPORTED_OPENAI[name]:
+            hint = _INSTEAD.get(name, "leave it out")
+            raise validation(f"`{name}` is not supported by this server ({hint}). Given: {value!r}")
+
+
+def check_text_content(content: Any) -> None:
+    """422 for a message content part that is not text: this is a text model, and a dropped image or audio
+    part would change the question silently."""
+    if isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text":
+                raise validation(f"message content parts must be text (this model reads text only). Given: a "
+                                 f"{kind!r} part")
+

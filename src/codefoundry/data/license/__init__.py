@@ -10,7 +10,8 @@ Evidence (`evidence.py`), each kind applying to its directory and below:
 - `SPDX-License-Identifier:` lines in a file's header, for that file.
 License and metadata files are decoded leniently (BOM, UTF-16, Latin-1: `names.decode_lenient`).
 `license_type` follows The Stack v2 (`the-stack-v2: 3_file_dataset/get_license_types.py`):
-permissive if at least one license is on the permissive list and none is off it,
+permissive if at least one license is on the permissive list and none is off it (an SPDX `OR`
+is one license the user may choose: it is on the list when any of its alternatives is),
 no_license if nothing was detected, else non_permissive.
 """
 
@@ -22,6 +23,7 @@ from codefoundry.data.license.evidence import LicenseEvidence, combine, detect, 
 from codefoundry.data.license.match import DEFAULT_THRESHOLD, identify
 from codefoundry.data.license.metadata import UNKNOWN, from_core_metadata, from_metadata
 from codefoundry.data.license.names import decode_lenient, is_license_file, is_metadata_file
+from codefoundry.data.license.spdx import allows
 from codefoundry.data.license.verdict import MODIFIED, license_file_ids
 
 PERMISSIVE = (  # default permissive list (Blue Oak Council's permissive ratings, plus public-domain dedications)
@@ -39,13 +41,15 @@ def from_license_text(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[s
 
 
 def license_type(licenses: Iterable[str], permissive: Iterable[str] = PERMISSIVE) -> str:
-    """permissive | no_license | non_permissive, as The Stack v2 decides (markers are never permissive)."""
+    """permissive | no_license | non_permissive, as The Stack v2 decides (markers are never permissive);
+    an SPDX choice ("GPL-3.0 OR MIT") is permissive when any alternative is."""
     ids = set(licenses)
     if not ids:
         return "no_license"
-    return "permissive" if ids <= set(permissive) - {MODIFIED, UNKNOWN} else "non_permissive"
+    allowed = set(permissive) - {MODIFIED, UNKNOWN}
+    return "permissive" if all(allows(i, allowed) for i in ids) else "non_permissive"
 
 
-__all__ = ["DEFAULT_THRESHOLD", "MODIFIED", "PERMISSIVE", "UNKNOWN", "LicenseEvidence", "combine", "decode_lenient",
-           "detect", "from_core_metadata", "from_license_text", "from_metadata", "identify", "is_license_file",
-           "is_metadata_file", "license_file_ids", "license_type", "spdx_headers"]
+__all__ = ["DEFAULT_THRESHOLD", "MODIFIED", "PERMISSIVE", "UNKNOWN", "LicenseEvidence", "allows", "combine",
+           "decode_lenient", "detect", "from_core_metadata", "from_license_text", "from_metadata", "identify",
+           "is_license_file", "is_metadata_file", "license_file_ids", "license_type", "spdx_headers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from functools import cache
 
 from codefoundry.data.license.match import references
@@ -76,20 +77,105 @@ def canonical(spdx_id: str) -> str:
 
 
 def parse_expression(expression: str) -> list[str]:
-    """License ids in an SPDX expression ("MIT OR Apache-2.0" → [MIT, Apache-2.0]); exceptions dropped;
-    an id we do not know is kept as written unless it is a loose name we do ("Public-Domain")."""
-    ids, after_with = [], False
-    for tok in _TOKEN.findall(expression):
-        if tok in "()":
+    """What an SPDX expression asks of its licensee, as a list that must all be met (AND):
+    "MIT AND BSD-3-Clause" → [MIT, BSD-3-Clause]; a choice stays one entry, its ids sorted:
+    "MIT OR GPL-3.0" → ["GPL-3.0 OR MIT"] (`allows` evaluates it). Exceptions are dropped: a
+    `WITH` exception only adds permissions, so its license decides. An id we do not know is kept
+    as written unless it is a loose name we do ("Public-Domain"). A malformed expression gives
+    every id it names (all must be met: the cautious reading)."""
+    tokens = _TOKEN.findall(expression)
+    try:
+        tree, rest = _or(tokens, 0)
+        if rest != len(tokens):
+            raise ValueError("trailing tokens")
+    except (ValueError, IndexError):
+        ids, after_with = [], False
+        for tok in tokens:
+            if tok in "()":
+                continue
+            if tok in _OPERATORS:
+                after_with = tok.upper() == "WITH"
+                continue
+            if not after_with:
+                ids.append(_license_id(tok))
+            after_with = False
+        return ids
+    return [_render(part) for part in tree[1]] if isinstance(tree, tuple) and tree[0] == "AND" else [_render(tree)]
+
+
+def license_ids(entry: str) -> list[str]:
+    """The ids one entry of `parse_expression` names ("GPL-3.0 OR MIT" → [GPL-3.0, MIT])."""
+    return [t for t in _TOKEN.findall(entry) if t not in "()" and t not in _OPERATORS]
+
+
+def allows(entry: str, allowed: Collection[str]) -> bool:
+    """Is one license entry met by the allowed ids: an id on the list, any alternative of an OR, all parts of an AND."""
+    if " " not in entry:
+        return entry in allowed
+    try:
+        tree, _ = _or(_TOKEN.findall(entry), 0)
+    except (ValueError, IndexError):  # not an expression we wrote: only an exact listing allows it
+        return entry in allowed
+    return _allows(tree, allowed)
+
+
+_Tree = str | tuple[str, list]
+
+
+def _allows(tree: _Tree, allowed: Collection[str]) -> bool:
+    if isinstance(tree, str):
+        return tree in allowed
+    return (any if tree[0] == "OR" else all)(_allows(t, allowed) for t in tree[1])
+
+
+def _license_id(token: str) -> str:
+    spdx_id = canonical(token)
+    return spdx_id if spdx_id in known_ids().values() else ALIASES.get(_key(token), spdx_id)
+
+
+def _or(tokens: list[str], i: int) -> tuple[_Tree, int]:
+    """SPDX precedence, loosest first: OR, then AND, then WITH (which binds an exception to one license)."""
+    return _chain(tokens, i, "OR", _and)
+
+
+def _and(tokens: list[str], i: int) -> tuple[_Tree, int]:
+    return _chain(tokens, i, "AND", _simple)
+
+
+def _chain(tokens: list[str], i: int, op: str, inner) -> tuple[_Tree, int]:
+    parts = []
+    while True:
+        part, i = inner(tokens, i)
+        parts += part[1] if isinstance(part, tuple) and part[0] == op else [part]  # flatten (a OR (b OR c))
+        if i < len(tokens) and tokens[i].upper() == op:
+            i += 1
             continue
-        if tok in _OPERATORS:
-            after_with = tok.upper() == "WITH"
-            continue
-        if not after_with:
-            spdx_id = canonical(tok)
-            ids.append(spdx_id if spdx_id in known_ids().values() else ALIASES.get(_key(tok), spdx_id))
-        after_with = False
-    return ids
+        unique = sorted(set(p for p in parts if isinstance(p, str))) + [p for p in parts if not isinstance(p, str)]
+        return (unique[0] if len(unique) == 1 else (op, unique)), i
+
+
+def _simple(tokens: list[str], i: int) -> tuple[_Tree, int]:
+    tok = tokens[i]
+    if tok == "(":
+        tree, i = _or(tokens, i + 1)
+        if tokens[i] != ")":
+            raise ValueError("unbalanced parentheses")
+        return tree, i + 1
+    if tok in "()" or tok in _OPERATORS:
+        raise ValueError(f"unexpected {tok!r}")
+    i += 1
+    if i < len(tokens) and tokens[i].upper() == "WITH":
+        if tokens[i + 1] in "()" or tokens[i + 1] in _OPERATORS:
+            raise ValueError("WITH needs an exception id")
+        i += 2
+    return _license_id(tok), i
+
+
+def _render(tree: _Tree, top: bool = True) -> str:
+    if isinstance(tree, str):
+        return tree
+    text = f" {tree[0]} ".join(_render(t, False) for t in tree[1])
+    return text if top else f"({text})"
 
 
 def _key(value: str) -> str:
@@ -110,7 +196,7 @@ def from_name(value: str) -> list[str]:
         if k in ALIASES:
             return [ALIASES[k]]
     ids = parse_expression(value)
-    if ids and all(i in known_ids().values() for i in ids):
+    if ids and all(i in known_ids().values() for entry in ids for i in license_ids(entry)):
         return ids
     return []
 

@@ -35,6 +35,8 @@ from codefoundry.serve.validation import (
     ValidRequest,
     check_choices,
     check_prompt_count,
+    check_text_content,
+    check_unsupported,
 )
 
 router = APIRouter(tags=["OpenAI"])
@@ -65,7 +67,7 @@ def _validate(state: ServerState, prompts: list[Prompt], body: CompletionRequest
               max_logprobs: int) -> list[tuple[ValidRequest, RequestTimes]]:
     openai = {"temperature": body.temperature, "top_p": body.top_p, "frequency_penalty": body.frequency_penalty,
               "presence_penalty": body.presence_penalty, "seed": body.seed, "stop": body.stop,
-              "repetition_penalty": getattr(body, "repetition_penalty", None), "model": body.model,
+              "repetition_penalty": body.repetition_penalty, "logit_bias": body.logit_bias, "model": body.model,
               "logprobs": logprobs, "echo": echo, "max_logprobs": max_logprobs,
               "response_format": body.response_format, "speculate": body.speculate}
     return [inference.validated(state, str(p), lambda p=p: state.validator.validate_openai(
@@ -166,6 +168,7 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prom
 
 @router.post("/v1/completions", dependencies=protected, responses=ERROR_RESPONSES, summary="OpenAI completions")
 async def completions(state: State, request: Request, body: CompletionRequest) -> Response:
+    check_unsupported(body.model_extra)
     prompts = _prompts(body.prompt)
     check_prompt_count(prompts, state.config.max_client_batch_size)
     n, best_of = check_choices(body.n, body.best_of, stream=body.stream, limit=state.limits.max_choices)
@@ -223,8 +226,11 @@ async def completions(state: State, request: Request, body: CompletionRequest) -
 @router.post("/v1/chat/completions", dependencies=protected, responses=ERROR_RESPONSES,
              summary="OpenAI chat completions (the model's own chat template; 422 for a model without one)")
 async def chat(state: State, request: Request, body: ChatRequest) -> Response:
+    check_unsupported(body.model_extra)
     if not body.messages:
         raise validation("`messages` cannot be empty")
+    for m in body.messages:
+        check_text_content(m.content)
     n, _ = check_choices(body.n, None, stream=body.stream, limit=state.limits.max_choices)
     if body.top_logprobs is not None and not body.logprobs:
         raise validation("`top_logprobs` needs `logprobs` set to true")
