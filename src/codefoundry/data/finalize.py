@@ -44,7 +44,7 @@ from codefoundry.atomic import atomic_write_json, atomic_write_text
 from codefoundry.console import console
 from codefoundry.data.card import render_card
 from codefoundry.data.config import CurateConfig, make_executor
-from codefoundry.data.contains import build_contains_index
+from codefoundry.data.contains import ContainsIndexWriter
 from codefoundry.data.decontam import Decontaminate
 from codefoundry.data.optout import OptOut, forget
 from codefoundry.data.pipeline import (
@@ -66,7 +66,7 @@ from codefoundry.data.pipeline.executor import (
     write_shards,
 )
 from codefoundry.data.pipeline.stats import merge_all
-from codefoundry.data.search import build_search_index
+from codefoundry.data.search import COLUMNS, SearchIndexWriter, subset_shards
 from codefoundry.data.steps import decontaminated_against
 from codefoundry.data.subsets.part import SUBSETS, Part
 from codefoundry.errors import UserError
@@ -236,8 +236,7 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     atomic_write_text(out / "card.md", card)
     atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
     if config.inspection_indexes:
-        build_search_index(out)
-        build_contains_index(out)
+        build_indexes(out)
     removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
     timings = step_seconds(work, plan, outputs)
     for part, part_plan in zip(job.parts, part_plans, strict=True):
@@ -258,6 +257,23 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     console.print(time_table(stats["subsets"][SUBSET].get("steps", {}), timings, [s.name for s in job.steps],
                              seconds))
     return stats
+
+
+def build_indexes(dataset: Path, batch_rows: int = 2048) -> None:
+    """The search and membership indexes (`build_search_index`, `build_contains_index`) from one read of the
+    kept shards."""
+    search, members = SearchIndexWriter(dataset), ContainsIndexWriter(dataset)
+    try:
+        for shard in subset_shards(dataset):
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS):
+                search.add(batch, shard.parent.name)
+                members.add(batch.column(COLUMNS.index("content")).to_pylist())
+    except BaseException:
+        search.abort()
+        members.abort()
+        raise
+    search.close()
+    members.close()
 
 
 def time_table(counts: Mapping[str, Any], timings: Mapping[str, float], order: Sequence[str],
