@@ -237,7 +237,8 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
     if config.inspection_indexes:
         build_indexes(out)
-    removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
+    # a verb reports the rows this run removed (a footer read per file, before `.work` goes)
+    removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists()) if job.base else 0
     timings = step_seconds(work, plan, outputs)
     for part, part_plan in zip(job.parts, part_plans, strict=True):
         found = list(unit_outputs(part_work(work, part), part_plan, len(part.units)))
@@ -246,8 +247,10 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
                    extra=_manifest_extra(job, key, seconds, timings, written))
     remove_tree(work)
     totals = stats["subsets"][SUBSET]["totals"]
-    by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
-        f"{totals['removed_files']:,} removed"
+    if job.base:
+        by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more"
+    else:
+        by = f"{totals['removed_files']:,} removed"
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
                   f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
     for subset in written[1:]:
