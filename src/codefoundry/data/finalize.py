@@ -59,6 +59,7 @@ from codefoundry.data.pipeline import (
 )
 from codefoundry.data.pipeline.executor import (
     WORK,
+    _rows_in,
     gather_stats,
     remove_tree,
     step_seconds,
@@ -238,7 +239,7 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     if config.inspection_indexes:
         build_indexes(out)
     # a verb reports the rows this run removed (a footer read per file, before `.work` goes)
-    removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists()) if job.base else 0
+    removed_now = sum(_rows_in(f) for f in new_removed if f.exists()) if job.base else 0
     timings = step_seconds(work, plan, outputs)
     for part, part_plan in zip(job.parts, part_plans, strict=True):
         found = list(unit_outputs(part_work(work, part), part_plan, len(part.units)))
