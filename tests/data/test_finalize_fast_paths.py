@@ -31,6 +31,8 @@ from codefoundry.data.contains import (
     load_bloom,
 )
 from codefoundry.data.finalize import build_indexes
+from codefoundry.data.pipeline.executor import _write_arrow, write_shards
+from codefoundry.data.pipeline.schema import FILES_SCHEMA, from_records
 from codefoundry.data.search import INDEX, build_search_index, search
 from codefoundry.errors import ArtifactError
 
@@ -111,6 +113,31 @@ def test_indexes_from_one_read_are_the_separate_builds(tmp_path: Path) -> None:
     assert sorted(p.name for p in (one / "index").iterdir()) == ["contains.bloom.npy", "contains.json", "search.sqlite"]
     assert search(one, "self.value")  # the index answers
     assert json.loads((one / META).read_text())["hash"] == HASH
+
+
+def test_indexes_from_the_staged_units_are_the_shards_indexes(tmp_path: Path) -> None:
+    """Finalize feeds the indexes the staged unit files its shards were written from: the same index bytes."""
+    texts = [t and t.replace("\ud800", "\ud7ff") for t in _texts(6, 240)]
+    staged: dict[str, list[Path]] = {}
+    for subset, lo, hi in (("notebooks", 0, 50), ("files", 50, 200), ("commits", 200, len(texts))):
+        for unit, (a, b) in enumerate([(lo, lo + 7), (lo + 7, lo + 7), (lo + 7, hi)]):  # an empty unit among them
+            rows = [{"repo_name": f"o/r{i % 3}", "path": f"{subset}/{i}.py", "content": texts[i],
+                     "size": len((texts[i] or "").encode("utf-8", "surrogatepass")),
+                     "lang": "Python" if i % 2 else None, "licenses": ["MIT"] if i % 3 else None} for i in range(a, b)]
+            path = tmp_path / "work" / subset / f"{unit}.arrow"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_arrow(path, iter([from_records(rows[:3]), from_records(rows[3:])]), FILES_SCHEMA)
+            staged.setdefault(subset, []).append(path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root in (one, two):
+        for subset, files in staged.items():
+            write_shards(files, root / "data" / subset, FILES_SCHEMA, max_bytes=3_000)
+    assert len(list((one / "data" / "files").glob("*.parquet"))) > 2
+    build_indexes(one, staged, batch_rows=16)
+    build_search_index(two)
+    build_contains_index(two)
+    for path in (INDEX, BITS, META):
+        assert (one / path).read_bytes() == (two / path).read_bytes(), path
 
 
 def _legacy_index(dataset: Path, texts: list[str | None]) -> None:

@@ -61,6 +61,7 @@ from codefoundry.data.pipeline.executor import (
     WORK,
     _rows_in,
     gather_stats,
+    read_unit,
     remove_tree,
     step_seconds,
     unit_outputs,
@@ -237,7 +238,7 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     atomic_write_text(out / "card.md", card)
     atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
     if config.inspection_indexes:
-        build_indexes(out)
+        build_indexes(out, {subset: [o[0] for o in subset_outputs[subset]] for subset in written})
     # a verb reports the rows this run removed (a footer read per file, before `.work` goes)
     removed_now = sum(_rows_in(f) for f in new_removed if f.exists()) if job.base else 0
     timings = step_seconds(work, plan, outputs)
@@ -263,21 +264,34 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     return stats
 
 
-def build_indexes(dataset: Path, batch_rows: int = 2048) -> None:
-    """The search and membership indexes (`build_search_index`, `build_contains_index`) from one read of the
-    kept shards."""
+def build_indexes(dataset: Path, kept: Mapping[str, Sequence[Path]] | None = None, batch_rows: int = 2048) -> None:
+    """The search and membership indexes (`build_search_index`, `build_contains_index`) from one read of the kept
+    rows: `kept`, each subset's staged unit files that its shards were written from (in shard order, so the rows
+    come in the shards' order, memory-mapped instead of decoded from Parquet), else the shards themselves."""
     search, members = SearchIndexWriter(dataset), ContainsIndexWriter(dataset)
     try:
-        for shard in subset_shards(dataset):
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS):
-                search.add(batch, shard.parent.name)
-                members.add(batch.column(COLUMNS.index("content")).to_pylist())
+        for subset, tables in _kept_tables(dataset, kept, batch_rows):
+            for table in tables:
+                search.add(table, subset)
+                members.add(table.column("content").to_pylist())
     except BaseException:
         search.abort()
         members.abort()
         raise
     search.close()
     members.close()
+
+
+def _kept_tables(dataset: Path, kept: Mapping[str, Sequence[Path]] | None, batch_rows: int
+                 ) -> Iterator[tuple[str, Iterator[pa.Table | pa.RecordBatch]]]:
+    """(subset, its kept rows' COLUMNS in batches) in `subset_shards`' order: files first, then by name."""
+    if kept is None:
+        for shard in subset_shards(dataset):
+            yield shard.parent.name, pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS)
+        return
+    for subset in sorted(kept, key=lambda s: (s != SUBSET, s)):
+        yield subset, (table.slice(start, batch_rows) for f in kept[subset] for table in [read_unit(f, COLUMNS)]
+                       for start in range(0, table.num_rows, batch_rows))
 
 
 def time_table(counts: Mapping[str, Any], timings: Mapping[str, float], order: Sequence[str],
