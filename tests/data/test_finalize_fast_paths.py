@@ -257,3 +257,12 @@ def test_generated_markers_are_found_as_by_the_regex_alone() -> None:
         content = rng.choice(["\n", "\r\n"]).join(lines)
         head = "\n".join(content[:4000].split("\n", vendor.MARKER_LINES)[:vendor.MARKER_LINES])
         assert vendor.is_generated("a.py", content) == (vendor.GENERATED_MARKERS.search(head) is not None)
+
+
+def test_ascii_alnum_is_the_table() -> None:
+    from codefoundry.data.annotate import _ASCII_ALNUM, ascii_alnum
+
+    data = np.random.default_rng(9).integers(0, 256, 100_000, dtype=np.uint8)
+    data[:256] = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(ascii_alnum(data), _ASCII_ALNUM[data])
+    assert ascii_alnum(np.zeros(0, np.uint8)).shape == (0,)
