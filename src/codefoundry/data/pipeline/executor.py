@@ -308,9 +308,10 @@ class UnitTask:
             for batch in self.batches():
                 if self.phase.index == 0 and batch.num_rows:
                     bad = pc.is_valid(batch.column(REASON))
-                    if pc.any(bad).as_py():
+                    if pc.any(bad).as_py():  # else no copy of the batch: most read batches have no bad row
                         removed.append(batch.filter(bad))
-                    batch = batch.filter(pc.invert(bad)).drop_columns([REASON])
+                        batch = batch.filter(pc.invert(bad))
+                    batch = batch.drop_columns([REASON])
                 if entry is not None:
                     ctx = UnitContext(self.uid, self.unit_index, self.scratch(entry), offsets["in"])
                     offsets["in"] += batch.num_rows
