@@ -145,7 +145,7 @@ def content_digests(texts: Iterable[str | None], digest: str = HASH) -> tuple[by
     parts: list[bytes] = []
     for text in texts:
         norm = normalize(text or "")
-        if norm.isascii():
+        if norm.isascii() and STRIDE == NGRAM:
             pieces.append(norm[:len(norm) // NGRAM * NGRAM])
         else:
             parts.append(_file_digests(norm, fn, normalized=True))
