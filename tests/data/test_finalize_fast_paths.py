@@ -266,3 +266,10 @@ def test_ascii_alnum_is_the_table() -> None:
     data[:256] = np.arange(256, dtype=np.uint8)
     assert np.array_equal(ascii_alnum(data), _ASCII_ALNUM[data])
     assert ascii_alnum(np.zeros(0, np.uint8)).shape == (0,)
+
+
+def test_a_failed_index_build_leaves_no_scratch(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, ["x" * 200, "y" * 300])
+    with pytest.raises(OSError):
+        build_indexes(ds, {"files": [tmp_path / "missing.arrow"]})
+    assert sorted(p.name for p in (ds / "index").iterdir()) == []

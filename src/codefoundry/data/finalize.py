@@ -268,17 +268,22 @@ def build_indexes(dataset: Path, kept: Mapping[str, Sequence[Path]] | None = Non
     """The search and membership indexes (`build_search_index`, `build_contains_index`) from one read of the kept
     rows: `kept`, each subset's staged unit files that its shards were written from (in shard order, so the rows
     come in the shards' order, memory-mapped instead of decoded from Parquet), else the shards themselves."""
-    search, members = SearchIndexWriter(dataset), ContainsIndexWriter(dataset)
+    search = SearchIndexWriter(dataset)
+    try:
+        members = ContainsIndexWriter(dataset)
+    except BaseException:
+        search.abort()
+        raise
     try:
         for subset, tables in _kept_tables(dataset, kept, batch_rows):
             for table in tables:
                 search.add(table, subset)
                 members.add(table.column("content").to_pylist())
+        search.close()
     except BaseException:
         search.abort()
         members.abort()
         raise
-    search.close()
     members.close()
 
 
