@@ -181,6 +181,9 @@ def test_a_run_left_with_removed_parquet_files_resumes_with_them(tmp_path: Path)
     assert stats["totals"]["removed_files"] == 2 and stats["removed"]["no_tabs:tab"]["files"] == 2
     shards = write_shards([f for o in outputs for f in o[1]], tmp_path / "removed", REMOVED_SCHEMA, 1 << 20)
     assert pq.read_table(shards[0]).column("content").to_pylist() == ["x\t= 1\n", "b\t= 2\n"]
+    (work / "phase0" / "000000.done").unlink()  # unit 0 interrupted before its marker: redone, its rows once
+    LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
+    assert [f.name for f in next(unit_outputs(work, plan, 2))[1]] == ["removed.arrow"]
 
 
 def test_shards_are_bounded_and_ordered(tmp_path: Path) -> None:

@@ -331,6 +331,8 @@ class UnitTask:
             removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
                        for t in removed]
         _write_arrow(out / REMOVED_NAME, iter(removed), REMOVED_SCHEMA, skip_empty=True)
+        # an older version's attempt at this unit, interrupted before its marker, may have left its removed rows
+        (out / LEGACY_REMOVED_NAME).unlink(missing_ok=True)
         # The exit step counts no rows here, only its map's time; its rows come in the next phase.
         step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
                       + ([exit_] if exit_ else [])}
