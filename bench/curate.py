@@ -1,6 +1,6 @@
 """Curation benchmark: the whole default pipeline (`data curate`, 1 worker) on the demo's input, per core.
 
-    .venv/bin/python bench/curate.py [--repeats 3] [--max-files-per-repo 100] [--against REF]
+    .venv/bin/python bench/curate.py [--repeats 3] [--max-files-per-repo 100] [--against REF] [--profile FILE]
 
 Input: the demo's slice (codefoundry.data.demo: the standard library plus at most
 `--max-files-per-repo` files of each installed distribution, each ≤ 200 KB). One worker, so
@@ -64,8 +64,9 @@ def build_timed(config):
 curate_mod.build_steps = build_timed
 try:  # finalizing's parts, where the revision has them (not steps: kept out of the step total below)
     import codefoundry.data.finalize as fin
-    for fn_name, label in (("write_shards", "(shards)"), ("build_search_index", "(search index)"),
-                           ("build_contains_index", "(contains index)")):
+    for fn_name, label in (("finalize", "(finalize)"), ("write_shards", "(shards)"),
+                           ("build_search_index", "(search index)"), ("build_contains_index", "(contains index)"),
+                           ("build_indexes", "(indexes)"), ("_stats", "(stats)"), ("remove_tree", "(.work removal)")):
         if hasattr(fin, fn_name):
             timed(fin, fn_name, label)
 except ImportError:
@@ -73,9 +74,17 @@ except ImportError:
 
 limits = DEMO_LIMITS.model_copy(update={"max_files_per_repo": per_repo})
 config = CurateConfig(workers=1, limits=limits)
+profile = sys.argv[3] if len(sys.argv) > 3 else ""
+if profile:
+    import cProfile
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
 t, cpu = time.perf_counter(), time.process_time()
 curate_mod.curate(list(DEMO_SOURCES), out, config)
 wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+if profile:
+    profiler.disable()
+    profiler.dump_stats(profile)
 stats = json.loads((out / "stats.json").read_text())["subsets"]["files"]
 digest = hashlib.sha256()
 for shard in sorted((out / "data").rglob("*.parquet")):
@@ -89,14 +98,14 @@ print(json.dumps({"wall": wall, "cpu": cpu, "files": stats["totals"]["files"], "
 '''
 
 
-def run_once(src: Path | None, per_repo: int, work: Path) -> dict:
+def run_once(src: Path | None, per_repo: int, work: Path, profile: Path | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}
     # this tree's src/ by path, not the installed package: a copy of the repository measures its own code
     env["PYTHONPATH"] = str(src if src is not None else Path(__file__).resolve().parents[1] / "src")
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        proc = subprocess.run([sys.executable, "-c", RUN, str(Path(tmp) / "dataset"), str(per_repo)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-c", RUN, str(Path(tmp) / "dataset"), str(per_repo),
+                               *([str(profile.resolve())] if profile else [])], capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"error: curation run failed ({'revision at ' + str(src) if src else 'this tree'}):\n"
                  f"{proc.stderr[-3000:]}")
@@ -133,6 +142,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-files-per-repo", type=int, default=100)
     ap.add_argument("--against", metavar="REF", help="also time this git revision, alternating runs")
+    ap.add_argument("--profile", type=Path, metavar="FILE",
+                    help="one more run of this tree under cProfile (CPU time), its stats written to FILE "
+                         "(read with `python -m pstats FILE`); not counted in the timings")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -143,6 +155,9 @@ def main() -> None:
             if old_src is not None:
                 theirs.append(run_once(old_src, args.max_files_per_repo, work))
             ours.append(run_once(None, args.max_files_per_repo, work))
+        if args.profile:
+            run_once(None, args.max_files_per_repo, work, args.profile)
+            print(f"profile of one more run of this tree: {args.profile}")
     fps, fpc = summary("this tree", ours)
     if theirs:
         old_fps, old_fpc = summary(f"revision {args.against}", theirs)

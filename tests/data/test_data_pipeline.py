@@ -114,7 +114,7 @@ def test_global_step_runs_map_reduce_filter_across_units_and_workers(tmp_path: P
         plan = LocalExecutor(workers, batch_rows=2).run(work, units, steps)
         outputs = list(unit_outputs(work, plan, len(units)))
         kept = pa.concat_tables([read_unit(o[0]) for o in outputs])
-        removed = pa.concat_tables([pq.read_table(f) for o in outputs for f in o[1]])
+        removed = pa.concat_tables([read_unit(f) for o in outputs for f in o[1]])
         results.append((kept.column("content").to_pylist(), sorted(removed.column("reason").to_pylist()),
                         gather_stats(outputs, "files")))
     kept, reasons, stats = results[0]
@@ -158,12 +158,32 @@ def test_no_removed_file_for_a_unit_that_removed_nothing(tmp_path: Path) -> None
     units = [Unit("r1", ["a = 1\n"]), Unit("r2", ["b\t= 2\n", "c = 3\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
-    assert not (work / "phase0" / "000000" / "removed.parquet").exists()
+    assert not list((work / "phase0" / "000000").glob("removed.*"))
     outputs = list(unit_outputs(work, plan, 2))
-    assert outputs[0][1] == [] and len(outputs[1][1]) == 1
+    assert outputs[0][1] == [] and outputs[1][1] == [work / "phase0" / "000001" / "removed.arrow"]
     stats = gather_stats(outputs, "files")["subsets"]["files"]
     assert stats["totals"]["removed_files"] == 1 and stats["totals"]["kept_files"] == 2
     assert not list(work.rglob(".tmp-*"))
+
+
+def test_a_run_left_with_removed_parquet_files_resumes_with_them(tmp_path: Path) -> None:
+    """Units an older version finished staged their removed rows as Parquet: a rerun keeps and counts them."""
+    units = [Unit("r1", ["a = 1\n", "x\t= 1\n"]), Unit("r2", ["b\t= 2\n", "c = 3\n"])]
+    work = tmp_path / "w"
+    plan = LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
+    staged = work / "phase0" / "000000" / "removed.arrow"
+    pq.write_table(read_unit(staged), staged.with_suffix(".parquet"))
+    staged.unlink()
+    LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])  # both units are marked done: nothing reruns
+    outputs = list(unit_outputs(work, plan, 2))
+    assert [o[1][0].name for o in outputs] == ["removed.parquet", "removed.arrow"]
+    stats = gather_stats(outputs, "files")["subsets"]["files"]
+    assert stats["totals"]["removed_files"] == 2 and stats["removed"]["no_tabs:tab"]["files"] == 2
+    shards = write_shards([f for o in outputs for f in o[1]], tmp_path / "removed", REMOVED_SCHEMA, 1 << 20)
+    assert pq.read_table(shards[0]).column("content").to_pylist() == ["x\t= 1\n", "b\t= 2\n"]
+    (work / "phase0" / "000000.done").unlink()  # unit 0 interrupted before its marker: redone, its rows once
+    LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
+    assert [f.name for f in next(unit_outputs(work, plan, 2))[1]] == ["removed.arrow"]
 
 
 def test_shards_are_bounded_and_ordered(tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ def test_standalone_step_verbs(curated: Path, tmp_path: Path, capsys: pytest.Cap
     bench.write_text(json.dumps({"id": "p1", "text": "\n".join(heap_line)}) + "\n")
     out = tmp_path / "clean"
     assert run(["data", "decontaminate", str(curated), "--out", str(out), "--benchmark-jsonl", str(bench)]) == 0
+    assert "decontaminate removed 1 more" in " ".join(capsys.readouterr().err.split())  # this run's, not the input's
     removed = {r["path"]: r["reason"] for r in _table(out, "removed")}
     assert removed["heapq.py"] == "decontam:private-eval:p1"
     assert removed["bench_leak.py"].startswith("decontam:humaneval")  # the old removals are kept

@@ -33,6 +33,16 @@ _ASCII_ALNUM = np.zeros(256, dtype=bool)
 _ASCII_ALNUM[[ord(c) for c in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = True
 
 
+def ascii_alnum(data: np.ndarray) -> np.ndarray:
+    """`_ASCII_ALNUM[data]` by comparisons (a table lookup per byte cost ~2x more): digits, then letters of either
+    case (`| 32` lowers A-Z and leaves a-z)."""
+    mask = (data - np.uint8(48)) < 10
+    letters = data | np.uint8(32)
+    letters -= np.uint8(97)
+    mask |= letters < 26
+    return mask
+
+
 def _buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets [n+1] as int64, UTF-8 bytes) of a string array, zero-copy."""
     width = np.int64 if pa.types.is_large_string(text.type) else np.int32
@@ -72,7 +82,7 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
         n_newlines = np.diff(np.searchsorted(newlines, offsets))
         avg[rows] = (chars[rows] - n_newlines[rows]) / n_lines
     # one count per row over a boolean mask: a cumulative sum over every byte cost ~20x more
-    alnum_mask = _ASCII_ALNUM[data[offsets[0]: offsets[-1]]]
+    alnum_mask = ascii_alnum(data[offsets[0]: offsets[-1]])
     bounds = (offsets - offsets[0]).tolist()
     alnum = np.fromiter((np.count_nonzero(alnum_mask[lo:hi]) for lo, hi in itertools.pairwise(bounds)),
                         dtype=np.int64, count=n)

@@ -44,7 +44,7 @@ from codefoundry.atomic import atomic_write_json, atomic_write_text
 from codefoundry.console import console
 from codefoundry.data.card import render_card
 from codefoundry.data.config import CurateConfig, make_executor
-from codefoundry.data.contains import build_contains_index
+from codefoundry.data.contains import ContainsIndexWriter
 from codefoundry.data.decontam import Decontaminate
 from codefoundry.data.optout import OptOut, forget
 from codefoundry.data.pipeline import (
@@ -59,14 +59,16 @@ from codefoundry.data.pipeline import (
 )
 from codefoundry.data.pipeline.executor import (
     WORK,
+    _rows_in,
     gather_stats,
+    read_unit,
     remove_tree,
     step_seconds,
     unit_outputs,
     write_shards,
 )
 from codefoundry.data.pipeline.stats import merge_all
-from codefoundry.data.search import build_search_index
+from codefoundry.data.search import COLUMNS, SearchIndexWriter, subset_shards
 from codefoundry.data.steps import decontaminated_against
 from codefoundry.data.subsets.part import SUBSETS, Part
 from codefoundry.errors import UserError
@@ -251,9 +253,9 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     atomic_write_text(out / "card.md", card)
     atomic_write_text(out / "README.md", card)  # the name `datasets` and the Hub read the card (configs:) from
     if config.inspection_indexes:
-        build_search_index(out)
-        build_contains_index(out)
-    removed_now = sum(pq.read_metadata(f).num_rows for f in new_removed if f.exists())
+        build_indexes(out, {subset: [o[0] for o in subset_outputs[subset]] for subset in written})
+    # a verb reports the rows this run removed (a footer read per file, before `.work` goes)
+    removed_now = sum(_rows_in(f) for f in new_removed if f.exists()) if job.base else 0
     timings = step_seconds(work, plan, outputs)
     for part, part_plan in zip(job.parts, part_plans, strict=True):
         found = list(unit_outputs(part_work(work, part), part_plan, len(part.units)))
@@ -262,8 +264,10 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
                    extra=_manifest_extra(job, key, seconds, timings, written))
     remove_tree(work)
     totals = stats["subsets"][SUBSET]["totals"]
-    by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more" if job.base else \
-        f"{totals['removed_files']:,} removed"
+    if job.base:
+        by = f"{', '.join(s.name for s in job.steps) or 'no step'} removed {removed_now:,} more"
+    else:
+        by = f"{totals['removed_files']:,} removed"
     console.print(f"{out}: kept {totals['kept_files']:,} of {totals['files']:,} files "
                   f"({totals['kept_bytes'] / 1e6:.1f} of {totals['bytes'] / 1e6:.1f} MB); {by}", highlight=False)
     for subset in written[1:]:
@@ -273,6 +277,41 @@ def finalize(job: Job, key: str, plan: list[Phase], seconds: float,
     console.print(time_table(stats["subsets"][SUBSET].get("steps", {}), timings, [s.name for s in job.steps],
                              seconds))
     return stats
+
+
+def build_indexes(dataset: Path, kept: Mapping[str, Sequence[Path]] | None = None, batch_rows: int = 2048) -> None:
+    """The search and membership indexes (`build_search_index`, `build_contains_index`) from one read of the kept
+    rows: `kept`, each subset's staged unit files that its shards were written from (in shard order, so the rows
+    come in the shards' order, memory-mapped instead of decoded from Parquet), else the shards themselves."""
+    search = SearchIndexWriter(dataset)
+    try:
+        members = ContainsIndexWriter(dataset)
+    except BaseException:
+        search.abort()
+        raise
+    try:
+        for subset, tables in _kept_tables(dataset, kept, batch_rows):
+            for table in tables:
+                search.add(table, subset)
+                members.add(table.column("content").to_pylist())
+        search.close()
+    except BaseException:
+        search.abort()
+        members.abort()
+        raise
+    members.close()
+
+
+def _kept_tables(dataset: Path, kept: Mapping[str, Sequence[Path]] | None, batch_rows: int
+                 ) -> Iterator[tuple[str, Iterator[pa.Table | pa.RecordBatch]]]:
+    """(subset, its kept rows' COLUMNS in batches) in `subset_shards`' order: files first, then by name."""
+    if kept is None:
+        for shard in subset_shards(dataset):
+            yield shard.parent.name, pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS)
+        return
+    for subset in sorted(kept, key=lambda s: (s != SUBSET, s)):
+        yield subset, (table.slice(start, batch_rows) for f in kept[subset] for table in [read_unit(f, COLUMNS)]
+                       for start in range(0, table.num_rows, batch_rows))
 
 
 def time_table(counts: Mapping[str, Any], timings: Mapping[str, float], order: Sequence[str],

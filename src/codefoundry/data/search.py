@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -33,33 +34,53 @@ class Hit:
     subset: str = "files"
 
 
+class SearchIndexWriter:
+    """Builds `dataset/index/search.sqlite` from batches of kept rows (COLUMNS), in the order they are added."""
+
+    def __init__(self, dataset: Path) -> None:
+        self.target = dataset / INDEX
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.target.with_suffix(".tmp")
+        self.tmp.unlink(missing_ok=True)
+        self.con = sqlite3.connect(self.tmp)
+        self.con.execute("PRAGMA journal_mode=OFF")
+        self.con.execute("PRAGMA synchronous=OFF")
+        self.con.execute("CREATE VIRTUAL TABLE files USING fts5(repo, path, lang, license, content, subset UNINDEXED, "
+                         "tokenize='unicode61')")
+
+    def add(self, batch: pa.RecordBatch | pa.Table, subset: str) -> None:
+        d = batch.select(COLUMNS).to_pydict()
+        self.con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", zip(
+            d["repo_name"], d["path"], [x or "" for x in d["lang"]],
+            [" ".join(x or []) for x in d["licenses"]], [x or "" for x in d["content"]],
+            [subset] * batch.num_rows, strict=True))
+
+    def close(self) -> Path:
+        try:
+            self.con.execute("INSERT INTO files(files) VALUES ('optimize')")
+            self.con.commit()
+        finally:
+            self.con.close()
+        self.tmp.replace(self.target)
+        return self.target
+
+    def abort(self) -> None:
+        self.con.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def build_search_index(dataset: str | Path, batch_rows: int = 2048) -> Path:
     """(Re)build `dataset/index/search.sqlite` from every subset's `data/<subset>/*.parquet`."""
     dataset = Path(dataset)
-    target = dataset / INDEX
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
+    writer = SearchIndexWriter(dataset)
     try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("CREATE VIRTUAL TABLE files USING fts5(repo, path, lang, license, content, subset UNINDEXED, "
-                    "tokenize='unicode61')")
         for shard in subset_shards(dataset):
-            subset = shard.parent.name
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS):
-                d = batch.to_pydict()
-                con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", zip(
-                    d["repo_name"], d["path"], [x or "" for x in d["lang"]],
-                    [" ".join(x or []) for x in d["licenses"]], [x or "" for x in d["content"]],
-                    [subset] * batch.num_rows, strict=True))
-        con.execute("INSERT INTO files(files) VALUES ('optimize')")
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(target)
-    return target
+                writer.add(batch, shard.parent.name)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def search(dataset: str | Path, query: str, limit: int = 10) -> list[Hit]:

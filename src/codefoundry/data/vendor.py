@@ -38,8 +38,21 @@ GENERATED_MARKERS = re.compile(
 )
 MARKER_LINES = 10  # enry looks at the first lines only
 
-_VENDOR = re.compile("|".join(VENDOR_PATTERNS))
-_GENERATED = re.compile("|".join(GENERATED_PATHS))
+COMPONENT = "(^|/)"
+
+
+def _one_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """The patterns as one alternation matching where any of them does, with the `(^|/)` that most begin with
+    tested once per position rather than once per pattern (the plain alternation was ~30 µs a path)."""
+    rooted = [p.removeprefix(COMPONENT) for p in patterns if p.startswith(COMPONENT)]
+    others = [p for p in patterns if not p.startswith(COMPONENT)]
+    return re.compile("|".join([f"(?:^|/)(?:{'|'.join(rooted)})", *others]))
+
+
+_VENDOR = _one_pattern(VENDOR_PATTERNS)
+_GENERATED = _one_pattern(GENERATED_PATHS)
+MARKER_WORDS = ("enerated", "ENERATED")
+"""Every generated marker holds one of these: a head without them needs no regex search."""
 
 
 def is_vendor(path: str) -> bool:
@@ -53,5 +66,5 @@ def is_generated(path: str, content: str | None = None) -> bool:
         return True
     if not content:
         return False
-    head = content[:4000].split("\n", MARKER_LINES)[:MARKER_LINES]
-    return GENERATED_MARKERS.search("\n".join(head)) is not None
+    head = "\n".join(content[:4000].split("\n", MARKER_LINES)[:MARKER_LINES])
+    return any(w in head for w in MARKER_WORDS) and GENERATED_MARKERS.search(head) is not None

@@ -6,7 +6,8 @@ Layout of a run in progress (under the output dir; removed when the run complete
     .work/phase0/<unit>/kept.arrow       rows that survived phase 0's steps, staged for phase 1 (Arrow IPC:
                                          written and memory-mapped back at a fraction of Parquet's cost); the
                                          last phase's too: they are encoded to Parquet once, in the shards
-    .work/phase0/<unit>/removed.parquet  rows removed in phase 0 (with `reason`); absent when none were
+    .work/phase0/<unit>/removed.arrow    rows removed in phase 0 (with `reason`), staged alike (the removed
+                                         shards are their only Parquet encode); absent when none were
     .work/phase0/<unit>.done             completion marker, written last: {"kept_rows": n, "steps": the
                                          phase's per-step stats for this unit}
     .work/global/<step>/map/<unit>/…     a global step's map output; reduce/ its reduce output
@@ -166,6 +167,11 @@ def _write_scratch_json(path: Path, obj: Any) -> None:
         f.write((json.dumps(obj, sort_keys=True) + "\n").encode())
 
 
+REMOVED_NAME = "removed.arrow"
+LEGACY_REMOVED_NAME = "removed.parquet"
+"""A unit's removed rows as versions before staged them (a run they left unfinished resumes with them)."""
+
+
 def kept_name(phase: Phase) -> str:
     """A phase's kept rows: Arrow IPC for every phase (the last phase's become Parquet once, in the shards)."""
     return "kept.arrow"
@@ -190,12 +196,19 @@ def _unit_done(work: Path, phase: Phase, uid: str) -> bool:
         return False
 
 
-def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema) -> int:
+def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema, skip_empty: bool = False) -> int:
     """Scratch rows as an Arrow IPC file (uncompressed: read back by memory map, never kept), one record batch per
     table written; a table whose columns came in several chunks records their lengths (`CHUNKS`), so that
     `staged_tables` gives back each table as it was: Parquet pages follow chunk boundaries, and a shard written
-    from the staged rows is then the file the rows would have been written to directly."""
+    from the staged rows is then the file the rows would have been written to directly. `skip_empty`: no file
+    for no rows (an earlier, interrupted attempt's is removed)."""
     rows = 0
+    if skip_empty:
+        tables = iter(pending := [t for t in tables if t.num_rows])
+        if not pending:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return 0
     with scratch_open(path) as f, pa.ipc.new_file(f, schema) as writer:
         for table in tables:
             if table.num_rows:
@@ -295,9 +308,10 @@ class UnitTask:
             for batch in self.batches():
                 if self.phase.index == 0 and batch.num_rows:
                     bad = pc.is_valid(batch.column(REASON))
-                    if pc.any(bad).as_py():
+                    if pc.any(bad).as_py():  # else no copy of the batch: most read batches have no bad row
                         removed.append(batch.filter(bad))
-                    batch = batch.filter(pc.invert(bad)).drop_columns([REASON])
+                        batch = batch.filter(pc.invert(bad))
+                    batch = batch.drop_columns([REASON])
                 if entry is not None:
                     ctx = UnitContext(self.uid, self.unit_index, self.scratch(entry), offsets["in"])
                     offsets["in"] += batch.num_rows
@@ -316,7 +330,9 @@ class UnitTask:
         if not self.removed_content:
             removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
                        for t in removed]
-        _write_parquet(out / "removed.parquet", iter(removed), REMOVED_SCHEMA, durable=False, skip_empty=True)
+        _write_arrow(out / REMOVED_NAME, iter(removed), REMOVED_SCHEMA, skip_empty=True)
+        # an older version's attempt at this unit, interrupted before its marker, may have left its removed rows
+        (out / LEGACY_REMOVED_NAME).unlink(missing_ok=True)
         # The exit step counts no rows here, only its map's time; its rows come in the next phase.
         step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
                       + ([exit_] if exit_ else [])}
@@ -406,7 +422,8 @@ def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[
     last = plan[-1].index
     for i in range(n_units):
         uid = f"{i:06d}"
-        removed = [f for p in plan if (f := work / f"phase{p.index}" / uid / "removed.parquet").exists()]
+        removed = [f for p in plan for name in (REMOVED_NAME, LEGACY_REMOVED_NAME)
+                   if (f := work / f"phase{p.index}" / uid / name).exists()]
         steps: dict[str, Any] = {}
         for p in plan:
             marker = json.loads((work / f"phase{p.index}" / f"{uid}.done").read_text(encoding="utf-8"))
@@ -532,7 +549,7 @@ def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], sub
     columns = ["size", "lang", "licenses", "license_type"]
     for kept, removed_files, steps in outputs:
         kept_t = read_unit(kept, columns)
-        removed_t = pa.concat_tables([pq.ParquetFile(f).read(columns=[*columns, REASON]) for f in removed_files]) \
+        removed_t = pa.concat_tables([read_unit(f, [*columns, REASON]) for f in removed_files]) \
             if removed_files else REMOVED_SCHEMA.empty_table().select([*columns, REASON])
         counts = {name: {k: v for k, v in data.items() if k != "seconds"} for name, data in steps.items()}
         trees.append(count_files(kept_t, removed_t, counts, subset))
