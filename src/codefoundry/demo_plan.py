@@ -26,7 +26,7 @@ class DemoPlan:
 
     @classmethod
     def for_budget(cls, budget_s: float) -> DemoPlan:
-        # the evaluation of three models on 164 + 200 problems takes ~4 min of a quiet 2-core run: the default
+        # the evaluation of three models on 164 + 200 problems takes ~7.5 min of a quiet 2-core run: the default
         # budget's last minutes, so a score difference of a few problems is one the reader can trust. Tiny
         # budgets (tests, a first look) keep a couple of problems: their models score 0 anyway
         scale = budget_s / DEFAULT_BUDGET_S
@@ -34,8 +34,8 @@ class DemoPlan:
                    files_per_repo=max(5, min(1000, round(100 * scale))),
                    tokenizer_bytes=max(200_000, round(20_000_000 * scale)),
                    vocab_size=8192 if scale >= 0.3 else 2048,
-                   pretrain_s=max(5.0, 0.10 * budget_s),
-                   finetune_s=max(5.0, 0.45 * budget_s),
+                   pretrain_s=max(5.0, 0.08 * budget_s),
+                   finetune_s=max(5.0, 0.38 * budget_s),
                    humaneval_limit=max(2, min(164, round((164 if scale >= 0.3 else 32) * scale))),
                    infilling_limit=max(2, min(1033, round((200 if scale >= 0.3 else 40) * scale))),
                    humaneval_new_tokens=160 if scale >= 0.3 else 24,
