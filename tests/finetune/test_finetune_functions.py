@@ -139,3 +139,14 @@ def test_training_layouts_are_what_the_evaluation_feeds(tok) -> None:
         # the function's prompt is the stripped evaluation prompt from its `def` on; the body its answer
         assert top and row["canonical_solution"].strip() in top[0].body
         assert tok.encode(problem.prompt) == enc(problem.prompt)          # no BOS: the same ids as training's
+
+
+@pytest.mark.parametrize("examples", ["functions", "mix"])
+def test_function_examples_without_line_holes_are_refused_not_ignored(examples: str) -> None:
+    from pydantic import ValidationError
+
+    from codefoundry.finetune.config import FinetuneDataSettings
+
+    with pytest.raises(ValidationError, match="needs fim_holes=lines"):
+        FinetuneDataSettings(examples=examples)
+    assert FinetuneDataSettings(examples=examples, fim_holes="lines").examples == examples

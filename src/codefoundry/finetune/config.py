@@ -58,6 +58,12 @@ class FinetuneDataSettings(StageConfig):
     """fim_holes=lines only. lines: the FIM requests above. functions: signature + docstring → body + EOS of
     Python functions (`codefoundry.finetune.functions`, HumanEval's shape). mix: as many of each."""
 
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneDataSettings:
+        if self.examples != "lines" and self.fim_holes != "lines":   # else silently ignored
+            raise ValueError(f"examples={self.examples} needs fim_holes=lines (--fim-holes lines)")
+        return self
+
 
 class FinetuneConfig(StageConfig):
     """The fine-tuning run."""
