@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +119,14 @@ def _build_tiny_corpus(root: Path) -> None:
 def tiny_corpus(build_once: Callable[[str, Callable[[Path], None]], Path]) -> Path:
     """A folder of real git repositories of real code: one MIT-licensed, one with no license."""
     return build_once("tiny_corpus", _build_tiny_corpus)
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator:
+    """A sandboxed eval executor with two slots, shared by one test module."""
+    from codefoundry.eval import Executor, Sandbox
+
+    with Sandbox(slots=2) as sb:
+        ex = Executor(sb)
+        yield ex
+        ex.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from codefoundry.eval import Executor, Sandbox, load_task
+from codefoundry.eval import Executor, load_task
 
 TRICKS = {
     "sys.exit(0)": "import sys\nsys.exit(0)\n",
@@ -32,14 +32,6 @@ TRICKS = {
                                     "import time\ntime.sleep(1)\n",
     "closing stdout": "import os\nos.close(1)\nos.close(2)\n",
 }
-
-
-@pytest.fixture(scope="module")
-def executor() -> Executor:
-    with Sandbox(slots=2) as sb:
-        ex = Executor(sb)
-        yield ex
-        ex.close()
 
 
 def test_exit_tricks_fail_in_humaneval_mbpp_and_infilling(executor: Executor) -> None:

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from codefoundry.eval import Executor, Sandbox, load_task
+from codefoundry.eval import Executor, load_task
 from codefoundry.eval import proxy_check as codec
 
 WRONG = "\n    return False\n"  # HumanEval/0 (has_close_elements): a wrong answer
@@ -129,14 +129,6 @@ ATTACKS = {
                                                "                pass\n        except BaseException:\n"
                                                "            pass\n",
 }
-
-
-@pytest.fixture(scope="module")
-def executor() -> Executor:
-    with Sandbox(slots=2) as sb:
-        ex = Executor(sb)
-        yield ex
-        ex.close()
 
 
 def test_frame_walking_forges_a_pass_in_one_interpreter_but_not_here(executor: Executor) -> None:
