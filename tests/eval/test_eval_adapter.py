@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from codefoundry.cli import run
-from codefoundry.eval import EvalConfig, run_eval
+from codefoundry.errors import UserError
+from codefoundry.eval import EvalConfig, run_eval, run_evals
 from codefoundry.finetune import FinetuneConfig, FinetuneDataSettings, LoraSettings, finetune, merge
 from codefoundry.manifest import read_manifest
 
@@ -74,3 +75,40 @@ def test_adapter_flag_mistakes_are_one_error_line(adapted: tuple[Path, Path, Pat
         assert run(["eval", "--task", "humaneval", "--limit", "1", "--out", str(tmp_path / "out"), *args]) != 0
         err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
         assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_one_engine_for_base_and_adapter_gives_the_separate_evaluations(adapted: tuple[Path, Path, Path],
+                                                                       tmp_path: Path) -> None:
+    """The demo's evaluation: base and base + adapter, both tasks, through one loaded model and one batch
+    (each request through its own adapter) write what four separate `run_eval`s write."""
+    base, adapter, _ = adapted
+    common = {"limit": 3, "temperature": 0, "workers": 2, "ks": [1]}
+    configs = {f"{who}-{task}": EvalConfig(model=base, adapter=adapter if who == "tuned" else None, tasks=[task],
+                                           max_new_tokens=12 if task == "humaneval" else 6, **common)
+               for who in ("base", "tuned") for task in TASKS}
+    run_evals([(tmp_path / "group" / name, config) for name, config in configs.items()])
+    fields = ("task", "task_id", "sample", "prompt", "completion", "verdict", "execution", "exact_match")
+    for name, config in configs.items():
+        run_eval(tmp_path / "alone" / name, config)
+        group, alone = (tmp_path / where / name for where in ("group", "alone"))
+        assert [[r[f] for f in fields] for r in _rows(group / "samples.jsonl")] == \
+            [[r[f] for f in fields] for r in _rows(alone / "samples.jsonl")], name
+        together, apart = (json.loads((d / "results.json").read_text()) for d in (group, alone))
+        for key in ("results", "source", "model_lineage", "contamination", "settings", "programs_executed"):
+            assert together[key] == apart[key], (name, key)
+        assert together["config"] == apart["config"]
+        assert set(read_manifest(group, kind="eval").inputs) == set(read_manifest(alone, kind="eval").inputs)
+    tuned = _rows(tmp_path / "group" / "tuned-humaneval" / "samples.jsonl")
+    plain = _rows(tmp_path / "group" / "base-humaneval" / "samples.jsonl")
+    assert [r["completion"] for r in tuned] != [r["completion"] for r in plain]     # the adapter was applied
+
+
+def test_a_group_must_share_its_model(adapted: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    base, _, merged = adapted
+    runs = [(tmp_path / "a", EvalConfig(model=base, limit=1)), (tmp_path / "b", EvalConfig(model=merged, limit=1))]
+    with pytest.raises(UserError, match="must agree on model"):
+        run_evals(runs)
+    with pytest.raises(UserError, match="is not a PEFT adapter directory"):
+        run_evals([(tmp_path / "a", EvalConfig(model=base, limit=1)),
+                   (tmp_path / "b", EvalConfig(model=base, adapter=tmp_path, limit=1))])
+    assert not (tmp_path / "a").exists()                  # refused before anything was written

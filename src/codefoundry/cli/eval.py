@@ -58,6 +58,8 @@ def command(
                                                   "language).", show_default=False)] = None,
     quantize: Annotated[str | None, typer.Option("--quantize", help="With --model: int8 or int4 weight-only "
                                                  "quantized linear layers.", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="With --model: float32 (default) or bfloat16 weights "
+                                              "and arithmetic.", show_default=False)] = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
@@ -70,7 +72,7 @@ def command(
     flags = {"tasks": tasks, "model": model, "adapter": adapter, "endpoint": endpoint, "api": api, "api_key": api_key,
              "n_samples": n_samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
              "limit": limit, "strip_prompt": False if no_strip_prompt else None, "timeout": timeout, "seed": seed,
-             "workers": workers, "quantize": quantize}
+             "workers": workers, "quantize": quantize, "dtype": dtype}
     cfg = load_config(EvalConfig, config, flags)  # a flag named `model` rules out stage_config's keywords
     from codefoundry.manifest import check_out_dir
 

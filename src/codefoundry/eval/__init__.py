@@ -15,7 +15,7 @@ completion never runs in, calling its functions in another with plain data only)
 
 from codefoundry.eval.execute import Executor, Verdict
 from codefoundry.eval.generation import EndpointError
-from codefoundry.eval.harness import EvalConfig, run_eval, score
+from codefoundry.eval.harness import EvalConfig, run_eval, run_evals, score
 from codefoundry.eval.languages import LANGUAGES, Language
 from codefoundry.eval.metrics import mean_pass_at_k, pass_at_k
 from codefoundry.eval.sandbox import Limits, RunResult, Sandbox, SandboxError
@@ -40,5 +40,6 @@ __all__ = [
     "mean_pass_at_k",
     "pass_at_k",
     "run_eval",
+    "run_evals",
     "score",
 ]

@@ -6,7 +6,11 @@ results.json (`config.limit`) and printed. The three models:
 
     model       the `small` preset pretrained from scratch (expect pass@1 0: minutes of CPU)
     base        SmolLM2-135M-Instruct as shipped (+ StarCoder's FIM tokens)
-    finetuned   base/ with the LoRA adapter adapters/code (`eval --adapter`: folded in memory, no merged copy)
+    finetuned   base/ with the LoRA adapter adapters/code, served beside the base (no merged copy)
+
+base and finetuned are evaluated together: one loaded model, one continuous batch of both tasks' requests
+of both, each through its own adapter (`run_evals`), half the model passes of two separate evaluations'
+tails and one model load; each still gets its own `eval/<name>/<task>/` artifact.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from rich.table import Table
 
 from codefoundry.console import console
 from codefoundry.errors import UserError
-from codefoundry.eval.harness import EvalConfig, run_eval
+from codefoundry.eval.harness import EvalConfig, run_evals
 
 if TYPE_CHECKING:
     from codefoundry.demo_plan import DemoPlan
@@ -41,27 +45,38 @@ def demo_configs(model: Path, plan: DemoPlan, workers: int | None, seed: int,
                        **common)]
 
 
-def run_demo_stage(out: Path, name: str, plan: DemoPlan, workers: int | None, seed: int) -> Path:
-    """Evaluate `name` (see SOURCES) into `out/eval/<name>/<task>/`, then mark `out/eval/<name>` done with a
-    manifest."""
+def run_demo_stage(out: Path, names: list[str], plan: DemoPlan, workers: int | None, seed: int) -> list[Path]:
+    """Evaluate each of `names` (see SOURCES) into `out/eval/<name>/<task>/`, then mark each `out/eval/<name>`
+    done with a manifest. Names over the same model (base, and base + its adapter) share one loaded model and
+    one continuous batch: every task of every one of them at once, each request through its own adapter."""
     from codefoundry.manifest import write_manifest
 
-    model_name, adapter_name = SOURCES[name]
-    model, adapter = out / model_name, out / adapter_name if adapter_name else None
-    for needed in (model, adapter):
-        if needed is not None and not (needed / "manifest.json").exists():
-            raise UserError(f"{needed} is missing: an earlier demo stage makes it")
-    dest = out / "eval" / name
-    for config in demo_configs(model, plan, workers, seed, adapter):
-        task_dir = dest / config.tasks[0]
-        if not (task_dir / "manifest.json").exists():       # each task's own run resumes from its samples
-            task_dir.mkdir(parents=True, exist_ok=True)
-            run_eval(task_dir, config)
-    write_manifest(dest, "eval-demo", {"humaneval_limit": plan.humaneval_limit,
-                                       "infilling_limit": plan.infilling_limit}, seed=seed,
-                   inputs={"model": model, **({"adapter": adapter} if adapter else {})},
-                   extra={"tasks": [HUMANEVAL, INFILLING]})
-    return dest
+    sources = {}
+    for name in names:
+        model_name, adapter_name = SOURCES[name]
+        model, adapter = out / model_name, out / adapter_name if adapter_name else None
+        for needed in (model, adapter):
+            if needed is not None and not (needed / "manifest.json").exists():
+                raise UserError(f"{needed} is missing: an earlier demo stage makes it")
+        sources[name] = (model, adapter)
+    runs = []
+    for name, (model, adapter) in sources.items():
+        for config in demo_configs(model, plan, workers, seed, adapter):
+            task_dir = out / "eval" / name / config.tasks[0]
+            if not (task_dir / "manifest.json").exists():       # each task's own run resumes from its samples
+                task_dir.mkdir(parents=True, exist_ok=True)
+                runs.append((task_dir, config))
+    for model in dict.fromkeys(model for model, _ in sources.values()):
+        run_evals([(task_dir, config) for task_dir, config in runs if config.model == model])
+    dests = []
+    for name, (model, adapter) in sources.items():
+        dest = out / "eval" / name
+        write_manifest(dest, "eval-demo", {"humaneval_limit": plan.humaneval_limit,
+                                           "infilling_limit": plan.infilling_limit}, seed=seed,
+                       inputs={"model": model, **({"adapter": adapter} if adapter else {})},
+                       extra={"tasks": [HUMANEVAL, INFILLING]})
+        dests.append(dest)
+    return dests
 
 
 def read_scores(out: Path) -> dict[str, dict[str, Any]]:

@@ -14,12 +14,15 @@ capped at what the endpoint accepts; the harness always cuts at the first stop i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ class Request:
     prompt: str
     stop: tuple[str, ...]
     seed: int
+    adapter: str | None = None     # a LocalGenerator's adapter name (None: the base model)
 
 
 @dataclass(frozen=True)
@@ -291,40 +295,74 @@ def _fit_max_new_tokens(r: httpx.Response) -> int | None:
 
 
 class LocalGenerator:
-    """Completions from a model directory through `codefoundry.generate` (batched, paged KV cache)."""
+    """Completions from a model directory through `codefoundry.generate` (batched, paged KV cache).
+
+    `adapter` is folded into the weights (every request uses it); `adapters` (name → PEFT directory) are
+    served beside the base instead, in the same batch, each request naming its own (`Request.adapter`).
+    """
 
     def __init__(self, model_dir: Path, device: str = "cpu", quantize: str | None = None,
-                 adapter: Path | None = None) -> None:
+                 adapter: Path | None = None, adapters: dict[str, Path] | None = None,
+                 dtype: str = "float32") -> None:
+        import torch
+
         from codefoundry.model import load_model
         from codefoundry.tokenizer import load_tokenizer
 
-        self.model_dir, self.adapter = model_dir, adapter
+        self.model_dir, self.adapter, self.adapters = model_dir, adapter, dict(adapters or {})
+        torch_dtype = getattr(torch, dtype)
         if adapter is None:
-            self.model = load_model(model_dir, device=device, quantize=quantize)
+            self.model = load_model(model_dir, dtype=torch_dtype, device=device, quantize=quantize)
         else:
-            self.model = with_adapter(load_model(model_dir, device=device), adapter, quantize)
+            self.model = with_adapter(load_model(model_dir, dtype=torch_dtype, device=device), adapter, quantize)
         self.model.eval()
         self.tokenizer = load_tokenizer(model_dir)
 
-    def describe(self) -> dict[str, Any]:
-        return {"model": str(self.model_dir.resolve()),
-                **({"adapter": str(self.adapter.resolve())} if self.adapter is not None else {})}
+    def describe(self, adapter: str | None = None) -> dict[str, Any]:
+        """The source of completions made with `adapter` (one of `adapters`; None: the model as loaded)."""
+        folded = self.adapter if adapter is None else self.adapters[adapter]
+        return {"model": str(self.model_dir.resolve()), **({"adapter": str(folded.resolve())} if folded else {})}
 
     def complete(self, requests: list[Request], sampling: Sampling) -> list[str]:
-        from codefoundry.generate import SamplingParams, generate
+        texts: dict[int, str] = {}
+        self.stream([(r, sampling) for r in requests], texts.__setitem__)
+        return [texts[i] for i in range(len(requests))]
 
-        limit = self.model.config.n_positions
-        params, prompts = [], []
-        for req in requests:
+    def stream(self, requests: list[tuple[Request, Sampling]], on_done: Callable[[int, str], None]) -> None:
+        """Complete every request in one continuous batch; `on_done(index, text)` as each one finishes
+        (so its program runs while the others still generate)."""
+        from codefoundry.generate import Engine, SamplingParams
+        from codefoundry.generate.engine import DEFAULT_KV_CACHE_BYTES
+        from codefoundry.model import kv_cache_bytes_per_block
+
+        if not requests:
+            return
+        limit, block = self.model.config.n_positions, 16
+        engine_inputs = []
+        for req, sampling in requests:
             ids = list(self.tokenizer.encode(req.prompt))
             if len(ids) >= limit:  # keep the prompt's end (what EndpointGenerator asks TGI with `truncate`)
                 ids = ids[-(limit - 1):]
             # the whole prompt, and what room it leaves, as a TGI endpoint answers (max_total_tokens)
             room = min(sampling.max_new_tokens, limit - len(ids))
-            prompts.append(ids)
-            params.append(SamplingParams.from_openai(temperature=sampling.temperature, top_p=sampling.top_p,
-                                                     max_new_tokens=room, stop=req.stop, seed=req.seed))
-        return [c.text for c in generate(self.model, self.tokenizer, prompts, params)]
+            params = SamplingParams.from_openai(temperature=sampling.temperature, top_p=sampling.top_p,
+                                                max_new_tokens=room, stop=req.stop, seed=req.seed)
+            engine_inputs.append((ids, dataclasses.replace(params, adapter_id=req.adapter)))
+        full = [math.ceil((len(ids) + p.max_new_tokens) / block) for ids, p in engine_inputs]
+        dtype = next(self.model.parameters()).dtype
+        cap = DEFAULT_KV_CACHE_BYTES // kv_cache_bytes_per_block(self.model.config, block, dtype)
+        engine = Engine(self.model, self.tokenizer, num_blocks=max(min(sum(full), cap), max(full)), block_size=block)
+        try:
+            for name, path in self.adapters.items():
+                engine.add_adapter(name, str(path))
+            for i, (ids, params) in enumerate(engine_inputs):
+                engine.add_request(i, ids, params)
+            while engine.has_unfinished():
+                for event in engine.step().outputs:
+                    if event.completion is not None:
+                        on_done(int(event.request_id), event.completion.text)
+        finally:
+            engine.lora.layers.detach()       # the model is the base model again
 
 
 def with_adapter(model: Any, adapter: Path, quantize: str | None = None) -> Any:

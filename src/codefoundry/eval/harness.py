@@ -23,7 +23,8 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from codefoundry.config import StageConfig
 from codefoundry.console import console, progress_bar
 from codefoundry.errors import UserError
 from codefoundry.eval.contamination import contamination_report
-from codefoundry.eval.execute import Executor
+from codefoundry.eval.execute import Executor, Verdict
 from codefoundry.eval.generation import EndpointGenerator, Generator, LocalGenerator, Request, Sampling
 from codefoundry.eval.languages import LANGUAGES
 from codefoundry.eval.metrics import mean_pass_at_k
@@ -45,7 +46,8 @@ from codefoundry.manifest import lineage, write_manifest
 SAMPLES = "samples.jsonl"
 VERDICT_RULES = 3  # bumped whenever how a program is judged changes: older verdicts are recomputed
 RUN_KEYS = ("tasks", "model", "adapter", "endpoint", "api", "n_samples", "temperature", "top_p", "max_new_tokens",
-            "limit", "seed", "strip_prompt")
+            "limit", "seed", "strip_prompt", "dtype")
+RUN_DEFAULTED = ("dtype",)   # keys newer than some run.json files: a missing one was the default
 
 
 class EvalConfig(StageConfig):
@@ -88,6 +90,8 @@ class EvalConfig(StageConfig):
     device: str = "cpu"
     quantize: Literal["int8", "int4"] | None = None
     """Weight-only quantized linear layers for a local --model (see codefoundry.model.quantize)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The local --model's weights and arithmetic (bfloat16: AMX/AVX-512 BF16 matmuls on CPUs that have them)."""
 
 
 @dataclass
@@ -128,7 +132,8 @@ def _check_resume(out: Path, config: EvalConfig) -> None:
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k in RUN_KEYS}
     if run_file.exists():
         before = json.loads(run_file.read_text(encoding="utf-8"))
-        changed = [k for k in RUN_KEYS if before.get(k) != settings.get(k)]
+        defaults = {k: f.default for k, f in EvalConfig.model_fields.items() if k in RUN_DEFAULTED}
+        changed = [k for k in RUN_KEYS if before.get(k, defaults.get(k)) != settings.get(k)]
         if changed:
             raise UserError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ)",
                             "use a new --out, or delete it to start over")
@@ -165,7 +170,8 @@ def comparability(tasks: list[Task], config: EvalConfig) -> dict[str, Any]:
     }
 
 
-def make_generator(config: EvalConfig) -> Generator:
+def make_generator(config: EvalConfig, load: bool = True) -> Generator | None:
+    """The generator `config` asks for (with `load=False`, only its checks: None)."""
     if (config.model is None) == (config.endpoint is None):
         raise UserError("give exactly one of --model DIR or --endpoint URL")
     if config.adapter is not None and config.model is None:
@@ -175,6 +181,8 @@ def make_generator(config: EvalConfig) -> Generator:
         raise UserError(f"--adapter {config.adapter} is not a PEFT adapter directory (no adapter_config.json)",
                         "make one with: codefoundry finetune --out DIR")
     if config.endpoint is not None:
+        if not load:
+            return None
         return EndpointGenerator(config.endpoint, config.api, config.api_key, config.concurrency,
                                  config.max_retries, config.request_timeout)
     assert config.model is not None
@@ -183,7 +191,9 @@ def make_generator(config: EvalConfig) -> Generator:
     model = resolve_model_path(config.model)                # a .gguf file: the directory it imports to
     if not (model / "config.json").exists():
         raise UserError(f"{config.model} is not a model directory (no config.json)")
-    return LocalGenerator(model, config.device, config.quantize, config.adapter)
+    if not load:
+        return None
+    return LocalGenerator(model, config.device, config.quantize, config.adapter, dtype=config.dtype)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -191,52 +201,143 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def _evaluate_task(task: Task, config: EvalConfig, generator: Generator, executor: Executor,
-                   done: dict[tuple[str, str], list[dict[str, Any]]], samples_file: Any) -> list[dict[str, Any]]:
+@dataclass
+class _Problem:
+    """One problem of one evaluation in flight: its samples' completions, then their verdicts."""
+
+    task: Task
+    problem: Problem
+    completions: dict[int, str]
+    verdicts: dict[int, Future[Verdict]] = field(default_factory=dict)
+    written: bool = False
+
+
+@dataclass
+class _Run:
+    """One evaluation (one --out) of a group that shares a generator: what it has left to do, and its rows."""
+
+    out: Path
+    config: EvalConfig
+    tasks: list[Task]
+    executor: Executor
+    adapter: str | None                 # the generator's name for its adapter (None: the model as loaded)
+    label: str = ""                     # its progress bars' prefix
+    samples_file: Any = None
+    bar: Any = None
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)    # per task, in problem order
+    tasks_in_bar: dict[str, Any] = field(default_factory=dict)
+
+
+def _plan_task(run: _Run, task: Task, done: dict[tuple[str, str], list[dict[str, Any]]]
+               ) -> list[tuple[int, _Problem, list[int]]]:
+    """Rows of `task` already judged under the current settings go to `run.rows`; the rest comes back as
+    (problem index, its state, the samples still to generate): stored completions are only executed again."""
+    config = run.config
     problems = task.problems[: config.limit] if config.limit else task.problems
-    executor.language(task.language)  # fail early when the toolchain is missing
+    run.executor.language(task.language)  # fail early when the toolchain is missing
     execution = fingerprint(execution_settings(task, config))
-    rows: list[dict[str, Any]] = []
-    todo: list[tuple[int, Problem, dict[int, str]]] = []  # (index, problem, stored completions to execute again)
+    run.rows[task.name] = []
+    todo: list[tuple[int, _Problem, list[int]]] = []
     rerun = 0
     for i, p in enumerate(problems):
         prior = done.get((task.name, p.task_id), [])
         current = {r["sample"]: r for r in prior if r.get("execution") == execution}
         if all(s in current for s in range(config.n_samples)):
-            rows.extend(current[s] for s in range(config.n_samples))
+            run.rows[task.name].extend(current[s] for s in range(config.n_samples))
             continue
         stored = {r["sample"]: r["completion"] for r in prior}
         if all(s in stored for s in range(config.n_samples)):
             rerun += 1
-        todo.append((i, p, stored))
+        todo.append((i, _Problem(task, p, stored), [s for s in range(config.n_samples) if s not in stored]))
+    run.tasks_in_bar[task.name] = run.bar.add_task(run.label + task.name, total=len(problems),
+                                                   completed=len(problems) - len(todo))
     if rerun:
         console.print(f"{task.name}: {rerun} problems were judged under other execution settings; executing their "
                       "stored completions again", highlight=False)
-    sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
-    with progress_bar() as bar:
-        progress = bar.add_task(task.name, total=len(problems), completed=len(problems) - len(todo))
-        for chunk in _chunks(todo, config.chunk):
-            requests = [Request(p.prompt, p.stop, _seed(config.seed, task.name, i, s))
-                        for i, p, stored in chunk for s in range(config.n_samples) if s not in stored]
-            texts = iter(generator.complete(requests, sampling) if requests else [])
-            pending = []
-            for _, p, stored in chunk:
-                for s in range(config.n_samples):
-                    completion = stored[s] if s in stored else cut_at_stop(next(texts), p.stop)
-                    pending.append((p, s, completion, executor.submit(task.language, p.program(completion))))
-            lines = []
-            for p, s, completion, future in pending:
-                v = future.result()
-                em = (completion.strip() == p.reference.strip()) if p.exact_match and p.reference is not None else None
-                row = SampleRow(task.name, p.task_id, s, p.prompt, completion, v.verdict, execution, em, v.exit_code,
-                                v.seconds, v.output[-1000:])
-                rows.append(row.__dict__)
-                lines.append(json.dumps(row.__dict__, ensure_ascii=False))
-            samples_file.write("\n".join(lines) + "\n")
-            samples_file.flush()
-            os.fsync(samples_file.fileno())
-            bar.advance(progress, len(chunk))
-    return rows
+    return todo
+
+
+def _execute(run: _Run, state: _Problem, sample: int) -> None:
+    p = state.problem
+    state.verdicts[sample] = run.executor.submit(state.task.language, p.program(state.completions[sample]))
+
+
+def _write_finished(run: _Run, states: list[_Problem], wait: bool = False) -> None:
+    """Append the rows of every problem whose samples all have verdicts (all of them, waiting, with `wait`):
+    each finished problem is on disk at once, so an interrupted run resumes after it."""
+    config = run.config
+    lines = []
+    for state in states:
+        if state.written or len(state.verdicts) < config.n_samples:
+            continue
+        if not wait and not all(f.done() for f in state.verdicts.values()):
+            continue
+        task, p = state.task, state.problem
+        execution = fingerprint(execution_settings(task, config))
+        for s in range(config.n_samples):
+            v = state.verdicts[s].result()
+            completion = state.completions[s]
+            em = (completion.strip() == p.reference.strip()) if p.exact_match and p.reference is not None else None
+            row = SampleRow(task.name, p.task_id, s, p.prompt, completion, v.verdict, execution, em, v.exit_code,
+                            v.seconds, v.output[-1000:])
+            run.rows[task.name].append(row.__dict__)
+            lines.append(json.dumps(row.__dict__, ensure_ascii=False))
+        state.written = True
+        run.bar.advance(run.tasks_in_bar[task.name])
+    if lines:
+        run.samples_file.write("\n".join(lines) + "\n")
+        run.samples_file.flush()
+        os.fsync(run.samples_file.fileno())
+
+
+def _evaluate(runs: list[_Run], generator: Generator,
+              done: list[dict[tuple[str, str], list[dict[str, Any]]]]) -> None:
+    """Generate what every run still needs, execute each completion as it arrives, write each finished problem.
+
+    A local model completes every request of every run in one continuous batch (each through its own
+    adapter); an endpoint gets each task's requests `chunk` at a time."""
+    work: list[tuple[_Run, list[tuple[int, _Problem, list[int]]]]] = []
+    for run, prior in zip(runs, done, strict=True):
+        for task in run.tasks:
+            work.append((run, _plan_task(run, task, prior)))
+    states: dict[int, list[_Problem]] = {id(run): [] for run in runs}
+    requests: list[tuple[Request, Sampling]] = []
+    targets: list[tuple[_Run, _Problem, int]] = []
+    for run, todo in work:
+        config = run.config
+        sampling = Sampling(config.temperature, config.top_p, config.max_new_tokens)
+        for i, state, missing in todo:
+            states[id(run)].append(state)
+            for s in state.completions:          # stored completions: executed again, never generated
+                _execute(run, state, s)
+            for s in missing:
+                requests.append((Request(state.problem.prompt, state.problem.stop,
+                                         _seed(config.seed, state.task.name, i, s), run.adapter), sampling))
+                targets.append((run, state, s))
+
+    def on_done(index: int, text: str) -> None:
+        run, state, sample = targets[index]
+        state.completions[sample] = cut_at_stop(text, state.problem.stop)
+        _execute(run, state, sample)
+        _write_finished(run, states[id(run)])
+
+    if isinstance(generator, LocalGenerator):
+        generator.stream(requests, on_done)
+    else:
+        first = 0
+        for run, todo in work:           # one run: its tasks in turn, `chunk` problems per request batch
+            wanted = sum(len(missing) for _, _, missing in todo)
+            problems = [len(missing) for _, _, missing in todo]
+            sizes = [sum(part) for part in _chunks(problems, run.config.chunk)]
+            for size in sizes:
+                batch = requests[first:first + size]
+                for k, text in enumerate(generator.complete([r for r, _ in batch], batch[0][1]) if batch else []):
+                    on_done(first + k, text)
+                first += size
+                _write_finished(run, states[id(run)], wait=True)    # as before: a chunk is judged before the next
+            assert sum(sizes) == wanted
+    for run in runs:
+        _write_finished(run, states[id(run)], wait=True)
 
 
 def score(task: Task, rows: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
@@ -279,30 +380,97 @@ def _lineage(model: Path | None, adapter: Path | None = None) -> list[dict[str, 
 
 def run_eval(out: Path, config: EvalConfig) -> Path:
     """Evaluate `config.model` or `config.endpoint` on `config.tasks`; write the eval/ artifact to `out`."""
-    tasks = [load_task(name, config.strip_prompt, config.mbpp_test_setup_code) for name in config.tasks]
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise UserError(f"a task is named twice in --task: {', '.join(names)}")
-    generator = make_generator(config)
-    _check_resume(out, config)
-    done = _done_rows(out / SAMPLES)
+    return run_evals([(out, config)])[0]
+
+
+def run_evals(runs: list[tuple[Path, EvalConfig]]) -> list[Path]:
+    """Several evaluations of one local model, each with or without its own adapter, through ONE loaded model
+    and one continuous batch (adapters served beside the base per request, as the server does, never
+    merged): each `out` gets the artifact `run_eval(out, config)` writes. One evaluation may be anything
+    `run_eval` takes."""
+    if not runs:
+        return []
+    configs = [config for _, config in runs]
+    if len(runs) > 1:
+        _check_group(configs)
+    task_lists = []
+    for config in configs:
+        tasks = [load_task(name, config.strip_prompt, config.mbpp_test_setup_code) for name in config.tasks]
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise UserError(f"a task is named twice in --task: {', '.join(names)}")
+        task_lists.append(tasks)
+    adapter_names = _adapter_names(configs) if len(runs) > 1 else [None]
+    generator = make_generator(configs[0]) if len(runs) == 1 else _group_generator(configs, adapter_names)
+    assert generator is not None
+    for out, config in runs:
+        _check_resume(out, config)
+    done = [_done_rows(out / SAMPLES) for out, _ in runs]
     # two slots per core: a sandboxed program spends part of its life in exec and namespace setup
-    sandbox = Sandbox(slots=config.workers or 2 * (os.cpu_count() or 1))
+    sandbox = Sandbox(slots=configs[0].workers or 2 * (os.cpu_count() or 1))
     console.print(describe_isolation(sandbox), highlight=False)
-    executor = Executor(sandbox, config.timeout)
+    group = [_Run(out, config, tasks, Executor(sandbox, config.timeout), name)
+             for (out, config), tasks, name in zip(runs, task_lists, adapter_names, strict=True)]
+    try:
+        with progress_bar() as bar:
+            for run in group:
+                run.samples_file = open(run.out / SAMPLES, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+                run.bar, run.label = bar, f"{run.out.parent.name}/{run.out.name}: " if len(group) > 1 else ""
+            _evaluate(group, generator, done)
+    finally:
+        for run in group:
+            if run.samples_file is not None:
+                run.samples_file.close()
+            run.executor.close()
+        sandbox.close()
+    return [_finish(run, generator, sandbox) for run in group]
+
+
+def _check_group(configs: list[EvalConfig]) -> None:
+    """A group shares one loaded model: the same local model and everything that changes how it computes."""
+    if any(c.endpoint is not None or c.model is None for c in configs):
+        raise UserError("evaluations share one generator only for a local --model")
+    shared = ("model", "device", "quantize", "dtype")
+    differ = [k for k in shared if len({str(getattr(c, k)) for c in configs}) > 1]
+    if differ:
+        raise UserError(f"evaluations sharing one model must agree on {', '.join(differ)}")
+
+
+def _adapter_names(configs: list[EvalConfig]) -> list[str | None]:
+    """The engine's name for each config's adapter (the same directory twice: one name)."""
+    names: dict[str, str] = {}
+    for c in configs:
+        if c.adapter is not None:
+            names.setdefault(str(c.adapter.resolve()), f"adapter-{len(names)}")
+    return [names[str(c.adapter.resolve())] if c.adapter is not None else None for c in configs]
+
+
+def _group_generator(configs: list[EvalConfig], names: list[str | None]) -> LocalGenerator:
+    first = configs[0]
+    make_generator(first.model_copy(update={"adapter": None}), load=False)     # the same checks, no model yet
+    for c in configs:
+        if c.adapter is not None:
+            make_generator(c, load=False)
+    from codefoundry.model import resolve_model_path
+
+    assert first.model is not None
+    adapters = {name: c.adapter for name, c in zip(names, configs, strict=True) if name and c.adapter}
+    return LocalGenerator(resolve_model_path(first.model), first.device, first.quantize, adapters=adapters,
+                          dtype=first.dtype)
+
+
+def _finish(run: _Run, generator: Generator, sandbox: Sandbox) -> Path:
+    """Score a finished run and write its results, card entry and manifest."""
+    out, config, tasks = run.out, run.config, run.tasks
     results: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
-    try:
-        with open(out / SAMPLES, "a", encoding="utf-8") as samples_file:
-            for task in tasks:
-                rows = _evaluate_task(task, config, generator, executor, done, samples_file)
-                all_rows.extend(rows)
-                results[task.name] = score(task, rows, config.ks)
-                shown = {k: round(v, 4) for k, v in results[task.name].items() if isinstance(v, float)}
-                console.print(f"{task.name}: {shown}", highlight=False)
-    finally:
-        executor.close()
-        sandbox.close()
+    for task in tasks:
+        index = {p.task_id: i for i, p in enumerate(task.problems)}
+        rows = sorted(run.rows[task.name], key=lambda r: (index.get(r["task_id"], len(index)), r["sample"]))
+        all_rows.extend(rows)
+        results[task.name] = score(task, rows, config.ks)
+        shown = {k: round(v, 4) for k, v in results[task.name].items() if isinstance(v, float)}
+        console.print(f"{task.name}: {shown}", highlight=False)
     # keep exactly one line per (task, problem, sample): a resumed run may have appended duplicates
     atomic_write_text(out / SAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
     cfg = config.model_dump(mode="json")
@@ -311,13 +479,13 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     document = {
         "results": results,
         "config": cfg,
-        "source": generator.describe(),
+        "source": generator.describe(run.adapter) if isinstance(generator, LocalGenerator) else generator.describe(),
         "model_lineage": _lineage(config.model, config.adapter),
         "contamination": contamination_report(config.model, tasks,
                                               [config.adapter] if config.adapter is not None else []),
         "settings": comparability(tasks, config),
         "sandbox": {**sandbox.isolation(), "launch_retries": sandbox.retries},
-        "programs_executed": executor.executed,
+        "programs_executed": run.executor.executed,
         "samples_sha256": hashlib.sha256((out / SAMPLES).read_bytes()).hexdigest(),
     }
     atomic_write_json(out / "results.json", document)
@@ -326,7 +494,7 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
               if path is not None and (path / "manifest.json").exists()}
     write_manifest(out, "eval", cfg, seed=config.seed, inputs=inputs or None,
                    extra={"endpoint": config.endpoint, "api": config.api if config.endpoint else None,
-                          "tasks": names, "model": str(config.model) if config.model else None,
+                          "tasks": [t.name for t in tasks], "model": str(config.model) if config.model else None,
                           "adapter": str(config.adapter) if config.adapter else None})
     if config.model is not None:
         from codefoundry.eval.card import update_model_index

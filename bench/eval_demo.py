@@ -1,0 +1,87 @@
+"""The demo's evaluation of SmolLM2 and SmolLM2 + LoRA: four separate `run_eval`s (as the demo ran them:
+two models × two tasks, each loading the model, the adapter folded in, 32 problems per batch) beside one
+`run_evals` (one loaded model, one continuous batch, the adapter served per request). Prints wall and CPU
+seconds of each (CPU: this process and its sandboxed children, the figure a loaded machine keeps), their
+ratio, and whether every completion and verdict is the same.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/eval_demo.py --demo-out /tmp/demo-q6 --humaneval 16 --infilling 32
+    ... --dtype bfloat16     # the new way in bf16, compared with the old way in fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from codefoundry.eval import EvalConfig, run_eval, run_evals
+
+TASKS = {"humaneval": 160, "humaneval-infilling-single-line": 24}   # max new tokens, as the demo plan
+
+
+def configs(base: Path, adapter: Path, limits: dict[str, int], dtype: str) -> dict[str, EvalConfig]:
+    return {f"{who}/{task}": EvalConfig(model=base, adapter=adapter if who == "finetuned" else None, tasks=[task],
+                                        limit=limits[task], max_new_tokens=new, temperature=0, n_samples=1, ks=[1],
+                                        workers=2, dtype=dtype)
+            for who in ("base", "finetuned") for task, new in TASKS.items()}
+
+
+def timed(fn) -> tuple[float, float]:
+    t, before = time.perf_counter(), os.times()
+    fn()
+    after = os.times()
+    cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))
+    return time.perf_counter() - t, cpu
+
+
+def rows(out: Path) -> list[tuple]:
+    return [(r["task_id"], r["completion"], r["verdict"]) for r in
+            map(json.loads, (out / "samples.jsonl").read_text().splitlines())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo-out", type=Path, required=True, help="a finished demo's output (base/, adapters/code)")
+    parser.add_argument("--humaneval", type=int, default=16)
+    parser.add_argument("--infilling", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--skip-old", action="store_true", help="only the new way (its scores printed)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="eval_demo_"))
+    base, adapter = work / "base", work / "adapter"      # copies: eval writes scores into their model cards
+    shutil.copytree(args.demo_out / "base", base)
+    shutil.copytree(args.demo_out / "adapters" / "code", adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    limits = {"humaneval": args.humaneval, "humaneval-infilling-single-line": args.infilling}
+    try:
+        old = configs(base, adapter, limits, "float32")
+        new = configs(base, adapter, limits, args.dtype)
+        report = {}
+        if not args.skip_old:
+            report["old"] = timed(lambda: [run_eval(work / "old" / name, c) for name, c in old.items()])
+        report["new"] = timed(lambda: run_evals([(work / "new" / name, c) for name, c in new.items()]))
+        for way, (wall, cpu) in report.items():
+            print(f"{way}: wall {wall:.1f} s, cpu {cpu:.1f} s")
+        scores = {}
+        for name in new:
+            got = rows(work / "new" / name)
+            scores[name] = (sum(v == "passed" for _, _, v in got), len(got))
+            if not args.skip_old:
+                want = rows(work / "old" / name)
+                same = sum(a == b for a, b in zip(got, want, strict=True))
+                verdicts = sum(a[2] == b[2] for a, b in zip(got, want, strict=True))
+                print(f"{name}: completions same {same}/{len(got)}, verdicts same {verdicts}/{len(got)}, "
+                      f"passed new {scores[name][0]} old {sum(v == 'passed' for _, _, v in want)}")
+        print("passed:", json.dumps(scores))
+        if not args.skip_old:
+            print(f"ratio old/new: wall {report['old'][0] / report['new'][0]:.2f}, "
+                  f"cpu {report['old'][1] / report['new'][1]:.2f}")
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
