@@ -5,7 +5,7 @@ seconds of each (CPU: this process and its sandboxed children, the figure a load
 ratio, and whether every completion and verdict is the same.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/eval_demo.py --demo-out /tmp/demo-q6 --humaneval 16 --infilling 32
-    ... --dtype bfloat16     # the new way in bf16, compared with the old way in fp32
+    ... --bfloat16           # also the new way in bf16 weights and arithmetic, compared with the old way
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def main() -> None:
     parser.add_argument("--demo-out", type=Path, required=True, help="a finished demo's output (base/, adapters/code)")
     parser.add_argument("--humaneval", type=int, default=16)
     parser.add_argument("--infilling", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--skip-old", action="store_true", help="only the new way (its scores printed)")
+    parser.add_argument("--bfloat16", action="store_true", help="also the new way in bf16")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="eval_demo_"))
     base, adapter = work / "base", work / "adapter"      # copies: eval writes scores into their model cards
@@ -58,27 +57,22 @@ def main() -> None:
     limits = {"humaneval": args.humaneval, "humaneval-infilling-single-line": args.infilling}
     try:
         old = configs(base, adapter, limits, "float32")
-        new = configs(base, adapter, limits, args.dtype)
-        report = {}
-        if not args.skip_old:
-            report["old"] = timed(lambda: [run_eval(work / "old" / name, c) for name, c in old.items()])
-        report["new"] = timed(lambda: run_evals([(work / "new" / name, c) for name, c in new.items()]))
+        report = {"old": timed(lambda: [run_eval(work / "old" / name, c) for name, c in old.items()])}
+        for dtype in ("float32", "bfloat16") if args.bfloat16 else ("float32",):
+            new = configs(base, adapter, limits, dtype)
+            report[dtype] = timed(lambda new=new, dtype=dtype: run_evals([(work / dtype / name, c)
+                                                                          for name, c in new.items()]))
         for way, (wall, cpu) in report.items():
-            print(f"{way}: wall {wall:.1f} s, cpu {cpu:.1f} s")
-        scores = {}
-        for name in new:
-            got = rows(work / "new" / name)
-            scores[name] = (sum(v == "passed" for _, _, v in got), len(got))
-            if not args.skip_old:
-                want = rows(work / "old" / name)
+            print(f"{way}: wall {wall:.1f} s, cpu {cpu:.1f} s"
+                  + (f", old/new wall {report['old'][0] / wall:.2f} cpu {report['old'][1] / cpu:.2f}"
+                     if way != "old" else ""))
+        for way in (w for w in report if w != "old"):
+            for name in old:
+                got, want = rows(work / way / name), rows(work / "old" / name)
                 same = sum(a == b for a, b in zip(got, want, strict=True))
                 verdicts = sum(a[2] == b[2] for a, b in zip(got, want, strict=True))
-                print(f"{name}: completions same {same}/{len(got)}, verdicts same {verdicts}/{len(got)}, "
-                      f"passed new {scores[name][0]} old {sum(v == 'passed' for _, _, v in want)}")
-        print("passed:", json.dumps(scores))
-        if not args.skip_old:
-            print(f"ratio old/new: wall {report['old'][0] / report['new'][0]:.2f}, "
-                  f"cpu {report['old'][1] / report['new'][1]:.2f}")
+                print(f"{way} {name}: completions same as old {same}/{len(got)}, verdicts same {verdicts}/{len(got)}, "
+                      f"passed {sum(v == 'passed' for _, _, v in got)} (old {sum(v == 'passed' for _, _, v in want)})")
     finally:
         shutil.rmtree(work)
 

@@ -112,3 +112,13 @@ def test_a_group_must_share_its_model(adapted: tuple[Path, Path, Path], tmp_path
         run_evals([(tmp_path / "a", EvalConfig(model=base, limit=1)),
                    (tmp_path / "b", EvalConfig(model=base, adapter=tmp_path, limit=1))])
     assert not (tmp_path / "a").exists()                  # refused before anything was written
+
+
+def test_bfloat16_is_on_record_and_a_resume_keeps_it(adapted: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    base, _, _ = adapted
+    config = EvalConfig(model=base, tasks=["humaneval"], limit=1, max_new_tokens=4, temperature=0, workers=2, ks=[1],
+                        dtype="bfloat16")
+    run_eval(tmp_path / "bf16", config)
+    assert json.loads((tmp_path / "bf16" / "results.json").read_text())["config"]["dtype"] == "bfloat16"
+    with pytest.raises(UserError, match="dtype differ"):      # its completions are not float32's
+        run_eval(tmp_path / "bf16", config.model_copy(update={"dtype": "float32"}))
