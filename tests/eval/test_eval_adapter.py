@@ -98,6 +98,10 @@ def test_one_engine_for_base_and_adapter_gives_the_separate_evaluations(adapted:
             assert together[key] == apart[key], (name, key)
         assert together["config"] == apart["config"]
         assert set(read_manifest(group, kind="eval").inputs) == set(read_manifest(alone, kind="eval").inputs)
+    # one evaluation left (a resumed demo): its adapter is served the same way, with the same completions
+    run_evals([(tmp_path / "one", configs["tuned-humaneval"])], served_adapters=True)
+    assert [[r[f] for f in fields] for r in _rows(tmp_path / "one" / "samples.jsonl")] == \
+        [[r[f] for f in fields] for r in _rows(tmp_path / "group" / "tuned-humaneval" / "samples.jsonl")]
     tuned = _rows(tmp_path / "group" / "tuned-humaneval" / "samples.jsonl")
     plain = _rows(tmp_path / "group" / "base-humaneval" / "samples.jsonl")
     assert [r["completion"] for r in tuned] != [r["completion"] for r in plain]     # the adapter was applied

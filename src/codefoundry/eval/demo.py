@@ -67,7 +67,8 @@ def run_demo_stage(out: Path, names: list[str], plan: DemoPlan, workers: int | N
                 task_dir.mkdir(parents=True, exist_ok=True)
                 runs.append((task_dir, config))
     for model in dict.fromkeys(model for model, _ in sources.values()):
-        run_evals([(task_dir, config) for task_dir, config in runs if config.model == model])
+        # served, also when a resumed run has one evaluation left: its completions come the same way
+        run_evals([(task_dir, config) for task_dir, config in runs if config.model == model], served_adapters=True)
     dests = []
     for name, (model, adapter) in sources.items():
         dest = out / "eval" / name

@@ -383,15 +383,16 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     return run_evals([(out, config)])[0]
 
 
-def run_evals(runs: list[tuple[Path, EvalConfig]]) -> list[Path]:
+def run_evals(runs: list[tuple[Path, EvalConfig]], served_adapters: bool = False) -> list[Path]:
     """Several evaluations of one local model, each with or without its own adapter, through ONE loaded model
     and one continuous batch (adapters served beside the base per request, as the server does, never
-    merged): each `out` gets the artifact `run_eval(out, config)` writes. One evaluation may be anything
-    `run_eval` takes."""
+    merged): each `out` gets the artifact `run_eval(out, config)` writes. One evaluation alone may be
+    anything `run_eval` takes; `served_adapters` serves its adapter too (as it would be in a group)."""
     if not runs:
         return []
     configs = [config for _, config in runs]
-    if len(runs) > 1:
+    grouped = len(runs) > 1 or served_adapters
+    if grouped:
         _check_group(configs)
     task_lists = []
     for config in configs:
@@ -400,8 +401,8 @@ def run_evals(runs: list[tuple[Path, EvalConfig]]) -> list[Path]:
         if len(set(names)) != len(names):
             raise UserError(f"a task is named twice in --task: {', '.join(names)}")
         task_lists.append(tasks)
-    adapter_names = _adapter_names(configs) if len(runs) > 1 else [None]
-    generator = make_generator(configs[0]) if len(runs) == 1 else _group_generator(configs, adapter_names)
+    adapter_names = _adapter_names(configs) if grouped else [None]
+    generator = _group_generator(configs, adapter_names) if grouped else make_generator(configs[0])
     assert generator is not None
     for out, config in runs:
         _check_resume(out, config)
