@@ -7,8 +7,11 @@
       results.md       the same metrics as a markdown table
       manifest.json    inputs: the model dir (and --adapter's) when local; the endpoint in `extra`
 
-Problems are processed in chunks; each finished problem's samples are appended to
-`samples.jsonl`, so an interrupted run resumes where it stopped (same --out, same settings).
+A local model completes every request in one continuous batch, and each completion's program
+runs in the sandbox as soon as it arrives; an endpoint gets `chunk` problems at a time. Each
+finished problem's samples are appended to `samples.jsonl` at once, so an interrupted run
+resumes where it stopped (same --out, same settings). `run_evals` runs several evaluations of
+one local model (the base, and the base with an adapter) through one loaded model and one batch.
 Settings that change completions must match to resume; each row also records the
 fingerprint of the settings that produced its verdict (time limits, toolchain versions,
 the verdict rule), and rows whose fingerprint differs are executed again from their stored
