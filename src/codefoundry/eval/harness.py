@@ -89,7 +89,7 @@ class EvalConfig(StageConfig):
     workers: int | None = Field(None, ge=1)
     """Programs executed in parallel (default: twice the number of cores)."""
     chunk: int = Field(32, ge=1)
-    """Problems generated per batch (and per resume checkpoint)."""
+    """An endpoint's problems per request batch (a local model takes every problem in one continuous batch)."""
     device: str = "cpu"
     quantize: Literal["int8", "int4"] | None = None
     """Weight-only quantized linear layers for a local --model (see codefoundry.model.quantize)."""
