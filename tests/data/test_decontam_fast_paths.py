@@ -85,8 +85,7 @@ def test_scan_matches_at_every_boundary(cache):
     """A string found when it is the whole text, and when it starts or ends at each position of a short text."""
     step = Decontaminate()
     step.setup()
-    bench, item, text = next((b, i, t) for b, i, t in decontam.benchmark_strings(DecontamConfig())
-                             if len(normalize(t)) >= 18)
+    text = next(t for _, _, t in decontam.benchmark_strings(DecontamConfig()) if len(normalize(t)) >= 18)
     key = normalize(text)
     texts = [key, key[:-1], key[1:], key.upper()]
     texts += ["é" * n + key + "a" * (5 - n) for n in range(6)]
