@@ -160,13 +160,42 @@ def input_identity(pinned: list[str] | None) -> str:
     return "\n".join("input " + line for line in lines)
 
 
+WARM_UP = r'''
+import json, sys
+import codefoundry.data.sources as sources_mod
+from codefoundry.data.decontam import Decontaminate
+from codefoundry.data.demo import DEMO_LIMITS, DEMO_SOURCES
+from codefoundry.data.sources import ReadOptions, resolve
+
+per_repo, pinned = int(sys.argv[1]), json.loads(sys.argv[2])
+if pinned is not None:
+    every = sources_mod.distributions
+    sources_mod.distributions = lambda site_dirs=None: [d for d in every(site_dirs) if d.name[:-10] in pinned]
+limits = DEMO_LIMITS.model_copy(update={"max_files_per_repo": per_repo})
+for unit in resolve(list(DEMO_SOURCES), ReadOptions(limits=limits)):
+    for _ in unit.read():
+        pass
+Decontaminate().setup()
+'''
+
+
+def warm_up(per_repo: int, pinned: list[str] | None, cache: Path) -> None:
+    """Fill `cache` (this tree's on-disk caches: license verdicts, decontamination's needles) as a first run would."""
+    env = {**os.environ, "CODEFOUNDRY_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    subprocess.run([sys.executable, "-c", WARM_UP, str(per_repo), json.dumps(pinned)], check=True, env=env)
+
+
 def run_once(src: Path | None, per_repo: int, work: Path, pinned: list[str] | None,
-             profile: Path | None = None) -> dict:
+             profile: Path | None = None, cache: Path | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}
+    if cache is not None:  # else a fresh, empty cache for this run
+        env["CODEFOUNDRY_CACHE"] = str(cache)
     # this tree's src/ by path, not the installed package: a copy of the repository measures its own code
     env["PYTHONPATH"] = str(src if src is not None else Path(__file__).resolve().parents[1] / "src")
     with tempfile.TemporaryDirectory(dir=work) as tmp:
+        env.setdefault("CODEFOUNDRY_CACHE", str(Path(tmp) / "cache"))
         proc = subprocess.run([sys.executable, "-c", RUN, str(Path(tmp) / "dataset"), str(per_repo), json.dumps(pinned),
                                *([str(profile.resolve())] if profile else [])], capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -213,6 +242,9 @@ def main() -> None:
     ap.add_argument("--against", metavar="REF", help="also time this git revision, alternating runs")
     ap.add_argument("--input", choices=("pinned", "env"), default="pinned",
                     help="pinned: only the distributions in curate_input.txt (default); env: every one installed")
+    ap.add_argument("--cache", choices=("warm", "cold"), default="warm",
+                    help="warm: the on-disk caches (license verdicts, decontamination needles) filled before the timed "
+                         "runs, as on a second curation (default); cold: empty for every run, as on a first one")
     ap.add_argument("--profile", type=Path, metavar="FILE",
                     help="one more run of this tree under cProfile (CPU time), its stats written to FILE "
                          "(read with `python -m pstats FILE`); not counted in the timings")
@@ -222,14 +254,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         old_src = export_src(args.against, work / "old") if args.against else None
+        cache = None
+        if args.cache == "warm":
+            cache = work / "cache"
+            warm_up(args.max_files_per_repo, pinned, cache)
+        print(f"on-disk caches: {args.cache}", flush=True)
         ours: list[dict] = []
         theirs: list[dict] = []
         for _ in range(args.repeats):
             if old_src is not None:
-                theirs.append(run_once(old_src, args.max_files_per_repo, work, pinned))
-            ours.append(run_once(None, args.max_files_per_repo, work, pinned))
+                theirs.append(run_once(old_src, args.max_files_per_repo, work, pinned, cache=cache))
+            ours.append(run_once(None, args.max_files_per_repo, work, pinned, cache=cache))
         if args.profile:
-            run_once(None, args.max_files_per_repo, work, pinned, args.profile)
+            run_once(None, args.max_files_per_repo, work, pinned, args.profile, cache=cache)
             print(f"profile of one more run of this tree: {args.profile}")
     fps, fpc = summary("this tree", ours)
     if theirs:
