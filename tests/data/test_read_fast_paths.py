@@ -54,3 +54,15 @@ def test_a_folder_reads_the_same_table(tmp_path, monkeypatch):
     monkeypatch.setattr("codefoundry.data.sources.repo.binary_array", lambda v: pa.array(v, pa.binary()))
     plain = [_serialized(t) for u in units_for(str(repo), options) for t in u.read()]
     assert len(fast) == 3 and fast == plain
+
+
+def test_record_names_as_pathlib_writes_them():
+    from pathlib import PurePosixPath
+
+    from codefoundry.data.sources.python_env import _posix_all
+
+    tricky = ["", ".", "./a.py", "a//b.py", "a/./b.py", "dir/", "dir/.", "../../bin/x", "é/ü.py", "a/../b", ".hidden",
+              "x.", "a/.b/c", "..", "a/..", "/abs/path", "a\\b.py"]
+    plain = ["pkg/mod.py", "pkg-1.0.dist-info/RECORD", "pkg/sub/__init__.py"]
+    for names in ([], plain, *([*plain[:k], t, *plain[k:]] for t in tricky for k in range(len(plain) + 1))):
+        assert _posix_all(list(names)) == [PurePosixPath(n).as_posix() for n in names]
