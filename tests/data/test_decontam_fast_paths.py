@@ -5,6 +5,7 @@ read from the on-disk cache build the same automaton as the benchmark strings no
 from __future__ import annotations
 
 import json
+import pickle
 import random
 
 import pyarrow as pa
@@ -143,3 +144,12 @@ def test_extra_jsonl_and_near_keep_the_plain_path(cache, tmp_path):
     snippet = BENCHMARK_SETS["humaneval"].strings()[0][1]
     got = near.reasons(pa.table({"content": pa.array([snippet, "x = 1"], pa.string())}))
     assert got[0] is not None and got[0].startswith("decontam:humaneval:") and got[1] is None
+
+
+def test_a_step_that_ran_pickles_and_scans_the_same(cache):
+    step = Decontaminate()
+    texts = texts_with_snippets(1)
+    table = pa.table({"content": pa.array(texts, pa.string())})
+    expected = step.reasons(table)
+    copy = pickle.loads(pickle.dumps(step))  # as an executor ships it to a worker
+    assert copy.reasons(table) == expected == plain_reasons(step, texts)

@@ -210,6 +210,11 @@ class Decontaminate(Filter):
             _INDEXES[key] = (self._automaton, self._near, self._bytes)
         self._automaton, self._near, self._bytes = _INDEXES[key]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the indexes are rebuilt (or found in this process's `_INDEXES`) where the step lands: the Rust automaton
+        # does not pickle, and the others are cheaper to rebuild than to ship
+        return {**super().__getstate__(), "_automaton": None, "_near": None, "_bytes": None}
+
     def _build(self) -> None:
         automaton = ahocorasick.Automaton()
         added = []
