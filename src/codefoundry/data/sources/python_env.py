@@ -56,7 +56,7 @@ def record_paths(dist: metadata.Distribution) -> list[str]:
     if lines and '"' not in text and "\0" not in text:  # nothing quoted: csv's row is the line cut at its commas
         if "" in lines or any(n > 2 for n in map(str.count, lines, itertools.repeat(","))):
             return [f.as_posix() for f in dist.files or []]  # what importlib makes of a malformed RECORD
-        return [_posix(line.partition(",")[0]) for line in lines]
+        return _posix_all([line.partition(",")[0] for line in lines])
     if not lines:
         sources = dist.read_text("SOURCES.txt")
         lines = [f'"{line}"' for line in sources.splitlines()] if sources else None  # as importlib does
@@ -66,6 +66,14 @@ def record_paths(dist: metadata.Distribution) -> list[str]:
     if any(not 1 <= len(row) <= 3 for row in rows):  # what importlib makes of a malformed RECORD
         return [f.as_posix() for f in dist.files or []]
     return [_posix(row[0]) for row in rows]
+
+
+def _posix_all(names: list[str]) -> list[str]:
+    """`[_posix(n) for n in names]`, looking at each name only when the joined names hold something it changes."""
+    joined = "\n" + "\n".join(names) + "\n"  # names come from `splitlines`: none holds a line break
+    if any(mark in joined for mark in ("\n\n", "//", "\n./", "/./", "/\n", "/.\n", "\n.\n")):
+        return [_posix(name) for name in names]
+    return names
 
 
 def _posix(name: str) -> str:
@@ -81,6 +89,8 @@ def distribution_license_files(dist: metadata.Distribution, files: list[str] | N
     paths, if read)."""
     out = {}
     for rel in record_paths(dist) if files is None else files:
+        if ".dist-info/" not in rel:  # what every path of a .dist-info (and a name in it) holds
+            continue
         parts = rel.split("/")
         if not parts[0].endswith(".dist-info"):
             continue

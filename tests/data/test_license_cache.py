@@ -1,0 +1,88 @@
+"""License-file verdicts read back from the on-disk cache equal the verdicts judged anew: for every reference
+text, restricted and narrowed copies, statements, NOTICE-like and other names, two thresholds; a damaged entry
+is judged again, an unwritable cache changes nothing, and a change to the matcher's files changes its folder."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+
+import pytest
+
+from codefoundry.data.license import cache, verdict
+from codefoundry.data.license.verdict import _decide, license_file_ids
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEFOUNDRY_CACHE", str(tmp_path / "cache"))
+    verdict._file_ids.cache_clear()
+    yield tmp_path / "cache"
+    verdict._file_ids.cache_clear()
+
+
+def corpus() -> list[tuple[str, str]]:
+    """(path, text): reference texts as they are and changed, and short files of each kind."""
+    root = resources.files("codefoundry.data.license").joinpath("texts")
+    texts = sorted((e.name, e.read_text(encoding="utf-8")) for e in root.iterdir() if e.name.endswith(".txt"))
+    out: list[tuple[str, str]] = []
+    for name, text in texts[:40]:
+        out.append(("LICENSE", text))
+        out.append(("NOTICE", text))
+        out.append((f"sub/{name}", "Copyright (c) 2024 Zoë Ünïcode\n\n" + text.replace("\n", "\r\n")))
+    mit = dict(texts)["MIT.txt"]
+    out += [("LICENSE", mit + "\nThe Software may not be used for commercial purposes.\n"),
+            ("LICENSE", mit.replace("sell", "")),
+            ("LICENSE", "This project is licensed under the MIT License."),
+            ("NOTICE", "This product includes software developed by Example Corp."),
+            ("LICENSE.txt", "This product includes software developed by Example Corp."),
+            ("COPYING", ""), ("LICENSE", "Copyright 2020 Someone"), ("LICENSE", "see LICENSE.BSD"),
+            ("LICENSE", "Tous droits réservés. Usage personnel uniquement. 🎉 \udcff")]
+    return out
+
+
+def test_cached_verdicts_equal_fresh_ones(cache_home):
+    files = corpus()
+    for threshold in (0.75, 0.9):
+        fresh = [_decide(verdict.is_notice_file(p), t, threshold) for p, t in files]
+        assert any(ids == [] for ids in fresh) and any("LicenseRef-unknown" in ids for ids in fresh)
+        assert any("LicenseRef-modified" in ids for ids in fresh) and any("MIT" in ids for ids in fresh)
+        cold = [license_file_ids(p, t, threshold) for p, t in files]
+        verdict._file_ids.cache_clear()
+        warm = [license_file_ids(p, t, threshold) for p, t in files]
+        assert cold == fresh and warm == fresh
+    # one entry per distinct (NOTICE-like, text, threshold): the NOTICE of a statement is not the LICENSE's
+    assert len(list((cache_home / "license" / cache.matcher_hash()).glob("*.json"))) == 2 * len(
+        {(verdict.is_notice_file(p), t) for p, t in files})
+
+
+def test_entries_are_read_not_recomputed(cache_home, monkeypatch):
+    license_file_ids("LICENSE", "This project is licensed under the MIT License.")
+    verdict._file_ids.cache_clear()
+    monkeypatch.setattr(verdict, "_decide", lambda *a: pytest.fail("judged again despite a stored verdict"))
+    assert license_file_ids("LICENSE", "This project is licensed under the MIT License.") == ["MIT"]
+
+
+def test_damaged_entries_and_unwritable_cache(cache_home, tmp_path, monkeypatch):
+    text = "This project is licensed under the Apache License 2.0."
+    expected = license_file_ids("LICENSE", text)
+    entry = cache.folder() / cache.entry_name(False, text, 0.75)
+    assert entry.is_file()
+    for damage in ("[", '{"a": 1}', "[1, 2]", ""):
+        entry.write_text(damage)
+        verdict._file_ids.cache_clear()
+        assert license_file_ids("LICENSE", text) == expected
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("CODEFOUNDRY_CACHE", str(blocked))
+    verdict._file_ids.cache_clear()
+    assert license_file_ids("LICENSE", text) == expected
+
+
+def test_a_changed_matcher_gets_another_folder(tmp_path):
+    copy = tmp_path / "license"
+    shutil.copytree(cache.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    fresh = cache.matcher_hash.__wrapped__  # not the per-process memo
+    assert fresh(copy) == cache.matcher_hash()
+    (copy / "texts" / "MIT.txt").write_text((copy / "texts" / "MIT.txt").read_text() + "\nextra")
+    assert fresh(copy) != cache.matcher_hash()
