@@ -66,7 +66,7 @@ def test_ctrl_c_stops_without_running_the_queued_units(tmp_path: Path) -> None:
 
 
 def test_second_run_on_the_same_out_is_refused(tmp_path: Path) -> None:
-    sources = _archives(tmp_path / "src", 30)  # one unit each, run one at a time: the first run lasts seconds
+    sources = _archives(tmp_path / "src", 30)  # one unit each, run one at a time
     out = tmp_path / "dataset"
     argv = [sys.executable, "-m", "codefoundry", "data", "curate", *sources, "--out", str(out), "-j", "1"]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -74,7 +74,11 @@ def test_second_run_on_the_same_out_is_refused(tmp_path: Path) -> None:
     while not (out / ".work" / "plan.json").exists():
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    os.kill(first.pid, signal.SIGSTOP)  # holds its lock while stopped: a fast first run cannot finish meanwhile
+    try:
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err[-2000:]
     assert second.returncode == 1, second.stderr[-2000:]
