@@ -169,11 +169,24 @@ def compiled() -> dict[str, tuple[re2._Regexp, ...]]:
     Arrow's regex kernels compile the pattern and build the DFA anew for every call. A line-gated pattern is extended
     to its line's end, so that one match per line finds the lines holding one."""
     return {name: tuple(re2.compile(f"(?:{p})[^\n]*".encode() if name in LINE_GATED else p.encode())
-                        for p in ((pattern,) if isinstance(pattern, str) else pattern))
+                        for p in _patterns(pattern))
             for name, pattern in GATES.items()}
 
 
-def _joined(column: pa.Array) -> tuple[bytes, np.ndarray]:
+@cache
+def any_text_gate() -> re2._Regexp:
+    """Every pattern of the gates that pick texts (not lines), as one alternation: one scan finds the rows where any
+    of them matches, and where the first match starts (none of them matches before it), where each gate's own scan
+    of that row begins. One alternation costs about one pattern's scan; the patterns one by one cost each theirs."""
+    return re2.compile("|".join(f"(?:{p})" for name, pattern in GATES.items() if name not in LINE_GATED
+                                for p in _patterns(pattern)).encode())
+
+
+def _patterns(pattern: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (pattern,) if isinstance(pattern, str) else pattern
+
+
+def _joined(column: pa.Array) -> tuple[bytes, list[int]]:
     """The rows' UTF-8 bytes joined by newlines (null as empty) and each row's start in them [n + 1].
 
     No gate pattern matches a newline, so a match in the joined bytes lies within one row; and `(?m)^`, `$` see a
@@ -194,30 +207,29 @@ def _joined(column: pa.Array) -> tuple[bytes, np.ndarray]:
     joined = b"\n".join([data[lo:hi] for lo, hi in itertools.pairwise(bounds)])
     starts = offsets - offsets[0]
     starts += np.arange(len(starts))  # a newline after each row
-    return joined, starts
+    return joined, starts.tolist()
 
 
-def _rows_matching(pattern: re2._Regexp, joined: bytes, starts: np.ndarray) -> list[int]:
-    """Rows holding a match of `pattern`: one search per such row (after a match, the next row's start)."""
-    rows, pos = [], 0
-    bounds = starts.tolist()
+def _first_matches(pattern: re2._Regexp, joined: bytes, starts: list[int]) -> list[tuple[int, int]]:
+    """(row, offset in `joined` where its first match starts) of the rows holding a match of `pattern`: one search per
+    such row (after a match, the search goes on at the next row's start)."""
+    found, pos = [], 0
     while (m := pattern.search(joined, pos)) is not None:
-        row = bisect.bisect_right(bounds, m.start()) - 1
-        rows.append(row)
-        pos = bounds[row + 1]
-    return rows
+        row = bisect.bisect_right(starts, m.start()) - 1
+        found.append((row, m.start()))
+        pos = starts[row + 1]
+    return found
 
 
-def _line_starts(pattern: re2._Regexp, joined: bytes, starts: np.ndarray) -> dict[int, list[int]]:
+def _line_starts(pattern: re2._Regexp, joined: bytes, starts: list[int]) -> dict[int, list[int]]:
     """Row → the byte offsets (in the row) where the matches of a line-extended `pattern` start: one per line."""
     found: dict[int, list[int]] = {}
-    bounds = starts.tolist()
     row = 0
     for m in pattern.finditer(joined):
         at = m.start()
-        if at >= bounds[row + 1]:
-            row = bisect.bisect_right(bounds, at, row) - 1
-        found.setdefault(row, []).append(at - bounds[row])
+        if at >= starts[row + 1]:
+            row = bisect.bisect_right(starts, at, row) - 1
+        found.setdefault(row, []).append(at - starts[row])
     return found
 
 
@@ -245,13 +257,15 @@ def candidates(column: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, Candi
     joined, starts = _joined(column)
     detectors: dict[int, list[str]] = {}
     line_starts: dict[int, dict[str, list[int]]] = {}
-    for name, patterns in compiled().items():
-        if name in LINE_GATED:
-            for row, found in _line_starts(patterns[0], joined, starts).items():
-                detectors.setdefault(row, []).append(name)
-                line_starts.setdefault(row, {})[name] = found
-        else:
-            for row in sorted({row for p in patterns for row in _rows_matching(p, joined, starts)}):
+    gates = compiled()
+    for name in LINE_GATED:
+        for row, found in _line_starts(gates[name][0], joined, starts).items():
+            detectors.setdefault(row, []).append(name)
+            line_starts.setdefault(row, {})[name] = found
+    for row, first in _first_matches(any_text_gate(), joined, starts):
+        end = starts[row + 1] - 1
+        for name, patterns in gates.items():
+            if name not in LINE_GATED and any(p.search(joined, first, end) is not None for p in patterns):
                 detectors.setdefault(row, []).append(name)
     out = {}
     for row in sorted(detectors):
