@@ -94,10 +94,14 @@ def test_arrow_nulls_slices_and_small_chunks(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_token_hashes_of_edges() -> None:
     for raw in (b"a", b"abc", b" abc", b"abc ", b" ", b"x" * 20, b"ab cd", b"\xc3\xa9t\xc3\xa9 x", b""):
-        hashes, starts = token_hashes(raw)
         found = list(re.finditer(rb"[A-Za-z0-9_]+", raw))
-        assert hashes.tolist() == [_token_hash(m.group()) for m in found]
-        assert starts.tolist() == [m.start() for m in found]
+        # the padding the caller leaves (none, too little for the 8-byte loads, enough) is never part of a token
+        for padding in (0, 3, 8, 11):
+            hashes, starts = token_hashes(raw + bytes(padding), padding=padding)
+            assert hashes.tolist() == [_token_hash(m.group()) for m in found]
+            assert starts.tolist() == [m.start() for m in found]
+    hashes, _ = token_hashes(b"abcdefghij" + b"klmnopqr", padding=8)  # bytes past the text are not read as its
+    assert hashes.tolist() == [_token_hash(b"abcdefghij")]
 
 
 def _plain_keys(batch: pa.Table) -> tuple[list[int], list[int]]:
