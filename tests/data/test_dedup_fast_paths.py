@@ -14,7 +14,7 @@ import pytest
 from codefoundry.data.dedup import minhash
 from codefoundry.data.dedup.exact import content_keys
 from codefoundry.data.dedup.minhash import shingle_hashes, token_hashes
-from codefoundry.data.dedup.near import NearDedup, NearDedupConfig
+from codefoundry.data.dedup.near import REASON, NearDedup, NearDedupConfig
 from codefoundry.data.dedup.partitions import _read_header, map_files, read_extra, read_partition, write_partitions
 from codefoundry.data.pipeline import UnitContext
 from conftest import stdlib_files
@@ -238,3 +238,22 @@ def test_reduce_tasks_share_shingle_sets_until_a_map_file_changes(tmp_path: Path
     fresh.map(table(far_copy), UnitContext("000001", 1, tmp_path / "b"))
     assert edges(shared, tmp_path / "a") == edges(fresh, tmp_path / "b")
     assert not any(len(np.load(tmp_path / "b" / "reduce" / f"edges-{p:04d}.npy")) for p in range(2))
+
+
+def test_a_loaded_removal_set_is_reread_when_its_file_changes(tmp_path: Path) -> None:
+    # load runs once per unit; a worker that already holds the removal set skips the lock, but only while the
+    # file is the one it read
+    step = NearDedup()
+    (tmp_path / "reduce").mkdir()
+    result = tmp_path / "reduce" / "remove.npy"
+    batch = pa.table({"content": ["a", "b", "c"]})
+    np.save(result, np.array([1], dtype=np.int64))  # unit 0, row 1
+    ctx = UnitContext("000000", 0, tmp_path)
+    step.load(tmp_path)
+    assert list(step.filter(batch, ctx)) == [None, REASON, None]
+    step.load(tmp_path)  # the same file: kept
+    assert list(step.filter(batch, ctx)) == [None, REASON, None]
+    np.save(result, np.array([0, 2], dtype=np.int64))  # another run's result
+    step.load(tmp_path)
+    assert list(step.filter(batch, UnitContext("000000", 0, tmp_path))) == [REASON, None, REASON]
+    assert list(step.filter(batch, UnitContext("000001", 1, tmp_path))) == [None, None, None]  # no duplicate here
