@@ -154,7 +154,7 @@ def test_fold_spells_every_character_python_equates_with_a_letter() -> None:
 
 
 def test_every_vendor_pattern_has_an_anchor_that_its_matches_contain() -> None:
-    assert set(G.VENDOR_ANCHORS) == set(VENDOR_PATTERNS)
+    assert set(G.VENDOR_ANCHORS) == set(VENDOR_PATTERNS) == set(G.vendor_anchors())
     texts = [f.text for f in build_labelled_set(200, credential_repeats=2)] + [t for t in OTHER if t]
     seen = set()
     for text in texts:
@@ -162,6 +162,7 @@ def test_every_vendor_pattern_has_an_anchor_that_its_matches_contain() -> None:
             seen.add(name)
             around = text[max(0, start - 40):end + 2]
             assert any(p.search(around.encode()) for p in G.compiled()["vendor"]), name
+            assert G.vendor_anchors()[name].search(around.encode()), name  # and its own anchor, for `names`
     assert len(seen) >= 20
 
 
