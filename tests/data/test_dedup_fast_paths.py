@@ -14,7 +14,7 @@ import pytest
 from codefoundry.data.dedup import minhash
 from codefoundry.data.dedup.exact import content_keys
 from codefoundry.data.dedup.minhash import shingle_hashes, token_hashes
-from codefoundry.data.dedup.near import NearDedup, NearDedupConfig
+from codefoundry.data.dedup.near import REASON, NearDedup, NearDedupConfig
 from codefoundry.data.dedup.partitions import _read_header, map_files, read_extra, read_partition, write_partitions
 from codefoundry.data.pipeline import UnitContext
 from conftest import stdlib_files
@@ -94,10 +94,14 @@ def test_arrow_nulls_slices_and_small_chunks(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_token_hashes_of_edges() -> None:
     for raw in (b"a", b"abc", b" abc", b"abc ", b" ", b"x" * 20, b"ab cd", b"\xc3\xa9t\xc3\xa9 x", b""):
-        hashes, starts = token_hashes(raw)
         found = list(re.finditer(rb"[A-Za-z0-9_]+", raw))
-        assert hashes.tolist() == [_token_hash(m.group()) for m in found]
-        assert starts.tolist() == [m.start() for m in found]
+        # the padding the caller leaves (none, too little for the 8-byte loads, enough) is never part of a token
+        for padding in (0, 3, 8, 11):
+            hashes, starts = token_hashes(raw + bytes(padding), padding=padding)
+            assert hashes.tolist() == [_token_hash(m.group()) for m in found]
+            assert starts.tolist() == [m.start() for m in found]
+    hashes, _ = token_hashes(b"abcdefghij" + b"klmnopqr", padding=8)  # bytes past the text are not read as its
+    assert hashes.tolist() == [_token_hash(b"abcdefghij")]
 
 
 def _plain_keys(batch: pa.Table) -> tuple[list[int], list[int]]:
@@ -234,3 +238,22 @@ def test_reduce_tasks_share_shingle_sets_until_a_map_file_changes(tmp_path: Path
     fresh.map(table(far_copy), UnitContext("000001", 1, tmp_path / "b"))
     assert edges(shared, tmp_path / "a") == edges(fresh, tmp_path / "b")
     assert not any(len(np.load(tmp_path / "b" / "reduce" / f"edges-{p:04d}.npy")) for p in range(2))
+
+
+def test_a_loaded_removal_set_is_reread_when_its_file_changes(tmp_path: Path) -> None:
+    # load runs once per unit; a worker that already holds the removal set skips the lock, but only while the
+    # file is the one it read
+    step = NearDedup()
+    (tmp_path / "reduce").mkdir()
+    result = tmp_path / "reduce" / "remove.npy"
+    batch = pa.table({"content": ["a", "b", "c"]})
+    np.save(result, np.array([1], dtype=np.int64))  # unit 0, row 1
+    ctx = UnitContext("000000", 0, tmp_path)
+    step.load(tmp_path)
+    assert list(step.filter(batch, ctx)) == [None, REASON, None]
+    step.load(tmp_path)  # the same file: kept
+    assert list(step.filter(batch, ctx)) == [None, REASON, None]
+    np.save(result, np.array([0, 2], dtype=np.int64))  # another run's result
+    step.load(tmp_path)
+    assert list(step.filter(batch, UnitContext("000000", 0, tmp_path))) == [REASON, None, REASON]
+    assert list(step.filter(batch, UnitContext("000001", 1, tmp_path))) == [None, None, None]  # no duplicate here

@@ -109,6 +109,8 @@ class ExactDedup(GlobalStep):
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
             self._unit = (ctx.unit_index, unit_ids(self._removed[1] if self._removed else [], ctx.unit_index))
+        if not len(self._unit[1]):  # most units hold no duplicate
+            return [None] * batch.num_rows
         ids = ctx.row_ids(batch.num_rows).to_numpy()
         gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]

@@ -60,16 +60,20 @@ def _mix64_inplace(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
     return x
 
 
-def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+def token_hashes(raw: bytes, padding: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and start offsets of the `[A-Za-z_0-9]+` tokens of a byte string.
 
     A token's hash folds its bytes 8 at a time (unaligned little-endian loads) and its length,
     then mixes: exact for tokens of any length, one vectorized round per 8 bytes of the
-    longest token still pending.
+    longest token still pending. `padding`: zero bytes at the end of `raw` that are not part of it (the loads
+    past its end need 8: with fewer, a padded copy is made).
     """
-    if not raw:
+    n = len(raw) - padding
+    if not n:
         return np.empty(0, U64), np.empty(0, np.int64)
-    word = np.frombuffer(raw.translate(_ALNUM_TABLE), dtype=np.bool_)
+    if padding < 8:
+        raw = raw[:n] + bytes(8)
+    word = np.frombuffer(raw.translate(_ALNUM_TABLE), dtype=np.bool_, count=n)
     # word/non-word changes alternate: starts and ends from one pass (a token at either end adds its edge)
     edges = np.flatnonzero(word[1:] != word[:-1])
     edges += 1
@@ -80,8 +84,7 @@ def token_hashes(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     starts, ends = edges[0::2], edges[1::2]
     if not len(starts):
         return np.empty(0, U64), np.empty(0, np.int64)
-    padded = raw + bytes(8)
-    words = np.ndarray((len(raw) + 1,), dtype="<u8", buffer=padded, strides=(1,))  # 8 bytes at every offset
+    words = np.ndarray((n + 1,), dtype="<u8", buffer=raw, strides=(1,))  # 8 bytes at every offset
     lengths = ends - starts
     with np.errstate(over="ignore"):
         h = lengths.astype(U64)
@@ -152,12 +155,13 @@ def shingle_hashes(texts: Sequence[str] | pa.Array | pa.ChunkedArray, ngram: int
         first = i
         base = int(ends[i - 1]) if i else 0
         i = max(i + 1, int(np.searchsorted(ends, base + CHUNK_BYTES + 1, side="left")))
-        raw = b"\0".join(parts[first:i]) + b"\0"
-        doc_start = np.concatenate([[0], ends[first:i - 1] - base])
-        th, starts = token_hashes(raw)
+        raw = b"\0".join([*parts[first:i], bytes(8)])  # each document ends with a 0 byte, then the loads' padding
+        th, starts = token_hashes(raw, padding=8)
         if len(th) < ngram:
             continue
-        tok_doc = np.searchsorted(doc_start, starts, side="right") - 1
+        # tokens never cross a document's 0 byte: each document's tokens are those starting before its end
+        per_doc = np.diff(np.searchsorted(starts, ends[first:i] - base), prepend=0)
+        tok_doc = np.repeat(np.arange(i - first, dtype=np.int64), per_doc)
         m = len(th) - ngram + 1
         valid = tok_doc[:m] == tok_doc[ngram - 1:]
         with np.errstate(over="ignore"):

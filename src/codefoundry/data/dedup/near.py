@@ -221,7 +221,8 @@ class NearDedup(GlobalStep):
 
     # -- reduce ------------------------------------------------------------------------------------
     def reduce(self, partition: int, scratch: Path) -> None:
-        recs = read_partition(scratch, partition, BUCKET)
+        files = map_files(scratch)  # listed once for the records and the shingle sets' stamp
+        recs = read_partition(scratch, partition, BUCKET, files)
         pairs = np.empty(0, PAIR)
         if len(recs):
             recs = recs[np.lexsort((recs["id"], recs["key"]))]
@@ -235,17 +236,16 @@ class NearDedup(GlobalStep):
                 edges = np.unique(np.stack([u, v], axis=1), axis=0)
                 u, v = edges[:, 0], edges[:, 1]
                 if self.config.verify:
-                    ok = self._set_store(scratch).verify(u, v)
+                    ok = self._set_store(scratch, files).verify(u, v)
                     u, v = u[ok], v[ok]
                 nodes, roots = components(u, v)
                 pairs = np.zeros(len(nodes), dtype=PAIR)
                 pairs["node"], pairs["root"] = nodes, roots
         save(scratch / "reduce" / f"edges-{partition:04d}.npy", pairs)
 
-    def _set_store(self, scratch: Path) -> SetStore:
-        """The shingle-set store of the last reduce task while the map files are the same ones (names, sizes,
-        times): a process's reduce tasks share its loaded units instead of each loading them again."""
-        files = map_files(scratch)
+    def _set_store(self, scratch: Path, files: list[Path]) -> SetStore:
+        """The shingle-set store of the last reduce task while the map files (`files`) are the same ones (names,
+        sizes, times): a process's reduce tasks share its loaded units instead of each loading them again."""
         stamp = (str(scratch), self.config.verify_cache_units,
                  tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]))
         if self._sets is None or self._sets[0] != stamp:
@@ -256,6 +256,12 @@ class NearDedup(GlobalStep):
     def load(self, scratch: Path) -> None:
         self._sets = None  # the reduce phase is over: its loaded shingle sets go
         result = scratch / "reduce" / "remove.npy"
+        try:
+            held = self._removed is not None and self._removed[0] == files_key([result])
+        except FileNotFoundError:
+            held = False
+        if held:
+            return  # this worker holds the result already (load runs per unit: no lock file per unit)
         with FileLock(str(scratch / "reduce" / "remove.lock")):
             if not result.exists():
                 save(result, removal_set(scratch))
@@ -270,6 +276,8 @@ class NearDedup(GlobalStep):
     def filter(self, batch: pa.Table, ctx: UnitContext) -> Sequence[str | None]:
         if self._unit is None or self._unit[0] != ctx.unit_index:  # one unit's ids in memory, never all
             self._unit = (ctx.unit_index, unit_ids(self._removed[1] if self._removed else [], ctx.unit_index))
+        if not len(self._unit[1]):  # most units hold no near-duplicate
+            return [None] * batch.num_rows
         ids = ctx.row_ids(batch.num_rows).to_numpy()
         gone = np.isin(ids, self._unit[1])
         return [REASON if g else None for g in gone]

@@ -163,9 +163,9 @@ def _entries(folder: str) -> list[os.DirEntry[str]]:
         return []
 
 
-def read_partition(scratch: Path, p: int, dtype: np.dtype) -> np.ndarray:
-    """Every unit's records of partition `p`, in unit and batch order."""
-    chunks = [c for f in map_files(scratch) if (c := _read_slice(f, p)) is not None]
+def read_partition(scratch: Path, p: int, dtype: np.dtype, files: list[Path] | None = None) -> np.ndarray:
+    """Every unit's records of partition `p`, in unit and batch order (`files`: `map_files(scratch)` if known)."""
+    chunks = [c for f in (map_files(scratch) if files is None else files) if (c := _read_slice(f, p)) is not None]
     return np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 

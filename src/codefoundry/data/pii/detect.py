@@ -232,7 +232,7 @@ def secrets(text: str, pre: Prefilter | None = None, where: Candidates = EVERYWH
     found: list[Span] = []
     gates = where.detectors
     if "vendor" in gates:
-        found += [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text, pre)
+        found += [Span(s, e, "key", text[s:e], name) for name, s, e in vendor_matches(text, pre, where.vendors)
                   if not is_placeholder(text[s:e])]
     if "private_key" in gates:
         found += [Span(s, e, "key", text[s:e], "private_key") for s, e in private_keys(text)]

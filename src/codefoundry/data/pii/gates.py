@@ -1,10 +1,10 @@
-"""Which texts of a batch each secret detector can find anything in: one RE2 scan per detector over the whole column.
+"""Which texts of a batch each secret detector can find anything in: one RE2 scan per detector over the whole batch.
 
 Most files hold no vendor key, no private key, no quoted 16-character token and no credential
 assignment; Python's regex engine and the per-line loops cost the same on those files as on the
-others. Arrow's `match_substring_regex` runs RE2 (a DFA: one pass, no backtracking) over the
-column, so a pattern that is a *superset* of what a detector can report tells which texts the
-detector may skip. Each gate is written so that a text it rejects is one where the detector
+others. RE2 (`google-re2`: a DFA, one pass, no backtracking; compiled once per process) scans the
+batch's texts joined by newlines, so a pattern that is a *superset* of what a detector can report
+tells which texts the detector may skip. Each gate is written so that a text it rejects is one where the detector
 yields nothing:
 
 - lookarounds are dropped (RE2 has none; without them a pattern matches more, never less);
@@ -21,13 +21,16 @@ The detectors then run as before on the texts a gate lets through, so their span
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import re2
 
 # every character that Python's case-insensitive matching or `str.lower()` equates with a lowercase ASCII letter
 _FOLDS = {"i": "iI\u0130\u0131", "k": "kK\u212a", "s": "sS\u017f"}  # İ ı, Kelvin sign, long s
@@ -123,8 +126,12 @@ _HIGH_ENTROPY = r"[\"'][A-Za-z0-9+/\\\-_=]{23,}[\"']|[\"'][0-9a-fA-F]{9,}[\"']"
 # detect.IPV4 (`\d` is Unicode) and detect.IPV6 (what it matches, before its look-arounds)
 _IP = r"\.".join([f"[{DIGIT}]{{1,3}}"] * 4) + "|(?:[0-9A-Fa-f]{1,4}:|::)[0-9A-Fa-f:]{2}"
 
+# detect.EMAIL, as `emails` anchors it on an "@": a local part's last character, the "@", then a domain label and
+# its dot (ASCII classes in Python too: the pattern has no `\w`)
+_EMAIL = r"[A-Za-z0-9._%+\-]@[A-Za-z0-9][A-Za-z0-9\-]*\.[A-Za-z0-9]"
+
 GATES: dict[str, str | tuple[str, ...]] = {
-    "email": "@",
+    "email": _EMAIL,
     "vendor": VENDOR_GATE,
     "private_key": r"PRIVATE KEY|Private-Lines:",
     "high_entropy": _HIGH_ENTROPY,
@@ -134,11 +141,6 @@ GATES: dict[str, str | tuple[str, ...]] = {
 """Detector → RE2 pattern (or patterns) that every text it reports something in matches."""
 LINE_GATED = ("high_entropy", "assignment")
 """Detectors that read single lines: their gate also picks the lines (these patterns stay within a line)."""
-MIN_BYTES = {"email": 0, "vendor": 160_000, "assignment": 48_000, "high_entropy": 128_000, "ip_address": 64_000,
-             "private_key": 64_000}
-"""Arrow compiles a pattern anew for every call (the vendor gate takes ~1.5 ms); in a smaller batch the detector's
-own Python path costs less than that, so the gate stays open. Break-even sizes measured on the curation bench:
-compile time / (Python cost per byte - RE2 cost per byte)."""
 
 ALL = frozenset(GATES)
 Line = tuple[int, int]
@@ -153,6 +155,9 @@ class Candidates:
     lines: dict[str, list[Line]] = field(default_factory=dict)
     """For `LINE_GATED` detectors whose gate ran: the (start, end) of the lines it matched, in text order."""
 
+    vendors: frozenset[str] | None = None
+    """The vendor patterns (keys of `VENDOR_ANCHORS`) whose anchor the text holds; None: all of them."""
+
     def lines_for(self, detector: str) -> list[Line] | None:
         """The lines `detector` needs to read; None: every line."""
         return self.lines.get(detector)
@@ -161,30 +166,98 @@ class Candidates:
 EVERYWHERE = Candidates()
 
 
-def _mask(column: pa.Array, pattern: str | tuple[str, ...]) -> np.ndarray:
-    """Rows of `column` that `pattern` (any of `pattern`) matches."""
-    if isinstance(pattern, tuple):
-        return np.logical_or.reduce([_mask(column, p) for p in pattern])
-    return pc.match_substring_regex(column, pattern).to_numpy(zero_copy_only=False)
+@cache
+def compiled() -> dict[str, tuple[re2._Regexp, ...]]:
+    """Each gate compiled once per process (UTF-8 byte patterns): RE2 keeps its DFA states between batches, where
+    Arrow's regex kernels compile the pattern and build the DFA anew for every call. A line-gated pattern is extended
+    to its line's end, so that one match per line finds the lines holding one."""
+    return {name: tuple(re2.compile(f"(?:{p})[^\n]*".encode() if name in LINE_GATED else p.encode())
+                        for p in _patterns(pattern))
+            for name, pattern in GATES.items()}
 
 
-def _matched_lines(text: str, pieces: Sequence[int]) -> list[Line]:
-    """The lines of `text` holding a match, from the lengths of the pieces that splitting `text` at each match
-    (extended to the end of its line) leaves: a match starts where its piece ends and runs to the newline."""
-    lines, pos = [], 0
-    for n in pieces[:-1]:
-        start = pos + n
+@cache
+def any_text_gate() -> re2._Regexp:
+    """Every pattern of the gates that pick texts (not lines), as one alternation: one scan finds the rows where any
+    of them matches, and where the first match starts (none of them matches before it), where each gate's own scan
+    of that row begins. One alternation costs about one pattern's scan; the patterns one by one cost each theirs."""
+    return re2.compile("|".join(f"(?:{p})" for name, pattern in GATES.items() if name not in LINE_GATED
+                                for p in _patterns(pattern)).encode())
+
+
+@cache
+def vendor_anchors() -> dict[str, re2._Regexp]:
+    """Each vendor pattern's anchor alone (twilio's two prefixes as one): on a text the vendor gate passed, which
+    patterns can match there, so that the others are not run."""
+    anchors = {**VENDOR_ANCHORS, "twilio": f"{VENDOR_ANCHORS['twilio']}|SK[0-9a-f]{{32}}"}
+    return {name: re2.compile(anchor.encode()) for name, anchor in anchors.items()}
+
+
+def _patterns(pattern: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (pattern,) if isinstance(pattern, str) else pattern
+
+
+def _joined(column: pa.Array) -> tuple[bytes, list[int]]:
+    """The rows' UTF-8 bytes joined by newlines (null as empty) and each row's start in them [n + 1].
+
+    No gate pattern matches a newline, so a match in the joined bytes lies within one row; and `(?m)^`, `$` see a
+    row's edges as a text's edges: the matches are those of each row searched alone."""
+    if column.null_count:
+        column = pc.fill_null(column, "")
+    if pa.types.is_large_string(column.type):
+        width = np.int64
+    elif pa.types.is_string(column.type):
+        width = np.int32
+    else:
+        raise TypeError(f"content must be strings, not {column.type}")
+    _, offsets_buf, data_buf = column.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=width, count=len(column) + 1,
+                            offset=column.offset * width().itemsize).astype(np.int64)
+    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    bounds = offsets.tolist()
+    joined = b"\n".join([data[lo:hi] for lo, hi in itertools.pairwise(bounds)])
+    starts = offsets - offsets[0]
+    starts += np.arange(len(starts))  # a newline after each row
+    return joined, starts.tolist()
+
+
+def _first_matches(pattern: re2._Regexp, joined: bytes, starts: list[int]) -> list[tuple[int, int]]:
+    """(row, offset in `joined` where its first match starts) of the rows holding a match of `pattern`: one search per
+    such row (after a match, the search goes on at the next row's start)."""
+    found, pos = [], 0
+    while (m := pattern.search(joined, pos)) is not None:
+        row = bisect.bisect_right(starts, m.start()) - 1
+        found.append((row, m.start()))
+        pos = starts[row + 1]
+    return found
+
+
+def _line_starts(pattern: re2._Regexp, joined: bytes, starts: list[int]) -> dict[int, list[int]]:
+    """Row → the byte offsets (in the row) where the matches of a line-extended `pattern` start: one per line."""
+    found: dict[int, list[int]] = {}
+    row = 0
+    for m in pattern.finditer(joined):
+        at = m.start()
+        if at >= starts[row + 1]:
+            row = bisect.bisect_right(starts, at, row) - 1
+        found.setdefault(row, []).append(at - starts[row])
+    return found
+
+
+def _matched_lines(text: str, raw: bytes, starts: list[int]) -> list[Line]:
+    """The (start, end) of the lines of `text` holding the byte offsets `starts` (increasing), in characters."""
+    if not text.isascii():  # byte offsets → character offsets, decoding each stretch between two starts once
+        chars, last, pos = [], 0, 0
+        for start in starts:
+            pos += len(raw[last:start].decode("utf-8"))
+            chars.append(pos)
+            last = start
+        starts = chars
+    lines = []
+    for start in starts:
         end = text.find("\n", start)
-        pos = len(text) if end < 0 else end
-        lines.append((text.rfind("\n", 0, start) + 1, pos))
+        lines.append((text.rfind("\n", 0, start) + 1, len(text) if end < 0 else end))
     return lines
-
-
-def _piece_lengths(pieces: pa.Array, byte_lengths: np.ndarray, first: int, last: int, text: str) -> list[int]:
-    """Lengths in characters of one text's pieces (bytes are characters in an ASCII text)."""
-    if text.isascii():
-        return byte_lengths[first:last].tolist()
-    return pc.utf8_length(pieces.slice(first, last - first)).to_pylist()
 
 
 def candidates(column: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, Candidates]]:
@@ -192,31 +265,27 @@ def candidates(column: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, Candi
     find something; the other rows hold nothing to redact (and are not converted to Python strings)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    size = pc.sum(pc.binary_length(column)).as_py() or 0
-    detectors: dict[int, set[str]] = {}
-    split_at: dict[int, dict[str, tuple[pa.Array, np.ndarray, int, int]]] = {}
-    for name, pattern in GATES.items():
-        if size < MIN_BYTES[name]:
-            rows = range(len(column))
-        elif isinstance(pattern, str) and name in LINE_GATED:
-            # a split at every match (extended to its line's end) leaves pieces that end where a match starts
-            split = pc.split_pattern_regex(column, f"(?:{pattern})[^\n]*")
-            offsets = split.offsets.to_numpy().astype(np.int64)
-            offsets -= offsets[0]
-            pieces = split.flatten()
-            byte_lengths = pc.binary_length(pieces).to_numpy().astype(np.int64)
-            rows = np.flatnonzero(np.diff(offsets) > 1).tolist()
-            for row in rows:
-                split_at.setdefault(row, {})[name] = (pieces, byte_lengths, offsets[row], offsets[row + 1])
-        else:
-            rows = np.flatnonzero(_mask(column, pattern)).tolist()
-        for row in rows:
-            detectors.setdefault(row, set()).add(name)
-    rows = sorted(detectors)
+    joined, starts = _joined(column)
+    detectors: dict[int, list[str]] = {}
+    line_starts: dict[int, dict[str, list[int]]] = {}
+    vendors: dict[int, frozenset[str]] = {}
+    gates = compiled()
+    for name in LINE_GATED:
+        for row, found in _line_starts(gates[name][0], joined, starts).items():
+            detectors.setdefault(row, []).append(name)
+            line_starts.setdefault(row, {})[name] = found
+    for row, first in _first_matches(any_text_gate(), joined, starts):
+        end = starts[row + 1] - 1
+        for name, patterns in gates.items():
+            if name not in LINE_GATED and any(p.search(joined, first, end) is not None for p in patterns):
+                detectors.setdefault(row, []).append(name)
+                if name == "vendor":
+                    vendors[row] = frozenset(vendor for vendor, anchor in vendor_anchors().items()
+                                             if anchor.search(joined, first, end) is not None)
     out = {}
-    for row, text in zip(rows, column.take(pa.array(rows, pa.int64())).to_pylist(), strict=True):
-        if text:
-            lines = {name: _matched_lines(text, _piece_lengths(*where, text))
-                     for name, where in split_at.get(row, {}).items()}
-            out[row] = (text, Candidates(frozenset(detectors[row]), lines))
+    for row in sorted(detectors):
+        raw = joined[starts[row]:starts[row + 1] - 1]
+        text = raw.decode("utf-8")
+        lines = {name: _matched_lines(text, raw, found) for name, found in line_starts.get(row, {}).items()}
+        out[row] = (text, Candidates(frozenset(detectors[row]), lines, vendors.get(row)))
     return out

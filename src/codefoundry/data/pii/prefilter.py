@@ -49,8 +49,12 @@ class Prefilter:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        # one byte per character: ASCII as it is, anything else as "?" (offsets equal the text's)
-        self.raw = text.encode("ascii", "replace") if not text.isascii() else text.encode("ascii")
+
+    @cached_property
+    def raw(self) -> bytes:
+        """One byte per character: ASCII as it is, anything else as "?" (offsets equal the text's); made on first use
+        (the detectors the gates leave a text may need none of it)."""
+        return self.text.encode("ascii", "replace") if not self.text.isascii() else self.text.encode("ascii")
 
     @cached_property
     def ip_classes(self) -> bytes:

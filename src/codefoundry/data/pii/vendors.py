@@ -16,7 +16,7 @@ Private keys: the whole body of a PEM/OpenSSH/PGP block (`-----BEGIN … PRIVATE
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from codefoundry.data.pii.prefilter import Prefilter
 
@@ -68,10 +68,14 @@ HEX32_PATTERNS = {"twilio", "mailchimp"}
 """Patterns that need 32 lowercase hex digits in a row: skipped where `Prefilter.has_hex32` finds none."""
 
 
-def vendor_matches(text: str, pre: Prefilter | None = None) -> Iterator[tuple[str, int, int]]:
-    """(pattern name, start, end) of every vendor-pattern secret in `text`."""
+def vendor_matches(text: str, pre: Prefilter | None = None,
+                   names: Collection[str] | None = None) -> Iterator[tuple[str, int, int]]:
+    """(pattern name, start, end) of every vendor-pattern secret in `text`; `names`: the only patterns that can match
+    there (`gates.candidates` decides it), None: all."""
     hex32: bool | None = None
     for name, (markers, pattern, group) in COMPILED.items():
+        if names is not None and name not in names:
+            continue
         if markers and not any(marker in text for marker in markers):
             continue
         if name in HEX32_PATTERNS:
