@@ -293,7 +293,7 @@ def build_indexes(dataset: Path, kept: Mapping[str, Sequence[Path]] | None = Non
         for subset, tables in _kept_tables(dataset, kept, batch_rows):
             for table in tables:
                 search.add(table, subset)
-                members.add(table.column("content").to_pylist())
+                members.add(table.column("content"))
         search.close()
     except BaseException:
         search.abort()
