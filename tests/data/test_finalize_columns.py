@@ -1,16 +1,22 @@
 """Finalizing's column-level paths give what the per-text ones gave: the membership index's digests of a whole
-string column (ASCII texts normalised over the column's buffer) are those of every text's n-grams, one by one."""
+string column (ASCII texts normalised over the column's buffer) are those of every text's n-grams, one by one; and
+the shards' row groups, cut by the rows' sizes, do not depend on how units and batches cut the rows."""
 
 from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from codefoundry.data.contains import DIGESTS, HASH, LEGACY_HASH, _file_grams, column_digests, content_digests
+from codefoundry.data.pipeline import executor
+from codefoundry.data.pipeline.executor import _write_arrow, write_shards
+from codefoundry.data.pipeline.schema import FILES_SCHEMA, conform, from_records
 
 # every character str.split() cuts at among ASCII (\x1c-\x1f too), and some beyond it
 SPACES = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u2000", "\u3000"]
@@ -82,3 +88,50 @@ def test_a_null_slot_holding_bytes_adds_nothing() -> None:
     assert with_null.to_pylist()[1] is None
     out, n = column_digests(with_null)
     assert n == 2 + 3 + 1 and _sorted_digests(out) == sorted(_plain([texts[0], texts[2], texts[3]], HASH))
+
+
+def _rows(seed: int, n: int) -> pa.Table:
+    rng = random.Random(seed)
+    texts = [None if rng.random() < 0.05 else "".join(rng.choice(["é", "x", "\n", "名"])
+                                                      for _ in range(rng.randint(0, 900))) for _ in range(n)]
+    table = from_records([{"repo_name": f"o/r{i % 5}", "path": f"{i}.py", "content": t,
+                           "lang": rng.choice(["Python", None]), "licenses": rng.choice([["MIT"], [], None])}
+                          for i, t in enumerate(texts)])
+    return table.set_column(table.schema.get_field_index("size"), "size",
+                            pa.array([len((t or "").encode()) + 7 for t in texts], pa.int64()))
+
+
+def _staged(root: Path, table: pa.Table, cuts: list[int], batch: int) -> list[Path]:
+    """`table` staged as units cut at `cuts`, each written in batches of `batch` rows (an empty unit among them)."""
+    files = []
+    for u, (a, b) in enumerate(itertools.pairwise([0, *cuts, table.num_rows])):
+        files.append(root / f"{u}.arrow")
+        _write_arrow(files[-1], (table.slice(s, min(batch, b - s)) for s in range(a, b, batch)), FILES_SCHEMA)
+    return files
+
+
+@pytest.mark.parametrize("max_bytes", [40_000, 10**9])
+def test_shards_row_groups_depend_only_on_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   max_bytes: int) -> None:
+    monkeypatch.setattr(executor, "SHARD_GROUP_BYTES", 15_000)
+    monkeypatch.setattr(executor, "SHARD_GROUP_ROWS", 20)
+    table = _rows(3, 400)  # rows of 7-2,707 bytes
+    one = write_shards(_staged(tmp_path / "a", table, [0, 200], 400), tmp_path / "one", FILES_SCHEMA, max_bytes)
+    other = write_shards(_staged(tmp_path / "b", table, [1, 13, 13, 250, 399], 17), tmp_path / "other", FILES_SCHEMA,
+                         max_bytes)
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in other]  # however units and batches cut them
+    assert pa.concat_tables(pq.read_table(p) for p in one).equals(conform(table, FILES_SCHEMA))
+    sizes = table.column("size").to_pylist()
+    binding = set()
+    at = 0
+    for path in one:
+        meta = pq.ParquetFile(path).metadata
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert all(0 < g <= 20 for g in groups)
+        for g in groups[:-1]:  # a group is cut only where one more row would pass the limits
+            assert g == 20 or sum(sizes[at:at + g + 1]) > 15_000 >= sum(sizes[at:at + g])
+            binding.add(g == 20)
+            at += g
+        at += groups[-1]
+    assert binding == {True, False}  # both limits cut groups here
+    assert (len(one) == 1) == (max_bytes == 10**9)
