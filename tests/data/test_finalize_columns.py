@@ -1,10 +1,12 @@
 """Finalizing's column-level paths give what the per-text ones gave: the membership index's digests of a whole
 string column (ASCII texts normalised over the column's buffer) are those of every text's n-grams, one by one; and
-the shards' row groups, cut by the rows' sizes, do not depend on how units and batches cut the rows."""
+the shards' row groups, cut by the rows' sizes, do not depend on how units and batches cut the rows; stats counted
+over units together are the merge of each unit's."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import pytest
 
 from codefoundry.data.contains import DIGESTS, HASH, LEGACY_HASH, _file_grams, column_digests, content_digests
 from codefoundry.data.pipeline import executor
-from codefoundry.data.pipeline.executor import _write_arrow, write_shards
-from codefoundry.data.pipeline.schema import FILES_SCHEMA, conform, from_records
+from codefoundry.data.pipeline.executor import _write_arrow, gather_stats, read_unit, write_shards
+from codefoundry.data.pipeline.schema import FILES_SCHEMA, REMOVED_SCHEMA, conform, from_records
+from codefoundry.data.pipeline.stats import count_files, merge_all
 
 # every character str.split() cuts at among ASCII (\x1c-\x1f too), and some beyond it
 SPACES = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u2000", "\u3000"]
@@ -135,3 +138,38 @@ def test_shards_row_groups_depend_only_on_the_rows(tmp_path: Path, monkeypatch: 
         at += groups[-1]
     assert binding == {True, False}  # both limits cut groups here
     assert (len(one) == 1) == (max_bytes == 10**9)
+
+
+@pytest.mark.parametrize("stats_rows", [1, 50, 1 << 20])
+def test_stats_of_units_together_are_the_merge_of_each_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             stats_rows: int) -> None:
+    monkeypatch.setattr(executor, "STATS_ROWS", stats_rows)
+    rng = random.Random(5)
+    table = _rows(9, 300)
+    table = table.set_column(table.schema.get_field_index("license_type"), "license_type", pa.array(
+        [rng.choice(["permissive", "no_license", None]) for _ in range(300)], pa.string()))
+    table = table.set_column(table.schema.get_field_index("licenses"), "licenses", pa.array(
+        [rng.choice([["MIT"], [], None, ["MIT", "Apache-2.0"], ["GPL-3.0"]]) for _ in range(300)],
+        pa.list_(pa.string())))
+    kept = _staged(tmp_path / "kept", table.slice(0, 200), [0, 30, 30, 111], 25)
+    outputs = []
+    for u, kept_file in enumerate(kept):
+        removed_files = []
+        for phase in range(u % 3):  # none, one or two files of removed rows
+            rows = conform(table.slice(200 + 20 * u + 7 * phase, 7 + phase), FILES_SCHEMA)
+            reasons = pa.array([rng.choice(["near_dedup", "pii:x", None]) for _ in range(rows.num_rows)], pa.string())
+            removed_files.append(tmp_path / f"removed-{u}-{phase}.arrow")
+            _write_arrow(removed_files[-1], iter([rows.append_column("reason", reasons)]), REMOVED_SCHEMA)
+        steps = {"near_dedup": {"rows_in": u + 3, "kept": u, "removed": {"near_dedup": 3}, "counters": {"c": u},
+                                "seconds": 0.5}, **({"pii": {"rows_in": 1, "kept": 1, "removed": {}}} if u % 2 else {})}
+        outputs.append((kept_file, removed_files, steps))
+    plain = []  # each unit counted alone, then merged
+    columns = ["size", "lang", "licenses", "license_type"]
+    for kept_file, removed_files, steps in outputs:
+        removed = pa.concat_tables([read_unit(f, [*columns, "reason"]) for f in removed_files]) if removed_files \
+            else REMOVED_SCHEMA.empty_table().select([*columns, "reason"])
+        plain.append(count_files(read_unit(kept_file, columns), removed,
+                                 {n: {k: v for k, v in d.items() if k != "seconds"} for n, d in steps.items()}))
+    got = gather_stats(outputs, "files")
+    assert json.dumps(got) == json.dumps(merge_all(plain))
+    assert got["subsets"]["files"]["totals"]["kept_files"] == 200 and got["subsets"]["files"]["removed"]
