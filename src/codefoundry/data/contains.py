@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
@@ -156,6 +158,71 @@ def content_digests(texts: Iterable[str | None], digest: str = HASH) -> tuple[by
     return out, len(out) // 16
 
 
+_ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else 32 if c in b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" else c
+                    for c in range(256))
+"""`normalize` on ASCII bytes, byte for byte: A-Z lowered, and every ASCII character `str.split()` cuts at (the
+\x1c-\x1f separators too) a space; a run of them then becomes one space, none at either end."""
+
+
+def column_digests(column: pa.Array | pa.ChunkedArray, digest: str = HASH) -> tuple[bytes, int]:
+    """`content_digests` of a string column (null as empty), its ASCII texts normalised over the column's buffer:
+    `str.lower` and `str.split` made a string per word (most of the index's cost); the rest as `content_digests`."""
+    if STRIDE != NGRAM:
+        return content_digests(column.to_pylist(), digest)
+    fn = DIGESTS[digest]
+    parts: list[bytes] = []
+    for array in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        pieces, others = _ascii_pieces(array)
+        parts.append(b"".join(map(fn, pieces.view(f"V{NGRAM}").tolist())))
+        parts += [_file_digests(text, fn) for text in others]
+    out = b"".join(parts)
+    return out, len(out) // 16
+
+
+def _ascii_pieces(array: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """(the ASCII texts normalised and cut to whole n-grams, concatenated as bytes; the other non-null texts)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        raise TypeError(f"content must be a string column, not {array.type}")
+    n = len(array)
+    if n == 0 or array.null_count == n:
+        return np.zeros(0, np.uint8), []
+    width = 8 if pa.types.is_large_string(array.type) else 4
+    offsets = np.frombuffer(array.buffers()[1], f"<i{width}", n + 1, array.offset * width).tolist()
+    base = offsets[0]
+    data = array.buffers()[2]
+    raw = memoryview(data)[base:offsets[-1]].tobytes() if data is not None else b""
+    folded = np.frombuffer(raw.translate(_ASCII_FOLD), np.uint8)
+    space = folded == 32
+    keep = np.empty_like(space)  # kept: a character that is not a space, or a space after one that is not …
+    if len(keep):
+        keep[0] = True
+        np.logical_not(space[:-1], out=keep[1:])
+        keep |= ~space
+    valid = array.is_valid().to_pylist()
+    ascii_ = pc.string_is_ascii(array).to_pylist()
+    spans, others = [], []
+    for i in range(n):
+        start, stop = offsets[i] - base, offsets[i + 1] - base
+        if valid[i] and ascii_[i]:
+            if start < stop:
+                keep[start] = not space[start]  # … but not at a text's start: a leading run goes entirely
+                spans.append((start, stop))
+        elif start < stop:  # another text's bytes (or a null slot's): not in the concatenation
+            keep[start:stop] = False
+            if valid[i]:
+                others.append(array[i].as_py())
+    out = folded[keep]
+    cut, at = [], 0
+    for start, stop in spans:
+        chars = int(np.count_nonzero(keep[start:stop]))
+        ends_in_space = int(chars > 0 and out[at + chars - 1] == 32)  # a trailing run left one space
+        whole = (chars - ends_in_space) // NGRAM * NGRAM
+        if whole:
+            cut.append(out[at:at + whole])
+        at += chars
+    return (np.concatenate(cut) if cut else np.zeros(0, np.uint8)), others
+
+
 DIGEST_CHUNK = 1 << 22
 """Bytes of gram digests (16 per gram) added to the filter at a time."""
 
@@ -171,8 +238,12 @@ class ContainsIndexWriter:
         self.spill = open(self.scratch, "wb")  # noqa: SIM115 - closed in close() or abort()
         self.n = 0
 
-    def add(self, texts: Iterable[str | None]) -> None:
-        digests, n = content_digests(texts)
+    def add(self, texts: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> None:
+        """Add texts: a string column (`column_digests`) or any iterable of str or None."""
+        if isinstance(texts, pa.Array | pa.ChunkedArray):
+            digests, n = column_digests(texts)
+        else:
+            digests, n = content_digests(texts)
         self.spill.write(digests)
         self.n += n
 
@@ -203,7 +274,7 @@ def build_contains_index(dataset: str | Path) -> Path:
     try:
         for shard in sorted((dataset / "data").glob("*/*.parquet")):
             for batch in pq.ParquetFile(shard).iter_batches(columns=["content"]):
-                writer.add(batch.column(0).to_pylist())
+                writer.add(batch.column(0))
     except BaseException:
         writer.abort()
         raise

@@ -58,6 +58,7 @@ from codefoundry.data.pipeline import (
     storage,
 )
 from codefoundry.data.pipeline.executor import (
+    SHARD_FORMAT,
     WORK,
     _rows_in,
     gather_stats,
@@ -293,7 +294,7 @@ def build_indexes(dataset: Path, kept: Mapping[str, Sequence[Path]] | None = Non
         for subset, tables in _kept_tables(dataset, kept, batch_rows):
             for table in tables:
                 search.add(table, subset)
-                members.add(table.column("content").to_pylist())
+                members.add(table.column("content"))
         search.close()
     except BaseException:
         search.abort()
@@ -386,6 +387,7 @@ def _manifest_extra(job: Job, key: str, seconds: float, timings: Mapping[str, fl
     return {**previous, "run_key": key, "sources": job.sources, "work_units": len(job.units),
             "steps": [*previous.get("steps", []), *(s.name for s in job.steps)], "subsets": list(subsets),
             "seconds": round(seconds, 3), "step_seconds": {n: round(t, 6) for n, t in timings.items()},
+            "shard_format": SHARD_FORMAT,
             "decontaminated_against": sorted(benchmarks), **_opt_out_hash(job), **job.extra}
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from codefoundry.errors import ArtifactError, UserError
@@ -121,6 +120,8 @@ class FileStatus:
 
 def lookup(dataset: str | Path, user: str | None = None, repo: str | None = None) -> list[FileStatus]:
     """Every row of a user's (or one repository's) repositories in every subset: kept, or why it was removed."""
+    import pyarrow.dataset as ds  # here, not at the top: it imports pandas (~0.5 s), which a curation never needs
+
     if (user is None) == (repo is None):
         raise UserError("give exactly one of --user NAME or --repo OWNER/NAME")
     dataset = Path(dataset)
