@@ -287,7 +287,7 @@ def run_eval(out: Path, config: EvalConfig) -> Path:
     _check_resume(out, config)
     done = _done_rows(out / SAMPLES)
     # two slots per core: a sandboxed program spends part of its life in exec and namespace setup
-    sandbox = Sandbox(slots=config.workers or 2 * (os.cpu_count() or 1))
+    sandbox = Sandbox(slots=config.workers or 2 * (os.cpu_count() or 1), hide=[out])  # its samples hold answers
     console.print(describe_isolation(sandbox), highlight=False)
     executor = Executor(sandbox, config.timeout)
     results: dict[str, Any] = {}
