@@ -73,7 +73,8 @@ def test_q4_file_is_served_in_int4_by_default_and_in_float_with_none(files: dict
     # exactly what the file's own 4-bit weights compute (not the dequantized float model's output)
     assert served.json()["generated_text"] == _greedy_text(load_model(file, quantize="int4"), tokenizer)
 
-    engine, engine_info = build_engine(ServeConfig(model=file, max_batch_total_tokens=512, max_batch_prefill_tokens=128))
+    engine, engine_info = build_engine(ServeConfig(model=file, max_batch_total_tokens=512,
+                                                   max_batch_prefill_tokens=128))
     assert engine_info.quantize == "int4"
     assert any(isinstance(m, QuantizedLinear) and m.mode == "int4" for m in engine.model.modules())
     engine, engine_info = build_engine(ServeConfig(model=file, quantize="none", max_batch_total_tokens=512,

@@ -53,7 +53,8 @@ def test_openai_route_answers_an_error(tiny_server) -> None:
     schema = {"type": "string", "pattern": f"^{FAILING_REGEX}$"}   # a JSON schema pattern is unanchored otherwise
     response_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
     with pytest.raises(openai.APIStatusError) as raised:
-        client.completions.create(model="tiny", prompt="a", max_tokens=8, extra_body={"response_format": response_format})
+        client.completions.create(model="tiny", prompt="a", max_tokens=8,
+                                  extra_body={"response_format": response_format})
     assert raised.value.status_code == 424 and "grammar failed" in raised.value.response.json()["error"]
     stream = client.completions.create(model="tiny", prompt="a", max_tokens=8, stream=True,
                                        extra_body={"response_format": response_format})
