@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from rich.console import Console
@@ -22,6 +24,23 @@ T = TypeVar("T")
 
 console = Console(stderr=True)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_RESUME_HINT: ContextVar[str] = ContextVar("resume_hint", default="rerun with --resume to continue")
+
+
+def resume_hint() -> str:
+    """What an interrupted stage tells the user to do to continue: its own `--resume` flag, unless a command
+    that runs it (the demo) resumes it another way (`resumed_by`)."""
+    return _RESUME_HINT.get()
+
+
+@contextmanager
+def resumed_by(hint: str) -> Iterator[None]:
+    """Within: interrupted stages say `hint` (e.g. "rerun the same `codefoundry demo` command to continue")."""
+    token = _RESUME_HINT.set(hint)
+    try:
+        yield
+    finally:
+        _RESUME_HINT.reset(token)
 
 
 def setup_logging(level: str = "info") -> None:

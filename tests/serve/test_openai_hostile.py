@@ -146,7 +146,9 @@ def test_hostile_grammar_compiles_while_other_streams_keep_producing(tiny_server
     finally:
         stop.set()
         reader.join(120)
-    assert r.status_code == 200, r.text
+    # its lexer may also give up once output starts: then the client gets the grammar's failure, never a
+    # truncated output passed off as complete
+    assert r.status_code == 200 or (r.status_code == 424 and "grammar failed" in r.json()["error"]), r.text
     assert end - begin > 0.5, "the grammar was not hostile enough to test anything"
     during = [t for t in arrivals if begin <= t <= end]
     gaps = [b - a for a, b in zip([begin, *during], [*during, end], strict=True)]

@@ -236,3 +236,35 @@ def test_fim_tokens_found_by_family_or_none() -> None:
     assert fim_tokens(tok) is None  # an incomplete set is no set
     tok.add_special_tokens({"additional_special_tokens": ["<|fim_middle|>"]})
     assert fim_tokens(tok) == {"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>", "middle": "<|fim_middle|>"}
+
+
+@pytest.mark.browser
+def test_playground_top_k_is_offered_only_where_it_is_sent(tiny_server, browser) -> None:
+    """OpenAI's API has no top_k (the server answers 422 to unknown OpenAI parameters): in OpenAI and chat
+    modes the field is disabled with a note instead of being silently dropped."""
+    from selenium.webdriver.support.ui import Select
+
+    driver, url = browser, tiny_server.url
+    driver.get(url + "/ui")
+    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true", "the page")
+    _fill(driver, "api-key", SERVE_API_KEY)
+    _fill(driver, "max-new-tokens", "8")
+    _fill(driver, "prompt", PROMPT)
+    top_k, note = driver.find_element("id", "top-k"), driver.find_element("id", "top-k-note")
+    assert top_k.is_enabled() and note.text == ""
+    _fill(driver, "top-k", "5")
+    Select(driver.find_element("id", "api")).select_by_value("openai")
+    assert not top_k.is_enabled() and "top_k" in note.text and "OpenAI" in note.text
+    # a sampled OpenAI request from the page is accepted (no top_k in its body)
+    _fill(driver, "temperature", "0.7")
+    _fill(driver, "seed", "3")
+    assert _generate_and_wait(driver) == ["done"]
+    # the compare pane on TGI would carry it: enabled again; chat mode never does
+    driver.find_element("id", "compare").click()
+    assert top_k.is_enabled() and note.text == ""
+    driver.find_element("css selector", 'input[name="mode"][value="chat"]').click()
+    assert not top_k.is_enabled() and "top_k" in note.text
+    driver.find_element("css selector", 'input[name="mode"][value="completion"]').click()
+    driver.find_element("id", "compare").click()
+    Select(driver.find_element("id", "api")).select_by_value("tgi")
+    assert top_k.is_enabled() and top_k.get_property("value") == "5"

@@ -208,6 +208,14 @@ def test_tp_refusal_is_one_error_line(lora_bases: dict[str, Path], tmp_path: Pat
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --tp 4 with LoRA adapters"), proc.stderr
+    # a named adapter too (not only a run-time --adapter-root): refused before any rank starts
+    (tmp_path / "adapter").mkdir()
+    proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), "--tp", "2",
+                           "--adapter", f"code={tmp_path / 'adapter'}"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: --tp 2 with LoRA adapters") and "merge" in proc.stderr, proc.stderr
     proc = subprocess.run([cli, "serve", "--model", str(lora_bases["llama"]), "--port", str(_free_port()), "--tp", "4",
                            "--quantize", "int4"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -66,7 +66,9 @@ def command(
     dtype: Annotated[str | None, _opt("--dtype", "float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
                                                  "float32 on CPU).")] = None,
     quantize: Annotated[str | None, _opt("--quantize", "Weight-only quantization of the linear layers: int8 "
-                                                       "(per channel) or int4 (groups of 32). Default: none.")] = None,
+                                                       "(per channel), int4 (groups of 32) or none. Default: the "
+                                                       "model's own: int4 for a Q4_0/Q4_1 GGUF file (its 4-bit "
+                                                       "weights as they are), else none.")] = None,
     otlp_endpoint: Annotated[str | None, _opt("--otlp-endpoint", "Export OpenTelemetry traces over OTLP/HTTP "
                                               "to this URL (off by default).")] = None,
     no_prefix_caching: Annotated[bool, _opt(
@@ -120,7 +122,7 @@ def command(
     if cfg.tp > 1 and cfg.model is not None:          # before any process starts
         from codefoundry.generate import check_tp_serving
 
-        check_tp_serving(cfg.model, cfg.tp, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+        check_tp_serving(cfg.model, cfg.tp, cfg.served_quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
     serve(cfg)
 
 

@@ -171,6 +171,7 @@ def make_dataset(job: Job, overwrite: bool = False) -> Path | str:
     with `job.url`, publish it there (returns the URL)."""
     key = job.run_key()
     executor = make_executor(job.config)  # first: a missing Ray is an error before anything is written
+    executor.connect()  # and so is a cluster that cannot be joined
     if job.url is not None:
         if _prepare_remote(job, key, overwrite):
             console.print(f"{job.url}: already complete ({len(job.units)} work units)", highlight=False)

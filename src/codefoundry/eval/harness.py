@@ -411,7 +411,8 @@ def run_evals(runs: list[tuple[Path, EvalConfig]], served_adapters: bool = False
         _check_resume(out, config)
     done = [_done_rows(out / SAMPLES) for out, _ in runs]
     # two slots per core: a sandboxed program spends part of its life in exec and namespace setup
-    sandbox = Sandbox(slots=configs[0].workers or 2 * (os.cpu_count() or 1))
+    sandbox = Sandbox(slots=configs[0].workers or 2 * (os.cpu_count() or 1),
+                      hide=[out for out, _ in runs])  # their samples hold answers
     console.print(describe_isolation(sandbox), highlight=False)
     group = [_Run(out, config, tasks, Executor(sandbox, config.timeout), name)
              for (out, config), tasks, name in zip(runs, task_lists, adapter_names, strict=True)]

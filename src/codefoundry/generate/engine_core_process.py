@@ -67,13 +67,14 @@ def token_from_wire(w: list) -> GeneratedToken:
 def completion_to_wire(c: Completion) -> list:
     """Without `tokens`: the receiver saw every one of them as a step output and rebuilds the list."""
     return [c.text, c.token_ids, str(c.finish_reason), c.generated_tokens, c.seed, c.prompt_token_ids,
-            c.stop_sequence, c.prefill_logprobs, c.prefill_top_tokens]
+            c.stop_sequence, c.prefill_logprobs, c.prefill_top_tokens, c.error]
 
 
 def completion_from_wire(w: list, tokens: list[GeneratedToken]) -> Completion:
     return Completion(text=w[0], token_ids=w[1], finish_reason=FinishReason(w[2]), generated_tokens=w[3], seed=w[4],
                       tokens=tokens, prompt_token_ids=w[5], stop_sequence=w[6], prefill_logprobs=w[7],
-                      prefill_top_tokens=None if w[8] is None else [[(i, lp) for i, lp in top] for top in w[8]])
+                      prefill_top_tokens=None if w[8] is None else [[(i, lp) for i, lp in top] for top in w[8]],
+                      error=w[9])
 
 
 def output_to_wire(o: StepOutput) -> list:

@@ -8,6 +8,9 @@ each step the matcher's bitmask says which tokens keep the output inside the gra
 sampler sets the others to -inf before penalties and warpers (`Sampler.sample(..., masks=)`),
 and the sampled token advances the matcher. Constrained and free requests share a batch: a free
 row simply has no mask. When the grammar is complete only EOS is allowed, so the request ends.
+A matcher that fails (it runs out of fuel on a hostile grammar, or cannot be built) also allows
+only EOS, but its `error` says why: the engine ends that request with the error, never with an
+output that merely looks complete.
 
 llguidance was picked over outlines-core by bench/grammar.py (SmolLM2's 49k-token vocabulary;
 numbers in bench/RESULTS.md): outlines-core's precomputed index makes a mask about 1.5x cheaper
@@ -80,7 +83,8 @@ class GrammarCompiler:
     def prepare(self, grammar: tuple[str, str], eos_ids: set[int]) -> Future[GrammarMatcher]:
         """A matcher with its first mask computed, built on this compiler's worker thread. A hostile grammar
         (`(a{1000}){1000}`) spends seconds there, in llguidance's lexer without the GIL, and then fails its
-        fuel limit: its matcher allows only EOS. A grammar that cannot be built at all ends the same way."""
+        fuel limit: its matcher allows only EOS and has an `error`. A grammar that cannot be built at all ends
+        the same way."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar")
 
@@ -89,9 +93,9 @@ class GrammarCompiler:
                 matcher = self.matcher(grammar)
                 matcher.allowed()
                 return matcher
-            except Exception:  # checked before it was queued: only llguidance's own failure gets here
+            except Exception as e:  # checked before it was queued: only llguidance's own failure gets here
                 log.exception("grammar %r could not be compiled", grammar[0])
-                return EosOnly(eos_ids, self.vocab_size)
+                return EosOnly(eos_ids, self.vocab_size, f"the grammar could not be compiled: {e}")
 
         return self._pool.submit(build)
 
@@ -130,15 +134,24 @@ class GrammarMatcher:
         """The grammar is complete (only EOS may follow) or broken."""
         return self._m.is_stopped() or self._m.is_error()
 
+    @property
+    def error(self) -> str | None:
+        """Why the matcher failed (out of fuel, a token it could not take), None while it works."""
+        if not self._m.is_error():
+            return None
+        # the first line says what ran out; llguidance's verbose rest is parser state (it may quote the schema)
+        lines = self._m.get_error().strip().splitlines() or ["unknown error"]
+        return f"the grammar failed: {lines[0][:300]}"
+
 
 class EosOnly(GrammarMatcher):
     """A grammar that failed: only EOS may follow, as llguidance's own matcher does once it errs."""
 
-    def __init__(self, eos_ids: set[int], vocab_size: int) -> None:
+    def __init__(self, eos_ids: set[int], vocab_size: int, error: str) -> None:
         mask = torch.zeros(vocab_size, dtype=torch.bool)
         mask[[i for i in eos_ids if i < vocab_size]] = True
         super().__init__(None, vocab_size)
-        self._eos = mask
+        self._eos, self._error = mask, error
 
     def allowed(self) -> torch.Tensor:
         return self._eos
@@ -149,6 +162,10 @@ class EosOnly(GrammarMatcher):
     @property
     def done(self) -> bool:
         return True
+
+    @property
+    def error(self) -> str | None:
+        return self._error
 
 
 def _schema_text(value: Any, where: str) -> str:

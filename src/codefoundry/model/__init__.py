@@ -18,7 +18,7 @@ from codefoundry.model.gguf_import import import_gguf
 from codefoundry.model.gpt_bigcode import GPTBigCodeForCausalLM
 from codefoundry.model.info import model_info
 from codefoundry.model.llama import LlamaConfig, LlamaForCausalLM
-from codefoundry.model.load import load_config, load_model, resolve_model_path
+from codefoundry.model.load import load_config, load_model, native_quantize, resolve_model_path
 from codefoundry.model.paged import PagedAttention, allocate_kv_cache, kv_cache_bytes_per_block
 from codefoundry.model.quantize import QUANTIZE_MODES, QuantizedLinear, quantize_model, weight_bytes
 from codefoundry.model.starcoder2 import Starcoder2Config, Starcoder2ForCausalLM
@@ -44,6 +44,7 @@ __all__ = [
     "load_model",
     "model_class",
     "model_info",
+    "native_quantize",
     "padded_vocab_size",
     "preset",
     "quantize_model",

@@ -32,7 +32,7 @@ from codefoundry.model.checkpoint import (
     read_config,
     read_model,
 )
-from codefoundry.model.gguf_import import imported_dir, q4_linear_weights
+from codefoundry.model.gguf_import import imported_dir, q4_linear_weights, read_gguf, read_metadata
 from codefoundry.model.quantize import QuantizeMode, quantize_model
 
 
@@ -202,6 +202,23 @@ class _LazyWeights:
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
+
+
+def native_quantize(path: str | Path) -> QuantizeMode | None:
+    """The weight-only quantization a model file holds its weights in, as llama.cpp computes with them:
+    "int4" for a GGUF file of type Q4_0 / Q4_1 (`general.file_type`, or most of its matrices when unset),
+    None for every other file and for model directories (float weights)."""
+    if not _is_gguf(path):
+        return None
+    from gguf import GGMLQuantizationType, LlamaFileType
+
+    reader = read_gguf(path)
+    file_type = read_metadata(reader, with_tokenizer=False).get("general.file_type")
+    if file_type is not None:
+        return "int4" if int(file_type) in (LlamaFileType.MOSTLY_Q4_0, LlamaFileType.MOSTLY_Q4_1) else None
+    matrices = [t.tensor_type for t in reader.tensors if len(t.shape) == 2]
+    q4 = sum(t in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1) for t in matrices)
+    return "int4" if matrices and 2 * q4 > len(matrices) else None
 
 
 def _is_gguf(path: str | Path) -> bool:

@@ -38,7 +38,9 @@ class ServeConfig(StageConfig):
     cpu_kv_cache_bytes: int = Field(1 << 30, ge=1)    # cap on the KV pool when serving on CPU
     device: str | None = None                         # None = cuda when available, else cpu
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None = bf16 on cuda, fp32 on cpu
-    quantize: Literal["int8", "int4"] | None = None   # weight-only quantized linear layers (model.quantize)
+    # weight-only quantized linear layers (model.quantize); None = the file's own: int4 for a Q4_0/Q4_1 GGUF file
+    # (llama.cpp computes with those 4-bit weights), else float; "none" = float weights whatever the file holds
+    quantize: Literal["int8", "int4", "none"] | None = None
     model_id: str | None = None                       # name in /info and /v1/models; default: the directory name
     log_prompts: bool = False                         # never log prompt text unless asked
     adapters: dict[str, Path] = Field(default_factory=dict)  # LoRA adapters loaded at start: name → PEFT dir
@@ -47,6 +49,17 @@ class ServeConfig(StageConfig):
     dataset: Path | None = None                       # /v1/provenance answers from it (default: the model's lineage)
     report: Path | None = None                        # an HTML report shown at /ui/report (the demo's)
     engine_process: bool = True                       # the engine core in its own process (vLLM v1); False: a thread
+
+    @property
+    def served_quantize(self) -> Literal["int8", "int4"] | None:
+        """The quantization the model is served with (see `quantize`)."""
+        if self.quantize == "none":
+            return None
+        if self.quantize is not None or self.model is None:
+            return self.quantize
+        from codefoundry.model import native_quantize
+
+        return native_quantize(self.model)
 
     @property
     def loopback(self) -> bool:

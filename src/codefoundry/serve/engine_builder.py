@@ -39,6 +39,7 @@ class EngineInfo:
     prefill_tokens: int                # the warmup's prefill
     warmup_seconds: float
     adapters: list[dict[str, Any]]     # the LoRA adapters loaded at start (`Engine.adapters()`)
+    quantize: str | None = None        # weight-only quantization served ("int8", "int4"), None = float weights
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,24 +79,25 @@ def warmup(engine: Engine, num_tokens: int) -> float:
 
 
 def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
-    """Load `cfg.model` (a model directory), warm up, size the pool; the ready engine and its info."""
-    from codefoundry.model import load_model
+    """Load `cfg.model` (a model directory or a .gguf file), warm up, size the pool; the ready engine and its info."""
+    from codefoundry.model import load_model, resolve_model_path
     from codefoundry.tokenizer import load_tokenizer
 
     if cfg.model is None:
         raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[cfg.dtype] if cfg.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    quantize = cfg.served_quantize
     tp = None
     if cfg.tp > 1:                                   # the other ranks load the model while this one does
         from codefoundry.generate.tensor_parallel import launch
 
-        tp = launch(cfg.model, cfg.tp, dtype, device, cfg.quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+        tp = launch(cfg.model, cfg.tp, dtype, device, quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
     # under --tp each rank quantizes its own shard of the float model
-    model = load_model(cfg.model, dtype=dtype, device=device, quantize=None if tp else cfg.quantize)
+    model = load_model(cfg.model, dtype=dtype, device=device, quantize=None if tp else quantize)
     if tp is not None:                               # sharded over cfg.tp processes; this one runs the engine
         model = tp.shard(model)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model))
     n_positions = model.config.n_positions
 
     # 1. a maximal prefill on a pool just big enough for it (TGI: fail early on a too-large prefill budget)
@@ -124,7 +126,7 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
     return engine, EngineInfo(num_blocks=num_blocks, block_size=cfg.block_size, n_positions=n_positions,
                               dtype=str(dtype).removeprefix("torch."), device_type=device.type,
                               special_ids=sorted(engine.special_ids), prefill_tokens=prefill, warmup_seconds=seconds,
-                              adapters=msgspec.to_builtins(engine.adapters()))
+                              adapters=msgspec.to_builtins(engine.adapters()), quantize=quantize)
 
 
 def build_engine_for_process(settings: dict[str, Any]) -> tuple[Engine, dict[str, Any]]:

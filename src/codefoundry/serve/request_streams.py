@@ -2,7 +2,8 @@
 
 `StreamTable` maps request ids to `RequestStream`s and delivers a step's outputs with one
 `call_soon_threadsafe` per event loop and step (one wake-up for the whole batch, not one per
-token). A route iterates its `RequestHandle` for `StepOutput`s until one carries a completion;
+token). A route iterates its `RequestHandle` for `StepOutput`s until one carries a completion (a
+completion with an `error`, a grammar that broke, arrives as a `ServeError`);
 a handle left early (the client went away) aborts its request, which frees its KV blocks.
 Both engine back ends (`engine_loop`: a thread in this process; `engine_client`: the engine
 in its own process) use these.
@@ -93,6 +94,8 @@ class StreamTable:
                 stream = self._streams.get(rid)
                 if stream is None:
                     continue
+                if isinstance(item, StepOutput) and item.completion is not None and item.completion.error:
+                    item = ServeError("generation", item.completion.error)   # a broken grammar: not an output
                 if isinstance(item, ServeError) or item.completion is not None:
                     del self._streams[rid]
                 by_loop.setdefault(stream.loop, []).append((rid, stream.queue, item))

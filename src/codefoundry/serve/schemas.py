@@ -134,6 +134,8 @@ class Info(BaseModel):
     model_pipeline_tag: str | None = "text-generation"
     model_dtype: str
     model_device_type: str
+    quantize: str | None = Field(None, description=(
+        "Weight-only quantization of the linear layers (int8, int4); null: float weights in model_dtype"))
     max_concurrent_requests: int
     max_best_of: int = MAX_BEST_OF
     max_stop_sequences: int

@@ -56,13 +56,14 @@ def _limits(cfg: ServeConfig, info: EngineInfo) -> tuple[int, int, int]:
 
 def _start_engine(cfg: ServeConfig) -> tuple[EngineBackend, EngineInfo, Any]:
     """The engine back end (not yet reading), what it reported, and the tokenizer for this process."""
+    from codefoundry.model import resolve_model_path
     from codefoundry.tokenizer import load_tokenizer
 
     if cfg.engine_process:
         from codefoundry.serve.engine_client import EngineClient
 
         client = EngineClient(build_engine_for_process, (cfg.model_dump(mode="json"),))
-        return client, EngineInfo(**client.info), load_tokenizer(cfg.model)
+        return client, EngineInfo(**client.info), load_tokenizer(resolve_model_path(cfg.model))
     engine, info = build_engine(cfg)
     return EngineLoop(engine), info, engine.tokenizer
 
@@ -74,9 +75,11 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
     if cfg.model is None:
         raise UserError("no model given", "pass --model DIR (a model/ artifact in HF format)")
     model_id = cfg.model_id or Path(cfg.model).resolve().name
-    # a .gguf file: the directory it imports to, imported once here (not by the engine process too)
+    # the engine reads a .gguf file itself (a Q4 file's own 4-bit blocks), with the quantization decided once
+    # here; the routes see the directory it imports to, imported once here (not by the engine process too)
+    engine_cfg = cfg.model_copy(update={"model_id": model_id, "quantize": cfg.served_quantize or "none"})
     cfg = cfg.model_copy(update={"model": resolve_model_path(cfg.model), "model_id": model_id})
-    backend, info, tokenizer = _start_engine(cfg)
+    backend, info, tokenizer = _start_engine(engine_cfg)
     try:
         pool_tokens, max_total, max_input = _limits(cfg, info)
     except UserError:
@@ -88,6 +91,7 @@ def build_state(cfg: ServeConfig, span_processor: Any = None) -> ServerState:
     metrics.batch_max_total_tokens.set(pool_tokens)
     backend.start(metrics)
     info_body = Info(model_id=model_id, model_dtype=info.dtype, model_device_type=info.device_type,
+                     quantize=info.quantize,
                      max_concurrent_requests=cfg.max_concurrent_requests, max_stop_sequences=cfg.max_stop_sequences,
                      max_input_tokens=max_input, max_total_tokens=max_total, max_batch_total_tokens=pool_tokens,
                      max_batch_prefill_tokens=cfg.max_batch_prefill_tokens,

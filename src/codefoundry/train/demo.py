@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codefoundry.console import resumed_by
 from codefoundry.errors import UserError
 from codefoundry.train.config import PackConfig, TrainConfig
+
+# inside the demo a stage resumes by rerunning the demo: `train --resume` would need flags the demo chose
+DEMO_RESUME_HINT = "rerun the same `codefoundry demo` command to continue (it resumes from this checkpoint)"
 
 
 def demo_config(seconds: float, workers: int | None, seed: int) -> TrainConfig:
@@ -30,4 +34,5 @@ def run_demo_stage(out: Path, seconds: float, workers: int | None, seed: int) ->
         if not (needed / "manifest.json").exists():
             raise UserError(f"{needed} is missing: the demo's '{stage}' stage makes it")
     resume = (model / "checkpoints" / "latest.json").exists()
-    return train(model, tokenizer, dataset=dataset, config=demo_config(seconds, workers, seed), resume=resume)
+    with resumed_by(DEMO_RESUME_HINT):
+        return train(model, tokenizer, dataset=dataset, config=demo_config(seconds, workers, seed), resume=resume)

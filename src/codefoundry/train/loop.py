@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 
+from codefoundry.console import resume_hint
 from codefoundry.errors import ArtifactError, UserError
 from codefoundry.train import checkpoint as ckpt
 from codefoundry.train import pipeline_parallel, tensor_parallel
@@ -363,7 +364,7 @@ def train_loop(
         if step > start_step:
             save(step, elapsed_before + time.perf_counter() - t_run)
             if d.main:
-                log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
+                log.warning("interrupted at step %d: checkpoint saved, %s", step, resume_hint())
         raise
     if step == start_step and metrics is not None:
         # resumed from the final checkpoint (killed while writing the model): its numbers are in the log

@@ -374,6 +374,9 @@ class LocalExecutor:
         self.batch_rows = batch_rows
         self.removed_content = removed_content
 
+    def connect(self) -> None:
+        """Check that the executor can run tasks, before a run writes anything (local processes always can)."""
+
     def _pool_map(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]], description: str) -> None:
         if not calls:
             return

@@ -85,6 +85,14 @@ class RayExecutor(LocalExecutor):
         self.ray = import_ray()
         self._remote: Any = None
 
+    def connect(self) -> None:
+        """Join the cluster at `address` once and leave it: a bad --ray-address fails before `.work` exists
+        (a local instance is started by the run itself, as before)."""
+        if self.address is None or self.ray.is_initialized():
+            return
+        self._ensure_ray()
+        self.ray.shutdown()
+
     def _ensure_ray(self) -> Any:
         ray = self.ray
         if not ray.is_initialized():

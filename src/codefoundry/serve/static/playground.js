@@ -315,6 +315,10 @@ function showMode() {
   $("chat-note").textContent = noChat
     ? "This model has no chat template: chat mode is not available for it (use completion mode)." : "";
   $("generate").disabled = noFim || noChat || running.length > 0;
+  // OpenAI's API has no top_k (the server refuses unknown OpenAI parameters): only a TGI request carries it
+  const tgi = m !== "chat" && ($("api").value === "tgi" || ($("compare").checked && $("other-api").value === "tgi"));
+  $("top-k").disabled = !tgi;
+  $("top-k-note").textContent = tgi ? "" : "Not sent: OpenAI's API has no top_k (TGI's /generate_stream takes it).";
 }
 
 function keep(id, storeKey) {
@@ -345,7 +349,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("compare").addEventListener("change", () => {
     $("compare-fields").hidden = !$("compare").checked;
     $("pane-other").hidden = !$("compare").checked;
+    showMode();
   });
+  $("api").addEventListener("change", showMode);
+  $("other-api").addEventListener("change", showMode);
   $("form").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
   $("stop-button").addEventListener("click", () => running.forEach((c) => c.abort()));
   $("clear-chat").addEventListener("click", () => $("conversation").replaceChildren());
