@@ -48,7 +48,8 @@ def token_adapter(base: Path, out: Path, seed: int = 3) -> Path:
     tensors = load_file(str(adapter / "adapter_model.safetensors"))
     assert key in tensors, sorted(tensors)                 # peft's layout, the one our loader reads
     gen = torch.Generator().manual_seed(seed)
-    save_file({**tensors, key: torch.randn(tensors[key].shape, generator=gen)}, str(adapter / "adapter_model.safetensors"))
+    save_file({**tensors, key: torch.randn(tensors[key].shape, generator=gen)},
+              str(adapter / "adapter_model.safetensors"))
     return adapter
 
 

@@ -161,7 +161,7 @@ def test_trained_fim_token_rows_are_saved_and_every_consumer_applies_them(tmp_pa
     ids = sorted(load_tokenizer(base).convert_tokens_to_ids(t) for t in tokens)
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     rows = saved["base_model.model.transformer.wte.token_adapter.trainable_tokens_delta"]
-    assert rows.shape[0] == 3 and not any("wte.weight" in k or "lm_head" in k for k in saved)   # the rows, not the matrix
+    assert rows.shape[0] == 3 and not any("wte.weight" in k or "lm_head" in k for k in saved)   # rows, not the matrix
     before = load_model(base).transformer.wte.weight[ids]
     assert (rows - before).abs().max().item() > 1e-4                                          # they were trained
     assert json.loads((adapter / "adapter_config.json").read_text())["trainable_token_indices"] == {"wte": ids}

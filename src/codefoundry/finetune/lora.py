@@ -97,7 +97,7 @@ def add_lora(model: nn.Module, settings: LoraSettings, trainable_token_ids: list
     config = LoraConfig(r=settings.r, lora_alpha=alpha, lora_dropout=settings.dropout,
                         target_modules=target_modules(model, settings.target_modules), bias="none",
                         trainable_token_indices=tokens)
-    return get_peft_model(_with_input_embeddings(model), config)
+    return get_peft_model(_with_input_embeddings(model) if tokens else model, config)
 
 
 def trainable_parameters(peft_model: Any) -> tuple[int, int]:
@@ -151,9 +151,10 @@ def open_adapter(model: nn.Module, adapter: Path, trainable: bool = False) -> An
         raise ArtifactError(f"adapter {adapter} targets {', '.join(missing)}, which this model does not have "
                             f"({', '.join(have)}): was it trained on another architecture?")
     try:
-        return PeftModel.from_pretrained(_with_input_embeddings(model), str(adapter), config=config,
-                                         is_trainable=trainable)
-    except (RuntimeError, ValueError, KeyError) as e:
+        if config.trainable_token_indices:
+            model = _with_input_embeddings(model)
+        return PeftModel.from_pretrained(model, str(adapter), config=config, is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"adapter {adapter} does not fit this model: {first}",
                             hint="merge into the base model it was trained on (see its README.md)") from None
