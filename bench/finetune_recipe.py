@@ -15,7 +15,9 @@ Variants (each over the demo's own `demo_config`; LoRA dropout 0 unless said):
     mix        as many function examples as PSM line requests
     mix-all    mix, LoRA on every linear layer of the blocks (q, k, v, o, gate, up, down)
     mix-all-lo mix-all at lr 1e-3
-    current    what `demo_config` gives now (on SmolLM2's every linear layer, as the demo adapts them)
+    current    what `demo_config` gives now
+    frozen-tokens  current, the FIM tokens' embedding rows left as `add_fim_tokens` made them (not trained)
+    tokens     current, the FIM tokens' embedding rows trained with the adapter
 
 Prints one row per model: steps, tokens, training seconds, HumanEval passes, infilling exact matches and passes
 (by execution). With N problems, one problem is 1/N; a difference of 1-2 problems on 40 is noise, and the
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FIM_TOKENS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "demo": {"data.examples": "lines", "data.fim_spm_rate": 0.5, "lr": 2e-3, "lora.target_modules": None,
@@ -42,13 +45,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mix-all": {"data.examples": "mix", "data.fim_spm_rate": 0.0, "lr": 2e-3, "lora.target_modules": ALL_LINEAR},
     "mix-all-lo": {"data.examples": "mix", "data.fim_spm_rate": 0.0, "lr": 1e-3, "lora.target_modules": ALL_LINEAR},
     "current": {},
+    "frozen-tokens": {"lora.trainable_tokens": []},
+    "tokens": {"lora.trainable_tokens": FIM_TOKENS},
 }
 
 
 def variant_config(name: str, steps: int, seed: int, device: str):
     from codefoundry.finetune.demo import demo_config
 
-    base = demo_config(600.0, seed, ALL_LINEAR).model_dump()
+    base = demo_config(600.0, seed).model_dump()
     base["device"] = device
     for key, value in VARIANTS[name].items():
         section, _, field = key.rpartition(".")
@@ -65,6 +70,8 @@ def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infil
     scores: dict[str, Any] = {}
     start = time.perf_counter()
     for task, limit, new_tokens in ((HUMANEVAL, humaneval, 160), (INFILLING, infilling, 24)):
+        if not limit:
+            continue
         dest = out / task
         if not (dest / "results.json").exists():
             dest.mkdir(parents=True, exist_ok=True)
@@ -76,12 +83,12 @@ def evaluate(model: Path, adapter: Path | None, out: Path, humaneval: int, infil
 
 
 def row(name: str, scores: dict[str, Any], train: dict[str, Any] | None, eval_s: float) -> str:
-    he, fill = scores["humaneval"], scores["humaneval-infilling-single-line"]
-    n_he, n_fill = he["problems"], fill["problems"]
+    he, fill = scores.get("humaneval"), scores["humaneval-infilling-single-line"]
+    n_he, n_fill = he["problems"] if he else 0, fill["problems"]
     cells = [name, str(train["steps"]) if train else "–", f"{train['tokens']:,}" if train else "–",
              f"{train['seconds']:.0f}" if train else "–",
              f"{train['val_loss_before']} → {train['val_loss']}" if train else "–",
-             f"{round(he['pass@1'] * n_he)}/{n_he}", f"{round(fill['exact_match'] * n_fill)}/{n_fill}",
+             f"{round(he['pass@1'] * n_he)}/{n_he}" if he else "–", f"{round(fill['exact_match'] * n_fill)}/{n_fill}",
              f"{round(fill['pass@1'] * n_fill)}/{n_fill}", f"{eval_s:.0f}"]
     return "| " + " | ".join(cells) + " |"
 

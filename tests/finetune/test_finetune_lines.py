@@ -139,3 +139,40 @@ def test_below_fim_rate_one_a_request_is_its_left_to_right_twin(tok) -> None:
             assert ids.eos not in learned
             kinds.add("left-to-right")
     assert kinds == {"fim", "left-to-right"}
+
+
+def test_trained_fim_token_rows_are_saved_and_every_consumer_applies_them(tmp_path: Path, train_dataset_dir: Path,
+                                                                         train_tokenizer_dir: Path) -> None:
+    import torch
+    import transformers
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from codefoundry.finetune import FinetuneConfig, FinetuneDataSettings, LoraSettings, finetune, merge, open_adapter
+    from codefoundry.model import load_model
+
+    base = make_base("gpt_bigcode", train_tokenizer_dir, tmp_path / "base")        # LM head tied to wte
+    tokens = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>"]
+    config = FinetuneConfig(lora=LoraSettings(r=2, alpha=4, dropout=0.0, trainable_tokens=tokens),
+                            data=FinetuneDataSettings(fim_holes="lines", fim_spm_rate=0.0), seq_len=64,
+                            micro_batch_size=2, grad_accum=1, max_steps=3, lr=5e-2, device="cpu", precision="fp32")
+    adapter = finetune(base, train_dataset_dir, tmp_path / "adapter", config)
+
+    ids = sorted(load_tokenizer(base).convert_tokens_to_ids(t) for t in tokens)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    rows = saved["base_model.model.transformer.wte.token_adapter.trainable_tokens_delta"]
+    assert rows.shape[0] == 3 and not any("wte.weight" in k or "lm_head" in k for k in saved)   # rows, not the matrix
+    before = load_model(base).transformer.wte.weight[ids]
+    assert (rows - before).abs().max().item() > 1e-4                                          # they were trained
+    assert json.loads((adapter / "adapter_config.json").read_text())["trainable_token_indices"] == {"wte": ids}
+    assert "`<fim_middle>`" in (adapter / "README.md").read_text()
+
+    prompt = torch.tensor([[ids[2], 40, 41, 42, ids[1], 43, 44, ids[0], 45]])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float64).eval()
+    with torch.no_grad():
+        theirs = PeftModel.from_pretrained(hf, adapter).eval()(prompt).logits
+        ours = open_adapter(load_model(base, dtype=torch.float64), adapter).eval()(prompt)
+        merged = load_model(merge(base, adapter, tmp_path / "merged"), dtype=torch.float64)(prompt)
+    assert (ours - theirs).abs().max().item() <= 1e-9
+    assert (merged - theirs).abs().max().item() <= 1e-5                 # merged weights saved in float32
+    assert torch.equal(load_model(tmp_path / "merged").lm_head.weight[ids], rows)   # tied head: the same rows

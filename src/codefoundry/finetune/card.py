@@ -58,10 +58,15 @@ def write_adapter_card(out: Path, base: dict[str, Any], model_type: str, config:
         f"Validation loss: {before} (base) → {after}.",
     ]
     bullets = "\n".join(f"- {line}" for line in facts)
+    targets = ", ".join(results["target_modules"])
+    trained = lora.get("trainable_tokens") or []
+    tokens = (f"\nIt also holds trained embedding rows of {', '.join(f'`{t}`' for t in trained)} (PEFT's "
+              "`trainable_token_indices`), which replace the base's rows (and the tied LM head's) wherever the "
+              "adapter is applied: PEFT, `codefoundry serve`, merging.") if trained else ""
     body = f"""# {out.name}
 
 A LoRA adapter for `{base.get('name') or base['path']}` ({model_type}), fine-tuned by `codefoundry finetune` with
-PEFT: r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {', '.join(results['target_modules'])}.
+PEFT: r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {targets}.{tokens}
 
 {bullets}
 

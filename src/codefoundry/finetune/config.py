@@ -25,6 +25,10 @@ class LoraSettings(StageConfig):
     target_modules: list[str] | None = None
     """Module names to adapt (suffixes, as PEFT matches them). None: those of StarCoder's fine-tune
     (`c_attn`, `c_proj`) and PEFT's Llama default (`q_proj`, `v_proj`) that the architecture has."""
+    trainable_tokens: list[str] = Field(default_factory=list)
+    """Tokens (by text, e.g. `<fim_middle>`) whose embedding rows are trained and saved with the adapter (PEFT's
+    `trainable_token_indices`): tokens added to a base model's tokenizer, which it has never seen. Tied input and
+    output embeddings stay tied: the rows replace both wherever the adapter is applied."""
 
 
 class FinetuneDataSettings(StageConfig):

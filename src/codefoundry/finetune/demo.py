@@ -118,17 +118,25 @@ def demo_config(seconds: float, seed: int, target_modules: list[str] | None = No
     in PSM only (what the evaluation and llm-ls send; SPM-trained answers continued the prefix), so the adapter
     learns to fill a hole without learning to stop a function early. LoRA on PEFT's default modules (SmolLM2: q, v,
     the modules of the runs measured so far) unless `target_modules` says; all seven linears is the first variant
-    to measure (`mix-all` in the bench)."""
+    to measure (`mix-all` in the bench). The FIM tokens' embedding rows are trained and saved with the adapter
+    (`frozen-tokens` in the bench leaves them as `add_fim_tokens` made them)."""
     # one micro-batch of 8 examples per step: a step of SmolLM2 takes seconds on 2 CPU cores; lr 2e-3 (StarCoder's
     # fine-tune: 1e-4) because the run is that short, and only the answers' few tokens are learned. Time-bound:
     # a faster loop gives more steps (the cosine horizon is estimated from the first step). No LoRA dropout: a
     # run of ~100 steps does not overfit, and PEFT's dropout keeps a copy of every adapted layer's input for the
     # backward pass (bench/finetune_memory.py). Held-out loss every
     # 20 steps (32 sequences cost about a step), a checkpoint every 10 (a Ctrl-C loses little)
+    # The FIM tokens' embedding rows train with the adapter: `add_fim_tokens` starts them as means of their text
+    # pieces, and the base's answers to the evaluation's FIM prompts read like text after the suffix (its last
+    # line again, or a new file's first line), so the model cannot tell where the hole is.
+    from codefoundry.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
     data = FinetuneDataSettings(fim_holes="lines", examples="mix", fim_spm_rate=0.0,
                                 fim_max_prefix_tokens=PREFIX_TOKENS, fim_max_suffix_tokens=SUFFIX_TOKENS,
                                 validation_fraction=0.05)
-    return FinetuneConfig(lora=LoraSettings(target_modules=target_modules, dropout=0.0), data=data, seq_len=512,
+    lora = LoraSettings(target_modules=target_modules, dropout=0.0,
+                        trainable_tokens=[FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX])
+    return FinetuneConfig(lora=lora, data=data, seq_len=512,
                           micro_batch_size=8, grad_accum=1, max_time=seconds, lr=2e-3, warmup_steps=5,
                           eval_interval=20, eval_max_sequences=32, checkpoint_interval=10,
                           seed=seed)

@@ -55,14 +55,49 @@ def target_modules(model: nn.Module, requested: list[str] | None) -> list[str]:
     return list(requested)
 
 
-def add_lora(model: nn.Module, settings: LoraSettings) -> Any:
-    """`model` wrapped in a PeftModel with fresh LoRA weights; only those are trainable."""
+def input_embedding_name(model: nn.Module) -> str:
+    """Leaf name of the model's token embedding (`embed_tokens`, GPTBigCode's `wte`)."""
+    vocab = model.config.vocab_size
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab]
+    if len(names) != 1:
+        raise UserError(f"cannot tell this model's token embedding among {names or 'no embeddings'}")
+    return names[0].rpartition(".")[2]
+
+
+def _with_input_embeddings(model: nn.Module) -> nn.Module:
+    """`model` answering what PEFT asks a transformers model when it trains token rows (our models have HF's module
+    tree, not its PreTrainedModel methods): `get_input_embeddings()`, the embedding whose rows
+    `trainable_token_indices` trains, and `_tied_weights_keys`, the LM head that shares them (PEFT then applies
+    the rows there too, as on SmolLM2 in transformers)."""
+    if not hasattr(model, "get_input_embeddings"):
+        path = next(n for n, m in model.named_modules() if n.rpartition(".")[2] == input_embedding_name(model))
+        model.get_input_embeddings = lambda: model.get_submodule(path)     # looked up: PEFT replaces the module
+    if not hasattr(model, "_tied_weights_keys"):
+        model._tied_weights_keys = dict(getattr(model, "tied_weights", {}))
+    return model
+
+
+def token_ids(tokenizer: Any, tokens: list[str]) -> list[int]:
+    """The ids of `tokens` in `tokenizer`, each a single token of its vocabulary."""
+    vocab = tokenizer.get_vocab()
+    unknown = [t for t in tokens if t not in vocab]
+    if unknown:
+        raise UserError(f"trainable tokens {', '.join(unknown)} are not in the model's tokenizer",
+                        hint="name tokens of its vocabulary (the demo's base has StarCoder's FIM tokens)")
+    return sorted({vocab[t] for t in tokens})
+
+
+def add_lora(model: nn.Module, settings: LoraSettings, trainable_token_ids: list[int] | None = None) -> Any:
+    """`model` wrapped in a PeftModel with fresh LoRA weights (and, when given, trainable copies of those token
+    ids' embedding rows); only those are trainable."""
     from peft import LoraConfig, get_peft_model
 
     alpha = int(settings.alpha) if float(settings.alpha).is_integer() else settings.alpha   # PEFT's own type: int
+    tokens = {input_embedding_name(model): list(trainable_token_ids)} if trainable_token_ids else None
     config = LoraConfig(r=settings.r, lora_alpha=alpha, lora_dropout=settings.dropout,
-                        target_modules=target_modules(model, settings.target_modules), bias="none")
-    return get_peft_model(model, config)
+                        target_modules=target_modules(model, settings.target_modules), bias="none",
+                        trainable_token_indices=tokens)
+    return get_peft_model(_with_input_embeddings(model) if tokens else model, config)
 
 
 def trainable_parameters(peft_model: Any) -> tuple[int, int]:
@@ -88,7 +123,8 @@ def load_adapter_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
 
 
 def save_adapter(peft_model: Any, out: Path, base_model: Path) -> None:
-    """PEFT's own files: adapter_config.json (CAUSAL_LM, the base's path) + adapter_model.safetensors."""
+    """PEFT's own files: adapter_config.json (CAUSAL_LM, the base's path) + adapter_model.safetensors (the LoRA
+    weights, and the trained token rows when there are any: never the whole embedding)."""
     config = peft_model.peft_config["default"]
     config.task_type = "CAUSAL_LM"
     config.base_model_name_or_path = str(base_model.resolve())
@@ -115,8 +151,10 @@ def open_adapter(model: nn.Module, adapter: Path, trainable: bool = False) -> An
         raise ArtifactError(f"adapter {adapter} targets {', '.join(missing)}, which this model does not have "
                             f"({', '.join(have)}): was it trained on another architecture?")
     try:
+        if config.trainable_token_indices:
+            model = _with_input_embeddings(model)
         return PeftModel.from_pretrained(model, str(adapter), config=config, is_trainable=trainable)
-    except (RuntimeError, ValueError, KeyError) as e:
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"adapter {adapter} does not fit this model: {first}",
                             hint="merge into the base model it was trained on (see its README.md)") from None

@@ -26,7 +26,7 @@ from codefoundry.finetune.config import FinetuneConfig
 from codefoundry.finetune.data import dataset_batches, jsonl_batches
 from codefoundry.finetune.lines import LineFimSettings, line_fim_batches
 from codefoundry.finetune.loop import FinetuneResult, finetune_loop, use_bf16
-from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, trainable_parameters
+from codefoundry.finetune.lora import add_lora, save_adapter, target_modules, token_ids, trainable_parameters
 from codefoundry.manifest import MANIFEST_NAME, check_out_dir, manifest_sha256, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, config: Finet
     bf16 = use_bf16(config, device)
     base = load_model(base_dir, dtype=torch.bfloat16 if bf16 else torch.float32, device=device)
     torch.manual_seed(config.seed)                                   # LoRA A's init
-    peft_model = add_lora(base, config.lora.model_copy(update={"target_modules": targets}))
+    peft_model = add_lora(base, config.lora.model_copy(update={"target_modules": targets}),
+                          token_ids(tokenizer, config.lora.trainable_tokens))
     trainable, total = trainable_parameters(peft_model)
     log.info("LoRA on %s: %s trainable of %s parameters (%.3f%%)", ", ".join(targets), f"{trainable:,}",
              f"{total:,}", 100 * trainable / total)

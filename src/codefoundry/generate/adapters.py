@@ -74,7 +74,7 @@ class AdapterRegistry:
             raise AdapterError(f"an adapter named {name!r} is already loaded (from {self._by_name[name].adapter.path})")
         adapter = load_adapter(path, self.model)
         loaded = LoadedAdapter(name, f"{name}@{adapter.digest}", adapter)
-        self.layers.attach(list(adapter.modules))
+        self.layers.attach(list(adapter.modules), adapter.tokens)
         self._by_name[name], self._by_key[loaded.key] = loaded, loaded
         return loaded
 

@@ -13,12 +13,24 @@ rows follow the same `[Q | K | V]` layout, so no splitting is needed. A module's
 gains `scaling * (x @ A.T) @ B.T`, with `scaling = alpha / r` (`alpha / sqrt(r)` with rsLoRA),
 PEFT's inference formula (dropout is off at inference).
 
+An adapter may also carry trained rows of the token embedding (PEFT's `trainable_token_indices`,
+for tokens added to the base model's tokenizer, such as StarCoder's FIM tokens):
+
+    base_model.model.<embedding path>.token_adapter.trainable_tokens_delta   [k, hidden]
+    adapter_config.json  trainable_token_indices: [ids…] or {"<embedding name>": [ids…]}
+
+The rows replace the base rows of those k token ids (PEFT stores values, not differences), and
+where the model ties its LM head to the embedding they replace that head's rows too, as PEFT does
+on a tied transformers model and as merging into the shared weight does.
+
 `LoraLayers` applies a set of adapters to a model in one forward: forward hooks on the target
 modules add each adapter's delta to the rows of the batch that use it (`LoraBatch`: the
 adapter of every flat token), with the adapters present stacked side by side: two small
 matmuls per module whatever the number of adapters, never one forward per adapter. With no batch active the hooks
 return at once and the base path is unchanged; the hooks work over any module that maps
-`[N, in]` to `[N, out]` (a quantized linear too), and the state dict is left untouched.
+`[N, in]` to `[N, out]` (a quantized linear too), and the state dict is left untouched. Token rows
+work the same way: a hook on the embedding puts an adapter's rows at the rows of its requests that
+hold those ids, and a hook on a tied LM head recomputes those ids' logits for its requests' rows.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from codefoundry.errors import ArtifactError
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
+_TOKEN_ROWS = ".token_adapter.trainable_tokens_delta"
 _UNSUPPORTED = {"use_dora": "DoRA", "lora_bias": "LoRA biases"}
 
 
@@ -56,6 +69,17 @@ class LoraModule:
         return self.lora_a.shape[0]
 
 
+@dataclass(frozen=True)
+class TokenRows:
+    """Trained embedding rows: `rows[j]` replaces the row of token `ids[j]` in `embedding` (and in `head`, the LM
+    head tied to it, when there is one)."""
+
+    embedding: str              # module path of the token embedding
+    head: str | None            # module path of the LM head that shares its weight, or None
+    ids: torch.Tensor           # [k] long
+    rows: torch.Tensor          # [k, hidden]
+
+
 @dataclass
 class LoraAdapter:
     """An adapter read from a PEFT directory, its tensors on the model's device and in its dtype."""
@@ -65,6 +89,7 @@ class LoraAdapter:
     modules: dict[str, LoraModule]      # our module path → its update
     digest: str                         # of the config and weights: the same bytes give the same digest
     targets: list[str] = field(default_factory=list)   # the module paths the adapter names (before any fusing)
+    tokens: TokenRows | None = None     # trained embedding rows, when the adapter has them
 
     @property
     def rank(self) -> int:
@@ -81,7 +106,8 @@ class LoraAdapter:
     def describe(self) -> dict:
         """What a server shows of it (no tensors)."""
         return {"rank": self.rank, "alpha": self.alpha, "base_model": self.base_model,
-                "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.targets or self.modules})}
+                "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.targets or self.modules}),
+                **({"trained_token_ids": self.tokens.ids.tolist()} if self.tokens is not None else {})}
 
 
 def read_adapter_config(path: Path) -> dict:
@@ -136,8 +162,12 @@ def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
     param = next(model.parameters())
     modules = dict(model.named_modules())
     pairs: dict[str, dict[str, torch.Tensor]] = {}
+    token_rows: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         name = key.removeprefix(_PREFIX)
+        if name.endswith(_TOKEN_ROWS) or name.endswith(_TOKEN_ROWS + ".default"):
+            token_rows[name.partition(_TOKEN_ROWS)[0]] = tensor
+            continue
         for part in ("lora_A", "lora_B"):
             marker = f".{part}."
             if marker in name:
@@ -149,7 +179,7 @@ def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
         else:
             raise ArtifactError(f"{weights_file}: tensor {key!r} is not a LoRA A/B weight "
                                 "(embedding LoRA, DoRA and saved modules are not supported)")
-    if not pairs:
+    if not pairs and not token_rows:
         raise ArtifactError(f"{weights_file}: no LoRA weights in it")
     out: dict[str, LoraModule] = {}
     fused: dict[str, list[tuple[int, LoraModule]]] = {}      # fused module → (row offset, update) of each part
@@ -181,7 +211,38 @@ def load_adapter(path: str | Path, model: nn.Module) -> LoraAdapter:
             fused.setdefault(into[0], []).append((into[1], update))
     for name, parts in fused.items():
         out[name] = _fused_update(parts, modules[name].out_features)
-    return LoraAdapter(path, config, out, digest, targets=sorted(pairs))
+    tokens = _token_rows(path, config, token_rows, model, param) if token_rows else None
+    return LoraAdapter(path, config, out, digest, targets=sorted(pairs), tokens=tokens)
+
+
+def _token_rows(path: Path, config: dict, found: dict[str, torch.Tensor], model: nn.Module,
+                param: torch.Tensor) -> TokenRows:
+    """The adapter's trained embedding rows, checked against `model`'s embedding and the config's token ids."""
+    if len(found) != 1:
+        raise ArtifactError(f"{path}: trained token rows for {sorted(found)}; only the token embedding's are "
+                            "supported for serving (merge the adapter instead)")
+    (module, rows), = found.items()
+    embedding = dict(model.named_modules()).get(module)
+    if not isinstance(embedding, nn.Embedding):
+        raise ArtifactError(f"{path}: trained token rows for {module}, which is not this model's token embedding")
+    indices = config.get("trainable_token_indices")
+    if isinstance(indices, dict):
+        matches = [v for k, v in indices.items() if module == k or module.endswith("." + k)]
+        indices = matches[0] if len(matches) == 1 else None
+    if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices) or \
+            len(set(indices)) != len(indices):
+        raise ArtifactError(f"{path / CONFIG_FILE}: trainable_token_indices does not name the token ids of "
+                            f"{module}'s trained rows")
+    if rows.dim() != 2 or rows.shape != (len(indices), embedding.embedding_dim):
+        raise ArtifactError(f"{path}: {module} has {embedding.embedding_dim}-wide rows but the adapter's trained "
+                            f"rows are {list(rows.shape)} for {len(indices)} token ids")
+    if any(not 0 <= i < embedding.num_embeddings for i in indices):
+        raise ArtifactError(f"{path}: trained token ids {indices} are outside this model's vocabulary of "
+                            f"{embedding.num_embeddings} (an adapter for a model with added tokens?)")
+    head = next((name for name, m in model.named_modules() if m is not embedding and
+                 getattr(m, "weight", None) is embedding.weight), None)
+    return TokenRows(module, head, torch.tensor(indices, dtype=torch.long, device=param.device),
+                     rows.to(param.device, param.dtype).contiguous())
 
 
 def _fused_target(modules: dict[str, nn.Module], module: str) -> tuple[str, int, int] | None:
@@ -301,12 +362,18 @@ class LoraLayers:
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
         self._stacks: dict[tuple[str, ...], dict[str, _Stacked | None]] = {}
 
-    def attach(self, module_names: Sequence[str]) -> None:
-        """Hook these modules (once each); called for every adapter loaded."""
+    def attach(self, module_names: Sequence[str], tokens: TokenRows | None = None) -> None:
+        """Hook these modules (once each), and the embedding and tied head of `tokens`; called for every adapter
+        loaded."""
         modules = dict(self.model.named_modules())
         for name in module_names:
             if name not in self._hooks:
                 self._hooks[name] = modules[name].register_forward_hook(self._hook(name))
+        if tokens is not None:
+            for key, name, hook in (("embedding", tokens.embedding, self._embedding_hook),
+                                    ("head", tokens.head, self._head_hook)):
+                if name is not None and f"{key}:{name}" not in self._hooks:
+                    self._hooks[f"{key}:{name}"] = modules[name].register_forward_hook(hook)
 
     def detach(self) -> None:
         """Remove every hook: the model is exactly the base model again."""
@@ -343,6 +410,45 @@ class LoraLayers:
         if name not in per:
             per[name] = _Stacked.of(name, batch.adapters)
         return per[name]
+
+    def _token_slots(self, n: int) -> list[tuple[torch.Tensor | None, TokenRows]]:
+        """(row mask, or None for every row, and the rows) of each adapter with token rows in the active batch."""
+        batch = self.active
+        if batch is None:
+            return []
+        slots, shared = batch.rows(n)
+        return [(None if shared == slot else slots == slot, a.tokens) for slot, a in enumerate(batch.adapters)
+                if a.tokens is not None and shared in (None, slot)]
+
+    def _embedding_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+                        output: torch.Tensor) -> torch.Tensor | None:
+        ids = inputs[0].reshape(-1)
+        parts = self._token_slots(ids.shape[0])
+        if not parts:
+            return None
+        out = output.reshape(ids.shape[0], -1)
+        for rows_mask, tokens in parts:
+            hit = ids[:, None] == tokens.ids[None, :]                 # [N, k]: which trained id each row holds
+            if rows_mask is not None:
+                hit &= rows_mask[:, None]
+            row = hit.any(dim=1)
+            trained = tokens.rows[hit.long().argmax(dim=1)].to(out.dtype)
+            out = torch.where(row[:, None], trained, out)
+        return out.view(output.shape)
+
+    def _head_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+                   output: torch.Tensor) -> torch.Tensor | None:
+        x = inputs[0].reshape(-1, inputs[0].shape[-1])
+        parts = self._token_slots(x.shape[0])
+        if not parts:
+            return None
+        out = output.reshape(x.shape[0], -1)
+        for rows_mask, tokens in parts:
+            logits = (x.to(tokens.rows.dtype) @ tokens.rows.T).to(out.dtype)   # [L, k]: the trained rows' logits
+            if rows_mask is not None:
+                logits = torch.where(rows_mask[:, None], logits, out[:, tokens.ids])
+            out = out.index_copy(1, tokens.ids, logits)
+        return out.view(output.shape)
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
