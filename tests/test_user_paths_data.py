@@ -9,6 +9,8 @@ a snippet too long to check (before, a 1.5 MB file took a minute and 2 GB of mem
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -91,7 +93,7 @@ def test_dual_licensed_repository_is_kept_and_its_card_says_why(tmp_path: Path) 
 def test_overwrite_during_another_run_deletes_nothing(tmp_path: Path) -> None:
     sources = []
     (tmp_path / "src").mkdir()
-    for i in range(30):  # one unit each, run one at a time: the first run lasts seconds
+    for i in range(30):  # one unit each, run one at a time
         files = {"LICENSE": MIT, **{f"pkg/mod{j}.py": f"def f{i}_{j}(x):\n    return x * {i * 100 + j}\n" * 30
                                     for j in range(10)}}
         sources.append(_repo(tmp_path / "src" / f"repo{i:03d}.zip", files))
@@ -102,7 +104,11 @@ def test_overwrite_during_another_run_deletes_nothing(tmp_path: Path) -> None:
     while not list((out / ".work").glob("phase0/*.done")):
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    second = subprocess.run([*argv, "--overwrite"], capture_output=True, text=True, timeout=300)
+    os.kill(first.pid, signal.SIGSTOP)  # holds its lock while stopped: a fast first run cannot finish meanwhile
+    try:
+        second = subprocess.run([*argv, "--overwrite"], capture_output=True, text=True, timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, first_err = first.communicate(timeout=300)
     assert second.returncode == 1, second.stderr[-2000:]
     lines = [line for line in (second.stdout + second.stderr).splitlines() if line.startswith("error:")]
