@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures_lora_serve import make_lora_adapter
-from fixtures_serve import TINY_CHAT_TEMPLATE
 
 from codefoundry.cli import run
+from fixtures_lora_serve import make_lora_adapter
+from fixtures_serve import TINY_CHAT_TEMPLATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
