@@ -146,3 +146,11 @@ def test_huggingface_inference_client_chats_beside_an_adapter(adapter_server, mo
     reply = client.chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
     assert reply.choices[0].finish_reason in ("length", "stop")
     assert isinstance(client.text_generation("def f(", max_new_tokens=2), str)
+
+
+def test_a_forgotten_api_key_is_a_json_401(tiny_server) -> None:
+    import httpx
+
+    reply = httpx.post(tiny_server.url + "/generate", json={"inputs": "def f(", "parameters": {"max_new_tokens": 1}})
+    assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+    assert reply.json()["error_type"] == "authentication" and "Authorization: Bearer" in reply.json()["error"]
