@@ -65,7 +65,9 @@ def test_every_shown_command_parses(command: str, capsys: pytest.CaptureFixture[
 
 
 def help_of(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("COLUMNS", "240")
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 240)   # wide: a docstring's own line breaks show
     assert run([*argv, "--help"]) == 0
     return capsys.readouterr().out
 
