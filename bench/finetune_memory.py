@@ -60,11 +60,16 @@ def one(base: Path, dataset: Path, targets: str | None, dropout: float, rows: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--base", type=Path, default=Path("demo-out/base"),
+                        help="the demo's base/ (default: %(default)s)")
+    parser.add_argument("--dataset", type=Path, default=Path("demo-out/dataset"),
+                        help="the demo's curated dataset/ (default: %(default)s)")
     parser.add_argument("--settings", default=None, help="names of SETTINGS to run, joined by ';' (default: all)")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for path in (args.base, args.dataset):
+        if not path.is_dir():
+            parser.error(f"{path} not found: run `make demo` first, or pass --base and --dataset")
     if args.one:
         targets, dropout, rows = args.one
         print(json.dumps(one(args.base, args.dataset, None if targets == "qv" else targets, float(dropout),

@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true",
                         help="make base/ and dataset/ with the demo's own stages in OUT/demo (default budget)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: training and evaluation")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("bench/.work/finetune_recipe"),
+                        help="where the adapters and evaluations go (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--humaneval", type=int, default=164)
     parser.add_argument("--infilling", type=int, default=200)
@@ -113,8 +114,11 @@ def main() -> None:
         run_demo(DemoConfig(out=args.out / "demo", serve=False), [s for s in STAGES if s.name in ("curate",
                                                                                                   "base model")])
         args.base, args.dataset = args.out / "demo" / "base", args.out / "demo" / "dataset"
-    if args.base is None or args.dataset is None:
-        parser.error("give --base and --dataset, or --prepare")
+    if args.base is None and args.dataset is None:  # the demo's, when `make demo` has run
+        args.base, args.dataset = Path("demo-out/base"), Path("demo-out/dataset")
+    if args.base is None or args.dataset is None or not args.base.is_dir() or not args.dataset.is_dir():
+        parser.error(f"no base/ and dataset/ at {args.base} and {args.dataset}: run `make demo` first, "
+                     "or give --base and --dataset, or --prepare")
 
     from codefoundry.finetune import finetune
     from codefoundry.manifest import read_manifest

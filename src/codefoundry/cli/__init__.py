@@ -10,11 +10,13 @@ exit; `--verbose` (anywhere on the line) shows the traceback instead.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
 import traceback
 
+import click
 import typer
 from rich.markup import escape
 
@@ -68,6 +70,25 @@ def root(
     setup_logging("debug" if verbose and log_level == "info" else log_level.lower())
 
 
+def _plain_help(command: click.Command) -> click.Command:
+    """`command` and its subcommands with help texts shown as written.
+
+    Typer renders help through rich markup, which would swallow a bracketed word in an option's help
+    (`pip install 'codefoundry[ray]'`), and keeps a docstring's line breaks after its first paragraph,
+    so sentences broke mid-line at the docstring's width.
+    """
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    for param in command.params:
+        help_text = getattr(param, "help", None)
+        if help_text:
+            param.help = escape(help_text)  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    return command
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -75,7 +96,7 @@ def run(argv: list[str] | None = None) -> int:
     args = [a for a in args if a not in VERBOSE_FLAGS]
     if verbose:
         args.insert(0, "--verbose")
-    command = typer.main.get_command(app)
+    command = _plain_help(typer.main.get_command(app))
     try:
         result = command.main(args=args, prog_name="codefoundry", standalone_mode=False)
         return result if isinstance(result, int) else 0

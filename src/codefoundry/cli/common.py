@@ -26,7 +26,9 @@ WorkersOpt = Annotated[
 ]
 DatasetOpt = Annotated[Path | None, typer.Option("--dataset", help="Input dataset/ artifact.")]
 TokenizerOpt = Annotated[Path | None, typer.Option("--tokenizer", help="Input tokenizer/ artifact.")]
-ModelOpt = Annotated[Path | None, typer.Option("--model", help="Input model/ artifact (HF format).")]
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", help="Input model: a model/ directory (HF format) or a .gguf file.")
+]
 
 
 def examples(*commands: str) -> str:

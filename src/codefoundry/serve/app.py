@@ -77,6 +77,8 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(Unauthorized)
     async def on_unauthorized(request: Request, e: Exception) -> Response:
-        return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        # TGI's status and header; the body says why, so `curl -s` without the key does not print nothing
+        return JSONResponse({"error": "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
+                             "error_type": "authentication"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     return app

@@ -118,7 +118,8 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
                     max_batch_tokens=cfg.max_batch_prefill_tokens,
                     max_batch_size=max(cfg.max_concurrent_requests * cfg.max_client_batch_size, 1),
                     enable_prefix_caching=cfg.enable_prefix_caching, speculate=cfg.speculate)
-    seconds = warmup(engine, prefill)
+    # a pool of --max-batch-total-tokens T holds a prompt of T - 1 tokens and its one new token
+    seconds = warmup(engine, min(prefill, num_blocks * cfg.block_size - 1))
     for name, path in cfg.adapters.items():
         if name == cfg.model_id:
             raise UserError(f"--adapter {name}=…: the name is the base model's", "pick another adapter name")

@@ -103,7 +103,7 @@ State = Annotated[ServerState, Depends(_state)]
 
 
 class Unauthorized(Exception):
-    """Missing or wrong Bearer key: 401 with an empty body (TGI)."""
+    """Missing or wrong Bearer key: 401 (TGI), with a JSON error body."""
 
 
 def key_matches(authorization: str, api_key: str) -> bool:

@@ -71,10 +71,11 @@ class Validator:
     def adapter(self, name: str | None, *, openai: bool = False) -> str | None:
         """The adapter a request names (None: the base model), or 422 (TGI) / 404 (OpenAI) with the known names.
 
-        The base model's name, an empty name and TGI's "tgi" select the base model. Without any adapter
+        The base model's name, an empty name, TGI's "tgi" and huggingface_hub's "dummy" (what its
+        InferenceClient sends when given a server URL) select the base model. Without any adapter
         loaded, an OpenAI `model` is not checked: clients send whatever name they were configured with.
         """
-        if name in (None, "", "tgi", self.model_id) or (openai and not self.adapters):
+        if name in (None, "", "tgi", "dummy", self.model_id) or (openai and not self.adapters):
             return None
         if name in self.adapters:
             return name
