@@ -130,3 +130,23 @@ def executor() -> Iterator:
         ex = Executor(sb)
         yield ex
         ex.close()
+
+
+def interrupt_after_steps(steps: int, run: Callable[[], object]) -> None:
+    """Run `run()`, raising KeyboardInterrupt (Ctrl-C) in its loop once `steps` AdamW steps are done."""
+    import torch
+
+    original = torch.optim.AdamW.step
+    count = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        if count["n"] == steps:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = step
+    try:
+        run()
+    finally:
+        torch.optim.AdamW.step = original

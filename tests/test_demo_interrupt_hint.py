@@ -10,34 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from codefoundry.manifest import write_manifest
+from conftest import interrupt_after_steps
 
 INTERRUPTED = "interrupted at step"
-
-
-def _interrupt_after(steps: int, run: Callable[[], object]) -> None:
-    """Run `run()` and raise KeyboardInterrupt (Ctrl-C) in its loop once `steps` optimizer steps are done."""
-    original = torch.optim.AdamW.step
-    count = {"n": 0}
-
-    def step(self, *args, **kwargs):
-        if count["n"] == steps:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return original(self, *args, **kwargs)
-
-    torch.optim.AdamW.step = step
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run()
-    finally:
-        torch.optim.AdamW.step = original
 
 
 def _said(caplog: pytest.LogCaptureFixture) -> str:
@@ -57,7 +38,8 @@ def test_pretraining_interrupted_in_the_demo_or_alone(tmp_path: Path, train_data
     out = tmp_path / "demo-out"
     shutil.copytree(train_dataset_dir, out / "dataset")
     shutil.copytree(train_tokenizer_dir, out / "tokenizer")
-    _interrupt_after(1, lambda: run_demo_stage(out, 60, 1, 0))
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_after_steps(1, lambda: run_demo_stage(out, 60, 1, 0))
     said = _said(caplog)
     assert "codefoundry demo" in said and "--resume" not in said, said
     assert json.loads((out / "model" / "checkpoints" / "latest.json").read_text())["step"] == 1
@@ -65,8 +47,9 @@ def test_pretraining_interrupted_in_the_demo_or_alone(tmp_path: Path, train_data
     # `codefoundry train` itself: its own flag
     config = TrainConfig(preset="tiny", seq_len=64, micro_batch_size=2, max_steps=3, checkpoint_interval=10,
                          eval_interval=10, eval_batches=1)
-    _interrupt_after(1, lambda: train(tmp_path / "alone", train_tokenizer_dir, dataset=train_dataset_dir,
-                                      config=config))
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_after_steps(1, lambda: train(tmp_path / "alone", train_tokenizer_dir,
+                                               dataset=train_dataset_dir, config=config))
     said = _said(caplog)
     assert "rerun with --resume" in said and "demo" not in said, said
 
@@ -86,6 +69,7 @@ def test_fine_tuning_interrupted_in_the_demo(tmp_path: Path, train_dataset_dir: 
                     tokenizer_dir=train_tokenizer_dir)
     if not (out / "base" / "manifest.json").exists():
         write_manifest(out / "base", "model", {"preset": "tiny"}, seed=0)
-    _interrupt_after(1, lambda: run_finetune(out, 60, 0))
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_after_steps(1, lambda: run_finetune(out, 60, 0))
     said = _said(caplog)
     assert "codefoundry demo" in said and "--resume" not in said, said

@@ -24,6 +24,7 @@ from codefoundry.model import (
     save_pretrained,
 )
 from codefoundry.tokenizer import load_tokenizer
+from conftest import interrupt_after_steps
 
 SHAPE = dict(hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0)
@@ -137,7 +138,7 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path: Path, train_tokenizer
     straight = finetune(base_dir, rows, tmp_path / "straight", config)
     part = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        _interrupt_after(3, lambda: finetune(base_dir, rows, part, config))
+        interrupt_after_steps(3, lambda: finetune(base_dir, rows, part, config))
     assert json.loads((part / "checkpoints" / "latest.json").read_text())["step"] == 3
     finetune(base_dir, rows, part, config, resume=True)
 
@@ -148,24 +149,6 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path: Path, train_tokenizer
     assert losses(part) == losses(straight) and len(losses(straight)) == 6
     a, b = (load_file(str(d / "adapter_model.safetensors")) for d in (straight, part))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _interrupt_after(steps: int, run) -> None:
-    """Run `run()` and raise KeyboardInterrupt (Ctrl-C) in its loop once `steps` optimizer steps are done."""
-    original = torch.optim.AdamW.step
-    count = {"n": 0}
-
-    def step(self, *args, **kwargs):
-        if count["n"] == steps:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return original(self, *args, **kwargs)
-
-    torch.optim.AdamW.step = step
-    try:
-        run()
-    finally:
-        torch.optim.AdamW.step = original
 
 
 def test_a_time_budget_stops_after_the_step_that_reaches_it(tmp_path: Path, train_tokenizer_dir: Path) -> None:
