@@ -173,8 +173,8 @@ def comparability(tasks: list[Task], config: EvalConfig) -> dict[str, Any]:
     }
 
 
-def make_generator(config: EvalConfig, load: bool = True) -> Generator | None:
-    """The generator `config` asks for (with `load=False`, only its checks: None)."""
+def checked_model(config: EvalConfig) -> Path | None:
+    """The local model directory `config` names (None for an endpoint), after checking what it asks for."""
     if (config.model is None) == (config.endpoint is None):
         raise UserError("give exactly one of --model DIR or --endpoint URL")
     if config.adapter is not None and config.model is None:
@@ -183,19 +183,22 @@ def make_generator(config: EvalConfig, load: bool = True) -> Generator | None:
     if config.adapter is not None and not (config.adapter / "adapter_config.json").is_file():
         raise UserError(f"--adapter {config.adapter} is not a PEFT adapter directory (no adapter_config.json)",
                         "make one with: codefoundry finetune --out DIR")
-    if config.endpoint is not None:
-        if not load:
-            return None
-        return EndpointGenerator(config.endpoint, config.api, config.api_key, config.concurrency,
-                                 config.max_retries, config.request_timeout)
-    assert config.model is not None
+    if config.model is None:
+        return None
     from codefoundry.model import resolve_model_path
 
     model = resolve_model_path(config.model)                # a .gguf file: the directory it imports to
     if not (model / "config.json").exists():
         raise UserError(f"{config.model} is not a model directory (no config.json)")
-    if not load:
-        return None
+    return model
+
+
+def make_generator(config: EvalConfig) -> Generator:
+    """The generator `config` asks for: a local model (with its adapter folded in) or an endpoint."""
+    model = checked_model(config)
+    if model is None:
+        return EndpointGenerator(config.endpoint, config.api, config.api_key, config.concurrency,
+                                 config.max_retries, config.request_timeout)
     return LocalGenerator(model, config.device, config.quantize, config.adapter, dtype=config.dtype)
 
 
@@ -406,7 +409,6 @@ def run_evals(runs: list[tuple[Path, EvalConfig]], served_adapters: bool = False
         task_lists.append(tasks)
     adapter_names = _adapter_names(configs) if grouped else [None]
     generator = _group_generator(configs, adapter_names) if grouped else make_generator(configs[0])
-    assert generator is not None
     for out, config in runs:
         _check_resume(out, config)
     done = [_done_rows(out / SAMPLES) for out, _ in runs]
@@ -451,17 +453,12 @@ def _adapter_names(configs: list[EvalConfig]) -> list[str | None]:
 
 
 def _group_generator(configs: list[EvalConfig], names: list[str | None]) -> LocalGenerator:
-    first = configs[0]
-    make_generator(first.model_copy(update={"adapter": None}), load=False)     # the same checks, no model yet
-    for c in configs:
-        if c.adapter is not None:
-            make_generator(c, load=False)
-    from codefoundry.model import resolve_model_path
-
-    assert first.model is not None
+    """One loaded model for the group, each config's adapter served beside it under its name."""
+    models = [checked_model(c) for c in configs]
+    first, model = configs[0], models[0]
+    assert model is not None
     adapters = {name: c.adapter for name, c in zip(names, configs, strict=True) if name and c.adapter}
-    return LocalGenerator(resolve_model_path(first.model), first.device, first.quantize, adapters=adapters,
-                          dtype=first.dtype)
+    return LocalGenerator(model, first.device, first.quantize, adapters=adapters, dtype=first.dtype)
 
 
 def _finish(run: _Run, generator: Generator, sandbox: Sandbox) -> Path:
