@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--infilling", type=int, default=32)
     parser.add_argument("--bfloat16", action="store_true", help="also the new way in bf16")
     args = parser.parse_args()
+    for needed in (args.demo_out / "base", args.demo_out / "adapters" / "code"):
+        if not (needed / "manifest.json").exists():
+            parser.error(f"{needed} not found: pass a finished demo's output (codefoundry demo --no-serve --out DIR)")
     work = Path(tempfile.mkdtemp(prefix="eval_demo_"))
     base, adapter = work / "base", work / "adapter"      # copies: eval writes scores into their model cards
     shutil.copytree(args.demo_out / "base", base)

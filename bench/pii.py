@@ -98,8 +98,10 @@ def speed_on_real_code(n: int, src: Path | None = None) -> dict[str, float]:
 
 def export_src(ref: str, into: Path) -> Path:
     """`src/` of git revision `ref`, written under `into`."""
-    archive = subprocess.run(["git", "-C", str(BENCH.parent), "archive", ref, "src"], check=True,
-                             capture_output=True).stdout
+    done = subprocess.run(["git", "-C", str(BENCH.parent), "archive", ref, "src"], capture_output=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: cannot export src/ of {ref!r}: {done.stderr.decode(errors='replace').strip()}")
+    archive = done.stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into / "src"
