@@ -221,3 +221,23 @@ def test_tp_refusal_is_one_error_line(lora_bases: dict[str, Path], tmp_path: Pat
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and "does not fall on int4 groups of 32" in lines[0], proc.stderr
+
+
+def test_tp_refusal_of_a_q4_gguf_names_its_own_int4(lora_bases: dict[str, Path], tmp_path: Path) -> None:
+    """A Q4 GGUF is served int4 without --quantize: a --tp that cuts its groups names the file's own int4 and the
+    flags that serve it (not a `--quantize int4` the user never passed); `--quantize none` passes the check."""
+    from codefoundry.generate import check_tp_serving
+    from codefoundry.model.gguf_export import export_gguf
+    from codefoundry.serve.config import ServeConfig
+
+    gguf_file = export_gguf(lora_bases["llama"], tmp_path / "llama.Q4_0.gguf", "q4_0")
+    cfg = ServeConfig(model=gguf_file, tp=4)
+    assert cfg.served_quantize == "int4" and cfg.file_int4
+    cli = str(Path(sys.executable).parent / "codefoundry")
+    proc = subprocess.run([cli, "serve", "--model", str(gguf_file), "--port", str(_free_port()), "--tp", "4"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("error: --tp 4 with the model file's own int4 weights"), proc.stderr
+    assert "--quantize int4" not in proc.stderr and "--quantize none" in proc.stderr, proc.stderr
+    check_tp_serving(gguf_file, 4, ServeConfig(model=gguf_file, tp=4, quantize="none").served_quantize)

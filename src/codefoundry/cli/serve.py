@@ -122,7 +122,8 @@ def command(
     if cfg.tp > 1 and cfg.model is not None:          # before any process starts
         from codefoundry.generate import check_tp_serving
 
-        check_tp_serving(cfg.model, cfg.tp, cfg.served_quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+        check_tp_serving(cfg.model, cfg.tp, cfg.served_quantize, bool(cfg.adapters) or cfg.adapter_root is not None,
+                         cfg.file_int4)
     serve(cfg)
 
 

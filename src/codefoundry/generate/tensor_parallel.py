@@ -143,24 +143,26 @@ def _shard(model: nn.Module, model_path: Path, rank: int, world: int, quantize: 
     return shard_model(model, rank, world, quantize)
 
 
-def check_tp_serving(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False) -> None:
-    """Raise `UserError` (one line, with a hint) for what `--tp world` cannot serve; cheap: reads only the config."""
+def check_tp_serving(model_dir: Path, world: int, quantize: str | None = None, adapters: bool = False,
+                     file_int4: bool = False) -> None:
+    """Raise `UserError` (one line, with a hint) for what `--tp world` cannot serve; cheap: reads only the config.
+    `file_int4`: int4 is the model file's own (see `check_shardable`)."""
     if adapters:
         raise UserError(f"--tp {world} with LoRA adapters (--adapter, --adapter-root) is not supported: the "
                         "adapters' A/B matrices are not sharded",
                         hint="merge the adapter (codefoundry finetune merge) and serve the merged model")
     from codefoundry.model import load_config
 
-    check_shardable(load_config(model_dir), world, quantize)
+    check_shardable(load_config(model_dir), world, quantize, file_int4)
 
 
 def launch(model_dir: Path, world: int, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
-           adapters: bool = False) -> Launch:
+           adapters: bool = False, file_int4: bool = False) -> Launch:
     """Refuse what tensor-parallel serving cannot do, then start ranks 1…world-1 on `model_dir`.
 
     The caller loads its own copy of the model unquantized: `Launch.shard` quantizes each shard.
     """
-    check_tp_serving(model_dir, world, quantize, adapters)
+    check_tp_serving(model_dir, world, quantize, adapters, file_int4)
     return Launch(model_dir, world, dtype, device, quantize)
 
 

@@ -140,8 +140,9 @@ def local_kv_heads(config: Any, world: int, rank: int) -> int:
     return head_split(heads, kv_heads, world, rank).kv_heads
 
 
-def check_shardable(config: Any, world: int, quantize: str | None = None) -> None:
-    """Refuse a model (by its config) that `world` ranks cannot split, or whose int4 groups a split would cut."""
+def check_shardable(config: Any, world: int, quantize: str | None = None, file_int4: bool = False) -> None:
+    """Refuse a model (by its config) that `world` ranks cannot split, or whose int4 groups a split would cut;
+    `file_int4`: int4 is the model file's own (a Q4 GGUF served as it is), not asked for by `--quantize int4`."""
     from codefoundry.model import GPTBigCodeConfig, LlamaConfig, Starcoder2Config
 
     if not isinstance(config, (GPTBigCodeConfig, LlamaConfig, Starcoder2Config)):
@@ -153,10 +154,10 @@ def check_shardable(config: Any, world: int, quantize: str | None = None) -> Non
     if width % world:
         raise UserError(f"--tp {world} does not divide the MLP width {width}")
     if quantize == "int4":
-        _check_int4_layout(config, world)
+        _check_int4_layout(config, world, file_int4)
 
 
-def _check_int4_layout(config: Any, world: int) -> None:
+def _check_int4_layout(config: Any, world: int, file_int4: bool = False) -> None:
     """int4 with --tp: every layer that is int4 in the whole model must be int4 in each shard (group-aligned)."""
     from codefoundry.model import model_class
 
@@ -167,10 +168,17 @@ def _check_int4_layout(config: Any, world: int) -> None:
         with torch.device("meta"):
             shard = shard_model(model_class(config)(config), rank, world)
         for name, fits in _int4_layout(shard).items():
-            if before.get(name) != fits:
-                raise UserError(f"--tp {world} with --quantize int4: rank {rank}'s shard of {name} does not fall on "
+            if before.get(name) == fits:
+                continue
+            if file_int4:
+                raise UserError(f"--tp {world} with the model file's own int4 weights (a Q4 GGUF is served int4 "
+                                f"unless --quantize says otherwise): rank {rank}'s shard of {name} does not fall on "
                                 f"int4 groups of {DEFAULT_GROUP_SIZE} input features",
-                                hint="use --quantize int8 with --tp, or a --tp that keeps the groups whole")
+                                hint="add --quantize none (float weights) or --quantize int8, or use a --tp that "
+                                     "keeps the groups whole")
+            raise UserError(f"--tp {world} with --quantize int4: rank {rank}'s shard of {name} does not fall on "
+                            f"int4 groups of {DEFAULT_GROUP_SIZE} input features",
+                            hint="use --quantize int8 with --tp, or a --tp that keeps the groups whole")
 
 
 def _int4_layout(model: nn.Module) -> dict[str, bool]:

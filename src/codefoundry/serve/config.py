@@ -62,6 +62,11 @@ class ServeConfig(StageConfig):
         return native_quantize(self.model)
 
     @property
+    def file_int4(self) -> bool:
+        """Served int4 because the model file holds int4 weights (a Q4 GGUF), not because --quantize said so."""
+        return self.quantize is None and self.served_quantize == "int4"
+
+    @property
     def loopback(self) -> bool:
         """Bound to a loopback address: only this machine's clients (and web pages it opens) can connect."""
         if self.host.lower() == "localhost":

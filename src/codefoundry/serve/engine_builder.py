@@ -92,7 +92,8 @@ def build_engine(cfg: ServeConfig) -> tuple[Engine, EngineInfo]:
     if cfg.tp > 1:                                   # the other ranks load the model while this one does
         from codefoundry.generate.tensor_parallel import launch
 
-        tp = launch(cfg.model, cfg.tp, dtype, device, quantize, bool(cfg.adapters) or cfg.adapter_root is not None)
+        tp = launch(cfg.model, cfg.tp, dtype, device, quantize, bool(cfg.adapters) or cfg.adapter_root is not None,
+                    cfg.file_int4)
     # under --tp each rank quantizes its own shard of the float model
     model = load_model(cfg.model, dtype=dtype, device=device, quantize=None if tp else quantize)
     if tp is not None:                               # sharded over cfg.tp processes; this one runs the engine
