@@ -7,6 +7,7 @@ a base request in the same batch exactly the base model, and merging (the shared
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import peft
@@ -116,9 +117,49 @@ def test_served_fim_request_equals_the_merged_model_and_base_requests_the_base(t
 
 def test_token_rows_that_do_not_fit_the_model_are_refused(tied_llama: Path, tmp_path: Path) -> None:
     adapter = token_adapter(tied_llama, tmp_path / "adapter")
-    config = (adapter / "adapter_config.json").read_text()
-    vocab = len(load_tokenizer(tied_llama))
-    (adapter / "adapter_config.json").write_text(config.replace(str(fim_ids(tied_llama)[-1]), str(vocab + 5), 1))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["trainable_token_indices"][-1] = len(load_tokenizer(tied_llama)) + 5   # (not a text edit: the base's
+    (adapter / "adapter_config.json").write_text(json.dumps(config))             # temporary path holds digits)
     engine = Engine(load_model(tied_llama), load_tokenizer(tied_llama), num_blocks=16, block_size=4)
     with pytest.raises(ArtifactError, match="outside this model's vocabulary"):
         engine.lora.load("bad", adapter)
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_token_rows_are_served_on_a_quantized_base(tied_llama: Path, tmp_path: Path, quantize: str) -> None:
+    """A quantized tied model reads its embedding from the int8 head's table: an adapter's rows still replace
+    those ids' embeddings and those ids' logits (from the head's own input), for its requests only."""
+    adapter = token_adapter(tied_llama, tmp_path / "adapter")
+    tok = load_tokenizer(tied_llama)
+    ids = tok.encode(PROMPT)
+    model = load_model(tied_llama, quantize=quantize)
+    engine = Engine(model, tok, num_blocks=64, block_size=4)
+    engine.add_adapter("fim", str(adapter))
+    key = engine.lora.key("fim")
+    rows = load_file(str(adapter / "adapter_model.safetensors"))[
+        "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
+    fim = torch.tensor(fim_ids(tied_llama))
+    seen: dict[str, list[torch.Tensor]] = {"embedded": [], "hidden": []}
+    hooks = [model.model.embed_tokens.register_forward_hook(lambda m, i, o: seen["embedded"].append(o.detach())),
+             model.lm_head.register_forward_pre_hook(lambda m, i: seen["hidden"].append(i[0].detach()))]
+    seqs, first = [], 0
+    for adapter_id in (key, None):
+        blocks = list(range(first, first + -(-len(ids) // 4)))
+        first += len(blocks)
+        seqs.append(ScheduledSequence(ids, 0, len(ids), blocks, all_logits=True, adapter_id=adapter_id))
+    ours = [t.cpu() for t in engine.runner.execute(seqs).all]
+    for hook in hooks:
+        hook.remove()
+    embedded = seen["embedded"][0].reshape(2 * len(ids), -1)
+    hidden = seen["hidden"][0].reshape(2 * len(ids), -1)
+    at = [i for i, t in enumerate(ids) if t in set(fim.tolist())]
+    for i in at:                                           # the adapter's request: the trained rows …
+        assert torch.equal(embedded[i], rows[fim.tolist().index(ids[i])].to(embedded.dtype))
+    assert not torch.equal(embedded[len(ids) + at[0]], embedded[at[0]])   # … the base request: the base's
+    expected = (hidden[:len(ids)] @ rows.T.to(hidden.dtype))
+    assert (ours[0][:, fim] - expected).abs().max().item() <= 1e-5
+    base = Engine(load_model(tied_llama, quantize=quantize), tok, num_blocks=64, block_size=4)
+    alone = base.runner.execute([ScheduledSequence(ids, 0, len(ids), list(range(-(-len(ids) // 4))),
+                                                   all_logits=True)]).all[0].cpu()
+    assert torch.equal(ours[1], alone)                     # the base request in the same batch: the base alone
+    assert not torch.equal(ours[0][:, fim], alone[:, fim])

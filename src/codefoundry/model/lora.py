@@ -48,6 +48,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from codefoundry.errors import ArtifactError
+from codefoundry.model.quantize import QuantizedEmbedding
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -223,7 +224,11 @@ def _token_rows(path: Path, config: dict, found: dict[str, torch.Tensor], model:
                             "supported for serving (merge the adapter instead)")
     (module, rows), = found.items()
     embedding = dict(model.named_modules()).get(module)
-    if not isinstance(embedding, nn.Embedding):
+    if isinstance(embedding, QuantizedEmbedding):    # a quantized model's tied embedding reads its head's table
+        tied, dtype = embedding.head[0], embedding.dtype
+    elif isinstance(embedding, nn.Embedding):
+        tied, dtype = embedding.weight, embedding.weight.dtype
+    else:
         raise ArtifactError(f"{path}: trained token rows for {module}, which is not this model's token embedding")
     indices = config.get("trainable_token_indices")
     if isinstance(indices, dict):
@@ -240,9 +245,9 @@ def _token_rows(path: Path, config: dict, found: dict[str, torch.Tensor], model:
         raise ArtifactError(f"{path}: trained token ids {indices} are outside this model's vocabulary of "
                             f"{embedding.num_embeddings} (an adapter for a model with added tokens?)")
     head = next((name for name, m in model.named_modules() if m is not embedding and
-                 getattr(m, "weight", None) is embedding.weight), None)
+                 (m is tied or (isinstance(m, nn.Linear) and m.weight is tied))), None)
     return TokenRows(module, head, torch.tensor(indices, dtype=torch.long, device=param.device),
-                     rows.to(param.device, param.dtype).contiguous())
+                     rows.to(param.device, dtype).contiguous())
 
 
 def _fused_target(modules: dict[str, nn.Module], module: str) -> tuple[str, int, int] | None:
