@@ -1,6 +1,6 @@
 """Does this tree curate exactly what a git revision curates? Every dataset file compared, and the indexes' answers.
 
-    cd bench && ../.venv/bin/python curate_identity.py --against REF [--max-files-per-repo 15 100]
+    cd bench && ../.venv/bin/python curate_identity.py [--against REF] [--max-files-per-repo 15 100]
 
 For each `--max-files-per-repo` size: both `src/` trees (this one, and REF's exported with `git archive`) curate
 `bench/curate.py`'s pinned input (the demo's sources, one worker) in fresh subprocesses with empty caches. Then
@@ -132,7 +132,8 @@ def compare(old: Path, new: Path) -> tuple[list[str], list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--against", metavar="REF", required=True, help="the git revision to compare with")
+    ap.add_argument("--against", metavar="REF", default="HEAD",
+                    help="the git revision to compare with (default HEAD: what uncommitted changes do)")
     ap.add_argument("--max-files-per-repo", type=int, nargs="+", default=[15, 100])
     args = ap.parse_args()
     pinned = pinned_distributions()
