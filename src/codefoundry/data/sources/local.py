@@ -79,8 +79,20 @@ def _raise(reason: str) -> bytes:
 
 
 def _real_dir(path: str, dirs: dict[str, Path | None]) -> Path | None:
-    """A directory's resolved path (None if it cannot be resolved), remembered in `dirs`."""
+    """A directory's resolved path (None if it cannot be resolved), remembered in `dirs`.
+
+    A folder that is no symlink resolves to its resolved parent plus its name: one lstat, where a resolve
+    looks at every folder of the path again (a distribution's files sit in hundreds of folders)."""
     if path not in dirs:
+        head, name = os.path.split(path)
+        if head and name not in ("", ".", "..") and (parent := _real_dir(head, dirs)) is not None:
+            try:
+                linked = stat.S_ISLNK(os.lstat(path).st_mode)
+            except OSError:
+                linked = True  # let resolve decide
+            if not linked:
+                dirs[path] = parent / name
+                return dirs[path]
         try:
             dirs[path] = Path(path).resolve(strict=True)
         except (OSError, RuntimeError):
