@@ -13,7 +13,7 @@ NOT_IMPORTED = ("pyarrow.dataset", "torch", "transformers", "datasets")
 """Modules no curation imports. pandas is not among them: pyarrow imports it on its first conversion of a Python
 list (`pa.array` asks whether the list is a pandas object), which every curation makes."""
 
-AT_IMPORT = NOT_IMPORTED + ("pandas",)
+AT_IMPORT = (*NOT_IMPORTED, "pandas")
 
 
 def imported(code: str, env: dict[str, str] | None = None) -> list[str]:

@@ -71,7 +71,7 @@ def test_ids_from_names_and_expressions_use_the_known_ids() -> None:
 def license_texts() -> list[str]:
     root = resources.files("codefoundry.data.license").joinpath("texts")
     texts = sorted(e.read_text(encoding="utf-8") for e in root.iterdir() if e.name.endswith(".txt"))
-    return texts[:12] + [texts[0].replace("\n", "\r\n"), "Zoë " * 80 + texts[1], "word " * 60]
+    return [*texts[:12], texts[0].replace("\n", "\r\n"), "Zoë " * 80 + texts[1], "word " * 60]
 
 
 @pytest.fixture

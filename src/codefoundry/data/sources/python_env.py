@@ -141,7 +141,7 @@ _UNSURE = object()
 _HEADER_LINE = re.compile(r"[!-9;-~]+:|[ \t]")  # a field or its continuation, as the email parser reads them
 
 
-def header_value(text: str, field: str) -> str | None | object:
+def header_value(text: str, field: str) -> str | object | None:
     """The email parser's (compat32, headers only) value of the first header named `field` (lower case), read
     line by line up to it: None when there is none, `_UNSURE` when a line before it is one the parser would
     read otherwise (CR line ends, an envelope `From ` line, a line that is no header: the caller asks it)."""
