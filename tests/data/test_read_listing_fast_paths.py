@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,11 @@ def test_paths_looked_at_are_the_plainly_selected_ones() -> None:
         only = rng.choice([(), (".py",), (".py", ".md")])
         skip = rng.choice([(), (".pyc",), (".txt", ".ipynb")])
         assert paths_looked_at(paths, limits, only, skip) == looked_at_plainly(paths, limits, only, skip)
+
+
+def test_a_folder_deeper_than_the_recursion_limit_resolves(tmp_path: Path) -> None:
+    deep = os.fspath(tmp_path)
+    for _ in range(sys.getrecursionlimit() + 50):  # within PATH_MAX, past Python's recursion limit
+        deep = os.path.join(deep, "d")
+        os.mkdir(deep)
+    assert _real_dir(deep, {}) == plain_real_dir(deep)
