@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from functools import cache
+from functools import cache, lru_cache
+from importlib import resources
 
-from codefoundry.data.license.match import references
+from codefoundry.data.license.match import spdx_of
 
 ALIASES = {  # loose names seen in metadata (lower-cased, punctuation collapsed) → SPDX id
     "mit": "MIT", "mit license": "MIT", "the mit license": "MIT", "expat": "MIT", "mit x11": "MIT",
@@ -64,10 +65,23 @@ _SUFFIXES = ("-only", "-or-later", "+")
 
 @cache
 def known_ids() -> dict[str, str]:
-    """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack)."""
-    return {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0"}
+    """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack).
+
+    The ids come from the reference files' names, as `match.references()` names them, without reading and
+    normalizing the texts (most of a run's license work when every verdict comes from the cache)."""
+    root = resources.files("codefoundry.data.license").joinpath("texts")
+    names = [e.name for folder in (root, root.joinpath("restricted"), root.joinpath("sections"))
+             for e in folder.iterdir() if e.name.endswith(".txt")]
+    return {spdx_of(name).lower(): spdx_of(name) for name in sorted(names)} | {"python-2.0": "Python-2.0"}
 
 
+@cache
+def _known() -> frozenset[str]:
+    """The ids of `known_ids`, for membership tests (a dict's values are searched one by one)."""
+    return frozenset(known_ids().values())
+
+
+@lru_cache(maxsize=4096)  # a repository's files and a pasted license text repeat few ids and words
 def canonical(spdx_id: str) -> str:
     """Base SPDX id: "GPL-3.0-or-later" → "GPL-3.0", "LGPL-2.1+" → "LGPL-2.1"; known ids keep their case."""
     for suffix in _SUFFIXES:
@@ -128,9 +142,10 @@ def _allows(tree: _Tree, allowed: Collection[str]) -> bool:
     return (any if tree[0] == "OR" else all)(_allows(t, allowed) for t in tree[1])
 
 
+@lru_cache(maxsize=4096)  # a pasted license text is parsed as an expression first: its words repeat
 def _license_id(token: str) -> str:
     spdx_id = canonical(token)
-    return spdx_id if spdx_id in known_ids().values() else ALIASES.get(_key(token), spdx_id)
+    return spdx_id if spdx_id in _known() else ALIASES.get(_key(token), spdx_id)
 
 
 def _or(tokens: list[str], i: int) -> tuple[_Tree, int]:
@@ -196,7 +211,7 @@ def from_name(value: str) -> list[str]:
         if k in ALIASES:
             return [ALIASES[k]]
     ids = parse_expression(value)
-    if ids and all(i in known_ids().values() for entry in ids for i in license_ids(entry)):
+    if ids and all(i in _known() for entry in ids for i in license_ids(entry)):
         return ids
     return []
 

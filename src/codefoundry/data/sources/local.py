@@ -79,13 +79,36 @@ def _raise(reason: str) -> bytes:
 
 
 def _real_dir(path: str, dirs: dict[str, Path | None]) -> Path | None:
-    """A directory's resolved path (None if it cannot be resolved), remembered in `dirs`."""
-    if path not in dirs:
+    """A directory's resolved path (None if it cannot be resolved), remembered in `dirs`.
+
+    A folder that is no symlink resolves to its resolved parent plus its name: one lstat, where a resolve
+    looks at every folder of the path again (a distribution's files sit in hundreds of folders)."""
+    unknown = []  # `path` and its folders up to the first one remembered (or the top), deepest first
+    while path not in dirs:
+        unknown.append(path)
+        head, name = os.path.split(path)
+        if not head or name in ("", ".", ".."):
+            break
+        path = head
+    for folder in reversed(unknown):
+        head, name = os.path.split(folder)
+        parent = dirs.get(head) if head and name not in ("", ".", "..") else None
+        if parent is not None and not _is_link(folder):
+            dirs[folder] = parent / name
+            continue
         try:
-            dirs[path] = Path(path).resolve(strict=True)
+            dirs[folder] = Path(folder).resolve(strict=True)
         except (OSError, RuntimeError):
-            dirs[path] = None
-    return dirs[path]
+            dirs[folder] = None
+    return dirs[unknown[0] if unknown else path]
+
+
+def _is_link(path: str) -> bool:
+    """A symlink, or a path lstat cannot tell about (resolve decides then)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return True
 
 
 def disk_entry(rel: str, full: str | Path, root: Path, dirs: dict[str, Path | None] | None = None) -> Entry:

@@ -129,10 +129,38 @@ def listed_files(files: list[str]) -> list[str]:
 def _metadata_name(dist: metadata.Distribution, core: str | None) -> str | None:
     """`dist.metadata["Name"]` from its headers alone (importlib parses the whole METADATA, description and all)."""
     text = core or dist.read_text("PKG-INFO") or dist.read_text("") or ""
-    name = email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True)["Name"]
+    name = header_value(text, "name")
+    if name is _UNSURE:
+        name = email.parser.Parser(policy=email.policy.compat32).parsestr(text, headersonly=True)["Name"]
     if not name or "\n" not in name:
         return name
     return textwrap.dedent(" " * 8 + name)  # importlib's repair of a folded value (RFC 822 indentation)
+
+
+_UNSURE = object()
+_HEADER_LINE = re.compile(r"[!-9;-~]+:|[ \t]")  # a field or its continuation, as the email parser reads them
+
+
+def header_value(text: str, field: str) -> str | object | None:
+    """The email parser's (compat32, headers only) value of the first header named `field` (lower case), read
+    line by line up to it: None when there is none, `_UNSURE` when a line before it is one the parser would
+    read otherwise (CR line ends, an envelope `From ` line, a line that is no header: the caller asks it)."""
+    head = text.partition("\n\n")[0]  # an empty line ends the headers
+    value: list[str] | None = None
+    for line in head.split("\n"):
+        if value is not None:
+            if line[:1] not in (" ", "\t"):
+                break
+            value.append(line)
+        elif "\r" in line or line.startswith("From ") or not _HEADER_LINE.match(line):
+            return _UNSURE
+        elif line[0] not in " \t" and line.partition(":")[0].lower() == field:
+            value = [line.partition(":")[2].lstrip(" \t")]
+        else:
+            continue
+        if "\r" in line:
+            return _UNSURE
+    return None if value is None else "\n".join(value).rstrip("\r\n")
 
 
 @dataclass(frozen=True)

@@ -98,10 +98,11 @@ def paths_looked_at(paths: Iterable[str], limits: SourceLimits, only_suffixes: t
     makes entries, a stat and a resolve each, for these alone; `repo_batches` gives the same rows.
     """
     paths = list(paths)
-    selecting = bool(only_suffixes or skip_suffixes)  # else every path is selected: no test per path
-    chosen = sorted(p for p in paths if _selected(p, only_suffixes, skip_suffixes)) if selecting else sorted(paths)
+    chosen: Iterable[str] = sorted(paths)
+    if only_suffixes or skip_suffixes:  # else every path is selected: no test per path
+        chosen = (p for p in chosen if _selected(p, only_suffixes, skip_suffixes))  # tested up to the limit only
     if limits.max_files_per_repo:
-        chosen = chosen[: limits.max_files_per_repo]
+        chosen = itertools.islice(chosen, limits.max_files_per_repo)
     return set(chosen).union(itertools.compress(paths, evidence_files(paths)))
 
 
