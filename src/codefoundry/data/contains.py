@@ -93,18 +93,34 @@ class BloomFilter:
         self._set(_positions(grams, self.m, self.k, self.digest).reshape(-1))
 
     def add_digests(self, digests: bytes) -> None:
-        """Add the n-grams whose 16-byte digests (`DIGESTS[self.digest]`) are concatenated in `digests`.
+        """Add the n-grams whose 16-byte digests (`DIGESTS[self.digest]`) are concatenated in `digests`."""
+        self.add_digest_chunks([digests])
 
-        `_digest_positions`' positions, probe by probe (h1 + i·h2 as a running sum, wrapping like the product),
-        with fewer full-size temporaries."""
+    def add_digest_chunks(self, chunks: Iterable[bytes]) -> None:
+        """`add_digests` of each chunk. A filter of at most MASK_BITS bits is filled as one bool per bit (plain
+        stores, duplicates harmless) and packed once at the end: `np.bitwise_or.at` costs about twice as much;
+        a larger filter is filled with it, so the extra memory stays bounded."""
+        mask = np.unpackbits(self.bits, bitorder="little").view(bool) if self.m <= MASK_BITS else None
+        for digests in chunks:
+            pos = self._chunk_positions(digests)
+            if mask is not None:
+                mask[pos.reshape(-1).view(np.int64)] = True  # every position < m < 2**63
+            else:
+                np.bitwise_or.at(self.bits, (pos >> np.uint64(3)).astype(np.intp),
+                                 np.left_shift(np.uint8(1), (pos & np.uint64(7)).astype(np.uint8)))
+        if mask is not None:
+            self.bits[:] = np.packbits(mask, bitorder="little")
+
+    def _chunk_positions(self, digests: bytes) -> np.ndarray:
+        """`_digest_positions`' positions as (k, n), probe by probe (h1 + i·h2 as a running sum, wrapping like the
+        product), with fewer full-size temporaries."""
         h1, h2 = _split(digests)
         pos = np.empty((self.k, len(h1)), np.uint64)
         pos[0] = h1
         for i in range(1, self.k):
             np.add(pos[i - 1], h2, out=pos[i])
         pos %= np.uint64(self.m)
-        np.bitwise_or.at(self.bits, (pos >> np.uint64(3)).astype(np.intp),
-                         np.left_shift(np.uint8(1), (pos & np.uint64(7)).astype(np.uint8)))
+        return pos
 
     def _set(self, pos: np.ndarray) -> None:
         np.bitwise_or.at(self.bits, pos >> 3, (1 << (pos & 7)).astype(np.uint8))
@@ -223,6 +239,8 @@ def _ascii_pieces(array: pa.Array) -> tuple[np.ndarray, list[str]]:
     return (np.concatenate(cut) if cut else np.zeros(0, np.uint8)), others
 
 
+MASK_BITS = 1 << 27
+"""The largest filter (bits) filled through a bool per bit: 128 MiB of scratch memory at most."""
 DIGEST_CHUNK = 1 << 22
 """Bytes of gram digests (16 per gram) added to the filter at a time."""
 
@@ -252,8 +270,7 @@ class ContainsIndexWriter:
             self.spill.close()
             bloom = BloomFilter.sized(self.n)
             with open(self.scratch, "rb") as spill:
-                while chunk := spill.read(DIGEST_CHUNK):
-                    bloom.add_digests(chunk)
+                bloom.add_digest_chunks(iter(lambda: spill.read(DIGEST_CHUNK), b""))
         finally:
             self.scratch.unlink(missing_ok=True)
         np.save(self.dataset / BITS, bloom.bits)
