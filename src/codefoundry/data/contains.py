@@ -177,8 +177,9 @@ def content_digests(texts: Iterable[str | None], digest: str = HASH) -> tuple[by
 _ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else 32 if c in b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" else c
                     for c in range(256))
 """`normalize` on ASCII bytes, byte for byte: A-Z lowered, and every ASCII character `str.split()` cuts at (the
-\x1c-\x1f separators too) a space; a run of them then becomes one space, none at either end. Other bytes as they are."""
-WIDE_SPACES = "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+\x1c-\x1f separators too) a space; a run of them then becomes one space, none at either end. Other bytes kept."""
+WIDE_SPACES = ("\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+               "\u2028\u2029\u202f\u205f\u3000")
 """The characters beyond ASCII that `str.split()` cuts at (a test checks them against every code point)."""
 _WIDE_CODES = {n: np.array(sorted(int.from_bytes(c.encode(), "big") for c in WIDE_SPACES if len(c.encode()) == n),
                            np.uint32) for n in (2, 3)}
