@@ -84,7 +84,11 @@ def test_column_digests_of_non_ascii_texts_are_each_grams_digest(kind: str) -> N
 def test_true_reads_the_bitmaps() -> None:
     rng = random.Random(3)
     values = [rng.choice([True, False, None]) for _ in range(203)]
-    for flags in (pa.array(values, pa.bool_()), pa.array([v is True for v in values], pa.bool_())):
+    validity = pa.py_buffer(np.packbits(np.array([v is not None for v in values]), bitorder="little").tobytes())
+    ones = pa.py_buffer(b"\xff" * 26)  # a null slot's value bit may be set: it must not count
+    null_over_true = pa.Array.from_buffers(pa.bool_(), 203, [validity, ones])
+    assert null_over_true.to_pylist() == [None if v is None else True for v in values]
+    for flags in (pa.array(values, pa.bool_()), pa.array([v is True for v in values], pa.bool_()), null_over_true):
         for offset, length in ((0, 203), (5, 100), (13, 0), (64, 139), (3, 1)):
             part = flags.slice(offset, length)
             assert _true(part).tolist() == [v is True for v in part.to_pylist()]
