@@ -28,8 +28,9 @@ from codefoundry.data.contains import (
     _utf8_grams,
     column_digests,
 )
+from codefoundry.data.finalize import build_indexes
 from codefoundry.data.pipeline import conform
-from codefoundry.data.pipeline.executor import _write_arrow
+from codefoundry.data.pipeline.executor import _write_arrow, _write_parquet
 from codefoundry.data.pipeline.schema import FILES_SCHEMA, from_records
 from codefoundry.data.search import FORMAT, INDEX, build_search_index, search
 from conftest import stdlib_files
@@ -201,3 +202,19 @@ print(sorted({{m for m in ("pandas", "numpy.ma") if m in sys.modules}} - before)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert search(tmp_path / "ds", "ünï")
+
+
+def test_indexes_from_an_older_works_parquet_units_are_the_same(tmp_path: Path) -> None:
+    """A `.work` from before units were staged as Arrow holds `kept.parquet` files: the indexes read them too."""
+    rows = [{"repo_name": f"o/r{i % 3}", "path": f"{i}.py", "content": t, "lang": "Python" if i % 2 else None,
+             "licenses": ["MIT"] if i % 3 else None} for i, t in enumerate([None, *_texts(4, 40)])]
+    files = {}
+    for suffix, write in ((".arrow", _write_arrow), (".parquet", _write_parquet)):
+        files[suffix] = [tmp_path / f"u{k}{suffix}" for k in range(2)]
+        write(files[suffix][0], iter([from_records(rows[:17]), from_records(rows[17:])]), FILES_SCHEMA)
+        write(files[suffix][1], iter([from_records(rows[:5])]), FILES_SCHEMA)
+    for suffix, units in files.items():
+        build_indexes(tmp_path / suffix, {"files": units}, batch_rows=8)
+    for path in (INDEX, Path("index") / "contains.bloom.npy", Path("index") / "contains.json"):
+        assert (tmp_path / ".arrow" / path).read_bytes() == (tmp_path / ".parquet" / path).read_bytes()
+    assert search(tmp_path / ".parquet", "ΣΑΣ")
