@@ -93,18 +93,34 @@ class BloomFilter:
         self._set(_positions(grams, self.m, self.k, self.digest).reshape(-1))
 
     def add_digests(self, digests: bytes) -> None:
-        """Add the n-grams whose 16-byte digests (`DIGESTS[self.digest]`) are concatenated in `digests`.
+        """Add the n-grams whose 16-byte digests (`DIGESTS[self.digest]`) are concatenated in `digests`."""
+        self.add_digest_chunks([digests])
 
-        `_digest_positions`' positions, probe by probe (h1 + i·h2 as a running sum, wrapping like the product),
-        with fewer full-size temporaries."""
+    def add_digest_chunks(self, chunks: Iterable[bytes]) -> None:
+        """`add_digests` of each chunk. A filter of at most MASK_BITS bits is filled as one bool per bit (plain
+        stores, duplicates harmless) and packed once at the end: `np.bitwise_or.at` costs about twice as much;
+        a larger filter is filled with it, so the extra memory stays bounded."""
+        mask = np.unpackbits(self.bits, bitorder="little").view(bool) if self.m <= MASK_BITS else None
+        for digests in chunks:
+            pos = self._chunk_positions(digests)
+            if mask is not None:
+                mask[pos.reshape(-1).view(np.int64)] = True  # every position < m < 2**63
+            else:
+                np.bitwise_or.at(self.bits, (pos >> np.uint64(3)).astype(np.intp),
+                                 np.left_shift(np.uint8(1), (pos & np.uint64(7)).astype(np.uint8)))
+        if mask is not None:
+            self.bits[:] = np.packbits(mask, bitorder="little")
+
+    def _chunk_positions(self, digests: bytes) -> np.ndarray:
+        """`_digest_positions`' positions as (k, n), probe by probe (h1 + i·h2 as a running sum, wrapping like the
+        product), with fewer full-size temporaries."""
         h1, h2 = _split(digests)
         pos = np.empty((self.k, len(h1)), np.uint64)
         pos[0] = h1
         for i in range(1, self.k):
             np.add(pos[i - 1], h2, out=pos[i])
         pos %= np.uint64(self.m)
-        np.bitwise_or.at(self.bits, (pos >> np.uint64(3)).astype(np.intp),
-                         np.left_shift(np.uint8(1), (pos & np.uint64(7)).astype(np.uint8)))
+        return pos
 
     def _set(self, pos: np.ndarray) -> None:
         np.bitwise_or.at(self.bits, pos >> 3, (1 << (pos & 7)).astype(np.uint8))
@@ -161,12 +177,20 @@ def content_digests(texts: Iterable[str | None], digest: str = HASH) -> tuple[by
 _ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else 32 if c in b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" else c
                     for c in range(256))
 """`normalize` on ASCII bytes, byte for byte: A-Z lowered, and every ASCII character `str.split()` cuts at (the
-\x1c-\x1f separators too) a space; a run of them then becomes one space, none at either end."""
+\x1c-\x1f separators too) a space; a run of them then becomes one space, none at either end. Other bytes kept."""
+WIDE_SPACES = ("\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+               "\u2028\u2029\u202f\u205f\u3000")
+"""The characters beyond ASCII that `str.split()` cuts at (a test checks them against every code point)."""
+_WIDE_CODES = {n: np.array(sorted(int.from_bytes(c.encode(), "big") for c in WIDE_SPACES if len(c.encode()) == n),
+                           np.uint32) for n in (2, 3)}
+"""Their UTF-8 encodings (2 or 3 bytes, lead byte 0xC2 or 0xE1-0xE3) as big-endian integers."""
 
 
 def column_digests(column: pa.Array | pa.ChunkedArray, digest: str = HASH) -> tuple[bytes, int]:
-    """`content_digests` of a string column (null as empty), its ASCII texts normalised over the column's buffer:
-    `str.lower` and `str.split` made a string per word (most of the index's cost); the rest as `content_digests`."""
+    """`content_digests` of a string column (null as empty), normalised over byte buffers: `str.lower` and
+    `str.split` made a string per word (most of the index's cost). ASCII texts are normalised in the column's own
+    buffer (`_ascii_pieces`); the others are lowered by `str.lower` (which knows Unicode's case rules) and their
+    spaces collapsed in one buffer of their UTF-8 bytes (`_utf8_grams`)."""
     if STRIDE != NGRAM:
         return content_digests(column.to_pylist(), digest)
     fn = DIGESTS[digest]
@@ -174,7 +198,8 @@ def column_digests(column: pa.Array | pa.ChunkedArray, digest: str = HASH) -> tu
     for array in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
         pieces, others = _ascii_pieces(array)
         parts.append(b"".join(map(fn, pieces.view(f"V{NGRAM}").tolist())))
-        parts += [_file_digests(text, fn) for text in others]
+        if others:
+            parts.append(b"".join(map(fn, _utf8_grams(others))))
     out = b"".join(parts)
     return out, len(out) // 16
 
@@ -187,42 +212,90 @@ def _ascii_pieces(array: pa.Array) -> tuple[np.ndarray, list[str]]:
     if n == 0 or array.null_count == n:
         return np.zeros(0, np.uint8), []
     width = 8 if pa.types.is_large_string(array.type) else 4
-    offsets = np.frombuffer(array.buffers()[1], f"<i{width}", n + 1, array.offset * width).tolist()
-    base = offsets[0]
+    offsets = np.frombuffer(array.buffers()[1], f"<i{width}", n + 1, array.offset * width).astype(np.int64)
+    base = int(offsets[0])
+    offsets -= base
     data = array.buffers()[2]
-    raw = memoryview(data)[base:offsets[-1]].tobytes() if data is not None else b""
-    folded = np.frombuffer(raw.translate(_ASCII_FOLD), np.uint8)
-    space = folded == 32
-    keep = np.empty_like(space)  # kept: a character that is not a space, or a space after one that is not …
-    if len(keep):
-        keep[0] = True
-        np.logical_not(space[:-1], out=keep[1:])
-        keep |= ~space
-    valid = array.is_valid().to_pylist()
-    ascii_ = pc.string_is_ascii(array).to_pylist()
-    spans, others = [], []
-    for i in range(n):
-        start, stop = offsets[i] - base, offsets[i + 1] - base
-        if valid[i] and ascii_[i]:
-            if start < stop:
-                keep[start] = not space[start]  # … but not at a text's start: a leading run goes entirely
-                spans.append((start, stop))
-        elif start < stop:  # another text's bytes (or a null slot's): not in the concatenation
-            keep[start:stop] = False
-            if valid[i]:
-                others.append(array[i].as_py())
-    out = folded[keep]
-    cut, at = [], 0
-    for start, stop in spans:
-        chars = int(np.count_nonzero(keep[start:stop]))
-        ends_in_space = int(chars > 0 and out[at + chars - 1] == 32)  # a trailing run left one space
-        whole = (chars - ends_in_space) // NGRAM * NGRAM
-        if whole:
-            cut.append(out[at:at + whole])
-        at += chars
+    raw = memoryview(data)[base:base + int(offsets[-1])].tobytes() if data is not None else b""
+    ok = np.ones(n, bool) if array.null_count == 0 else _true(array.is_valid())
+    if not raw.isascii():
+        ok &= _true(pc.string_is_ascii(array))
+    others = [array[i].as_py() for i in np.flatnonzero(~ok & (np.diff(offsets) > 0)).tolist() if array[i].is_valid]
+    out, ats, counts = _collapse(np.frombuffer(raw.translate(_ASCII_FOLD), np.uint8), offsets, ok)
+    cut = [out[a:a + c // NGRAM * NGRAM] for a, c in zip(ats.tolist(), counts.tolist(), strict=True) if c >= NGRAM]
     return (np.concatenate(cut) if cut else np.zeros(0, np.uint8)), others
 
 
+def _true(flags: pa.BooleanArray) -> np.ndarray:
+    """Which slots of a boolean array hold true (null as false), read from its bitmaps: `to_numpy` and
+    `fill_null(…, False)` would import pandas (a quarter of a second) on their first call."""
+    n, offset = len(flags), flags.offset
+    validity, values = flags.buffers()
+    out = np.unpackbits(np.frombuffer(values, np.uint8), bitorder="little")[offset:offset + n].view(bool)
+    if validity is not None and flags.null_count:
+        out &= np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[offset:offset + n].view(bool)
+    return out
+
+
+def _collapse(folded: np.ndarray, offsets: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`normalize`'s whitespace runs over the texts `ok` marks in a buffer whose spaces are all b" " (32), texts
+    at `offsets` (from 0): (their kept bytes concatenated; each non-empty such text's start in it and its length
+    without a trailing space). A byte is kept unless it is a space after a space or at a text's start."""
+    keep = np.empty(len(folded), bool)
+    if len(folded):
+        keep[0] = True
+        pairs = np.ndarray((len(folded) - 1,), np.uint16, buffer=folded, strides=(1,))  # each byte with the next
+        np.not_equal(pairs, 0x2020, out=keep[1:])
+    lengths = np.diff(offsets)
+    live = ok & (lengths > 0)
+    starts = offsets[:-1][live]
+    keep[starts] = folded[starts] != 32
+    for i in np.flatnonzero(~ok & (lengths > 0)).tolist():  # another text's bytes: not in the concatenation
+        keep[offsets[i]:offsets[i + 1]] = False
+    out = folded[keep]
+    counts = np.array([np.count_nonzero(keep[a:b]) for a, b in zip(starts.tolist(), offsets[1:][live].tolist(),
+                                                                     strict=True)], np.int64)
+    ats = np.cumsum(counts) - counts
+    if len(out):
+        counts -= (counts > 0) & (out[np.maximum(ats + counts - 1, 0)] == 32)  # a trailing run left one space
+    return out, ats, counts
+
+
+def _utf8_grams(texts: list[str]) -> list[bytes]:
+    """The UTF-8 bytes of every `_file_grams` n-gram of `texts` (any text; lone surrogates as "surrogatepass")."""
+    encoded = [text.lower().encode("utf-8", "surrogatepass") for text in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    folded = np.frombuffer(bytearray(b"".join(encoded).translate(_ASCII_FOLD)), np.uint8)
+    padded = np.concatenate([folded, np.zeros(2, np.uint8)])
+    leads = np.flatnonzero((folded == 0xC2) | ((folded >= 0xE1) & (folded <= 0xE3)))  # never a continuation byte
+    code = padded[leads].astype(np.uint32) << 8 | padded[leads + 1]
+    for size in (2, 3):
+        if size == 3:
+            code = code << 8 | padded[leads + 2]
+        wide = _WIDE_CODES[size]  # sorted; not np.isin, which imports numpy.ma
+        hits = leads[wide[np.minimum(np.searchsorted(wide, code), len(wide) - 1)] == code]
+        for j in range(size):
+            folded[hits + j] = 32
+    out, ats, counts = _collapse(folded, offsets, np.ones(len(texts), bool))
+    # the bytes that continue a character (few in most texts) map characters to bytes and back: a byte's character
+    # is the byte less the continuation bytes before it; character c starts at c + those up to it (`shift`)
+    tails = np.flatnonzero((out & 0xC0) == 0x80)
+    shift = tails - np.arange(len(tails))
+    first = ats - np.searchsorted(tails, ats)
+    grams = (ats + counts - np.searchsorted(tails, ats + counts) - first) // NGRAM
+    if not grams.any():
+        return []
+    total = int(grams.sum())
+    chars = np.repeat(first - NGRAM * (np.cumsum(grams) - grams), grams) + NGRAM * np.arange(total)
+    starts = chars + np.searchsorted(shift, chars, side="right")
+    stops = chars + NGRAM + np.searchsorted(shift, chars + NGRAM, side="right")
+    buf = out.tobytes()
+    return list(map(buf.__getitem__, map(slice, starts.tolist(), stops.tolist())))
+
+
+MASK_BITS = 1 << 27
+"""The largest filter (bits) filled through a bool per bit: 128 MiB of scratch memory at most."""
 DIGEST_CHUNK = 1 << 22
 """Bytes of gram digests (16 per gram) added to the filter at a time."""
 
@@ -252,8 +325,7 @@ class ContainsIndexWriter:
             self.spill.close()
             bloom = BloomFilter.sized(self.n)
             with open(self.scratch, "rb") as spill:
-                while chunk := spill.read(DIGEST_CHUNK):
-                    bloom.add_digests(chunk)
+                bloom.add_digest_chunks(iter(lambda: spill.read(DIGEST_CHUNK), b""))
         finally:
             self.scratch.unlink(missing_ok=True)
         np.save(self.dataset / BITS, bloom.bits)

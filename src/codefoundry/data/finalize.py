@@ -64,6 +64,7 @@ from codefoundry.data.pipeline.executor import (
     gather_stats,
     read_unit,
     remove_tree,
+    staged_tables,
     step_seconds,
     unit_outputs,
     write_shards,
@@ -312,8 +313,18 @@ def _kept_tables(dataset: Path, kept: Mapping[str, Sequence[Path]] | None, batch
             yield shard.parent.name, pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=COLUMNS)
         return
     for subset in sorted(kept, key=lambda s: (s != SUBSET, s)):
-        yield subset, (table.slice(start, batch_rows) for f in kept[subset] for table in [read_unit(f, COLUMNS)]
+        yield subset, (table.slice(start, batch_rows) for f in kept[subset] for table in _unit_tables(f)
                        for start in range(0, table.num_rows, batch_rows))
+
+
+def _unit_tables(path: Path) -> Iterator[pa.Table]:
+    """A staged unit file's COLUMNS as staged (memory-mapped, no copy: `read_unit` combines chunks as Parquet
+    row groups would hold them, which the indexes do not need); an older `.work`'s Parquet unit through it."""
+    if path.suffix != ".arrow":
+        yield read_unit(path, COLUMNS)
+        return
+    for table in staged_tables(path):
+        yield table.select(COLUMNS)
 
 
 def time_table(counts: Mapping[str, Any], timings: Mapping[str, float], order: Sequence[str],
