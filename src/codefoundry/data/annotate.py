@@ -87,15 +87,17 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
     text = pc.fill_null(content, "")
     offsets, data = _buffers(text)
     ascii_rows = pc.string_is_ascii(text).to_numpy(zero_copy_only=False)
-    chars = pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
+    non_ascii = np.flatnonzero(~ascii_rows)
+    continuation, leads = _non_ascii_bytes(data, offsets, non_ascii)
+    chars = np.diff(offsets)  # characters: bytes less continuation bytes (Arrow strings are valid UTF-8)
+    if len(continuation):
+        chars -= np.bincount(np.searchsorted(offsets, continuation, side="right") - 1, minlength=n)
     avg, longest, frac = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
     # Lines as byte segments: a line starts at each row start and after each newline.
     newlines = np.flatnonzero(data[offsets[0]: offsets[-1]] == 10) + offsets[0]
     starts = np.sort(np.concatenate((offsets[:-1], newlines + 1)), kind="stable")
     starts = starts[np.concatenate(([True], starts[1:] != starts[:-1]))] if len(starts) else starts
     starts = starts[starts < offsets[-1]]
-    non_ascii = np.flatnonzero(~ascii_rows & (chars > 0))
-    continuation, leads = _non_ascii_bytes(data, offsets, non_ascii)
     if len(starts):
         row_of = np.searchsorted(offsets, starts, side="right") - 1
         ends = np.minimum(np.append(starts[1:], offsets[-1]), offsets[row_of + 1])
