@@ -47,3 +47,21 @@ def test_detect_secrets_is_imported_without_requests() -> None:
 
 def test_a_process_that_imported_requests_keeps_it() -> None:
     assert _run(PRELOADED) == {"same": True}
+
+
+INSIDE = r'''
+import json, sys
+from codefoundry.data.pii import detect
+with detect._deferred("requests"):
+    import requests
+    stand_in = type(requests).__name__
+    import requests.adapters  # another thread's import meanwhile: the real package (its `__path__`) is loaded
+    from requests import Session
+print(json.dumps({"stand_in": stand_in, "real": type(sys.modules["requests"]).__name__,
+                  "session": Session is sys.modules["requests"].Session,
+                  "adapters": hasattr(sys.modules["requests"], "adapters")}))
+'''
+
+
+def test_an_import_of_requests_while_it_is_deferred_gets_the_real_package() -> None:
+    assert _run(INSIDE) == {"stand_in": "_DeferredModule", "real": "module", "session": True, "adapters": True}

@@ -155,9 +155,7 @@ class _DeferredModule(types.ModuleType):
     """Stands in for a module while another package imports it: the first use of one of its attributes imports the
     real module (which then replaces this one in `sys.modules`) and answers from it."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # the import system's probes (`__path__`, …): a plain module without them
-            raise AttributeError(name)
+    def __getattr__(self, name: str) -> Any:  # only for names a module object lacks: `__spec__` is None here
         if sys.modules.get(self.__name__) is self:
             del sys.modules[self.__name__]
         return getattr(importlib.import_module(self.__name__), name)
