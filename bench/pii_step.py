@@ -1,6 +1,6 @@
 """The curation's PII step alone: CPU time of `RedactPII` on the batches a curation hands it, this tree vs a revision.
 
-    .venv/bin/python bench/pii_step.py [--max-files-per-repo 100] [--against REF] [--repeats 3]
+    .venv/bin/python bench/pii_step.py [--max-files-per-repo 100] [--against REF] [--repeats 3] [--part pii|line_stats]
 
 First one curation of the demo's input (as `bench/curate.py`, one worker) records every batch that
 reaches the PII step. Then each timed run is a fresh process that builds the step and runs its
@@ -8,6 +8,8 @@ reaches the PII step. Then each timed run is a fresh process that builds the ste
 transforms, setup included (the first batch pays for the detectors' imports and models), and a digest of the
 redacted texts. `--against REF` runs git revision REF's `src/` (exported to a temporary folder,
 on PYTHONPATH) the same way, alternating, and prints the ratio of medians; the digests must match.
+`--part line_stats`: the same, for annotate's `line_stats` (the line statistics of every text) on those batches,
+the digest over its three columns.
 """
 
 from __future__ import annotations
@@ -61,12 +63,30 @@ print(json.dumps({"cpu": cpu, "digest": digest.hexdigest(), "counters": dict(sor
 '''
 
 
-def run(src: Path | None, batches: Path) -> dict:
+TIME_LINE_STATS = r'''
+import hashlib, json, pickle, sys, time
+import pyarrow as pa
+batches = pickle.loads(open(sys.argv[1], "rb").read())
+columns = [pa.array(b, pa.string()) for b in batches]
+from codefoundry.data.annotate import line_stats
+cpu = time.process_time()
+outs = [line_stats(c) for c in columns]
+cpu = time.process_time() - cpu
+digest = hashlib.sha256()
+for out in outs:
+    for array in out:
+        digest.update(repr(array.to_pylist()).encode())
+print(json.dumps({"cpu": cpu, "digest": digest.hexdigest(), "counters": {"texts": sum(map(len, columns))}}))
+'''
+PARTS = {"pii": TIME, "line_stats": TIME_LINE_STATS}
+
+
+def run(src: Path | None, batches: Path, part: str = "pii") -> dict:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    out = subprocess.run([sys.executable, "-c", TIME, str(batches)], check=True, capture_output=True, text=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", PARTS[part], str(batches)], check=True, capture_output=True,
+                         text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -75,6 +95,7 @@ def main() -> None:
     ap.add_argument("--max-files-per-repo", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--against", metavar="REF")
+    ap.add_argument("--part", choices=sorted(PARTS), default="pii", help="what to time on the recorded batches")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -87,8 +108,8 @@ def main() -> None:
         ours, theirs = [], []
         for _ in range(args.repeats):
             if ref is not None:
-                theirs.append(run(ref, work / "batches.pkl"))
-            ours.append(run(None, work / "batches.pkl"))
+                theirs.append(run(ref, work / "batches.pkl", args.part))
+            ours.append(run(None, work / "batches.pkl", args.part))
         mine = statistics.median(r["cpu"] for r in ours)
         print(f"this tree: median CPU {mine:.3f} s of {[round(r['cpu'], 3) for r in ours]}; {ours[0]['counters']}")
         if theirs:
@@ -96,7 +117,8 @@ def main() -> None:
             print(f"{args.against}: median CPU {base:.3f} s of {[round(r['cpu'], 3) for r in theirs]}; "
                   f"{theirs[0]['counters']}")
             same = {r["digest"] for r in ours + theirs}
-            print(f"speed-up {base / mine:.2f}x; redacted texts identical: {len(same) == 1}")
+            print(f"speed-up {base / mine:.2f}x; {'redacted texts' if args.part == 'pii' else 'statistics'} "
+                  f"identical: {len(same) == 1}")
 
 
 if __name__ == "__main__":

@@ -257,3 +257,23 @@ def test_a_loaded_removal_set_is_reread_when_its_file_changes(tmp_path: Path) ->
     step.load(tmp_path)
     assert list(step.filter(batch, UnitContext("000000", 0, tmp_path))) == [REASON, None, REASON]
     assert list(step.filter(batch, UnitContext("000001", 1, tmp_path))) == [None, None, None]  # no duplicate here
+
+
+def test_partition_reads_equal_the_records_of_each_partition(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    dtype = np.dtype([("key", "<u8"), ("id", "<i8")])
+    written = []
+    for unit, size in enumerate((0, 1, 7, 300)):  # empty files, one record, partitions without records
+        records = np.zeros(size, dtype)
+        records["key"] = rng.integers(0, 2**64 - 1, size, dtype=np.uint64)
+        records["id"] = np.arange(size) + 1000 * unit
+        write_partitions(tmp_path / "map" / f"{unit:06d}", 0, records["key"], records, 5)
+        written.append(records)
+    for p in range(5):
+        expected = np.concatenate([r[(r["key"] % np.uint64(5)).astype(np.int64) == p] for r in written])
+        got = read_partition(tmp_path, p, dtype)
+        assert got.dtype == dtype and got.tolist() == expected.tolist()
+    path = tmp_path / "map" / "000003" / "parts-0000000000.npy"
+    path.write_bytes(path.read_bytes()[:-16])  # the last partition's records cut short: an error, not fewer rows
+    with pytest.raises(ValueError, match="truncated"):
+        [read_partition(tmp_path, p, dtype) for p in range(5)]

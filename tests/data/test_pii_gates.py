@@ -241,3 +241,64 @@ def test_email_gate_passes_every_text_with_an_email() -> None:
     assert len(emails_found) > 50
     out = RedactPII().transform(pa.table({"content": pa.array(texts, pa.string())}))
     assert out.column("content").to_pylist() == [redact(t)[0] for t in texts]
+
+
+def _line_texts() -> list[str]:
+    """Lines around the high-entropy gate's bounds: both quotes, mixed quotes, several strings per line, 8/9-digit
+    hex and 22/23-character tokens, non-ASCII, CRLF, empty lines and texts."""
+    rng = random.Random(11)
+    hex_ = "0123456789abcdefABCDEF"
+    pieces = ["x = ", "é", "€ ", "\r\n", "\n", " ", "", "#", "token = ", '"', "'", "ü'", "'ü"]
+    for n in (8, 9, 10, 22, 23, 24, 40):
+        body = "".join(rng.choice(RNG_CHARS + "+/=-_\\") for _ in range(n))
+        hexes = "".join(rng.choice(hex_) for _ in range(n))
+        for q1, q2 in (('"', '"'), ("'", "'"), ('"', "'"), ("'", '"')):
+            pieces += [q1 + body + q2, q1 + hexes + q2]
+    texts = ["", "\n", "''", '""', "'" + "a" * 23 + "'"]
+    for _ in range(600):
+        texts.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))))
+    return texts
+
+
+def test_line_scans_find_the_lines_of_each_line_gate() -> None:
+    # the split scans (one per leading byte) against the gate's own pattern, line by line
+    texts = _line_texts()
+    assert set(G.LINE_SCANS) == set(G.LINE_GATED)
+    found_lines = 0
+    for name in G.LINE_GATED:
+        plain = G.compiled()[name][0]
+        for text in texts:
+            raw = text.encode()
+            expected = G._matched_lines(text, raw, [m.start() for m in plain.finditer(raw)])
+            starts = G._line_starts(G.line_scans()[name], raw + b"\n", [0, len(raw) + 1]).get(0, [])
+            assert G._matched_lines(text, raw, starts) == expected, (name, text)
+            found_lines += len(expected)
+    assert found_lines > 500
+    found = G.candidates(pa.array(texts, pa.string()))  # and in a joined batch
+    for row, text in enumerate(texts):
+        _, lines = _alone(text)
+        assert (found[row][1].lines if row in found else {}) == lines, text
+
+
+def test_pattern_sets_name_the_patterns_that_match() -> None:
+    texts = [f.text for f in build_labelled_set(120, credential_repeats=1)] + _line_texts() + [
+        "AKIA" + "Z" * 16, "x ghp_" + "a" * 36 + " SK" + "0" * 32, "mail ops@acme-corp.io 10.0.0.1",
+        "-----BEGIN RSA PRIVATE KEY-----", "é€ hooks.slack.com/x eyJhbGciOi", "fe80::1 key-0123"]
+    gate_set, anchor_set = G.text_gate_set(), G.vendor_anchor_set()
+    checked = 0
+    for text in texts:
+        raw = text.encode()
+        for patterns in (gate_set, anchor_set):
+            expected = frozenset(n for n, p in patterns.patterns if p.search(raw) is not None)
+            if expected:
+                for start, end in ((0, len(raw)), (1, len(raw)), (0, max(0, len(raw) - 1))):
+                    inside = frozenset(n for n, p in patterns.patterns if p.search(raw, start, end) is not None)
+                    if inside:
+                        assert patterns.names(raw, start, end) == inside, text
+                        checked += 1
+    assert checked > 200
+    # a set search that reports nothing where a pattern matches (RE2's set has no fallback when its DFA runs out
+    # of memory) falls back to searching the patterns one by one
+    silent = G.PatternSet(gate_set.patterns, G.PatternSet.of([("never", "\\x00never\\x00")]).searcher)
+    raw = b"ops@acme-corp.io AKIA"
+    assert silent.names(raw, 0, len(raw)) == gate_set.names(raw, 0, len(raw)) == {"email", "vendor"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +27,6 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _ASCII_ALNUM = np.zeros(256, dtype=bool)
 _ASCII_ALNUM[[ord(c) for c in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = True
 
@@ -51,12 +49,37 @@ def _buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+def _non_ascii_bytes(data: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in `data` of the UTF-8 continuation bytes (10xxxxxx) and of the lead bytes of multi-byte characters
+    (11xxxxxx) of `rows`: the bytes where a row's bytes and characters differ."""
+    continuation, leads = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for row in rows.tolist():  # row by row: the ASCII rows between them are not read
+        start = offsets[row]
+        top = data[start: offsets[row + 1]] >> np.uint8(6)
+        continuation.append(np.flatnonzero(top == 2) + start)
+        leads.append(np.flatnonzero(top == 3) + start)
+    return np.concatenate(continuation), np.concatenate(leads)
+
+
+def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
+    """The code points of the (valid UTF-8) multi-byte characters whose lead bytes are at `leads`."""
+    first = data[leads].astype(np.int64)
+    size = 2 + (first >= 0xE0) + (first >= 0xF0)
+    points = first & np.where(size == 2, 0x1F, np.where(size == 3, 0x0F, 0x07))
+    for k in (1, 2, 3):
+        more = size > k
+        follow = data[leads[more] + k].astype(np.int64) & 0x3F
+        points[more] = (points[more] << 6) | follow
+    return points
+
+
 def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """(avg_line_length, max_line_length, alphanum_fraction) for each text; nulls stay null.
 
-    Works on the Arrow buffers: newline positions and an ASCII letter/digit table over the
-    UTF-8 bytes (bytes = characters for ASCII rows); rows with non-ASCII text are measured
-    in Python so lengths count characters, as `str` does.
+    Works on the Arrow buffers: newline positions and an ASCII letter/digit test over the
+    UTF-8 bytes; in rows with non-ASCII text, a line's characters are its bytes less its
+    continuation bytes, and each distinct non-ASCII code point is tested with `str.isalnum`,
+    so lengths and fractions count characters, as `str` does.
     """
     content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
     n = len(content)
@@ -64,7 +87,11 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
     text = pc.fill_null(content, "")
     offsets, data = _buffers(text)
     ascii_rows = pc.string_is_ascii(text).to_numpy(zero_copy_only=False)
-    chars = pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
+    non_ascii = np.flatnonzero(~ascii_rows)
+    continuation, leads = _non_ascii_bytes(data, offsets, non_ascii)
+    chars = np.diff(offsets)  # characters: bytes less continuation bytes (Arrow strings are valid UTF-8)
+    if len(continuation):
+        chars -= np.bincount(np.searchsorted(offsets, continuation, side="right") - 1, minlength=n)
     avg, longest, frac = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
     # Lines as byte segments: a line starts at each row start and after each newline.
     newlines = np.flatnonzero(data[offsets[0]: offsets[-1]] == 10) + offsets[0]
@@ -75,6 +102,9 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
         row_of = np.searchsorted(offsets, starts, side="right") - 1
         ends = np.minimum(np.append(starts[1:], offsets[-1]), offsets[row_of + 1])
         lengths = ends - starts - (data[ends - 1] == 10)           # without the newline itself
+        if len(continuation):  # a line's characters: its bytes less its UTF-8 continuation bytes
+            line_of = np.searchsorted(starts, continuation, side="right") - 1
+            lengths -= np.bincount(line_of, minlength=len(starts))
         first = np.flatnonzero(np.diff(row_of, prepend=-1))       # first segment of each non-empty row
         rows = row_of[first]
         n_lines = np.diff(np.append(first, len(starts)))
@@ -86,13 +116,10 @@ def line_stats(content: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array,
     bounds = (offsets - offsets[0]).tolist()
     alnum = np.fromiter((np.count_nonzero(alnum_mask[lo:hi]) for lo, hi in itertools.pairwise(bounds)),
                         dtype=np.int64, count=n)
-    for i in np.flatnonzero(~ascii_rows & (chars > 0)):  # bytes are not characters here: measure the str
-        s = text[int(i)].as_py()
-        lines = s.split("\n")
-        if s.endswith("\n"):
-            lines.pop()
-        longest[i] = max(map(len, lines), default=0)
-        alnum[i] += sum(c.isalnum() for c in _NON_ASCII.findall(s))
+    if len(leads):  # non-ASCII letters and digits: str.isalnum of each distinct code point
+        points, inverse = np.unique(_code_points(data, leads), return_inverse=True)
+        is_alnum = np.array([chr(c).isalnum() for c in points.tolist()], dtype=bool)[inverse]
+        alnum += np.bincount(np.searchsorted(offsets, leads[is_alnum], side="right") - 1, minlength=n)
     np.divide(alnum, chars, out=frac, where=chars > 0)
     mask = ~valid
     return (pa.array(avg, pa.float64(), mask=mask), pa.array(longest, pa.int64(), mask=mask),

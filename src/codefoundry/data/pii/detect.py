@@ -24,10 +24,14 @@ Every detector returns `Span(start, end, kind, value, rule)` over the text; `fin
 from __future__ import annotations
 
 import bisect
+import importlib
 import ipaddress
 import math
 import re
+import sys
+import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -147,8 +151,43 @@ def ip_addresses(text: str, pre: Prefilter | None = None) -> Iterator[Span]:
                 yield Span(m.start(), m.end(), "ip_address", value, "ip_address")
 
 
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module while another package imports it: the first use of one of its attributes imports the
+    real module (which then replaces this one in `sys.modules`) and answers from it."""
+
+    def __getattr__(self, name: str) -> Any:  # only for names a module object lacks: `__spec__` is None here
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+@contextmanager
+def _deferred(name: str) -> Iterator[None]:
+    """Within the block, `import name` gives a `_DeferredModule`; afterwards, the real module again."""
+    if name in sys.modules:
+        yield
+        return
+    stand_in = _DeferredModule(name)
+    sys.modules[name] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+
+
+def _import_detect_secrets() -> None:
+    """Import detect-secrets without `requests`: its plugins import requests at module level, but only their network
+    verification (never called here) uses it, and requests with urllib3, idna and charset_normalizer cost more to
+    import (~0.07 s) than detect-secrets itself. What it imports stands in for requests until first used."""
+    with _deferred("requests"):
+        importlib.import_module("detect_secrets.plugins.high_entropy_strings")
+        importlib.import_module("detect_secrets.filters.heuristic")
+
+
 @cache
 def _entropy_plugins() -> tuple[list[Any], Any]:
+    _import_detect_secrets()
     from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
 
     return [Base64HighEntropyString(limit=4.5), HexHighEntropyString(limit=3.0)], detector()  # bigcode-dataset limits
