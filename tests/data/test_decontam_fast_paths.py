@@ -24,6 +24,13 @@ def cache(tmp_path, monkeypatch):
     decontam._INDEXES.clear()
 
 
+@pytest.fixture
+def unshipped(cache, tmp_path, monkeypatch):
+    """The on-disk cache alone: no needles shipped with the package."""
+    monkeypatch.setattr(decontam, "SHIPPED", tmp_path / "none.jsonl.gz")
+    return cache
+
+
 def plain_words(config: DecontamConfig) -> dict[str, tuple[str, str]]:
     """The automaton's contents as the step built them before the cache: every string normalised, first wins."""
     words: dict[str, tuple[str, str]] = {}
@@ -96,7 +103,8 @@ def test_scan_matches_at_every_boundary(cache):
     assert step.reasons(pa.table({"content": pa.array(texts, pa.string())})) == expected
 
 
-def test_needles_cache_builds_the_plain_automaton(cache):
+def test_needles_cache_builds_the_plain_automaton(unshipped):
+    cache = unshipped
     config = DecontamConfig(benchmarks=["humaneval", "humaneval-infilling", "mbpp"], min_chars=12)
     assert not cache.exists()
     cold = Decontaminate(config)
@@ -112,7 +120,7 @@ def test_needles_cache_builds_the_plain_automaton(cache):
         assert dict(step._automaton.items()) == expected
 
 
-def test_needles_per_set_equal_normalising_each_string(cache):
+def test_needles_per_set_equal_normalising_each_string(unshipped):
     for name in ("humaneval", "mbpp", "humaneval-infilling"):
         firsts: dict[str, str] = {}
         for item, text in BENCHMARK_SETS[name].strings():
@@ -121,7 +129,8 @@ def test_needles_per_set_equal_normalising_each_string(cache):
         assert decontam.set_needles(name) == list(firsts.items())  # read back
 
 
-def test_a_damaged_or_unwritable_cache_is_rebuilt(cache, tmp_path, monkeypatch):
+def test_a_damaged_or_unwritable_cache_is_rebuilt(unshipped, tmp_path, monkeypatch):
+    cache = unshipped
     expected = decontam.set_needles("humaneval")
     path = cache / f"humaneval-{decontam.benchmark_data_hash()}.json"
     for damage in ("{not json", json.dumps({"a": 1}), json.dumps([["only one"]])):

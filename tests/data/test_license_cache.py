@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from codefoundry.data.license import cache, verdict
+from codefoundry.data.license import cache, match, spdx, verdict
 from codefoundry.data.license.verdict import _decide, license_file_ids
 
 
@@ -17,8 +17,10 @@ from codefoundry.data.license.verdict import _decide, license_file_ids
 def cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEFOUNDRY_CACHE", str(tmp_path / "cache"))
     verdict._file_ids.cache_clear()
+    match._identify.cache_clear()
     yield tmp_path / "cache"
     verdict._file_ids.cache_clear()
+    match._identify.cache_clear()
 
 
 def corpus() -> list[tuple[str, str]]:
@@ -66,7 +68,7 @@ def test_entries_are_read_not_recomputed(cache_home, monkeypatch):
 def test_damaged_entries_and_unwritable_cache(cache_home, tmp_path, monkeypatch):
     text = "This project is licensed under the Apache License 2.0."
     expected = license_file_ids("LICENSE", text)
-    entry = cache.folder() / cache.entry_name(False, text, 0.75)
+    entry = cache.folder() / cache.entry_name("file", text, 0.75)
     assert entry.is_file()
     for damage in ("[", '{"a": 1}', "[1, 2]", ""):
         entry.write_text(damage)
@@ -86,3 +88,34 @@ def test_a_changed_matcher_gets_another_folder(tmp_path):
     assert fresh(copy) == cache.matcher_hash()
     (copy / "texts" / "MIT.txt").write_text((copy / "texts" / "MIT.txt").read_text() + "\nextra")
     assert fresh(copy) != cache.matcher_hash()
+
+
+def plain_identify(text: str, threshold: float) -> list[str]:
+    found: list[str] = []
+    for section in match.examine(text, threshold):
+        found += [i for i in section.ids if i not in found]
+    return found
+
+
+def test_identify_read_back_equals_identify_anew(cache_home, monkeypatch):
+    texts = [t for _, t in corpus()] + ["", "MIT License", "Licensed under the Apache License, Version 2.0 " * 20]
+    for threshold in (0.75, 0.9):
+        fresh = [plain_identify(t, threshold) for t in texts]
+        assert any(ids == [] for ids in fresh) and any(len(ids) > 1 or "MIT" in ids for ids in fresh)
+        cold = [match.identify(t, threshold) for t in texts]
+        match._identify.cache_clear()
+        monkeypatch.setattr(match, "examine", lambda *a: pytest.fail("matched again despite a stored answer"))
+        warm = [match.identify(t, threshold) for t in texts]
+        monkeypatch.undo()
+        monkeypatch.setenv("CODEFOUNDRY_CACHE", str(cache_home))
+        match._identify.cache_clear()
+        assert cold == fresh and warm == fresh
+    # an answer of identify is not a file's verdict of the same text
+    mit = dict(corpus())["LICENSE"]
+    assert cache.entry_name("identify", mit, 0.75) not in {cache.entry_name(k, mit, 0.75) for k in ("file", "notice")}
+
+
+def test_reference_ids_without_reading_the_texts():
+    assert match.reference_ids() == tuple(ref.spdx for ref in match.references())
+    assert spdx.known_ids() == {ref.spdx.lower(): ref.spdx for ref in match.references()} | {
+        "python-2.0": "Python-2.0"}

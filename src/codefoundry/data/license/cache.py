@@ -17,7 +17,7 @@ from pathlib import Path
 
 import xxhash
 
-FORMAT = 1
+FORMAT = 2
 """Version of the entries' layout."""
 
 PACKAGE = Path(__file__).resolve().parent
@@ -39,8 +39,9 @@ def folder() -> Path:
     return base / "license" / matcher_hash()
 
 
-def entry_name(notice: bool, text: str, threshold: float) -> str:
-    digest = xxhash.xxh3_128(f"{int(notice)}\0{threshold!r}\0".encode())
+def entry_name(kind: str, text: str, threshold: float) -> str:
+    """The entry of one question about `text` (`kind`: "file" or "notice" for a file's verdict, "identify")."""
+    digest = xxhash.xxh3_128(f"{kind}\0{threshold!r}\0".encode())
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest() + ".json"
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection
 from functools import cache
 
-from codefoundry.data.license.match import references
+from codefoundry.data.license.match import reference_ids
 
 ALIASES = {  # loose names seen in metadata (lower-cased, punctuation collapsed) → SPDX id
     "mit": "MIT", "mit license": "MIT", "the mit license": "MIT", "expat": "MIT", "mit x11": "MIT",
@@ -65,7 +65,7 @@ _SUFFIXES = ("-only", "-or-later", "+")
 @cache
 def known_ids() -> dict[str, str]:
     """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack)."""
-    return {ref.spdx.lower(): ref.spdx for ref in references()} | {"python-2.0": "Python-2.0"}
+    return {spdx.lower(): spdx for spdx in reference_ids()} | {"python-2.0": "Python-2.0"}
 
 
 def canonical(spdx_id: str) -> str:
