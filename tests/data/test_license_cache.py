@@ -183,3 +183,12 @@ def test_reference_ids_without_reading_the_texts():
     assert match.reference_ids() == tuple(ref.spdx for ref in match.references())
     assert spdx.known_ids() == {ref.spdx.lower(): ref.spdx for ref in match.references()} | {
         "python-2.0": "Python-2.0"}
+
+
+def test_doc_ids_of_known_unknown_and_explained_bigrams():
+    index = match._gram_index()
+    known = sorted(index.ids)[:50]
+    doc = [*known, None, "never a bigram", "", "ünïcode wörds", None, *known[::-1]]
+    expected = [-1 if g is None else index.ids.get(g, -1) for g in doc]
+    assert index.doc_ids(doc).tolist() == expected and expected.count(-1) == 5
+    assert index.doc_ids([]).tolist() == []

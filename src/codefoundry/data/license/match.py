@@ -119,8 +119,8 @@ class _GramIndex:
 
     def doc_ids(self, doc: list[str | None]) -> np.ndarray:
         """Each document bigram's id (-1: none of the references has it, or the position left the document)."""
-        get = self.ids.get
-        return np.fromiter((-1 if g is None else get(g, -1) for g in doc), dtype=np.int64, count=len(doc))
+        # None is no bigram's key: `get` gives it -1 too, with no Python step per bigram
+        return np.fromiter(map(self.ids.get, doc, itertools.repeat(-1)), dtype=np.int64, count=len(doc))
 
 
 @cache
