@@ -38,10 +38,10 @@ def test_shipped_needles_are_what_the_data_gives(empty_cache):
 
 
 def test_the_shipped_file_is_what_write_gives(tmp_path):
-    """Byte for byte, so a regenerated file shows in a diff only when the needles changed."""
+    """Line for line (the compressed bytes may differ with another zlib)."""
     written = tmp_path / "needles.jsonl.gz"
     decontam.write_shipped_needles(written)
-    assert written.read_bytes() == decontam.SHIPPED.read_bytes(), REGENERATE
+    assert gzip.decompress(written.read_bytes()) == gzip.decompress(decontam.SHIPPED.read_bytes()), REGENERATE
 
 
 def test_shipped_needles_of_other_data_or_damaged_are_not_used(empty_cache, tmp_path, monkeypatch):
