@@ -192,3 +192,22 @@ def test_doc_ids_of_known_unknown_and_explained_bigrams():
     expected = [-1 if g is None else index.ids.get(g, -1) for g in doc]
     assert index.doc_ids(doc).tolist() == expected and expected.count(-1) == 5
     assert index.doc_ids([]).tolist() == []
+
+
+def test_a_worker_forked_before_any_lookup_writes_its_verdicts(cache_home):
+    """The local executor's case: workers fork from a driver that judged nothing yet."""
+    code = ("import multiprocessing\n"
+            "from codefoundry.data.license.verdict import license_file_ids\n"
+            "if __name__ == '__main__':\n"
+            "    with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+            "        print(pool.starmap(license_file_ids, [('LICENSE', 'Licensed under the MIT License.'),\n"
+            "                                              ('COPYING', 'Licensed under the Apache License 2.0.')]))\n"
+            "        pool.close()\n"
+            "        pool.join()\n"
+            "    import os\n"
+            "    os._exit(0)  # the driver writes nothing: it judged nothing\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(n for pack in packs(cache_home).values() for n in pack) == sorted(
+        cache.entry_name("file", t, 0.75) for t in ("Licensed under the MIT License.",
+                                                    "Licensed under the Apache License 2.0."))

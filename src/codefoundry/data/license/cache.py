@@ -20,9 +20,7 @@ import atexit
 import json
 import os
 import threading
-import uuid
 from functools import cache
-from multiprocessing import util as mp_util
 from pathlib import Path
 
 import xxhash
@@ -104,7 +102,7 @@ class _Store:
     def _write(self, entries: dict[str, tuple[str, ...]]) -> bool:
         if not entries:
             return True
-        name = f"{os.getpid()}-{uuid.uuid4().hex}.json"
+        name = f"{os.getpid()}-{os.urandom(8).hex()}.json"
         try:
             self.where.mkdir(parents=True, exist_ok=True)
             tmp = self.where / f".{name}.tmp"
@@ -134,6 +132,8 @@ _STORES: dict[Path, _Store] = {}
 def _store() -> _Store:
     where = folder()
     if where not in _STORES:
+        if not _STORES:
+            _write_at_exit()
         _STORES[where] = _Store(where)
     return _STORES[where]
 
@@ -153,12 +153,21 @@ def _forget_pending() -> None:
 
 def _flush_at_worker_exit(_: object) -> None:
     # multiprocessing's workers leave through os._exit, without atexit, after running the finalizers made in them
-    mp_util.Finalize(None, flush, exitpriority=10)
+    from multiprocessing import util
+
+    util.Finalize(None, flush, exitpriority=10)
 
 
-atexit.register(flush)
-os.register_at_fork(after_in_child=_forget_pending)
-mp_util.register_after_fork(_Store, _flush_at_worker_exit)
+@cache
+def _write_at_exit() -> None:
+    """Hooks that write a process's new verdicts when it exits (set once, when it first looks one up: importing
+    multiprocessing costs a process that never does)."""
+    from multiprocessing import util
+
+    atexit.register(flush)
+    util.Finalize(None, flush, exitpriority=10)  # this process may be a multiprocessing worker already
+    os.register_at_fork(after_in_child=_forget_pending)
+    util.register_after_fork(_Store, _flush_at_worker_exit)
 
 
 def load(name: str) -> tuple[str, ...] | None:
