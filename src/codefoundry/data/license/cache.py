@@ -139,7 +139,7 @@ def _store() -> _Store:
 
 
 def flush() -> None:
-    """Write every new verdict of this process (at exit, and before a fork)."""
+    """Write every new verdict of this process (done at its exit)."""
     for store in list(_STORES.values()):
         store.flush()
 
