@@ -3,7 +3,8 @@
     cd bench && ../.venv/bin/python curate_identity.py [--against REF] [--max-files-per-repo 15 100]
 
 For each `--max-files-per-repo` size: both `src/` trees (this one, and REF's exported with `git archive`) curate
-`bench/curate.py`'s pinned input (the demo's sources, one worker) in fresh subprocesses with empty caches. Then
+`bench/curate.py`'s pinned input (the demo's sources, one worker) in fresh subprocesses with empty caches, and this
+tree once more with the on-disk caches (license verdicts, decontamination needles) its first run filled. Then
 every file of the two datasets but manifest.json (which names its own output path) is compared by sha256. A file
 that differs is examined as its format allows: a Parquet file row by row; the search index (SQLite FTS5) by
 this tree's `search()` answers (hits, bm25 order, snippets) to queries drawn from the kept rows (words, phrases,
@@ -47,9 +48,9 @@ curate(list(DEMO_SOURCES), out, CurateConfig(workers=1, limits=DEMO_LIMITS.model
 '''
 
 
-def curate_with(src: Path, out: Path, per_repo: int, pinned: list[str]) -> None:
+def curate_with(src: Path, out: Path, per_repo: int, pinned: list[str], cache: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "CODEFOUNDRY_CACHE": str(out.parent / f"cache-{out.name}")}
+           "CODEFOUNDRY_CACHE": str(cache)}
     done = subprocess.run([sys.executable, "-c", RUN, str(out), str(per_repo), json.dumps(pinned)],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -142,14 +143,16 @@ def main() -> None:
         work = Path(tmp)
         old_src = export_src(args.against, work / "old")
         for per_repo in args.max_files_per_repo:
-            old, new = work / f"old-{per_repo}", work / f"new-{per_repo}"
-            curate_with(old_src, old, per_repo, pinned)
-            curate_with(BENCH.parent / "src", new, per_repo, pinned)
-            differ, wrong = compare(old, new)
-            n = len(file_digests(new))
-            print(f"{per_repo} files per distribution: {n} files compared (manifest.json aside); "
-                  f"bytes differ: {', '.join(differ) or 'none'}; rows/answers differ: {', '.join(wrong) or 'none'}")
-            failed |= bool(wrong)
+            old = work / f"old-{per_repo}"
+            curate_with(old_src, old, per_repo, pinned, work / f"cache-old-{per_repo}")
+            for caches in ("cold", "warm"):      # this tree twice: empty caches, then the ones the first run filled
+                new = work / f"new-{per_repo}-{caches}"
+                curate_with(BENCH.parent / "src", new, per_repo, pinned, work / f"cache-new-{per_repo}")
+                differ, wrong = compare(old, new)
+                print(f"{per_repo} files per distribution, this tree with {caches} caches: {len(file_digests(new))} "
+                      f"files compared (manifest.json aside); bytes differ: {', '.join(differ) or 'none'}; "
+                      f"rows/answers differ: {', '.join(wrong) or 'none'}")
+                failed |= bool(wrong)
     sys.exit(1 if failed else 0)
 
 

@@ -24,6 +24,13 @@ def cache(tmp_path, monkeypatch):
     decontam._INDEXES.clear()
 
 
+@pytest.fixture
+def unshipped(cache, tmp_path, monkeypatch):
+    """The on-disk cache alone: no needles shipped with the package."""
+    monkeypatch.setattr(decontam, "SHIPPED", tmp_path / "none.jsonl.gz")
+    return cache
+
+
 def plain_words(config: DecontamConfig) -> dict[str, tuple[str, str]]:
     """The automaton's contents as the step built them before the cache: every string normalised, first wins."""
     words: dict[str, tuple[str, str]] = {}
@@ -96,7 +103,8 @@ def test_scan_matches_at_every_boundary(cache):
     assert step.reasons(pa.table({"content": pa.array(texts, pa.string())})) == expected
 
 
-def test_needles_cache_builds_the_plain_automaton(cache):
+def test_needles_cache_builds_the_plain_automaton(unshipped):
+    cache = unshipped
     config = DecontamConfig(benchmarks=["humaneval", "humaneval-infilling", "mbpp"], min_chars=12)
     assert not cache.exists()
     cold = Decontaminate(config)
@@ -112,7 +120,7 @@ def test_needles_cache_builds_the_plain_automaton(cache):
         assert dict(step._automaton.items()) == expected
 
 
-def test_needles_per_set_equal_normalising_each_string(cache):
+def test_needles_per_set_equal_normalising_each_string(unshipped):
     for name in ("humaneval", "mbpp", "humaneval-infilling"):
         firsts: dict[str, str] = {}
         for item, text in BENCHMARK_SETS[name].strings():
@@ -121,7 +129,8 @@ def test_needles_per_set_equal_normalising_each_string(cache):
         assert decontam.set_needles(name) == list(firsts.items())  # read back
 
 
-def test_a_damaged_or_unwritable_cache_is_rebuilt(cache, tmp_path, monkeypatch):
+def test_a_damaged_or_unwritable_cache_is_rebuilt(unshipped, tmp_path, monkeypatch):
+    cache = unshipped
     expected = decontam.set_needles("humaneval")
     path = cache / f"humaneval-{decontam.benchmark_data_hash()}.json"
     for damage in ("{not json", json.dumps({"a": 1}), json.dumps([["only one"]])):
@@ -153,3 +162,37 @@ def test_a_step_that_ran_pickles_and_scans_the_same(cache):
     expected = step.reasons(table)
     copy = pickle.loads(pickle.dumps(step))  # as an executor ships it to a worker
     assert copy.reasons(table) == expected == plain_reasons(step, texts)
+
+
+def test_wide_spaces_are_what_split_splits_on():
+    wide = {c for c in range(128, 0x110000) if chr(c).isspace()}
+    assert {c for c in range(128, 0x110000) if decontam._WIDE_SPACE.match(chr(c))} == wide
+    assert all(f"a{chr(c)}b".split() == ["a", "b"] for c in wide)
+
+
+def test_non_ascii_normalisation_equals_lower_and_split():
+    """Unicode whitespace, letters that lower to ASCII or to two characters, a lone surrogate."""
+    samples = ["Grüße\u3000WORLD", "a\xa0b\u2028c\u205fd\x85e", "İstanbul K ſ ǅ", "tab\there\u200a", "日本語 テキスト",
+               "\udcff lone Surrogate", "ÉCOLE\r\nÉté", "x\x1cy\x1fz\u180ew", "\u200b zero width is no space"]
+    for text in samples:
+        assert normalize(text) == "".join(text.lower().split()), text
+        assert decontam._normalized_utf8(text) == "".join(text.lower().split()).encode("utf-8", "surrogatepass")
+
+
+def test_scan_names_the_string_match_reports_first(cache, tmp_path):
+    """Strings that overlap, end at the same place (one a suffix of another) or one inside another: the scan names
+    the item pyahocorasick reports first (the earliest end, the longest there)."""
+    strings = {"long": "abcdefghijklmnopqrstuvwxyz", "suffix": "mnopqrstuvwxyz", "inner": "ghijklmnopqrst",
+               "early": "defghijkl", "late": "stuvwxyz0123", "ümlaut": "grüßegottwelt", "wide": "日本語のテキスト"}
+    extra = tmp_path / "bench.jsonl"
+    extra.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in strings.items()))
+    step = Decontaminate(DecontamConfig(benchmarks=[], extra_jsonl=[extra], min_chars=5))
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123"
+    texts = [alphabet, alphabet[3:], alphabet[6:], alphabet[12:], alphabet[:20], "XX" + alphabet.upper(),
+             "Grüße Gott Welt abcdefghijkl", "日本語の\u3000テキスト mnopqrstuvwxyz", "A B C D E F G H I J K L",
+             "nothing", ""]
+    rng = random.Random(3)
+    texts += ["".join(rng.choice(alphabet + " \n\t\xa0ü") for _ in range(rng.randint(5, 60))) for _ in range(300)]
+    expected = plain_reasons(step, texts)
+    assert len({r for r in expected if r}) >= 5
+    assert step.reasons(pa.table({"content": pa.array(texts, pa.string())})) == expected

