@@ -17,9 +17,6 @@ from configparser import ConfigParser
 from configparser import Error as ConfigParserError
 from functools import lru_cache
 
-import xxhash
-
-from codefoundry.data.license import cache
 from codefoundry.data.license.match import DEFAULT_THRESHOLD, identify
 from codefoundry.data.license.spdx import ALIASES, from_classifier, from_name, parse_expression
 
@@ -84,27 +81,13 @@ def declared(value: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
     if _looks_like_expression(value):
         return parse_expression(value)
     if len(value) > 200:
-        found = list(pasted_text_ids(value, threshold))
+        found = identify(value, threshold)   # cached on disk: the same texts come back in every curation
         if found:
             return found
     return names_in(value) or [UNKNOWN]
 
 
 @lru_cache(maxsize=256)
-def pasted_text_ids(text: str, threshold: float) -> tuple[str, ...]:
-    """`identify(text, threshold)` of a license text pasted into a metadata field (a distribution's License:
-    header often holds its whole LICENSE), kept with the license-file verdicts (`cache`): the same texts come
-    back in every curation of the same environment."""
-    digest = xxhash.xxh3_128(f"pasted\0{threshold!r}\0".encode())  # never a license file's entry name
-    digest.update(text.encode("utf-8", "surrogatepass"))
-    name = digest.hexdigest() + ".json"
-    ids = cache.load(name)
-    if ids is None:
-        ids = tuple(identify(text, threshold))
-        cache.store(name, ids)
-    return ids
-
-
 def names_in(text: str) -> list[str]:
     """Licenses a short statement names ("Released under the MIT License", "see COPYING (GPLv3)")."""
     words = re.findall(r"[a-z0-9]+", text.lower())
