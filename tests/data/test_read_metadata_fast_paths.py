@@ -1,6 +1,6 @@
 """Reading a distribution's metadata the fast way gives what the plain way gives: a header read line by line is
 the email parser's value, SPDX ids known from the reference files' names are those of the reference texts, and a
-license text pasted into a metadata field is identified the same from the on-disk cache as afresh."""
+license text pasted into a metadata field is identified as a license file is."""
 
 from __future__ import annotations
 
