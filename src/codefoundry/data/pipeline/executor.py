@@ -3,10 +3,10 @@
 Layout of a run in progress (under the output dir; removed when the run completes):
 
     .work/plan.json                      units (in order) + the run key (config + sources)
-    .work/phase0/<unit>/kept.arrow       rows that survived phase 0's steps, staged for phase 1 (Arrow IPC:
+    .work/phase0/<unit>.kept.arrow       rows that survived phase 0's steps, staged for phase 1 (Arrow IPC:
                                          written and memory-mapped back at a fraction of Parquet's cost); the
                                          last phase's too: they are encoded to Parquet once, in the shards
-    .work/phase0/<unit>/removed.arrow    rows removed in phase 0 (with `reason`), staged alike (the removed
+    .work/phase0/<unit>.removed.arrow    rows removed in phase 0 (with `reason`), staged alike (the removed
                                          shards are their only Parquet encode); absent when none were
     .work/phase0/<unit>.done             completion marker, written last: {"kept_rows": n, "steps": the
                                          phase's per-step stats for this unit}
@@ -19,7 +19,10 @@ runs per partition; phase 1 feeds the staged rows through the global step's filt
 the next local steps, and so on. The last phase's kept rows become the dataset.
 
 Resumption is by markers: a unit (or partition) with a `.done` file is skipped; one without
-is redone from scratch (its outputs are overwritten). Scratch files are not fsynced (only the
+is redone from scratch (its outputs are overwritten). A unit's files sit beside its marker, not in a
+folder of their own: creating an inode (a folder, a file) was the costliest syscall of a run on ext4,
+so a unit's phase makes two or three. A `.work` an older version left (`phase0/<unit>/kept.arrow`,
+`removed.arrow` or `removed.parquet`) resumes with its finished units (`unit_files`). Scratch files are not fsynced (only the
 dataset's files are): a marker whose unit's kept file does not hold the rows it names (a
 machine crash lost it) counts as missing. Finalizing (shards, stats, card)
 reads only `.work`, so it is redone whole if interrupted. Determinism: units are processed
@@ -169,14 +172,27 @@ def _write_scratch_json(path: Path, obj: Any) -> None:
         f.write((json.dumps(obj, sort_keys=True) + "\n").encode())
 
 
-REMOVED_NAME = "removed.arrow"
-LEGACY_REMOVED_NAME = "removed.parquet"
-"""A unit's removed rows as versions before staged them (a run they left unfinished resumes with them)."""
+KEPT_SUFFIX = ".kept.arrow"
+"""`<unit>.kept.arrow`: a unit's kept rows in a phase (Arrow IPC for every phase; the last phase's become Parquet
+once, in the shards)."""
+REMOVED_SUFFIX = ".removed.arrow"
+"""`<unit>.removed.arrow`: its removed rows, when there are any."""
+LEGACY_KEPT_NAME = "kept.arrow"
+LEGACY_REMOVED_NAMES = ("removed.arrow", "removed.parquet")
+"""A unit's files as older versions staged them, in a folder per unit (`<unit>/kept.arrow`, and its removed rows
+as Arrow or, older still, Parquet): a run they left unfinished resumes with the units they finished."""
 
 
-def kept_name(phase: Phase) -> str:
-    """A phase's kept rows: Arrow IPC for every phase (the last phase's become Parquet once, in the shards)."""
-    return "kept.arrow"
+def unit_files(work: Path, phase_index: int, uid: str) -> tuple[Path, list[Path]]:
+    """(kept file, removed files) of a unit's phase: `<unit>.kept.arrow` and `<unit>.removed.arrow` beside its
+    marker, or where an older version put them (a folder per unit) when only that exists."""
+    folder = work / f"phase{phase_index}"
+    kept = folder / f"{uid}{KEPT_SUFFIX}"
+    legacy = folder / uid
+    if not os.path.exists(kept) and os.path.isdir(legacy):
+        return legacy / LEGACY_KEPT_NAME, [f for name in LEGACY_REMOVED_NAMES if os.path.exists(f := legacy / name)]
+    removed = folder / f"{uid}{REMOVED_SUFFIX}"
+    return kept, [removed] if os.path.exists(removed) else []
 
 
 def _rows_in(path: Path) -> int:
@@ -193,7 +209,7 @@ def _unit_done(work: Path, phase: Phase, uid: str) -> bool:
     marker = work / f"phase{phase.index}" / f"{uid}.done"
     try:
         done = json.loads(marker.read_text(encoding="utf-8"))
-        return _rows_in(work / f"phase{phase.index}" / uid / kept_name(phase)) == done["kept_rows"]
+        return _rows_in(unit_files(work, phase.index, uid)[0]) == done["kept_rows"]
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return False
 
@@ -287,14 +303,14 @@ class UnitTask:
         if self.phase.index == 0:
             yield from self.unit.read()
             return
-        path = self.work / f"phase{self.phase.index - 1}" / self.uid / "kept.arrow"
+        path = unit_files(self.work, self.phase.index - 1, self.uid)[0]
         with pa.memory_map(str(path)) as source:
             staged = pa.ipc.open_file(source).read_all()
             for start in range(0, staged.num_rows, self.batch_rows):  # fixed-size batches across written chunks
                 yield staged.slice(start, self.batch_rows).combine_chunks()
 
     def run(self) -> str:
-        out = self.work / f"phase{self.phase.index}" / self.uid
+        folder = self.work / f"phase{self.phase.index}"
         removed: list[pa.Table] = []
         steps = self.phase.steps
         entry, exit_ = self.phase.entry, self.phase.exit
@@ -309,8 +325,8 @@ class UnitTask:
         def survivors() -> Iterator[pa.Table]:
             for batch in self.batches():
                 if self.phase.index == 0 and batch.num_rows:
-                    bad = pc.is_valid(batch.column(REASON))
-                    if pc.any(bad).as_py():  # else no copy of the batch: most read batches have no bad row
+                    if batch.column(REASON).null_count < batch.num_rows:  # else no copy: most read batches have
+                        bad = pc.is_valid(batch.column(REASON))          # no bad row
                         removed.append(batch.filter(bad))
                         batch = batch.filter(pc.invert(bad))
                     batch = batch.drop_columns([REASON])
@@ -328,18 +344,16 @@ class UnitTask:
                     exit_.timed_map(batch, ctx)
                 yield batch
 
-        kept_rows = _write_arrow(out / kept_name(self.phase), survivors(), FILES_SCHEMA)
+        kept_rows = _write_arrow(folder / f"{self.uid}{KEPT_SUFFIX}", survivors(), FILES_SCHEMA)
         if not self.removed_content:
             removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
                        for t in removed]
-        _write_arrow(out / REMOVED_NAME, iter(removed), REMOVED_SCHEMA, skip_empty=True)
-        # an older version's attempt at this unit, interrupted before its marker, may have left its removed rows
-        (out / LEGACY_REMOVED_NAME).unlink(missing_ok=True)
+        _write_arrow(folder / f"{self.uid}{REMOVED_SUFFIX}", iter(removed), REMOVED_SCHEMA, skip_empty=True)
         # The exit step counts no rows here, only its map's time; its rows come in the next phase.
         step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
                       + ([exit_] if exit_ else [])}
         # The marker, written last, carries the unit's step stats: one scratch file fewer per unit and phase.
-        _write_scratch_json(out.with_suffix(".done"), {"kept_rows": kept_rows, "steps": step_stats})
+        _write_scratch_json(folder / f"{self.uid}.done", {"kept_rows": kept_rows, "steps": step_stats})
         return self.uid
 
 
@@ -424,20 +438,26 @@ class LocalExecutor:
 
 def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[Path, list[Path], dict[str, Any]]]:
     """Per unit in plan order: (final kept file, removed files of every phase, merged step stats)."""
-    last = plan[-1].index
     for i in range(n_units):
         uid = f"{i:06d}"
-        removed = [f for p in plan for name in (REMOVED_NAME, LEGACY_REMOVED_NAME)
-                   if (f := work / f"phase{p.index}" / uid / name).exists()]
+        removed: list[Path] = []
         steps: dict[str, Any] = {}
         for p in plan:
+            kept, files = unit_files(work, p.index, uid)
+            removed += files
             marker = json.loads((work / f"phase{p.index}" / f"{uid}.done").read_text(encoding="utf-8"))
             for name, data in marker["steps"].items():
+                if name not in steps and data.keys() == STEP_KEYS:  # as `to_json` wrote it: nothing to merge
+                    steps[name] = data
+                    continue
                 stats = StepStats.from_json(data)
                 if name in steps:
                     stats.merge(StepStats.from_json(steps[name]))
                 steps[name] = stats.to_json()
-        yield work / f"phase{last}" / uid / "kept.arrow", removed, steps
+        yield kept, removed, steps
+
+
+STEP_KEYS = StepStats().to_json().keys()
 
 
 def step_seconds(work: Path, plan: list[Phase], outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]]
@@ -598,8 +618,8 @@ def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], sub
         steps.clear()
 
     for kept_file, removed_files, unit_steps in outputs:
-        kept.append(read_unit(kept_file, columns))
-        unit_removed = [read_unit(f, [*columns, REASON]) for f in removed_files]
+        kept.append(_unit_table(kept_file, columns))  # as stored: counts do not depend on how rows are chunked
+        unit_removed = [_unit_table(f, [*columns, REASON]) for f in removed_files]
         removed += unit_removed or [REMOVED_SCHEMA.empty_table().select([*columns, REASON])]
         steps.update(merge(steps, {name: {k: v for k, v in data.items() if k != "seconds"}
                                    for name, data in unit_steps.items()}))
