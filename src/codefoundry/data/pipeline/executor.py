@@ -22,10 +22,10 @@ Resumption is by markers: a unit (or partition) with a `.done` file is skipped; 
 is redone from scratch (its outputs are overwritten). A unit's files sit beside its marker, not in a
 folder of their own: creating an inode (a folder, a file) was the costliest syscall of a run on ext4,
 so a unit's phase makes two or three. A `.work` an older version left (`phase0/<unit>/kept.arrow`,
-`removed.arrow` or `removed.parquet`) resumes with its finished units (`unit_files`). Scratch files are not fsynced (only the
-dataset's files are): a marker whose unit's kept file does not hold the rows it names (a
-machine crash lost it) counts as missing. Finalizing (shards, stats, card)
-reads only `.work`, so it is redone whole if interrupted. Determinism: units are processed
+`removed.arrow` or `removed.parquet`) resumes with its finished units (`unit_files`). Scratch files
+are not fsynced (only the dataset's files are): a marker whose unit's kept file does not hold the
+rows it names (a machine crash lost it) counts as missing. Finalizing (shards, stats, card) reads
+only `.work`, so it is redone whole if interrupted. Determinism: units are processed
 independently and gathered in plan order, so worker count and timing never change the bytes.
 """
 
