@@ -231,8 +231,9 @@ def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema, skip
         for table in tables:
             if table.num_rows:
                 table = conform(table, schema)
-                lengths = [[len(c) for c in column.chunks] for column in table.columns]
-                meta = None if all(len(n) == 1 for n in lengths) else {CHUNKS: json.dumps(lengths).encode()}
+                meta = None
+                if any(column.num_chunks != 1 for column in table.columns):
+                    meta = {CHUNKS: json.dumps([[len(c) for c in column.chunks] for column in table.columns]).encode()}
                 writer.write_batch(table.combine_chunks().to_batches()[0], custom_metadata=meta)
                 rows += table.num_rows
     return rows
@@ -314,12 +315,15 @@ class UnitTask:
         removed: list[pa.Table] = []
         steps = self.phase.steps
         entry, exit_ = self.phase.entry, self.phase.exit
+        uid = self.uid
+        entry_scratch = self.scratch(entry) if entry is not None else None  # once, not per batch
+        exit_scratch = self.scratch(exit_) if exit_ is not None else None
         if entry is not None:
             start = time.perf_counter()
-            entry.load(self.scratch(entry))
+            entry.load(entry_scratch)
             entry.stats.seconds += time.perf_counter() - start
-        if exit_ is not None:
-            shutil.rmtree(UnitContext(self.uid, self.unit_index, self.scratch(exit_)).map_dir, ignore_errors=True)
+        if exit_scratch is not None:
+            shutil.rmtree(UnitContext(uid, self.unit_index, exit_scratch).map_dir, ignore_errors=True)
         offsets = {"in": 0, "out": 0}
 
         def survivors() -> Iterator[pa.Table]:
@@ -331,7 +335,7 @@ class UnitTask:
                         batch = batch.filter(pc.invert(bad))
                     batch = batch.drop_columns([REASON])
                 if entry is not None:
-                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(entry), offsets["in"])
+                    ctx = UnitContext(uid, self.unit_index, entry_scratch, offsets["in"])
                     offsets["in"] += batch.num_rows
                     batch, dropped = entry.process_unit(batch, ctx)
                     if dropped.num_rows:
@@ -339,7 +343,7 @@ class UnitTask:
                 batch, dropped_list = run_steps(batch, steps)
                 removed.extend(dropped_list)
                 if exit_ is not None and batch.num_rows:
-                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(exit_), offsets["out"])
+                    ctx = UnitContext(uid, self.unit_index, exit_scratch, offsets["out"])
                     offsets["out"] += batch.num_rows
                     exit_.timed_map(batch, ctx)
                 yield batch
