@@ -3,7 +3,6 @@ schema, merging a unit's markers, counting stats over staged files however their
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from test_data_pipeline import ExactDedup, NoTabs, Unit
 
 from codefoundry.data import Annotate
 from codefoundry.data.pipeline import FILES_SCHEMA, REMOVED_SCHEMA, LocalExecutor, StepStats, from_records
-from codefoundry.data.pipeline.executor import _write_arrow, gather_stats, read_unit, unit_files, unit_outputs
+from codefoundry.data.pipeline.executor import _write_arrow, finished_unit, gather_stats, read_unit, unit_outputs
 from codefoundry.data.pipeline.schema import COLUMNS, conform, with_reason
 from codefoundry.data.pipeline.stats import count_files, merge_all
 from codefoundry.data.pipeline.step import split
@@ -106,15 +105,14 @@ def test_unit_outputs_merge_markers_as_step_stats_do(tmp_path: Path) -> None:
     for i, (kept, removed, steps) in enumerate(outputs):
         want: dict[str, StepStats] = {}
         for p in plan:
-            marker = json.loads((work / f"phase{p.index}" / f"{i:06d}.done").read_text())
-            for name, data in marker["steps"].items():
+            for name, data in finished_unit(work, p.index, f"{i:06d}").marker["steps"].items():
                 stats = StepStats.from_json(data)
                 if name in want:
                     stats.merge(want[name])
                 want[name] = stats
         assert steps == {name: s.to_json() for name, s in want.items()}
-        assert (kept, removed) == (unit_files(work, plan[-1].index, f"{i:06d}")[0],
-                                   [f for p in plan for f in unit_files(work, p.index, f"{i:06d}")[1]])
+        assert (kept, removed) == (finished_unit(work, plan[-1].index, f"{i:06d}").kept,
+                                   [f for p in plan for f in finished_unit(work, p.index, f"{i:06d}").removed])
     assert outputs[0][2]["toy_dedup"]["removed"] == {} and outputs[1][2]["toy_dedup"]["removed"] == {
         "toy_dedup:duplicate": 1}
 
