@@ -235,8 +235,9 @@ def from_batch(batch: dict[str, list[Any]]) -> pa.Table:
     return conform(table)
 
 
-NO_ROWS = REMOVED_SCHEMA.empty_table()
-"""What a step that removed nothing returns as its removed rows (tables are immutable: one serves every call)."""
+NO_ROWS = pa.Table.from_batches([], schema=REMOVED_SCHEMA)
+"""What a step that removed nothing returns as its removed rows (tables are immutable: one serves every call).
+Not `empty_table()`: that imports pandas (through pyarrow's shim), which importing a step must not."""
 
 
 def split(batch: pa.Table, reasons: Sequence[str | None] | pa.Array) -> StepResult:
