@@ -14,7 +14,8 @@ Each run is a fresh subprocess; it times every step's calls (setup, process, a g
 reduce and filter) by wrapping the step objects, so the same measurement works on any revision;
 "read + finalize" is the rest (reading sources, writing shards, stats, card, indexes; the shards and
 the two indexes are also timed on their own where the revision has `data/finalize.py`). Each part
-is timed by wall clock and by the process's CPU time.
+is timed by wall clock and by the process's CPU time. The modules a run imports are counted too (their
+import time is part of the run's).
 `--against REF` also runs git revision REF's `src/` (exported to a temporary folder, on PYTHONPATH)
 on the same input, alternating runs, prints the ratio of median files/s, and checks that both wrote
 the same kept rows (content hash of data/). The machine may be shared: medians of `--repeats`
@@ -93,9 +94,11 @@ if profile:
     import cProfile
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
+modules = set(sys.modules)
 t, cpu, times = time.perf_counter(), time.process_time(), os.times()
 curate_mod.curate(list(DEMO_SOURCES), out, config)
 wall, cpu, after = time.perf_counter() - t, time.process_time() - cpu, os.times()
+imported = sorted(set(sys.modules) - modules)
 if profile:
     profiler.disable()
     profiler.dump_stats(profile)
@@ -118,7 +121,8 @@ print(json.dumps({"wall": wall, "cpu": cpu, "user": after.user - times.user, "sy
                   "kept": stats["totals"]["kept_files"], "steps": seconds, "cpu_steps": cpu_seconds,
                   "rows_read": len(read), "bytes_read": sum(r[-1] or 0 for r in read if isinstance(r[-1], int)),
                   "read_sha256": hashlib.sha256(repr(read).encode()).hexdigest()[:16],
-                  "data_sha256": digest.hexdigest()}))
+                  "data_sha256": digest.hexdigest(), "imported": len(imported),
+                  "imported_top": sorted({m.split(".")[0] for m in imported})}))
 '''
 
 PINNED = Path(__file__).with_name("curate_input.txt")
@@ -218,6 +222,9 @@ def summary(name: str, runs: list[dict]) -> tuple[float, float]:
         user = statistics.median(r["user"] for r in runs)
         system = statistics.median(r["sys"] for r in runs)
         print(f"  of which user {user:.2f} s, system {system:.2f} s (medians)")
+        if "imported" in first:  # their import time is in the run's CPU time
+            print(f"  modules imported during the run: {first['imported']:,} "
+                  f"({', '.join(first['imported_top'][:12])}{' …' if len(first['imported_top']) > 12 else ''})")
         print(f"  rows read (kept + removed): {first['rows_read']:,}, {first['bytes_read'] / 1e6:.1f} MB, "
               f"list sha256 {first['read_sha256']}")
     names = sorted({n for r in runs for n in r["steps"]}, key=lambda n: -statistics.median(

@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/finalize.py [--repeats 3] [--max-files-per-repo 100] [--against REF]
 
-One curation of the demo's input (as `bench/curate.py`, one worker) runs up to its finalize; its `.work` and
-finalize's arguments are kept. Then each timed run, a fresh subprocess, finalizes a copy of that `.work` with this
-tree's `src/` (and, with `--against`, git revision REF's, alternating), timing `finalize` and its parts by the
-process's CPU time. Every file the runs write but manifest.json is compared with the first run of this tree (or
-of REF): sha256, and for a Parquet file whose bytes differ, its rows. Medians of `--repeats` runs.
+One curation of the demo's input (as `bench/curate.py`, one worker) per revision runs up to its finalize; its
+`.work` and finalize's arguments are kept (each revision's own: the `.work` layout may differ between them). Then
+each timed run, a fresh subprocess, finalizes a copy of that `.work` with this tree's `src/` (and, with `--against`,
+git revision REF's, alternating), timing `finalize` and its parts by the process's CPU time. Every file the runs
+write but manifest.json is compared with the first run of this tree (or of REF): sha256, and for a Parquet file
+whose bytes differ, its rows. Medians of `--repeats` runs.
 """
 
 from __future__ import annotations
@@ -104,12 +105,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         old_src = export_src(args.against, work / "old") if args.against else None
-        save = work / "save"
-        save.mkdir()
-        proc = subprocess.run([sys.executable, "-c", PREPARE, str(work / "dataset"), str(save),
-                               str(args.max_files_per_repo)], capture_output=True, text=True, env=_env(ours_src))
-        if proc.returncode or not (save / "args.pkl").exists():
-            sys.exit(f"error: the curation before finalize failed:\n{proc.stderr[-3000:]}")
+        saves: dict[Path, Path] = {}
+        for k, src in enumerate(s for s in (ours_src, old_src) if s is not None):
+            save = saves[src] = work / f"save-{k}"
+            save.mkdir()
+            proc = subprocess.run([sys.executable, "-c", PREPARE, str(work / f"dataset-{k}"), str(save),
+                                   str(args.max_files_per_repo)], capture_output=True, text=True, env=_env(src))
+            if proc.returncode or not (save / "args.pkl").exists():
+                sys.exit(f"error: the curation before finalize failed ({src}):\n{proc.stderr[-3000:]}")
         runs: dict[str, list[dict]] = {"this tree": [], **({f"revision {args.against}": []} if old_src else {})}
         firsts: dict[str, Path] = {}
         for i in range(args.repeats):
@@ -117,7 +120,7 @@ def main() -> None:
                 if src is None:
                     continue
                 out = work / f"out-{k}-{i}"
-                proc = subprocess.run([sys.executable, "-c", RUN, str(save), str(out)], capture_output=True,
+                proc = subprocess.run([sys.executable, "-c", RUN, str(saves[src]), str(out)], capture_output=True,
                                       text=True, env=_env(src))
                 if proc.returncode:
                     sys.exit(f"error: finalize failed ({name}):\n{proc.stderr[-3000:]}")

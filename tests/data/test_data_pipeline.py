@@ -23,7 +23,7 @@ from codefoundry.data.pipeline import (
     from_records,
     phases,
 )
-from codefoundry.data.pipeline.executor import gather_stats, read_unit, unit_outputs, write_shards
+from codefoundry.data.pipeline.executor import finished_unit, gather_stats, read_unit, unit_outputs, write_shards
 
 
 class NoTabs(Filter):
@@ -129,14 +129,15 @@ def test_resume_skips_marked_units_and_redoes_unmarked(tmp_path: Path) -> None:
     units = [Unit("r1", ["a = 1\n"]), Unit("r2", ["b = 2\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate()])
-    first = (work / "phase0" / "000000" / "kept.arrow").stat().st_mtime_ns
-    (work / "phase0" / "000001.done").unlink()  # as if killed before unit 1 finished
-    (work / "phase0" / "000001" / "kept.arrow").write_bytes(b"garbage")
+    first = (work / "phase0" / "000000.done").stat().st_mtime_ns
+    (work / "phase0" / "000001.done").unlink()  # as if killed before unit 1 finished: its rows in a temp file
+    (work / "phase0" / ".tmp-000001.done.123").write_bytes(b"garbage")
     LocalExecutor(1).run(work, units, [Annotate()])
-    assert (work / "phase0" / "000000" / "kept.arrow").stat().st_mtime_ns == first
+    assert (work / "phase0" / "000000.done").stat().st_mtime_ns == first
     kept = read_unit(next(unit_outputs(work, plan, 2))[0])
     assert kept.num_rows == 1
-    assert read_unit(work / "phase0" / "000001" / "kept.arrow").column("content").to_pylist() == ["b = 2\n"]
+    assert read_unit(work / "phase0" / "000001.done").column("content").to_pylist() == ["b = 2\n"]
+    assert sorted(p.name for p in (work / "phase0").iterdir()) == ["000000.done", "000001.done"]
 
 
 def test_a_marker_whose_scratch_file_was_lost_is_redone(tmp_path: Path) -> None:
@@ -144,46 +145,92 @@ def test_a_marker_whose_scratch_file_was_lost_is_redone(tmp_path: Path) -> None:
     units = [Unit("r1", ["a = 1\n", "b = 2\n"]), Unit("r2", ["c = 3\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate()])
-    marker = json.loads((work / "phase0" / "000000.done").read_text())
+    marker = finished_unit(work, 0, "000000").marker
     assert marker["kept_rows"] == 2 and marker["steps"]["annotate"]["rows_in"] == 2
-    untouched = (work / "phase0" / "000001" / "kept.arrow").stat().st_mtime_ns
-    (work / "phase0" / "000000" / "kept.arrow").write_bytes(b"")  # what a crash before writeback leaves
+    untouched = (work / "phase0" / "000001.done").stat().st_mtime_ns
+    (work / "phase0" / "000000.done").write_bytes(b"")  # what a crash before writeback leaves
     LocalExecutor(1).run(work, units, [Annotate()])
     kept = [read_unit(o[0]).column("content").to_pylist() for o in unit_outputs(work, plan, 2)]
     assert kept == [["a = 1\n", "b = 2\n"], ["c = 3\n"]]
-    assert (work / "phase0" / "000001" / "kept.arrow").stat().st_mtime_ns == untouched
+    assert (work / "phase0" / "000001.done").stat().st_mtime_ns == untouched
 
 
 def test_no_removed_file_for_a_unit_that_removed_nothing(tmp_path: Path) -> None:
     units = [Unit("r1", ["a = 1\n"]), Unit("r2", ["b\t= 2\n", "c = 3\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
-    assert not list((work / "phase0" / "000000").glob("removed.*"))
+    assert not list((work / "phase0").glob("000000.removed.*"))
+    assert not [p for p in work.rglob("*") if p.is_dir() and p.parent.name == "phase0"]  # no folder per unit
     outputs = list(unit_outputs(work, plan, 2))
-    assert outputs[0][1] == [] and outputs[1][1] == [work / "phase0" / "000001" / "removed.arrow"]
+    assert outputs[0][1] == [] and outputs[1][1] == [work / "phase0" / "000001.removed.arrow"]
     stats = gather_stats(outputs, "files")["subsets"]["files"]
     assert stats["totals"]["removed_files"] == 1 and stats["totals"]["kept_files"] == 2
     assert not list(work.rglob(".tmp-*"))
 
 
-def test_a_run_left_with_removed_parquet_files_resumes_with_them(tmp_path: Path) -> None:
-    """Units an older version finished staged their removed rows as Parquet: a rerun keeps and counts them."""
+def legacy_layout(work: Path, uid: str, removed_as_parquet: bool = False) -> None:
+    """Move a finished unit's phase-0 files where older versions staged them: a folder per unit (`kept.arrow`,
+    `removed.arrow`, or older still `removed.parquet`) beside a JSON marker."""
+    folder = work / "phase0" / uid
+    folder.mkdir()
+    done = work / "phase0" / f"{uid}.done"
+    marker = finished_unit(work, 0, uid).marker
+    rows = read_unit(done)
+    with pa.OSFile(str(folder / "kept.arrow"), "wb") as sink, pa.ipc.new_file(sink, FILES_SCHEMA) as writer:
+        for batch in rows.to_batches():
+            writer.write_batch(batch)
+    done.write_text(json.dumps(marker, sort_keys=True) + "\n")
+    staged = work / "phase0" / f"{uid}.removed.arrow"
+    if removed_as_parquet:
+        pq.write_table(read_unit(staged), folder / "removed.parquet")
+        staged.unlink()
+    elif staged.exists():
+        staged.rename(folder / "removed.arrow")
+
+
+def test_a_run_left_by_an_older_layout_resumes_with_its_units(tmp_path: Path) -> None:
+    """Units an older version finished sit in a folder per unit, their removed rows as Arrow or Parquet: a rerun
+    keeps and counts them; a unit it redoes is written in this layout, its rows once."""
     units = [Unit("r1", ["a = 1\n", "x\t= 1\n"]), Unit("r2", ["b\t= 2\n", "c = 3\n"])]
     work = tmp_path / "w"
     plan = LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
-    staged = work / "phase0" / "000000" / "removed.arrow"
-    pq.write_table(read_unit(staged), staged.with_suffix(".parquet"))
-    staged.unlink()
+    legacy_layout(work, "000000", removed_as_parquet=True)
+    legacy_layout(work, "000001")
+    marked = {p: p.stat().st_mtime_ns for p in (work / "phase0").glob("*.done")}
     LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])  # both units are marked done: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in (work / "phase0").glob("*.done")} == marked
     outputs = list(unit_outputs(work, plan, 2))
+    assert [o[0] for o in outputs] == [work / "phase0" / u / "kept.arrow" for u in ("000000", "000001")]
     assert [o[1][0].name for o in outputs] == ["removed.parquet", "removed.arrow"]
     stats = gather_stats(outputs, "files")["subsets"]["files"]
     assert stats["totals"]["removed_files"] == 2 and stats["removed"]["no_tabs:tab"]["files"] == 2
+    assert stats["totals"]["kept_files"] == 2
     shards = write_shards([f for o in outputs for f in o[1]], tmp_path / "removed", REMOVED_SCHEMA, 1 << 20)
     assert pq.read_table(shards[0]).column("content").to_pylist() == ["x\t= 1\n", "b\t= 2\n"]
     (work / "phase0" / "000000.done").unlink()  # unit 0 interrupted before its marker: redone, its rows once
     LocalExecutor(1).run(work, units, [Annotate(), NoTabs()])
-    assert [f.name for f in next(unit_outputs(work, plan, 2))[1]] == ["removed.arrow"]
+    kept, removed, _ = next(unit_outputs(work, plan, 2))
+    assert kept == work / "phase0" / "000000.done" and removed == [work / "phase0" / "000000.removed.arrow"]
+    assert read_unit(kept).column("content").to_pylist() == ["a = 1\n"]
+
+
+def test_a_later_phase_reads_an_older_layouts_staged_rows(tmp_path: Path) -> None:
+    """A run interrupted by an older version between phases: phase 1 reads the rows phase 0 staged in a folder."""
+    units = [Unit("r1", ["a = 1\n", "b = 2\n"]), Unit("r2", ["a = 1\n", "c = 3\n"])]
+    steps = [Annotate(), ExactDedup()]
+    work = tmp_path / "w"
+    expected = tmp_path / "x"
+    plan = LocalExecutor(1).run(expected, units, steps)
+    want = [read_unit(o[0]).column("content").to_pylist() for o in unit_outputs(expected, plan, 2)]
+    LocalExecutor(1).run(work, units, steps)
+    for uid in ("000000", "000001"):
+        legacy_layout(work, uid)
+        (work / "phase1" / f"{uid}.done").unlink()
+    marked = {p: p.stat().st_mtime_ns for p in (work / "phase0").glob("*.done")}
+    LocalExecutor(1).run(work, units, steps)
+    assert {p: p.stat().st_mtime_ns for p in (work / "phase0").glob("*.done")} == marked  # phase 0 not redone
+    assert [read_unit(o[0]).column("content").to_pylist() for o in unit_outputs(work, plan, 2)] == want
+    assert want == [["a = 1\n", "b = 2\n"], ["c = 3\n"]]
 
 
 def test_shards_are_bounded_and_ordered(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ Executors (`executor.py`)
     Work units (`WorkUnit`: `describe()`, `read() -> batches`) are independent slices of
     the input (one repository, one chunk of a table). `LocalExecutor(workers).run(work, units,
     steps)` cuts the step list into phases at global steps, runs each unit's phase in a
-    worker, writes `.work/phase<i>/<unit>/kept.arrow` (+ `removed.arrow` when rows
+    worker, writes `.work/phase<i>/<unit>.kept.arrow` (+ `<unit>.removed.arrow` when rows
     left) and then a `.done` marker holding the unit's step stats; a rerun skips marked units,
     so a run killed at any point resumes and ends with identical bytes. Inputs and `--out` may
     be fsspec URLs (`storage.py`: a remote dataset is staged locally, then published).

@@ -3,12 +3,13 @@
 Layout of a run in progress (under the output dir; removed when the run completes):
 
     .work/plan.json                      units (in order) + the run key (config + sources)
-    .work/phase0/<unit>/kept.arrow       rows that survived phase 0's steps, staged for phase 1 (Arrow IPC:
-                                         written and memory-mapped back at a fraction of Parquet's cost); the
-                                         last phase's too: they are encoded to Parquet once, in the shards
-    .work/phase0/<unit>/removed.arrow    rows removed in phase 0 (with `reason`), staged alike (the removed
+    .work/phase0/<unit>.removed.arrow    rows removed in phase 0 (with `reason`), staged as Arrow IPC (written
+                                         and memory-mapped back at a fraction of Parquet's cost; the removed
                                          shards are their only Parquet encode); absent when none were
-    .work/phase0/<unit>.done             completion marker, written last: {"kept_rows": n, "steps": the
+    .work/phase0/<unit>.done             the unit's phase, done, written last (renamed into place): the rows that
+                                         survived phase 0's steps, staged alike for phase 1 (the last phase's
+                                         are encoded to Parquet once, in the shards), then an empty record
+                                         batch whose metadata is the marker: {"kept_rows": n, "steps": the
                                          phase's per-step stats for this unit}
     .work/global/<step>/map/<unit>/…     a global step's map output; reduce/ its reduce output
     .work/global/<step>/reduce/<p>.done  reduce completion marker per partition ({"seconds": wall time})
@@ -19,10 +20,14 @@ runs per partition; phase 1 feeds the staged rows through the global step's filt
 the next local steps, and so on. The last phase's kept rows become the dataset.
 
 Resumption is by markers: a unit (or partition) with a `.done` file is skipped; one without
-is redone from scratch (its outputs are overwritten). Scratch files are not fsynced (only the
-dataset's files are): a marker whose unit's kept file does not hold the rows it names (a
-machine crash lost it) counts as missing. Finalizing (shards, stats, card)
-reads only `.work`, so it is redone whole if interrupted. Determinism: units are processed
+is redone from scratch (its outputs are overwritten). The marker travels in the kept rows' file and a
+unit's files are not in a folder of their own: creating an inode (a file, a folder) was the costliest
+syscall of a run on ext4, so a unit's phase makes one or two. A `.work` an older version left (a JSON
+`<unit>.done` beside `phase0/<unit>/kept.arrow` and `removed.arrow` or `removed.parquet`) resumes with
+its finished units (`finished_unit`). Scratch files
+are not fsynced (only the dataset's files are): a marker whose unit's kept file does not hold the
+rows it names (a machine crash lost it) counts as missing. Finalizing (shards, stats, card) reads
+only `.work`, so it is redone whole if interrupted. Determinism: units are processed
 independently and gathered in plan order, so worker count and timing never change the bytes.
 """
 
@@ -169,18 +174,72 @@ def _write_scratch_json(path: Path, obj: Any) -> None:
         f.write((json.dumps(obj, sort_keys=True) + "\n").encode())
 
 
-REMOVED_NAME = "removed.arrow"
-LEGACY_REMOVED_NAME = "removed.parquet"
-"""A unit's removed rows as versions before staged them (a run they left unfinished resumes with them)."""
+DONE_SUFFIX = ".done"
+"""`<unit>.done`: a unit's finished phase, its kept rows and marker (Arrow IPC, see the module's docstring)."""
+REMOVED_SUFFIX = ".removed.arrow"
+"""`<unit>.removed.arrow`: its removed rows, when there are any."""
+MARKER = b"codefoundry.done"
+"""The metadata key of a done file's last record batch (empty): the unit's marker, as JSON."""
+ARROW_MAGIC = b"ARROW1"
+LEGACY_KEPT_NAME = "kept.arrow"
+LEGACY_REMOVED_NAMES = ("removed.arrow", "removed.parquet")
+"""A unit's files as older versions staged them, in a folder per unit beside a JSON `<unit>.done` (`kept.arrow`,
+and its removed rows as Arrow or, older still, Parquet): a run they left unfinished resumes with the units they
+finished."""
 
 
-def kept_name(phase: Phase) -> str:
-    """A phase's kept rows: Arrow IPC for every phase (the last phase's become Parquet once, in the shards)."""
-    return "kept.arrow"
+@dataclass(frozen=True)
+class FinishedUnit:
+    """A unit's finished phase: where its rows are, and what its marker says."""
+
+    kept: Path
+    removed: list[Path]
+    marker: dict[str, Any]
+
+
+def finished_unit(work: Path, phase_index: int, uid: str, verify: bool = True) -> FinishedUnit | None:
+    """A unit's phase when it is finished: its done file exists and holds the rows its marker names (a machine crash
+    can lose unsynced scratch files; a process crash cannot), or an older version's JSON marker names the rows of
+    the folder beside it. None when it is not. `verify=False` (a unit this run saw finish): the marker alone, read
+    without mapping the file (a memory map's page faults made opening the file cost twice as much)."""
+    folder = work / f"phase{phase_index}"
+    done = folder / f"{uid}{DONE_SUFFIX}"
+    try:
+        with pa.memory_map(str(done)) if verify else pa.OSFile(str(done)) as source:
+            if source.read(len(ARROW_MAGIC)) == ARROW_MAGIC:
+                reader = pa.ipc.open_file(source)
+                last = reader.num_record_batches - 1
+                marker = json.loads(reader.get_batch_with_custom_metadata(last)[1][MARKER])
+                rows = sum(reader.get_batch(i).num_rows for i in range(last)) if verify else marker["kept_rows"]
+                removed = folder / f"{uid}{REMOVED_SUFFIX}"
+                unit = FinishedUnit(done, [removed] if os.path.exists(removed) else [], marker)
+            else:
+                source.seek(0)
+                marker = json.loads(source.read())
+                legacy = folder / uid
+                unit = FinishedUnit(legacy / LEGACY_KEPT_NAME, [f for name in LEGACY_REMOVED_NAMES
+                                                               if os.path.exists(f := legacy / name)], marker)
+                rows = _rows_in(unit.kept) if verify else marker["kept_rows"]
+        return unit if rows == marker["kept_rows"] else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, pa.ArrowException):
+        return None
+
+
+def kept_file(work: Path, phase_index: int, uid: str) -> Path:
+    """Where a finished unit's phase keeps its rows: its done file, or an older version's folder (JSON marker)."""
+    done = work / f"phase{phase_index}" / f"{uid}{DONE_SUFFIX}"
+    with open(done, "rb") as f:
+        arrow = f.read(len(ARROW_MAGIC)) == ARROW_MAGIC
+    return done if arrow else done.parent / uid / LEGACY_KEPT_NAME
+
+
+def _is_parquet(path: Path) -> bool:
+    """Parquet (an input dataset's shard, an older version's removed rows), else staged Arrow IPC."""
+    return path.suffix == ".parquet"
 
 
 def _rows_in(path: Path) -> int:
-    if path.suffix == ".arrow":
+    if not _is_parquet(path):
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)
             return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
@@ -188,22 +247,17 @@ def _rows_in(path: Path) -> int:
 
 
 def _unit_done(work: Path, phase: Phase, uid: str) -> bool:
-    """A unit's phase is done when its marker exists and names the rows its kept file holds (a machine crash
-    can lose unsynced scratch files; a process crash cannot)."""
-    marker = work / f"phase{phase.index}" / f"{uid}.done"
-    try:
-        done = json.loads(marker.read_text(encoding="utf-8"))
-        return _rows_in(work / f"phase{phase.index}" / uid / kept_name(phase)) == done["kept_rows"]
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
-        return False
+    return finished_unit(work, phase.index, uid) is not None
 
 
-def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema, skip_empty: bool = False) -> int:
+def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema, skip_empty: bool = False,
+                 marker: Callable[[int], dict[str, Any]] | None = None) -> int:
     """Scratch rows as an Arrow IPC file (uncompressed: read back by memory map, never kept), one record batch per
     table written; a table whose columns came in several chunks records their lengths (`CHUNKS`), so that
     `staged_tables` gives back each table as it was: Parquet pages follow chunk boundaries, and a shard written
     from the staged rows is then the file the rows would have been written to directly. `skip_empty`: no file
-    for no rows (an earlier, interrupted attempt's is removed)."""
+    for no rows (an earlier, interrupted attempt's is removed). `marker(rows)`, called once the rows are written
+    (and before the file is renamed into place), gives the marker written in an empty last batch (`MARKER`)."""
     rows = 0
     if skip_empty:
         tables = iter(pending := [t for t in tables if t.num_rows])
@@ -215,11 +269,30 @@ def _write_arrow(path: Path, tables: Iterator[pa.Table], schema: pa.Schema, skip
         for table in tables:
             if table.num_rows:
                 table = conform(table, schema)
-                lengths = [[len(c) for c in column.chunks] for column in table.columns]
-                meta = None if all(len(n) == 1 for n in lengths) else {CHUNKS: json.dumps(lengths).encode()}
+                meta = None
+                if any(column.num_chunks != 1 for column in table.columns):
+                    meta = {CHUNKS: json.dumps([[len(c) for c in column.chunks] for column in table.columns]).encode()}
                 writer.write_batch(table.combine_chunks().to_batches()[0], custom_metadata=meta)
                 rows += table.num_rows
+        if marker is not None:
+            empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+            writer.write_batch(empty, custom_metadata={MARKER: json.dumps(marker(rows), sort_keys=True).encode()})
     return rows
+
+
+def _staged_batches(reader: pa.ipc.RecordBatchFileReader) -> Iterator[tuple[pa.RecordBatch, Any]]:
+    """(batch, its metadata) of a staged file, but the marker's."""
+    for i in range(reader.num_record_batches):
+        batch, meta = reader.get_batch_with_custom_metadata(i)
+        if meta is None or MARKER not in meta:
+            yield batch, meta
+
+
+def read_staged(path: Path) -> pa.Table:
+    """A staged file's rows as written, a chunk per record batch (without the marker's)."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        return pa.Table.from_batches([batch for batch, _ in _staged_batches(reader)], schema=reader.schema)
 
 
 CHUNKS = b"codefoundry.chunks"
@@ -232,8 +305,7 @@ def staged_tables(path: Path) -> Iterator[pa.Table]:
     """Each table `_write_arrow` wrote to `path`, chunked as it was given."""
     with pa.memory_map(str(path)) as source:
         reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            batch, meta = reader.get_batch_with_custom_metadata(i)
+        for batch, meta in _staged_batches(reader):
             if meta is None or CHUNKS not in meta:
                 yield pa.Table.from_batches([batch])
                 continue
@@ -249,7 +321,7 @@ def read_unit(path: Path, columns: list[str] | None = None) -> pa.Table:
     """A unit's rows (`read_parquet` of a `.parquet` file), chunked as `read_parquet` would give them had they been
     written to Parquet: a chunk per row group (≤ ROW_GROUP_ROWS rows of one written table), cut every
     SCAN_BATCH_ROWS rows."""
-    if path.suffix != ".arrow":
+    if _is_parquet(path):
         return read_parquet(path, columns)
     parts = []
     for table in staged_tables(path):
@@ -287,35 +359,36 @@ class UnitTask:
         if self.phase.index == 0:
             yield from self.unit.read()
             return
-        path = self.work / f"phase{self.phase.index - 1}" / self.uid / "kept.arrow"
-        with pa.memory_map(str(path)) as source:
-            staged = pa.ipc.open_file(source).read_all()
-            for start in range(0, staged.num_rows, self.batch_rows):  # fixed-size batches across written chunks
-                yield staged.slice(start, self.batch_rows).combine_chunks()
+        staged = read_staged(kept_file(self.work, self.phase.index - 1, self.uid))
+        for start in range(0, staged.num_rows, self.batch_rows):  # fixed-size batches across written chunks
+            yield staged.slice(start, self.batch_rows).combine_chunks()
 
     def run(self) -> str:
-        out = self.work / f"phase{self.phase.index}" / self.uid
+        folder = self.work / f"phase{self.phase.index}"
         removed: list[pa.Table] = []
         steps = self.phase.steps
         entry, exit_ = self.phase.entry, self.phase.exit
+        uid = self.uid
+        entry_scratch = self.scratch(entry) if entry is not None else None  # once, not per batch
+        exit_scratch = self.scratch(exit_) if exit_ is not None else None
         if entry is not None:
             start = time.perf_counter()
-            entry.load(self.scratch(entry))
+            entry.load(entry_scratch)
             entry.stats.seconds += time.perf_counter() - start
-        if exit_ is not None:
-            shutil.rmtree(UnitContext(self.uid, self.unit_index, self.scratch(exit_)).map_dir, ignore_errors=True)
+        if exit_scratch is not None:
+            shutil.rmtree(UnitContext(uid, self.unit_index, exit_scratch).map_dir, ignore_errors=True)
         offsets = {"in": 0, "out": 0}
 
         def survivors() -> Iterator[pa.Table]:
             for batch in self.batches():
                 if self.phase.index == 0 and batch.num_rows:
-                    bad = pc.is_valid(batch.column(REASON))
-                    if pc.any(bad).as_py():  # else no copy of the batch: most read batches have no bad row
+                    if batch.column(REASON).null_count < batch.num_rows:  # else no copy: most read batches have
+                        bad = pc.is_valid(batch.column(REASON))          # no bad row
                         removed.append(batch.filter(bad))
                         batch = batch.filter(pc.invert(bad))
                     batch = batch.drop_columns([REASON])
                 if entry is not None:
-                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(entry), offsets["in"])
+                    ctx = UnitContext(uid, self.unit_index, entry_scratch, offsets["in"])
                     offsets["in"] += batch.num_rows
                     batch, dropped = entry.process_unit(batch, ctx)
                     if dropped.num_rows:
@@ -323,24 +396,26 @@ class UnitTask:
                 batch, dropped_list = run_steps(batch, steps)
                 removed.extend(dropped_list)
                 if exit_ is not None and batch.num_rows:
-                    ctx = UnitContext(self.uid, self.unit_index, self.scratch(exit_), offsets["out"])
+                    ctx = UnitContext(uid, self.unit_index, exit_scratch, offsets["out"])
                     offsets["out"] += batch.num_rows
                     exit_.timed_map(batch, ctx)
                 yield batch
 
-        kept_rows = _write_arrow(out / kept_name(self.phase), survivors(), FILES_SCHEMA)
-        if not self.removed_content:
-            removed = [t.set_column(t.schema.get_field_index("content"), "content", pa.nulls(t.num_rows, pa.string()))
-                       for t in removed]
-        _write_arrow(out / REMOVED_NAME, iter(removed), REMOVED_SCHEMA, skip_empty=True)
-        # an older version's attempt at this unit, interrupted before its marker, may have left its removed rows
-        (out / LEGACY_REMOVED_NAME).unlink(missing_ok=True)
-        # The exit step counts no rows here, only its map's time; its rows come in the next phase.
-        step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
-                      + ([exit_] if exit_ else [])}
-        # The marker, written last, carries the unit's step stats: one scratch file fewer per unit and phase.
-        _write_scratch_json(out.with_suffix(".done"), {"kept_rows": kept_rows, "steps": step_stats})
-        return self.uid
+        def finish(kept_rows: int) -> dict[str, Any]:
+            """Once the kept rows are written: the removed rows' file, then the marker (with the unit's step stats),
+            which ends the kept rows' file: one scratch file per unit and phase (two when rows were removed)."""
+            nonlocal removed
+            if not self.removed_content:
+                removed = [t.set_column(t.schema.get_field_index("content"), "content",
+                                        pa.nulls(t.num_rows, pa.string())) for t in removed]
+            _write_arrow(folder / f"{uid}{REMOVED_SUFFIX}", iter(removed), REMOVED_SCHEMA, skip_empty=True)
+            # The exit step counts no rows here, only its map's time; its rows come in the next phase.
+            step_stats = {s.name: s.take_stats().to_json() for s in ([entry] if entry else []) + steps
+                          + ([exit_] if exit_ else [])}
+            return {"kept_rows": kept_rows, "steps": step_stats}
+
+        _write_arrow(folder / f"{uid}{DONE_SUFFIX}", survivors(), FILES_SCHEMA, marker=finish)
+        return uid
 
 
 def _run_task(task: UnitTask) -> str:
@@ -424,20 +499,28 @@ class LocalExecutor:
 
 def unit_outputs(work: Path, plan: list[Phase], n_units: int) -> Iterator[tuple[Path, list[Path], dict[str, Any]]]:
     """Per unit in plan order: (final kept file, removed files of every phase, merged step stats)."""
-    last = plan[-1].index
     for i in range(n_units):
         uid = f"{i:06d}"
-        removed = [f for p in plan for name in (REMOVED_NAME, LEGACY_REMOVED_NAME)
-                   if (f := work / f"phase{p.index}" / uid / name).exists()]
+        removed: list[Path] = []
         steps: dict[str, Any] = {}
         for p in plan:
-            marker = json.loads((work / f"phase{p.index}" / f"{uid}.done").read_text(encoding="utf-8"))
-            for name, data in marker["steps"].items():
+            unit = finished_unit(work, p.index, uid, verify=False)  # the run checked or wrote it
+            if unit is None:
+                raise RuntimeError(f"unit {uid} of phase {p.index} is not finished")
+            kept = unit.kept
+            removed += unit.removed
+            for name, data in unit.marker["steps"].items():
+                if name not in steps and data.keys() == STEP_KEYS:  # as `to_json` wrote it: nothing to merge
+                    steps[name] = data
+                    continue
                 stats = StepStats.from_json(data)
                 if name in steps:
                     stats.merge(StepStats.from_json(steps[name]))
                 steps[name] = stats.to_json()
-        yield work / f"phase{last}" / uid / "kept.arrow", removed, steps
+        yield kept, removed, steps
+
+
+STEP_KEYS = StepStats().to_json().keys()
 
 
 def step_seconds(work: Path, plan: list[Phase], outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]]
@@ -517,7 +600,7 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
         start = boundaries[k - 1] if k else 0
         stop = boundaries[k] if k < len(boundaries) else row
         whole = [i for i in range(len(files)) if starts[i] == start and starts[i + 1] == stop and stop > start]
-        if whole and transform is None and files[whole[0]].suffix == ".parquet":  # exactly one input shard: a link
+        if whole and transform is None and _is_parquet(files[whole[0]]):  # exactly one input shard: a link
             os.link(files[whole[0]], path)
             _fsync(path)  # scratch files are written without fsync; the dataset's are durable
             continue
@@ -528,10 +611,9 @@ def write_shards(files: Sequence[Path], out_dir: Path, schema: pa.Schema, max_by
 
 def _unit_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     """A unit's (or an input shard's) rows, as stored: staged Arrow memory-mapped, Parquet decoded."""
-    if path.suffix != ".arrow":
+    if _is_parquet(path):
         return read_parquet(path, columns)
-    with pa.memory_map(str(path)) as source:
-        table = pa.ipc.open_file(source).read_all()
+    table = read_staged(path)
     return table.select(columns) if columns is not None else table
 
 
@@ -598,8 +680,8 @@ def gather_stats(outputs: Sequence[tuple[Path, list[Path], dict[str, Any]]], sub
         steps.clear()
 
     for kept_file, removed_files, unit_steps in outputs:
-        kept.append(read_unit(kept_file, columns))
-        unit_removed = [read_unit(f, [*columns, REASON]) for f in removed_files]
+        kept.append(_unit_table(kept_file, columns))  # as stored: counts do not depend on how rows are chunked
+        unit_removed = [_unit_table(f, [*columns, REASON]) for f in removed_files]
         removed += unit_removed or [REMOVED_SCHEMA.empty_table().select([*columns, REASON])]
         steps.update(merge(steps, {name: {k: v for k, v in data.items() if k != "seconds"}
                                    for name, data in unit_steps.items()}))

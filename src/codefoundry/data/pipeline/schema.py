@@ -46,6 +46,8 @@ def with_reason(table: pa.Table, reasons: pa.Array | list[str]) -> pa.Table:
 
 def conform(table: pa.Table, schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
     """`table` with exactly `schema`'s columns in order (missing ones null, types cast)."""
+    if table.schema.equals(schema, check_metadata=True):  # most tables already are: nothing to rebuild
+        return table
     names = set(table.column_names)
     columns = [_cast(table.column(f.name), f.type) if f.name in names else pa.nulls(table.num_rows, f.type)
                for f in schema]

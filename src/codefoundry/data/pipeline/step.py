@@ -144,7 +144,7 @@ class Mapper(Step):
         """The batch with rows rewritten (same number of rows, same order)."""
 
     def process(self, batch: pa.Table) -> StepResult:
-        return StepResult(self.transform(batch), REMOVED_SCHEMA.empty_table())
+        return StepResult(self.transform(batch), NO_ROWS)
 
     def map_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """For `Dataset.map(step.map_batch, batched=True)`: the record columns, rewritten (others untouched)."""
@@ -235,11 +235,22 @@ def from_batch(batch: dict[str, list[Any]]) -> pa.Table:
     return conform(table)
 
 
+NO_ROWS = pa.Table.from_batches([], schema=REMOVED_SCHEMA)
+"""What a step that removed nothing returns as its removed rows (tables are immutable: one serves every call).
+Not `empty_table()`: that imports pandas (through pyarrow's shim), which importing a step must not."""
+
+
 def split(batch: pa.Table, reasons: Sequence[str | None] | pa.Array) -> StepResult:
     """Split `batch` by per-row reasons (None = keep) into kept rows and removed rows + reason."""
-    arr = reasons if isinstance(reasons, pa.Array) else pa.array(list(reasons), pa.string())
+    if isinstance(reasons, pa.Array):
+        arr = reasons
+    else:
+        reasons = reasons if isinstance(reasons, list) else list(reasons)
+        if reasons.count(None) == len(reasons) == batch.num_rows:  # most batches lose no row: no Arrow array
+            return StepResult(batch, NO_ROWS)                        # to build for them
+        arr = pa.array(reasons, pa.string())
     if arr.null_count == len(arr):
-        return StepResult(batch, REMOVED_SCHEMA.empty_table())
+        return StepResult(batch, NO_ROWS)
     keep = pc.is_null(arr)
     removed = batch.filter(pc.invert(keep))
     return StepResult(batch.filter(keep), with_reason(removed.select(list(COLUMNS)), arr.filter(pc.invert(keep))))
