@@ -51,6 +51,7 @@ from codefoundry.benchmarks import BENCHMARK_SETS
 from codefoundry.config import StageConfig
 from codefoundry.data.dedup.minhash import shingle_sets
 from codefoundry.data.pipeline import Filter
+from codefoundry.data.sources.repo import is_utf8
 from codefoundry.errors import UserError
 
 DEFAULT_BENCHMARKS = ["humaneval", "humaneval-infilling", "mbpp"]  # bigcode-dataset: MultiPL-E left out
@@ -269,7 +270,7 @@ class ExactIndex:
         self.words = words  # normalised string → (benchmark, item), the first item of each
         self._automaton: Any = None
         # a string with a lone surrogate is left out: valid UTF-8 text (an Arrow string) cannot hold it
-        keys = [k for k in words if _is_utf8(k)]
+        keys = [k for k in words if is_utf8(k)]
         self.items = [words[k] for k in keys]
         self.scan = ahocorasick_rs.BytesAhoCorasick([k.encode("utf-8") for k in keys]) if keys else None
 
@@ -387,14 +388,6 @@ class Decontaminate(Filter):
             if search(key) and (hit := first(key)) is not None:
                 out[i] = f"decontam:{hit[0]}:{hit[1]}"
         return out
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class NearIndex:

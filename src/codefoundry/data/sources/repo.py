@@ -76,7 +76,8 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _is_utf8(name: str) -> bool:
+def is_utf8(name: str) -> bool:
+    """Whether `name` encodes as UTF-8 (no lone surrogates: undecodable bytes kept as surrogate escapes)."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -134,7 +135,7 @@ def listed_batches(info: RepoInfo, paths: Sequence[str], entry_at: Callable[[int
     first_read: dict[str, bytes] = {}  # license/metadata bytes, so that chosen ones are not read twice
     for i in itertools.compress(range(len(paths)), evidence_files(paths)):
         path = paths[i]
-        if _is_utf8(path):
+        if is_utf8(path):
             e = entry_at(i)
             try:
                 if e.size is not None and e.size > limits.max_file_bytes:
@@ -189,7 +190,7 @@ def _batch(info: RepoInfo, entries: Sequence[Entry], first_read: dict[str, bytes
     for e in entries:
         content, reason, size, sha, path = None, None, e.size, e.hexsha, e.path
         try:
-            if not _is_utf8(path):
+            if not is_utf8(path):
                 path = printable(path)
                 raise Skip("read:path_not_utf8")
             if e.size is not None and e.size > limits.max_file_bytes:
